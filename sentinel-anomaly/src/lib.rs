@@ -1,0 +1,1 @@
+//! Anomaly scoring and behaviour detection (issue 6).
