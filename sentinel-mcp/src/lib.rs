@@ -1,1 +1,28 @@
-//! The MCP proxy (issue 5).
+//! The MCP proxy (issue 5): Sentinel between an agent's MCP client and an
+//! MCP server, applying the same engine, modes and audit chain to tool calls
+//! as to kernel actions.
+//!
+//! - [`jsonrpc`] and [`framing`]: strict, bounded reading of messages.
+//! - [`proxy`]: the message logic (verdicts, filtering, pinning, scanning,
+//!   one response per request id).
+//! - [`stdio`]: the stdio transport around it.
+//! - [`decider`]: the seam to the decision point; [`local`] (in-process)
+//!   and [`daemon`] (the daemon's socket, both halves).
+//! - [`store`]: tool pins and approvals in SQLite; [`scan`]: secrets and
+//!   prompt-injection markers.
+//! - [`cli`]: `sentinel mcp-proxy`.
+
+pub mod decider;
+pub mod framing;
+pub mod jsonrpc;
+pub mod local;
+pub mod proxy;
+pub mod scan;
+pub mod stdio;
+pub mod store;
+
+pub use decider::{CallRecord, Clock, DecideError, Decider, ProxyAlert, SystemClock, ToolCall};
+pub use local::{AuditSink, Evaluate, LocalDecider};
+pub use proxy::{Proxy, ProxyConfig};
+pub use scan::{FindingAction, ScanPolicy, Scanner};
+pub use store::{Approval, CallBinding, PinStatus, Store, StoreError};

@@ -1,0 +1,122 @@
+//! Where verdicts come from: the [`Decider`] seam between the proxy and the
+//! decision point (the daemon over its socket, or the engine in-process).
+//!
+//! Everything that must not be under the agent's control lives behind this
+//! trait: the verdict, the audit record, the tool pins and the approvals.
+//! With a daemon, all of it is on the daemon's side of the socket.
+
+use std::time::{Duration, SystemTime};
+
+use sentinel_policy::Verdict;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::scan::ScanPolicy;
+use crate::store::{CallBinding, PinStatus};
+
+/// One `tools/call`, as the proxy asks about it. `agent`, `uid` and `pid`
+/// come from the proxy's own flags and the OS; a daemon replaces them with
+/// what the kernel says about the socket peer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub agent: Option<String>,
+    pub uid: u32,
+    pub pid: u32,
+    pub server: String,
+    pub tool: String,
+    pub args: Value,
+}
+
+/// What happened to a call, for the audit chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallRecord {
+    /// The call, with its arguments already redacted.
+    pub call: ToolCall,
+    pub verdict: Verdict,
+    /// `forwarded`, `denied`, `result`, `error`, `timeout`, `redacted`,
+    /// `blocked`, `ask-pending`, ...
+    pub outcome: String,
+}
+
+/// An alert raised by the proxy (rug-pull, secret in a result, injection).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyAlert {
+    /// `info`, `warning` or `critical`.
+    pub severity: String,
+    /// `mcp-rug-pull`, `mcp-secret`, `mcp-injection`, ...
+    pub category: String,
+    pub reason: String,
+}
+
+/// Errors reaching or using the decision point. The proxy fails closed on
+/// every one of them.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    #[error("the Sentinel daemon did not answer: {0}")]
+    Daemon(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("audit log: {0}")]
+    Audit(String),
+}
+
+/// The decision point the proxy consults.
+pub trait Decider: Send + Sync {
+    /// One line for the startup log: which decision point this is.
+    fn describe(&self) -> String;
+
+    /// The verdict for a call, before it reaches the server. The decision
+    /// point audits the decision itself (outcome `forwarded`, `denied` or
+    /// `ask`), so a proxy that skips [`Decider::record`] cannot hide it.
+    fn decide(&self, call: &ToolCall, now: SystemTime) -> Result<Verdict, DecideError>;
+
+    /// The verdict used to decide whether a tool is advertised in
+    /// `tools/list` (arguments unknown: `args` is null). Not audited.
+    fn decide_listing(&self, probe: &ToolCall, now: SystemTime) -> Result<Verdict, DecideError>;
+
+    /// Appends a call record to the audit chain (`kind = "mcp_call"`).
+    fn record(&self, record: CallRecord, now: SystemTime) -> Result<(), DecideError>;
+
+    /// Appends an alert to the audit chain.
+    fn alert(&self, alert: ProxyAlert, now: SystemTime) -> Result<(), DecideError>;
+
+    /// Tells the circuit breaker whether the server answered well.
+    fn server_outcome(&self, server: &str, ok: bool, now: SystemTime);
+
+    /// Compares a server's tool definitions with their pins.
+    fn check_tools(
+        &self,
+        server: &str,
+        tools: &[Value],
+        now: SystemTime,
+    ) -> Result<Vec<(String, PinStatus)>, DecideError>;
+
+    /// What to do with secrets and injection markers in results.
+    fn scan_policy(&self) -> ScanPolicy;
+
+    /// Consumes an operator's approval of this exact call, if there is one.
+    fn take_ask(&self, binding: &CallBinding, now: SystemTime) -> Result<bool, DecideError>;
+
+    /// Registers a pending approval for this exact call; returns its id.
+    fn request_ask(
+        &self,
+        binding: &CallBinding,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<String, DecideError>;
+}
+
+/// The time source; injected so tests are deterministic.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> SystemTime;
+}
+
+/// The real clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}

@@ -1,0 +1,142 @@
+//! The stdio transport: spawn the server, carry newline-delimited JSON-RPC
+//! between our stdin/stdout and its stdin/stdout through [`Proxy`], pass its
+//! stderr through, and return its exit status.
+
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+
+use crate::framing::LineReader;
+use crate::proxy::{Out, Proxy, Step};
+
+/// A line for a writer task, or the order to flush and stop.
+enum Write {
+    Line(Vec<u8>),
+    Stop,
+}
+
+/// Errors starting or running the stdio proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum StdioError {
+    #[error("cannot start the MCP server `{command}`: {source}; check the command after `--`")]
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error("waiting for the MCP server failed: {0}")]
+    Wait(std::io::Error),
+}
+
+#[derive(Clone)]
+struct Sinks {
+    client: mpsc::Sender<Write>,
+    server: mpsc::Sender<Write>,
+}
+
+impl Sinks {
+    async fn apply(&self, proxy: &Arc<Proxy>, step: Step) {
+        for timer in step.timers {
+            let proxy = Arc::clone(proxy);
+            let sinks = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(timer.after).await;
+                // A timeout only answers; it never starts another timer.
+                sinks.deliver(proxy.on_timeout(&timer).out).await;
+            });
+        }
+        self.deliver(step.out).await;
+    }
+
+    async fn deliver(&self, out: Vec<Out>) {
+        for out in out {
+            // A closed writer means that side is gone; nothing to deliver to.
+            let _ = match out {
+                Out::Client(line) => self.client.send(Write::Line(line)).await,
+                Out::Server(line) => self.server.send(Write::Line(line)).await,
+            };
+        }
+    }
+}
+
+async fn writer<W: AsyncWrite + Unpin>(mut sink: W, mut rx: mpsc::Receiver<Write>) {
+    while let Some(msg) = rx.recv().await {
+        let Write::Line(mut line) = msg else { break };
+        line.push(b'\n');
+        if sink.write_all(&line).await.is_err() || sink.flush().await.is_err() {
+            break;
+        }
+    }
+    let _ = sink.shutdown().await;
+}
+
+/// Runs `command` as the MCP server behind `proxy`, with `client_in` /
+/// `client_out` as the client side (stdin/stdout for `sentinel mcp-proxy`).
+/// Returns when the server has exited and its last messages were written.
+pub async fn run<I, O>(
+    proxy: Arc<Proxy>,
+    command: &[String],
+    client_in: I,
+    client_out: O,
+) -> Result<ExitStatus, StdioError>
+where
+    I: AsyncRead + Unpin + Send + 'static,
+    O: AsyncWrite + Unpin + Send + 'static,
+{
+    let spawn_error = |source| StdioError::Spawn {
+        command: command.join(" "),
+        source,
+    };
+    let (program, args) = command
+        .split_first()
+        .ok_or_else(|| spawn_error(std::io::Error::other("no command given")))?;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(spawn_error)?;
+    let (Some(server_in), Some(server_out)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err(spawn_error(std::io::Error::other("no pipes to the server")));
+    };
+
+    let (client_tx, client_rx) = mpsc::channel(256);
+    let (server_tx, server_rx) = mpsc::channel(256);
+    let sinks = Sinks {
+        client: client_tx,
+        server: server_tx,
+    };
+    let client_writer = tokio::spawn(writer(client_out, client_rx));
+    tokio::spawn(writer(server_in, server_rx));
+
+    let max_line = proxy.config().max_line;
+    {
+        let proxy = Arc::clone(&proxy);
+        let sinks = sinks.clone();
+        tokio::spawn(async move {
+            let mut reader = LineReader::new(BufReader::new(client_in), max_line);
+            while let Ok(Some(frame)) = reader.next_frame().await {
+                let step = proxy.on_client_frame(frame);
+                sinks.apply(&proxy, step).await;
+            }
+            // The client is gone: close the server's stdin so it can exit.
+            let _ = sinks.server.send(Write::Stop).await;
+        });
+    }
+
+    let mut reader = LineReader::new(BufReader::new(server_out), max_line);
+    while let Ok(Some(frame)) = reader.next_frame().await {
+        let step = proxy.on_server_frame(frame);
+        sinks.apply(&proxy, step).await;
+    }
+    let step = proxy.on_server_closed();
+    sinks.apply(&proxy, step).await;
+    let status = child.wait().await.map_err(StdioError::Wait)?;
+    let _ = sinks.client.send(Write::Stop).await;
+    let _ = client_writer.await;
+    Ok(status)
+}
