@@ -7,8 +7,8 @@
 //! `addr`, `port`, `family`; MCP `server`, `tool`, `args`; `verdict`;
 //! alerts `severity`, `category`, `reason`, `related`.
 
-use serde::{Deserialize, Serialize};
 use sentinel_policy::Verdict;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 /// One record of the event stream.
@@ -90,7 +90,11 @@ pub enum Body {
     /// Events the kernel could not deliver (ring buffer full); never silent.
     Lost { count: u64 },
     /// A mode change, with who asked for it.
-    ModeChange { from: String, to: String, by: String },
+    ModeChange {
+        from: String,
+        to: String,
+        by: String,
+    },
 }
 
 impl Event {

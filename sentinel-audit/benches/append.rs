@@ -1,0 +1,61 @@
+//! Records/s appended to the sealed audit chain, in batches as the daemon's
+//! writer task commits them (one transaction, fsync, anchor per batch).
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use sentinel_audit::{AuditLog, Body, Event, ProcessInfo};
+use sentinel_policy::{Decision, Verdict};
+use time::OffsetDateTime;
+
+fn sample_event(i: u64) -> Event {
+    Event {
+        seq: 0,
+        ts: OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_000_000_000 + i as i128)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        body: Body::Exec {
+            process: ProcessInfo {
+                pid: 4242,
+                ppid: 1,
+                uid: 1000,
+                comm: "bash".into(),
+                exe: "/usr/bin/bash".into(),
+                agent: Some("claude".into()),
+            },
+            argv: vec!["bash".into(), "-c".into(), format!("echo {i} > /tmp/out")],
+            argv_truncated: false,
+        },
+        verdict: Some(Verdict {
+            action: Decision::Allow,
+            rule: Some("allow-shell".into()),
+            reason: "matched rule allow-shell".into(),
+            risk: 10,
+            enforced: false,
+            alert: false,
+            factors: vec![],
+        }),
+    }
+}
+
+fn append(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut log = AuditLog::open(&dir.path().join("bench.db"), &dir.path().join("state"))
+        .expect("open audit log");
+    let mut group = c.benchmark_group("audit_append");
+    for batch in [1usize, 64, 256, 1024] {
+        group.throughput(Throughput::Elements(batch as u64));
+        group.bench_function(format!("batch_{batch}"), |b| {
+            b.iter_batched(
+                || (0..batch as u64).map(sample_event).collect::<Vec<_>>(),
+                |mut events| log.append_batch(&mut events).expect("append"),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20);
+    targets = append
+}
+criterion_main!(benches);

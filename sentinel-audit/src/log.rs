@@ -1,0 +1,586 @@
+//! The audit writer: an append-only, hash-chained, sealed table of records
+//! in SQLite, with checkpoints published outside the database and
+//! retention that leaves a sealed record of what it removed.
+//!
+//! # The scheme
+//!
+//! * **Chain.** Record `n` stores `hash_n = H(seq, ts, kind, agent, action,
+//!   rule, event, epoch, hash_{n-1})`: BLAKE3 over a length-prefixed
+//!   encoding of every column (see `encoding`), so editing any column, or
+//!   removing, inserting or swapping records, breaks the chain.
+//! * **Seal.** `seal_n = MAC(K_e, hash_n)` (keyed BLAKE3) with the key of
+//!   the record's epoch `e`, stored in the record. The chain alone can be
+//!   recomputed by anyone who edits the database; the seal cannot without
+//!   the key.
+//! * **Ratchet.** `K_{e+1} = KDF("key ratchet", K_e)`. A new epoch starts
+//!   every `epoch_records` records, every `epoch_seconds`, and at each
+//!   open. The writer's key file (`STATE_DIR/audit.key`, 0600) holds only
+//!   the current key and is replaced atomically at each step; the old key
+//!   is overwritten in memory. Stealing the current key therefore does not
+//!   let anyone forge a record of an earlier epoch: that would need to
+//!   invert the KDF.
+//! * **Verification key.** The verifier needs the earlier keys, so at
+//!   creation `K_0` is also written to `STATE_DIR/audit.verify-key` (0600);
+//!   every `K_e` is derived forward from it. Copy that file somewhere the
+//!   host cannot reach (and delete it from the host) to get the full
+//!   forward-security property; left on the host it is only as safe as
+//!   root.
+//! * **Checkpoints.** After each committed batch the tail `(seq, hash)`,
+//!   sealed, is written atomically (temp file, fsync, rename, fsync dir) to
+//!   `STATE_DIR/audit.anchor` and returned to the caller for the export
+//!   streams. A database truncated or replaced by an older copy no longer
+//!   reaches the anchor; the writer refuses to open it and `verify` reports
+//!   it.
+//! * **Retention.** Deleting old records writes, in the same transaction, a
+//!   sealed retention checkpoint (first and last seq removed, last hash);
+//!   verification starts from it. Retention first verifies what it is about
+//!   to delete and refuses to launder a tampered range; it always keeps at
+//!   least the last record.
+//! * **Durability.** WAL journal with `synchronous=FULL`: once
+//!   `append_batch` returns `Ok`, the batch is on disk (a kill -9 or a power
+//!   loss cannot take it back). `NORMAL` would survive kill -9 but not a
+//!   power loss, which would leave the fsynced anchor ahead of the database
+//!   and look like truncation.
+//!
+//! # Honest limits
+//!
+//! * Root on the host can read the verification key (unless it was moved
+//!   off the host), recompute everything, and rewrite the anchor: the
+//!   checkpoints already shipped to a SIEM are then the evidence.
+//! * Someone who steals the current key can forge records of the current
+//!   and later epochs until the key is rotated out of their reach; records
+//!   of earlier epochs stay protected.
+//! * Erasure is best effort: a filesystem (or SSD) may keep old blocks of
+//!   the key file, and the compiler may leave copies of keys in memory.
+//! * The state directory must persist with the database: if the keys are
+//!   lost (e.g. a tmpfs state directory after a reboot), the writer refuses
+//!   to continue an existing chain.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use time::OffsetDateTime;
+
+use crate::checkpoint::{anchor_path, read_anchor, ts_nanos, write_anchor, Checkpoint};
+use crate::clock::{Clock, SystemClock};
+use crate::encoding::{record_hash, record_seal, retention_seal, RecordFields, GENESIS_HASH};
+use crate::error::AuditError;
+use crate::event::Event;
+use crate::keys::{self, EpochKey, KeyChain, VERIFY_KEY_FILE, WRITER_KEY_FILE};
+use crate::secure_fs::{create_private_file, ensure_private_dir, random_key, to_hex};
+use crate::store::{self, db_id, QueryFilter, Stats, SCHEMA};
+use crate::verify::{ChainChecker, WrittenColumns};
+
+/// Tunables of the writer.
+#[derive(Clone)]
+pub struct AuditConfig {
+    /// Start a new key epoch after this many records.
+    pub epoch_records: u64,
+    /// Start a new key epoch after this many seconds.
+    pub epoch_seconds: u64,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            epoch_records: 10_000,
+            epoch_seconds: 300,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl std::fmt::Debug for AuditConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditConfig")
+            .field("epoch_records", &self.epoch_records)
+            .field("epoch_seconds", &self.epoch_seconds)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `retain` removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// Records whose `ts` is older than this.
+    OlderThan(time::Duration),
+    /// Everything but the newest N records (at least one is always kept).
+    KeepLast(u64),
+}
+
+/// What one `retain` call removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionSummary {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub removed: u64,
+    /// Hex hash of the last removed record (the remainder's `prev_hash`).
+    pub last_hash: String,
+}
+
+/// Publication failures after a successful commit. The records are safe;
+/// the writer retries on the next batch. Report these in `sentinel status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterHealth {
+    pub key_write_errors: u64,
+    pub anchor_write_errors: u64,
+}
+
+#[derive(Clone)]
+struct ChainState {
+    next_seq: u64,
+    prev_hash: [u8; 32],
+    key: EpochKey,
+    epoch_started: OffsetDateTime,
+    records_in_epoch: u64,
+}
+
+/// The audit writer. One per database; the daemon owns it on its writer
+/// task.
+pub struct AuditLog {
+    conn: Connection,
+    db_path: PathBuf,
+    state_dir: PathBuf,
+    db_id: String,
+    config: AuditConfig,
+    chain: ChainState,
+    key_file_behind: bool,
+    health: WriterHealth,
+}
+
+const INSERT_RECORD: &str = "INSERT INTO records \
+    (seq, ts, kind, agent, action, rule, event, epoch, prev_hash, hash, seal) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+
+impl AuditLog {
+    /// Opens (or creates) the audit database `db`, with its keys and anchor
+    /// in `state_dir`, and continues the chain.
+    pub fn open(db: &Path, state_dir: &Path) -> Result<AuditLog, AuditError> {
+        Self::open_with(db, state_dir, AuditConfig::default())
+    }
+
+    pub fn open_with(
+        db: &Path,
+        state_dir: &Path,
+        config: AuditConfig,
+    ) -> Result<AuditLog, AuditError> {
+        if let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty()) {
+            ensure_private_dir(parent)?;
+        }
+        ensure_private_dir(state_dir)?;
+        // Created 0600 before SQLite touches it: SQLite gives the WAL and
+        // shared-memory files the database file's mode.
+        create_private_file(db)?;
+        let conn = Connection::open(db).map_err(|source| AuditError::Open {
+            path: db.to_path_buf(),
+            source,
+        })?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)?;
+
+        let tail: Option<(u64, Vec<u8>, u64)> = conn
+            .query_row(
+                "SELECT seq, hash, epoch FROM records ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)? as u64,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, i64>(2)? as u64,
+                    ))
+                },
+            )
+            .optional()?;
+        let retained: Option<(u64, Vec<u8>)> = conn
+            .query_row(
+                "SELECT last_seq, last_hash FROM retention ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?)),
+            )
+            .optional()?;
+        let has_history = tail.is_some() || retained.is_some();
+
+        let id = match db_id(&conn)? {
+            Some(id) => id,
+            None => {
+                let id = to_hex(&random_key()?[..16]);
+                conn.execute("INSERT INTO meta (name, value) VALUES ('db_id', ?1)", [&id])?;
+                id
+            }
+        };
+
+        let now = config.clock.now();
+        let tail_epoch = tail.as_ref().map(|t| t.2);
+        let key = Self::load_or_create_key(state_dir, &id, has_history, tail_epoch)?;
+        let (last_seq, prev_hash) = match (&tail, &retained) {
+            (Some((seq, hash, _)), _) | (None, Some((seq, hash))) => (*seq, hash_array(hash)),
+            (None, None) => (0, GENESIS_HASH),
+        };
+        let mut log = AuditLog {
+            conn,
+            db_path: db.to_path_buf(),
+            state_dir: state_dir.to_path_buf(),
+            db_id: id,
+            config,
+            chain: ChainState {
+                next_seq: last_seq + 1,
+                prev_hash,
+                key,
+                epoch_started: now,
+                records_in_epoch: 0,
+            },
+            key_file_behind: false,
+            health: WriterHealth::default(),
+        };
+        log.check_anchor(last_seq)?;
+        log.publish();
+        Ok(log)
+    }
+
+    /// The writer's key for this session: a fresh `K_0` for a new chain, or
+    /// the stored key moved to a new epoch past everything already written.
+    fn load_or_create_key(
+        state_dir: &Path,
+        db_id: &str,
+        has_history: bool,
+        tail_epoch: Option<u64>,
+    ) -> Result<EpochKey, AuditError> {
+        let writer_path = state_dir.join(WRITER_KEY_FILE);
+        let verify_path = state_dir.join(VERIFY_KEY_FILE);
+        let check_db = |path: &Path, found: String| {
+            if found == db_id {
+                Ok(())
+            } else {
+                Err(AuditError::WrongDatabase {
+                    path: path.to_path_buf(),
+                    expected: db_id.to_string(),
+                    found,
+                })
+            }
+        };
+        let stored = match keys::load(&writer_path)? {
+            Some((found, key)) => {
+                check_db(&writer_path, found)?;
+                Some(key)
+            }
+            None => None,
+        };
+        let mut key = match stored {
+            Some(key) => key,
+            None if has_history => return Err(AuditError::KeyMissing { path: writer_path }),
+            None => match keys::load(&verify_path)? {
+                // Crashed between writing the two key files of a new chain.
+                Some((found, key)) => {
+                    check_db(&verify_path, found)?;
+                    key
+                }
+                None => {
+                    let key = EpochKey {
+                        epoch: 0,
+                        key: random_key()?,
+                    };
+                    keys::store(&verify_path, db_id, &key)?;
+                    key
+                }
+            },
+        };
+        if has_history {
+            // Never reuse an epoch another session sealed with.
+            let target = tail_epoch.map_or(key.epoch, |e| e.max(key.epoch)) + 1;
+            while key.epoch < target {
+                key.advance();
+            }
+        }
+        keys::store(&writer_path, db_id, &key)?;
+        Ok(key)
+    }
+
+    /// Refuses to continue a chain that no longer reaches its anchor.
+    fn check_anchor(&self, last_seq: u64) -> Result<(), AuditError> {
+        let Some(anchor) = read_anchor(&self.state_dir)? else {
+            return Ok(());
+        };
+        let anchor_path = anchor_path(&self.state_dir);
+        if anchor.db != self.db_id {
+            return Err(AuditError::WrongDatabase {
+                path: anchor_path,
+                expected: self.db_id.clone(),
+                found: anchor.db,
+            });
+        }
+        if anchor.seq > last_seq {
+            return Err(AuditError::AnchorAhead {
+                anchor_path,
+                anchored: anchor.seq,
+                db_last: last_seq,
+            });
+        }
+        if anchor.seq == 0 {
+            return Ok(());
+        }
+        let stored: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                "SELECT hash FROM records WHERE seq = ?1",
+                [anchor.seq as i64],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match (stored, anchor.hash_bytes()) {
+            (Some(stored), Some(anchored)) if stored[..] != anchored[..] => {
+                Err(AuditError::AnchorMismatch {
+                    anchor_path,
+                    seq: anchor.seq,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Appends one event; returns its sequence number.
+    pub fn append(&mut self, event: Event) -> Result<u64, AuditError> {
+        let mut batch = [event];
+        self.append_batch(&mut batch)?;
+        Ok(batch[0].seq)
+    }
+
+    /// Appends `events` in one transaction, assigning each its `seq` (in
+    /// place, so the caller can export exactly what was recorded). Returns
+    /// the checkpoint of the new tail, for the export streams. Once this
+    /// returns `Ok`, the whole batch is durable; on `Err` none of it is.
+    pub fn append_batch(&mut self, events: &mut [Event]) -> Result<Checkpoint, AuditError> {
+        if events.is_empty() {
+            return Ok(self.checkpoint());
+        }
+        let now = self.config.clock.now();
+        let epoch_length =
+            time::Duration::seconds(self.config.epoch_seconds.min(i64::MAX as u64) as i64);
+        let mut chain = self.chain.clone();
+        let original_seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+        let result = (|| -> Result<(), AuditError> {
+            let tx = self.conn.transaction()?;
+            {
+                let mut insert = tx.prepare_cached(INSERT_RECORD)?;
+                for event in events.iter_mut() {
+                    if chain.records_in_epoch >= self.config.epoch_records
+                        || now - chain.epoch_started >= epoch_length
+                    {
+                        chain.key.advance();
+                        chain.records_in_epoch = 0;
+                        chain.epoch_started = now;
+                    }
+                    event.seq = chain.next_seq;
+                    let json = serde_json::to_string(event)?;
+                    let columns = WrittenColumns::of(event);
+                    let fields = RecordFields {
+                        seq: chain.next_seq,
+                        ts_ns: columns.ts_ns,
+                        kind: columns.kind,
+                        agent: columns.agent,
+                        action: columns.action,
+                        rule: columns.rule,
+                        event: &json,
+                        epoch: chain.key.epoch,
+                        prev_hash: &chain.prev_hash,
+                    };
+                    let hash = record_hash(&fields);
+                    let seal = record_seal(&chain.key.key, &hash);
+                    insert.execute(params![
+                        chain.next_seq as i64,
+                        columns.ts_ns,
+                        columns.kind,
+                        columns.agent,
+                        columns.action,
+                        columns.rule,
+                        json,
+                        chain.key.epoch as i64,
+                        &chain.prev_hash[..],
+                        &hash[..],
+                        &seal[..],
+                    ])?;
+                    chain.prev_hash = hash;
+                    chain.next_seq += 1;
+                    chain.records_in_epoch += 1;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            for (event, seq) in events.iter_mut().zip(original_seqs) {
+                event.seq = seq;
+            }
+            return Err(e);
+        }
+        if chain.key.epoch != self.chain.key.epoch {
+            self.key_file_behind = true;
+        }
+        self.chain = chain;
+        Ok(self.publish())
+    }
+
+    /// Persists the current key if it moved, and the anchor; failures are
+    /// counted and retried on the next call (the records are already safe).
+    fn publish(&mut self) -> Checkpoint {
+        if self.key_file_behind {
+            match keys::store(
+                &self.state_dir.join(WRITER_KEY_FILE),
+                &self.db_id,
+                &self.chain.key,
+            ) {
+                Ok(()) => self.key_file_behind = false,
+                Err(e) => {
+                    self.health.key_write_errors += 1;
+                    tracing::warn!("audit key rotation not persisted, will retry: {e}");
+                }
+            }
+        }
+        let checkpoint = self.checkpoint();
+        if let Err(e) = write_anchor(&self.state_dir, &checkpoint) {
+            self.health.anchor_write_errors += 1;
+            tracing::warn!("audit anchor not written, will retry: {e}");
+        }
+        checkpoint
+    }
+
+    /// A sealed checkpoint of the current tail.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint::sealed(
+            &self.chain.key.key,
+            self.chain.key.epoch,
+            &self.db_id,
+            self.chain.next_seq - 1,
+            &self.chain.prev_hash,
+            self.config.clock.now(),
+        )
+    }
+
+    /// Removes old records, leaving a sealed retention checkpoint of what
+    /// was removed. Verifies the range first and refuses to remove records
+    /// that fail verification. Always keeps the newest record.
+    pub fn retain(&mut self, policy: Retention) -> Result<Option<RetentionSummary>, AuditError> {
+        let tail = self.chain.next_seq - 1;
+        let first: Option<i64> = self
+            .conn
+            .query_row("SELECT min(seq) FROM records", [], |r| r.get(0))?;
+        let Some(first) = first.map(|s| s as u64) else {
+            return Ok(None);
+        };
+        let now = self.config.clock.now();
+        let candidate = match policy {
+            Retention::KeepLast(n) => tail.saturating_sub(n.max(1)),
+            Retention::OlderThan(age) => self
+                .conn
+                .query_row(
+                    "SELECT max(seq) FROM records WHERE ts < ?1",
+                    [ts_nanos(now - age)],
+                    |r| r.get::<_, Option<i64>>(0),
+                )?
+                .map_or(0, |s| s as u64),
+        };
+        let last = candidate.min(tail.saturating_sub(1));
+        if last < first {
+            return Ok(None);
+        }
+
+        let verify_key = match keys::load(&self.state_dir.join(VERIFY_KEY_FILE))? {
+            Some((found, key)) if found == self.db_id => Some(KeyChain::new(key)),
+            _ => None,
+        };
+        let tx = self.conn.transaction()?;
+        let checked = match ChainChecker::after_retention(&tx, verify_key)? {
+            Ok(mut checker) => checker.check_records(&tx, Some(last))?,
+            Err(bad) => Some(bad),
+        };
+        if let Some((seq, problem)) = checked {
+            return Err(AuditError::RetentionBlocked {
+                seq,
+                problem: problem.to_string(),
+            });
+        }
+        let last_hash: Vec<u8> = tx.query_row(
+            "SELECT hash FROM records WHERE seq = ?1",
+            [last as i64],
+            |r| r.get(0),
+        )?;
+        let ts_ns = ts_nanos(now);
+        let epoch = self.chain.key.epoch;
+        let seal = retention_seal(&self.chain.key.key, first, last, &last_hash, ts_ns, epoch);
+        tx.execute(
+            "INSERT INTO retention (first_seq, last_seq, last_hash, ts, epoch, seal) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                first as i64,
+                last as i64,
+                &last_hash,
+                ts_ns,
+                epoch as i64,
+                &seal[..]
+            ],
+        )?;
+        let removed = tx.execute("DELETE FROM records WHERE seq <= ?1", [last as i64])? as u64;
+        tx.commit()?;
+        Ok(Some(RetentionSummary {
+            first_seq: first,
+            last_seq: last,
+            removed,
+            last_hash: to_hex(&last_hash),
+        }))
+    }
+
+    /// The last `n` records, oldest first.
+    pub fn tail(&self, n: usize) -> Result<Vec<Event>, AuditError> {
+        store::tail(&self.conn, n)
+    }
+
+    pub fn query(&self, filter: &QueryFilter) -> Result<Vec<Event>, AuditError> {
+        let mut out = Vec::new();
+        store::query_each(&self.conn, filter, |e| {
+            out.push(e);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    pub fn stats(&self, filter: &QueryFilter) -> Result<Stats, AuditError> {
+        store::stats(&self.conn, filter)
+    }
+
+    /// The sequence number of the newest record (0: none yet).
+    pub fn last_seq(&self) -> u64 {
+        self.chain.next_seq - 1
+    }
+
+    /// The current key epoch.
+    pub fn epoch(&self) -> u64 {
+        self.chain.key.epoch
+    }
+
+    pub fn db_path(&self) -> &Path {
+        &self.db_path
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// The database's random id (also in every checkpoint).
+    pub fn db_id(&self) -> &str {
+        &self.db_id
+    }
+
+    pub fn health(&self) -> WriterHealth {
+        self.health
+    }
+}
+
+fn hash_array(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    let n = bytes.len().min(32);
+    out[..n].copy_from_slice(&bytes[..n]);
+    out
+}

@@ -1,0 +1,452 @@
+//! Verification: walks the chain from the first retention checkpoint to the
+//! tail, recomputing every hash and seal, and compares the tail with the
+//! anchor. Reports the first bad sequence number and what is wrong with it.
+
+use std::fmt;
+use std::path::Path;
+
+use rusqlite::Connection;
+use serde::Serialize;
+
+use crate::checkpoint::{read_anchor, ts_nanos, Checkpoint};
+use crate::encoding::{record_hash, record_seal, retention_seal, same_mac, GENESIS_HASH};
+use crate::error::AuditError;
+use crate::event::Event;
+use crate::keys::{KeyChain, VERIFY_KEY_FILE};
+use crate::store::{
+    db_id, decision_name, open_read_only, retention_rows, Column, RecordRow, RECORD_COLUMNS,
+};
+
+/// What is wrong with the first bad record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "problem", rename_all = "snake_case")]
+pub enum Problem {
+    /// A column was changed after the record was written.
+    Edited { column: Column },
+    /// The record with this sequence number is missing.
+    Deleted,
+    /// The record in this place was written as record `belongs_at`.
+    Reordered { belongs_at: u64 },
+    /// The chain ends before the published anchor: the tail was removed,
+    /// or the database was replaced by an older copy.
+    Truncated { anchored_seq: u64 },
+    /// The record at the anchor's sequence number is not the one that was
+    /// anchored: the database was rewritten or replaced.
+    AnchorMismatch,
+    /// The hash is consistent but the seal is not: the record (and maybe
+    /// the chain after it) was rewritten by someone without the key.
+    BadSeal,
+    /// The record is intact but does not follow the one before it.
+    BrokenLink,
+    /// A retention checkpoint's seal is wrong, or checkpoints leave a gap.
+    BadRetentionCheckpoint,
+    /// The anchor file's seal is wrong or it names another database.
+    BadAnchor,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Edited { column } => write!(f, "edited ({column} column changed)"),
+            Problem::Deleted => f.write_str("deleted (record missing from the chain)"),
+            Problem::Reordered { belongs_at } => {
+                write!(f, "reordered (this place holds record {belongs_at})")
+            }
+            Problem::Truncated { anchored_seq } => write!(
+                f,
+                "truncated (the anchor records seq {anchored_seq}; the tail was removed or the database replaced by an older copy)"
+            ),
+            Problem::AnchorMismatch => f.write_str(
+                "anchor mismatch (the database was rewritten or replaced since the anchor was published)",
+            ),
+            Problem::BadSeal => f.write_str("bad seal (rewritten without the sealing key)"),
+            Problem::BrokenLink => {
+                f.write_str("broken link (does not follow the previous record)")
+            }
+            Problem::BadRetentionCheckpoint => {
+                f.write_str("bad retention checkpoint (forged or missing)")
+            }
+            Problem::BadAnchor => f.write_str("bad anchor (forged, or from another database)"),
+        }
+    }
+}
+
+/// Whether the tail could be compared with a published anchor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnchorStatus {
+    /// The anchor at this sequence number matched.
+    Matched { seq: u64 },
+    /// No anchor file: truncation of the tail could not be checked.
+    Missing,
+    /// Verification stopped before reaching the anchor check.
+    NotReached,
+}
+
+/// The outcome of [`verify`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    /// True when every check passed.
+    pub ok: bool,
+    /// Records verified intact (before the first bad one, if any).
+    pub count: u64,
+    /// The first bad sequence number and what is wrong there.
+    pub first_bad: Option<(u64, Problem)>,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    /// The last sequence number removed by retention, if any.
+    pub retained_through: Option<u64>,
+    pub anchor: AnchorStatus,
+}
+
+/// Verifies the audit database `db` with the verification key and anchor
+/// in `state_dir`. `Err` means verification could not run (missing
+/// database or key); tampering is an `Ok` report with `ok == false`.
+pub fn verify(db: &Path, state_dir: &Path) -> Result<VerifyReport, AuditError> {
+    // The anchor is read before the snapshot: the writer publishes it after
+    // committing, so the snapshot is never behind it.
+    let anchor = read_anchor(state_dir)?;
+    let conn = open_read_only(db)?;
+    let id = db_id(&conn)?.ok_or_else(|| AuditError::Malformed {
+        path: db.to_path_buf(),
+        reason: "no database id in the meta table".into(),
+    })?;
+    let keys = KeyChain::load(&state_dir.join(VERIFY_KEY_FILE), &id)?;
+    let tx = conn.unchecked_transaction()?;
+
+    let mut report = VerifyReport {
+        ok: false,
+        count: 0,
+        first_bad: None,
+        first_seq: None,
+        last_seq: None,
+        retained_through: None,
+        anchor: AnchorStatus::NotReached,
+    };
+    let mut checker = match ChainChecker::after_retention(&tx, Some(keys))? {
+        Ok(checker) => checker,
+        Err(bad) => {
+            report.first_bad = Some(bad);
+            return Ok(report);
+        }
+    };
+    report.retained_through = checker.expected_seq.checked_sub(1).filter(|s| *s > 0);
+    if let Some(bad) = checker.check_records(&tx, None)? {
+        report.first_bad = Some(bad);
+        report.count = checker.count;
+        return Ok(report);
+    }
+    report.count = checker.count;
+    report.first_seq = checker.first_seq;
+    report.last_seq = checker.first_seq.map(|_| checker.expected_seq - 1);
+
+    report.anchor = match anchor {
+        None => AnchorStatus::Missing,
+        Some(anchor) => match check_anchor(&tx, &mut checker, &id, &anchor)? {
+            Some(bad) => {
+                report.first_bad = Some(bad);
+                return Ok(report);
+            }
+            None => AnchorStatus::Matched { seq: anchor.seq },
+        },
+    };
+    report.ok = true;
+    Ok(report)
+}
+
+fn check_anchor(
+    conn: &Connection,
+    checker: &mut ChainChecker,
+    db_id: &str,
+    anchor: &Checkpoint,
+) -> Result<Option<(u64, Problem)>, AuditError> {
+    let sealed = match checker.keys.as_mut().and_then(|k| k.key_for(anchor.epoch)) {
+        Some(key) => anchor.seal_is_valid(&key),
+        None => false,
+    };
+    if anchor.db != db_id || !sealed {
+        return Ok(Some((anchor.seq, Problem::BadAnchor)));
+    }
+    let last = checker.expected_seq - 1;
+    if anchor.seq > last {
+        return Ok(Some((
+            last + 1,
+            Problem::Truncated {
+                anchored_seq: anchor.seq,
+            },
+        )));
+    }
+    let Some(anchored_hash) = anchor.hash_bytes() else {
+        return Ok(Some((anchor.seq, Problem::BadAnchor)));
+    };
+    use rusqlite::OptionalExtension;
+    let stored: Option<Vec<u8>> = if anchor.seq == 0 {
+        Some(GENESIS_HASH.to_vec())
+    } else {
+        conn.query_row(
+            "SELECT hash FROM records WHERE seq = ?1",
+            [anchor.seq as i64],
+            |r| r.get(0),
+        )
+        .optional()?
+        .or_else(|| {
+            retention_rows(conn).ok().and_then(|rows| {
+                rows.into_iter()
+                    .find(|r| r.last_seq == anchor.seq)
+                    .map(|r| r.last_hash)
+            })
+        })
+    };
+    match stored {
+        Some(hash) if same_mac(&hash, &anchored_hash) => Ok(None),
+        Some(_) => Ok(Some((anchor.seq, Problem::AnchorMismatch))),
+        // Anchored record removed by a retention that kept no checkpoint of
+        // it: the checkpoint continuity check has already vouched for it.
+        None => Ok(None),
+    }
+}
+
+/// Walks records in order, one at a time. Also used by retention to check
+/// the records it is about to remove.
+pub(crate) struct ChainChecker {
+    keys: Option<KeyChain>,
+    expected_seq: u64,
+    prev_hash: Vec<u8>,
+    prev_epoch: Option<u64>,
+    first_seq: Option<u64>,
+    count: u64,
+}
+
+impl ChainChecker {
+    /// Checks the retention checkpoints and returns a checker positioned at
+    /// the first record that should remain. Without `keys`, seals are not
+    /// checked (hashes and links still are).
+    pub fn after_retention(
+        conn: &Connection,
+        mut keys: Option<KeyChain>,
+    ) -> Result<Result<ChainChecker, (u64, Problem)>, AuditError> {
+        let mut expected_seq = 1;
+        let mut prev_hash = GENESIS_HASH.to_vec();
+        for row in retention_rows(conn)? {
+            if row.first_seq != expected_seq || row.last_seq < row.first_seq {
+                return Ok(Err((expected_seq, Problem::BadRetentionCheckpoint)));
+            }
+            if let Some(keys) = keys.as_mut() {
+                let sealed = keys.key_for(row.epoch).is_some_and(|key| {
+                    same_mac(
+                        &row.seal,
+                        &retention_seal(
+                            &key,
+                            row.first_seq,
+                            row.last_seq,
+                            &row.last_hash,
+                            row.ts_ns,
+                            row.epoch,
+                        ),
+                    )
+                });
+                if !sealed {
+                    return Ok(Err((row.first_seq, Problem::BadRetentionCheckpoint)));
+                }
+            }
+            expected_seq = row.last_seq + 1;
+            prev_hash = row.last_hash;
+        }
+        Ok(Ok(ChainChecker {
+            keys,
+            expected_seq,
+            prev_hash,
+            prev_epoch: None,
+            first_seq: None,
+            count: 0,
+        }))
+    }
+
+    /// Checks records in seq order up to `through` (all when `None`).
+    pub fn check_records(
+        &mut self,
+        conn: &Connection,
+        through: Option<u64>,
+    ) -> Result<Option<(u64, Problem)>, AuditError> {
+        let through = through.map_or(i64::MAX, |t| t.min(i64::MAX as u64) as i64);
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {RECORD_COLUMNS} FROM records WHERE seq <= ?1 ORDER BY seq"
+        ))?;
+        let mut rows = stmt.query([through])?;
+        while let Some(row) = rows.next()? {
+            let row = RecordRow::from_sql(row)?;
+            if let Some(bad) = self.check(&row) {
+                return Ok(Some(bad));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Checks one record; on success advances past it.
+    fn check(&mut self, row: &RecordRow) -> Option<(u64, Problem)> {
+        if row.seq > self.expected_seq {
+            return Some((self.expected_seq, Problem::Deleted));
+        }
+        if row.seq < self.expected_seq {
+            // A record the retention checkpoints say was removed.
+            return Some((row.seq, Problem::BrokenLink));
+        }
+        if let Some(column) = row.wrong_type {
+            return Some((row.seq, Problem::Edited { column }));
+        }
+        let computed = record_hash(&row.fields());
+        if !same_mac(&row.hash, &computed) {
+            return Some((row.seq, self.diagnose(row)));
+        }
+        if let Some(keys) = self.keys.as_mut() {
+            let sealed = keys
+                .key_for(row.epoch)
+                .is_some_and(|key| same_mac(&row.seal, &record_seal(&key, &computed)));
+            if !sealed {
+                return Some((row.seq, Problem::BadSeal));
+            }
+        }
+        if row.prev_hash != self.prev_hash {
+            return Some((row.seq, Problem::BrokenLink));
+        }
+        self.first_seq.get_or_insert(row.seq);
+        self.expected_seq = row.seq + 1;
+        self.prev_hash = row.hash.clone();
+        self.prev_epoch = Some(row.epoch);
+        self.count += 1;
+        None
+    }
+
+    /// The record's hash does not match its columns: find out which one
+    /// changed by restoring each candidate and re-hashing.
+    fn diagnose(&mut self, row: &RecordRow) -> Problem {
+        let Ok(event) = serde_json::from_str::<Event>(&row.event) else {
+            return Problem::Edited {
+                column: Column::Event,
+            };
+        };
+        let original = row.fields();
+        let matches = |candidate: crate::encoding::RecordFields<'_>| {
+            same_mac(&row.hash, &record_hash(&candidate))
+        };
+        if event.seq != row.seq
+            && matches(crate::encoding::RecordFields {
+                seq: event.seq,
+                ..original
+            })
+        {
+            return Problem::Reordered {
+                belongs_at: event.seq,
+            };
+        }
+        let written = WrittenColumns::of(&event);
+        let derived: [(Column, bool); 5] = [
+            (
+                Column::Ts,
+                written.ts_ns != row.ts_ns
+                    && matches(crate::encoding::RecordFields {
+                        ts_ns: written.ts_ns,
+                        ..original
+                    }),
+            ),
+            (
+                Column::Kind,
+                written.kind != row.kind
+                    && matches(crate::encoding::RecordFields {
+                        kind: written.kind,
+                        ..original
+                    }),
+            ),
+            (
+                Column::Agent,
+                written.agent != row.agent.as_deref()
+                    && matches(crate::encoding::RecordFields {
+                        agent: written.agent,
+                        ..original
+                    }),
+            ),
+            (
+                Column::Action,
+                written.action != row.action.as_deref()
+                    && matches(crate::encoding::RecordFields {
+                        action: written.action,
+                        ..original
+                    }),
+            ),
+            (
+                Column::Rule,
+                written.rule != row.rule.as_deref()
+                    && matches(crate::encoding::RecordFields {
+                        rule: written.rule,
+                        ..original
+                    }),
+            ),
+        ];
+        if let Some((column, _)) = derived.iter().find(|(_, restored)| *restored) {
+            return Problem::Edited { column: *column };
+        }
+        let base_epoch = self.prev_epoch.unwrap_or(0);
+        let epoch_restored = (base_epoch..base_epoch.saturating_add(16)).any(|epoch| {
+            epoch != row.epoch && matches(crate::encoding::RecordFields { epoch, ..original })
+        });
+        if epoch_restored {
+            return Problem::Edited {
+                column: Column::Epoch,
+            };
+        }
+        if row.prev_hash != self.prev_hash
+            && matches(crate::encoding::RecordFields {
+                prev_hash: &self.prev_hash,
+                ..original
+            })
+        {
+            return Problem::Edited {
+                column: Column::PrevHash,
+            };
+        }
+        let computed = record_hash(&original);
+        if let Some(key) = self.keys.as_mut().and_then(|k| k.key_for(row.epoch)) {
+            if same_mac(&row.seal, &record_seal(&key, &computed)) {
+                return Problem::Edited {
+                    column: Column::Hash,
+                };
+            }
+        }
+        // Several columns changed: name the first one that disagrees with
+        // the event it was derived from, else the event itself.
+        let disagreeing = [
+            (Column::Seq, event.seq != row.seq),
+            (Column::Ts, written.ts_ns != row.ts_ns),
+            (Column::Kind, written.kind != row.kind),
+            (Column::Agent, written.agent != row.agent.as_deref()),
+            (Column::Action, written.action != row.action.as_deref()),
+            (Column::Rule, written.rule != row.rule.as_deref()),
+        ];
+        let column = disagreeing
+            .iter()
+            .find(|(_, differs)| *differs)
+            .map_or(Column::Event, |(column, _)| *column);
+        Problem::Edited { column }
+    }
+}
+
+/// The column values the writer derives from an event.
+pub(crate) struct WrittenColumns<'a> {
+    pub ts_ns: i64,
+    pub kind: &'a str,
+    pub agent: Option<&'a str>,
+    pub action: Option<&'static str>,
+    pub rule: Option<&'a str>,
+}
+
+impl<'a> WrittenColumns<'a> {
+    pub fn of(event: &'a Event) -> Self {
+        WrittenColumns {
+            ts_ns: ts_nanos(event.ts),
+            kind: event.kind(),
+            agent: event.process().and_then(|p| p.agent.as_deref()),
+            action: event.verdict.as_ref().map(|v| decision_name(v.action)),
+            rule: event.verdict.as_ref().and_then(|v| v.rule.as_deref()),
+        }
+    }
+}
