@@ -24,11 +24,20 @@ pub enum Kind {
 pub enum Object {
     /// `binary` is the resolved executable path; `argv` the arguments
     /// including argv[0].
-    Exec { binary: String, argv: Vec<String> },
+    Exec {
+        binary: String,
+        argv: Vec<String>,
+    },
     /// `path` is absolute where the observer could resolve it; `write` is
     /// true for opens that write, create or truncate.
-    Open { path: String, write: bool },
-    Connect { addr: IpAddr, port: u16 },
+    Open {
+        path: String,
+        write: bool,
+    },
+    Connect {
+        addr: IpAddr,
+        port: u16,
+    },
     /// `args` are the tool call's JSON arguments as the client sent them.
     Mcp {
         server: String,

@@ -1,0 +1,667 @@
+//! Policy files: parsing the TOML directory into a [`Policy`] of compiled
+//! rules, the lockdown health allow-list and the circuit-breaker settings.
+//!
+//! Every mistake is reported with the file, line and column of the value
+//! at fault, and nothing half-loaded ever reaches the engine.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use regex::Regex;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::action::{Decision, Kind};
+use crate::breaker::BreakerConfig;
+use crate::error::PolicyError;
+use crate::pattern::{kernel_paths, KernelPath, NameGlobs, PathGlobs};
+use crate::rate::RateLimit;
+use crate::rule::{default_risk, Matcher, Rule};
+use crate::schedule::{parse_clock, parse_days, Schedule};
+
+/// Priority of a rule without a `priority` key.
+pub const DEFAULT_PRIORITY: i64 = 100;
+
+/// Names the engine uses for its own steps; rules may not take them.
+pub const STEP_NAMES: &[&str] = &[
+    "quarantine",
+    "lockdown",
+    "mode-default",
+    "rate-limit",
+    "circuit-breaker",
+    "anomaly",
+];
+
+/// The policy files shipped in `policies/`, embedded in the binary.
+const EMBEDDED: &[(&str, &str)] = &[
+    (
+        "00-sentinel-self.toml",
+        include_str!("../../policies/00-sentinel-self.toml"),
+    ),
+    (
+        "10-credentials.toml",
+        include_str!("../../policies/10-credentials.toml"),
+    ),
+    (
+        "20-persistence.toml",
+        include_str!("../../policies/20-persistence.toml"),
+    ),
+    (
+        "30-execution.toml",
+        include_str!("../../policies/30-execution.toml"),
+    ),
+    ("40-mcp.toml", include_str!("../../policies/40-mcp.toml")),
+    (
+        "90-lockdown.toml",
+        include_str!("../../policies/90-lockdown.toml"),
+    ),
+];
+
+/// A loaded policy: rules in evaluation order plus the engine settings the
+/// files carry.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    rules: Vec<Rule>,
+    files: Vec<String>,
+    lockdown: LockdownAllow,
+    breaker: BreakerConfig,
+}
+
+/// `[lockdown]`: what a watched agent may still do in lockdown. Paths must
+/// be kernel-expressible (exact, `dir/**` or a trailing `*`) so the kernel
+/// and userspace allow exactly the same things. Opens on the list are
+/// allowed for reading only.
+///
+/// ```toml
+/// [lockdown]
+/// exec = ["/usr/local/bin/sentinel"]        # the agent's MCP proxy
+/// open = ["/etc/ld.so.cache", "/usr/lib/**"] # read-only
+/// connect = ["127.0.0.1/32"]
+/// tools = ["*health*", "*status*"]          # MCP tool globs
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct LockdownAllow {
+    pub exec: Vec<KernelPath>,
+    pub open: Vec<KernelPath>,
+    pub connect: Vec<IpNet>,
+    pub tools: Vec<String>,
+    tool_globs: Vec<NameGlobs>,
+}
+
+impl LockdownAllow {
+    pub fn allows_exec(&self, binary: &str) -> bool {
+        kernel_list_matches(&self.exec, binary)
+    }
+
+    pub fn allows_open(&self, path: &str, write: bool) -> bool {
+        !write && kernel_list_matches(&self.open, path)
+    }
+
+    pub fn allows_connect(&self, addr: IpAddr) -> bool {
+        let addr = addr.to_canonical();
+        self.connect.iter().any(|net| net.contains(&addr))
+    }
+
+    pub fn allows_tool(&self, tool: &str) -> bool {
+        self.tool_globs.iter().any(|globs| globs.is_match(tool))
+    }
+}
+
+fn kernel_list_matches(list: &[KernelPath], path: &str) -> bool {
+    list.iter().any(|entry| {
+        if entry.prefix {
+            path.starts_with(&entry.path)
+        } else {
+            path == entry.path
+        }
+    })
+}
+
+impl Policy {
+    /// Loads every `*.toml` file in `dir` (not recursive), in file-name
+    /// order.
+    pub fn load_dir(dir: &Path) -> Result<Policy, PolicyError> {
+        let io = |source| PolicyError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let mut paths = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io)? {
+            let path = entry.map_err(io)?.path();
+            if path.extension().is_some_and(|ext| ext == "toml") && path.is_file() {
+                paths.push(path);
+            }
+        }
+        paths.sort();
+        let mut sources = Vec::with_capacity(paths.len());
+        for path in paths {
+            let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            sources.push((path.display().to_string(), text));
+        }
+        Policy::from_sources(&sources)
+    }
+
+    /// The defaults from `policies/`, compiled into the binary.
+    pub fn embedded_defaults() -> Policy {
+        let sources: Vec<(String, String)> = EMBEDDED
+            .iter()
+            .map(|(name, text)| (format!("policies/{name}"), text.to_string()))
+            .collect();
+        // The embedded files are fixed at build time and a unit test parses
+        // them, so this cannot fail on user input.
+        Policy::from_sources(&sources).expect("embedded default policies parse (see unit test)")
+    }
+
+    /// Parses files given as `(name, text)`, in the order given.
+    pub fn from_sources<N: AsRef<str>, T: AsRef<str>>(
+        sources: &[(N, T)],
+    ) -> Result<Policy, PolicyError> {
+        let mut policy = Policy::default();
+        let mut seen: HashMap<String, (String, usize, usize)> = HashMap::new();
+        let mut breaker_from: Option<String> = None;
+        for (file_index, (name, text)) in sources.iter().enumerate() {
+            let (name, text) = (name.as_ref(), text.as_ref());
+            let file = FileParser { name, text };
+            let raw: RawFile = toml::from_str(text).map_err(|e| file.toml_error(&e))?;
+            for (position, raw_rule) in raw.rule.into_iter().enumerate() {
+                let name_span = raw_rule.name.span();
+                let rule = file.rule(raw_rule, file_index, position)?;
+                if let Some((other, line, column)) = seen.get(&rule.name) {
+                    return Err(file.error(
+                        name_span,
+                        format!(
+                            "duplicate rule name `{}` (first defined at {other}:{line}:{column}); rule names must be unique",
+                            rule.name
+                        ),
+                    ));
+                }
+                let (line, column) = crate::error::line_column(text, name_span.start);
+                seen.insert(rule.name.clone(), (name.to_string(), line, column));
+                policy.rules.push(rule);
+            }
+            if let Some(lockdown) = raw.lockdown {
+                file.lockdown(lockdown, &mut policy.lockdown)?;
+            }
+            if let Some(breaker) = raw.circuit_breaker {
+                if let Some(other) = &breaker_from {
+                    return Err(file.error(
+                        breaker.span(),
+                        format!("[circuit_breaker] is already set in {other}; keep one"),
+                    ));
+                }
+                policy.breaker = file.breaker(breaker)?;
+                breaker_from = Some(name.to_string());
+            }
+            policy.files.push(name.to_string());
+        }
+        // Stable: ties keep file order, then position in the file.
+        policy.rules.sort_by_key(|rule| rule.priority);
+        Ok(policy)
+    }
+
+    /// Rules in evaluation order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The files the policy came from, in load order.
+    pub fn files(&self) -> &[String] {
+        &self.files
+    }
+
+    pub fn lockdown(&self) -> &LockdownAllow {
+        &self.lockdown
+    }
+
+    pub fn breaker(&self) -> BreakerConfig {
+        self.breaker
+    }
+}
+
+/// Parsing context for one file: its name and text, to locate errors.
+struct FileParser<'a> {
+    name: &'a str,
+    text: &'a str,
+}
+
+impl FileParser<'_> {
+    fn error(&self, span: Range<usize>, message: impl Into<String>) -> PolicyError {
+        PolicyError::at(self.name, self.text, span.start, message)
+    }
+
+    fn toml_error(&self, error: &toml::de::Error) -> PolicyError {
+        let offset = error.span().map_or(0, |span| span.start);
+        let message = error.message().trim_end().replace('\n', " ");
+        PolicyError::at(self.name, self.text, offset, message)
+    }
+
+    fn rule(&self, raw: RawRule, file_index: usize, position: usize) -> Result<Rule, PolicyError> {
+        let name = raw.name.get_ref().trim().to_string();
+        if name.is_empty() {
+            return Err(self.error(raw.name.span(), "rule name is empty; give the rule a name"));
+        }
+        if STEP_NAMES.contains(&name.as_str()) {
+            return Err(self.error(
+                raw.name.span(),
+                format!("rule name `{name}` is reserved for an engine step; rename the rule"),
+            ));
+        }
+        let kind = *raw.kind.get_ref();
+        let action = *raw.action.get_ref();
+        // Keys that belong to another kind are mistakes, not silent no-ops.
+        let foreign = |key: &str, span: Option<Range<usize>>| -> Result<(), PolicyError> {
+            match span {
+                Some(span) => Err(self.error(
+                    span,
+                    format!(
+                        "key `{key}` does not apply to kind = \"{}\"",
+                        kind_name(kind)
+                    ),
+                )),
+                None => Ok(()),
+            }
+        };
+        let matcher = match kind {
+            Kind::Exec => {
+                foreign("path", raw.path.as_ref().map(|v| v.span()))?;
+                foreign("write", raw.write.as_ref().map(|v| v.span()))?;
+                foreign("addr", raw.addr.as_ref().map(|v| v.span()))?;
+                foreign("port", raw.port.as_ref().map(|v| v.span()))?;
+                foreign("tool", raw.tool.as_ref().map(|v| v.span()))?;
+                foreign("server", raw.server.as_ref().map(|v| v.span()))?;
+                Matcher::Exec {
+                    binary: self.path_globs(raw.binary)?,
+                    args: self.regex(raw.args)?,
+                }
+            }
+            Kind::Open => {
+                foreign("binary", raw.binary.as_ref().map(|v| v.span()))?;
+                foreign("args", raw.args.as_ref().map(|v| v.span()))?;
+                foreign("addr", raw.addr.as_ref().map(|v| v.span()))?;
+                foreign("port", raw.port.as_ref().map(|v| v.span()))?;
+                foreign("tool", raw.tool.as_ref().map(|v| v.span()))?;
+                foreign("server", raw.server.as_ref().map(|v| v.span()))?;
+                Matcher::Open {
+                    path: self.path_globs(raw.path)?,
+                    write: raw.write.map(|w| *w.get_ref()),
+                }
+            }
+            Kind::Connect => {
+                foreign("binary", raw.binary.as_ref().map(|v| v.span()))?;
+                foreign("args", raw.args.as_ref().map(|v| v.span()))?;
+                foreign("path", raw.path.as_ref().map(|v| v.span()))?;
+                foreign("write", raw.write.as_ref().map(|v| v.span()))?;
+                foreign("tool", raw.tool.as_ref().map(|v| v.span()))?;
+                foreign("server", raw.server.as_ref().map(|v| v.span()))?;
+                Matcher::Connect {
+                    addr: raw.addr.map(|a| self.nets(a)).transpose()?,
+                    ports: raw.port.map(|p| p.into_inner().0),
+                }
+            }
+            Kind::Mcp => {
+                foreign("binary", raw.binary.as_ref().map(|v| v.span()))?;
+                foreign("path", raw.path.as_ref().map(|v| v.span()))?;
+                foreign("write", raw.write.as_ref().map(|v| v.span()))?;
+                foreign("addr", raw.addr.as_ref().map(|v| v.span()))?;
+                foreign("port", raw.port.as_ref().map(|v| v.span()))?;
+                Matcher::Mcp {
+                    tool: self.name_globs(raw.tool)?,
+                    server: self.name_globs(raw.server)?,
+                    args: self.regex(raw.args)?,
+                }
+            }
+        };
+        let risk = match raw.risk {
+            None => default_risk(action),
+            Some(risk) => match u8::try_from(*risk.get_ref()) {
+                Ok(value) if value <= 100 => value,
+                _ => return Err(self.error(risk.span(), "risk must be between 0 and 100")),
+            },
+        };
+        Ok(Rule {
+            name,
+            priority: raw.priority.unwrap_or(DEFAULT_PRIORITY),
+            action,
+            kind,
+            enabled: raw.enabled.unwrap_or(true),
+            risk,
+            reason: raw.reason,
+            file: self.name.to_string(),
+            file_index,
+            position,
+            matcher,
+            agent: self.name_globs(raw.agent)?,
+            rate_limit: raw.rate_limit.map(|r| self.rate_limit(r)).transpose()?,
+            schedule: raw.schedule.map(|s| self.schedule(s)).transpose()?,
+        })
+    }
+
+    fn path_globs(&self, raw: Option<Spanned<StrList>>) -> Result<Option<PathGlobs>, PolicyError> {
+        let Some(raw) = raw else { return Ok(None) };
+        let span = raw.span();
+        let list = raw.into_inner().0;
+        if list.is_empty() {
+            return Err(self.error(span, "empty pattern list; remove the key to match anything"));
+        }
+        PathGlobs::new(&list)
+            .map(Some)
+            .map_err(|e| self.error(span, e.message))
+    }
+
+    fn name_globs(&self, raw: Option<Spanned<StrList>>) -> Result<Option<NameGlobs>, PolicyError> {
+        let Some(raw) = raw else { return Ok(None) };
+        let span = raw.span();
+        let list = raw.into_inner().0;
+        if list.is_empty() {
+            return Err(self.error(span, "empty pattern list; remove the key to match anything"));
+        }
+        NameGlobs::new(&list)
+            .map(Some)
+            .map_err(|e| self.error(span, format!("`{}`: {}", list[e.index], e.message)))
+    }
+
+    fn regex(&self, raw: Option<Spanned<String>>) -> Result<Option<Regex>, PolicyError> {
+        let Some(raw) = raw else { return Ok(None) };
+        Regex::new(raw.get_ref()).map(Some).map_err(|e| {
+            let detail = e.to_string().replace('\n', " ");
+            self.error(raw.span(), format!("invalid regex: {detail}"))
+        })
+    }
+
+    fn nets(&self, raw: Spanned<StrList>) -> Result<Vec<IpNet>, PolicyError> {
+        let span = raw.span();
+        raw.into_inner()
+            .0
+            .iter()
+            .map(|text| {
+                parse_net(text).ok_or_else(|| {
+                    self.error(
+                        span.clone(),
+                        format!("`{text}` is not an IP address or CIDR (e.g. 10.0.0.0/8, ::1)"),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    fn rate_limit(&self, raw: Spanned<RawRateLimit>) -> Result<RateLimit, PolicyError> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        if raw.max == 0 || raw.per_seconds == 0 {
+            return Err(self.error(
+                span,
+                "rate_limit needs max >= 1 and per_seconds >= 1 (use action = \"deny\" to forbid)",
+            ));
+        }
+        Ok(RateLimit {
+            max: raw.max,
+            per: Duration::from_secs(raw.per_seconds),
+        })
+    }
+
+    fn schedule(&self, raw: Spanned<RawSchedule>) -> Result<Schedule, PolicyError> {
+        let raw = raw.into_inner();
+        let clock = |text: &Spanned<String>| {
+            parse_clock(text.get_ref()).ok_or_else(|| {
+                self.error(
+                    text.span(),
+                    format!("`{}` is not a 24-hour time HH:MM", text.get_ref()),
+                )
+            })
+        };
+        let mut days = Vec::new();
+        for day in raw.days.unwrap_or_default() {
+            let parsed = parse_days(day.get_ref()).ok_or_else(|| {
+                self.error(
+                    day.span(),
+                    format!(
+                        "`{}` is not a day (mon..sun, weekdays, weekends)",
+                        day.get_ref()
+                    ),
+                )
+            })?;
+            days.extend(parsed);
+        }
+        let tz = match &raw.tz {
+            None => chrono_tz::UTC,
+            Some(tz) => tz.get_ref().parse().map_err(|_| {
+                self.error(
+                    tz.span(),
+                    format!(
+                        "unknown time zone `{}`; use an IANA name such as Europe/Paris",
+                        tz.get_ref()
+                    ),
+                )
+            })?,
+        };
+        Ok(Schedule {
+            days,
+            start: clock(&raw.start)?,
+            end: clock(&raw.end)?,
+            tz,
+        })
+    }
+
+    fn lockdown(&self, raw: RawLockdown, into: &mut LockdownAllow) -> Result<(), PolicyError> {
+        for (list, target) in [(raw.exec, &mut into.exec), (raw.open, &mut into.open)] {
+            for entry in list.unwrap_or_default() {
+                let forms = kernel_paths(entry.get_ref()).ok_or_else(|| {
+                    self.error(
+                        entry.span(),
+                        format!(
+                            "lockdown entry `{}` must be an absolute path, `dir/**` or end in `*` so the kernel can enforce it too",
+                            entry.get_ref()
+                        ),
+                    )
+                })?;
+                target.extend(forms);
+            }
+        }
+        if let Some(connect) = raw.connect {
+            into.connect.extend(self.nets(connect)?);
+        }
+        if let Some(tools) = raw.tools {
+            let span = tools.span();
+            let tools = tools.into_inner().0;
+            let globs = NameGlobs::new(&tools)
+                .map_err(|e| self.error(span, format!("`{}`: {}", tools[e.index], e.message)))?;
+            into.tool_globs.push(globs);
+            into.tools.extend(tools);
+        }
+        Ok(())
+    }
+
+    fn breaker(&self, raw: Spanned<RawBreaker>) -> Result<BreakerConfig, PolicyError> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let defaults = BreakerConfig::default();
+        let config = BreakerConfig {
+            failures: raw.failures.unwrap_or(defaults.failures),
+            cooldown: raw
+                .cooldown_seconds
+                .map_or(defaults.cooldown, Duration::from_secs),
+        };
+        if config.failures == 0 || config.cooldown.is_zero() {
+            return Err(self.error(
+                span,
+                "circuit_breaker needs failures >= 1 and cooldown_seconds >= 1",
+            ));
+        }
+        Ok(config)
+    }
+}
+
+pub(crate) fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Exec => "exec",
+        Kind::Open => "open",
+        Kind::Connect => "connect",
+        Kind::Mcp => "mcp",
+    }
+}
+
+/// An IP address (as a host route) or a CIDR.
+pub fn parse_net(text: &str) -> Option<IpNet> {
+    let text = text.trim();
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Some(net.trunc());
+    }
+    text.parse::<IpAddr>().ok().map(IpNet::from)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    rule: Vec<RawRule>,
+    lockdown: Option<RawLockdown>,
+    circuit_breaker: Option<Spanned<RawBreaker>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: Spanned<String>,
+    priority: Option<i64>,
+    action: Spanned<Decision>,
+    kind: Spanned<Kind>,
+    enabled: Option<bool>,
+    risk: Option<Spanned<i64>>,
+    reason: Option<String>,
+    binary: Option<Spanned<StrList>>,
+    args: Option<Spanned<String>>,
+    path: Option<Spanned<StrList>>,
+    write: Option<Spanned<bool>>,
+    addr: Option<Spanned<StrList>>,
+    port: Option<Spanned<PortRange>>,
+    tool: Option<Spanned<StrList>>,
+    server: Option<Spanned<StrList>>,
+    agent: Option<Spanned<StrList>>,
+    rate_limit: Option<Spanned<RawRateLimit>>,
+    schedule: Option<Spanned<RawSchedule>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    max: u32,
+    per_seconds: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    days: Option<Vec<Spanned<String>>>,
+    start: Spanned<String>,
+    end: Spanned<String>,
+    tz: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLockdown {
+    exec: Option<Vec<Spanned<String>>>,
+    open: Option<Vec<Spanned<String>>>,
+    connect: Option<Spanned<StrList>>,
+    tools: Option<Spanned<StrList>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBreaker {
+    failures: Option<u32>,
+    cooldown_seconds: Option<u64>,
+}
+
+/// A string or a list of strings.
+struct StrList(Vec<String>);
+
+impl<'de> Deserialize<'de> for StrList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ListVisitor;
+        impl<'de> Visitor<'de> for ListVisitor {
+            type Value = StrList;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<StrList, E> {
+                Ok(StrList(vec![value.to_string()]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StrList, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<String>()? {
+                    items.push(item);
+                }
+                Ok(StrList(items))
+            }
+        }
+        deserializer.deserialize_any(ListVisitor)
+    }
+}
+
+/// `port = 443` or `port = "8000-8999"`.
+struct PortRange((u16, u16));
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PortVisitor;
+        impl<'de> Visitor<'de> for PortVisitor {
+            type Value = PortRange;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a port number 0-65535 or a range \"lo-hi\"")
+            }
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<PortRange, E> {
+                let port = u16::try_from(value)
+                    .map_err(|_| E::custom(format!("port {value} is out of range 0-65535")))?;
+                Ok(PortRange((port, port)))
+            }
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<PortRange, E> {
+                self.visit_i64(i64::try_from(value).unwrap_or(i64::MAX))
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<PortRange, E> {
+                let bad = || {
+                    E::custom(format!(
+                        "`{value}` is not a port or a range \"lo-hi\" with lo <= hi"
+                    ))
+                };
+                let (lo, hi) = value.split_once('-').unwrap_or((value, value));
+                let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+                let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+                if lo > hi {
+                    return Err(bad());
+                }
+                Ok(PortRange((lo, hi)))
+            }
+        }
+        deserializer.deserialize_any(PortVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_parse() {
+        let policy = Policy::embedded_defaults();
+        assert!(policy.rules().len() >= 20, "{}", policy.rules().len());
+        assert_eq!(policy.files().len(), EMBEDDED.len());
+        assert!(policy.lockdown().allows_exec("/usr/local/bin/sentinel"));
+        assert!(policy.lockdown().allows_tool("get_health"));
+        assert_eq!(policy.breaker().failures, 5);
+        // Evaluation order: priorities ascending.
+        let priorities: Vec<i64> = policy.rules().iter().map(|r| r.priority).collect();
+        let mut sorted = priorities.clone();
+        sorted.sort();
+        assert_eq!(priorities, sorted);
+    }
+}
