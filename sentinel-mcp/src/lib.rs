@@ -12,8 +12,11 @@
 //!   prompt-injection markers.
 //! - [`cli`]: `sentinel mcp-proxy`.
 
+pub mod daemon;
+pub mod cli;
 pub mod decider;
 pub mod framing;
+pub mod inprocess;
 pub mod jsonrpc;
 pub mod local;
 pub mod proxy;

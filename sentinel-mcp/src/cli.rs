@@ -1,0 +1,205 @@
+//! `sentinel mcp-proxy`: the arguments and the entry point.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::daemon::{socket_path, DaemonDecider};
+use crate::decider::{Decider, SystemClock};
+use crate::framing::DEFAULT_MAX_LINE;
+use crate::proxy::{Proxy, ProxyConfig};
+use crate::scan::{FindingAction, ScanPolicy};
+
+/// Run an MCP server behind Sentinel: every tool call is decided by the
+/// policy engine and recorded in the audit chain.
+#[derive(Debug, Clone, clap::Args)]
+pub struct McpProxyArgs {
+    /// The agent name recorded for these calls (standalone mode; with a
+    /// daemon the agent comes from the caller's UID).
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// The server's name in policy and audit (default: from the command).
+    #[arg(long)]
+    pub server_name: Option<String>,
+    /// Policy directory for standalone mode (default: embedded policy).
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// SQLite database for the audit chain, tool pins and approvals
+    /// (standalone mode).
+    #[arg(long, default_value = "/var/lib/sentinel/sentinel.db")]
+    pub db: PathBuf,
+    /// Where the daemon's socket (mcp.sock) lives.
+    #[arg(long, default_value = "/run/sentinel")]
+    pub state_dir: PathBuf,
+    /// Audit keys and anchor for standalone mode (default: DB path + ".state").
+    #[arg(long)]
+    pub audit_state_dir: Option<PathBuf>,
+    /// Never ask the daemon; decide in-process.
+    #[arg(long)]
+    pub standalone: bool,
+    /// Longest message accepted from either side, in bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_LINE)]
+    pub max_line: usize,
+    /// How long a request may wait for the server, in milliseconds.
+    #[arg(long, default_value_t = 120_000)]
+    pub request_timeout_ms: u64,
+    /// How long an ask confirmation token stays valid, in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub ask_ttl_secs: u64,
+    /// Secrets in tool results (standalone mode): redact, block or alert.
+    #[arg(long, default_value = "redact", value_parser = parse_finding_action)]
+    pub on_secret: FindingAction,
+    /// Prompt-injection markers in tool results (standalone mode).
+    #[arg(long, default_value = "block", value_parser = parse_finding_action)]
+    pub on_injection: FindingAction,
+    /// The MCP server command and its arguments.
+    #[arg(last = true, required = true, num_args = 1..)]
+    pub command: Vec<String>,
+}
+
+fn parse_finding_action(s: &str) -> Result<FindingAction, String> {
+    match s {
+        "redact" => Ok(FindingAction::Redact),
+        "block" => Ok(FindingAction::Block),
+        "alert" => Ok(FindingAction::Alert),
+        _ => Err(format!("`{s}` is not one of redact, block, alert")),
+    }
+}
+
+/// The server's name when `--server-name` is not given: the script or
+/// package after an interpreter or launcher, else the program's file name.
+pub fn default_server_name(command: &[String]) -> String {
+    const LAUNCHERS: &[&str] = &[
+        "npx", "node", "python", "python3", "uv", "uvx", "bunx", "bun", "deno", "pnpm", "env",
+    ];
+    let base = |s: &str| {
+        let name = s.rsplit('/').next().unwrap_or(s);
+        name.split('.').next().unwrap_or(name).to_string()
+    };
+    let Some(program) = command.first() else {
+        return "mcp-server".into();
+    };
+    if LAUNCHERS.contains(&base(program).as_str()) {
+        if let Some(arg) = command[1..]
+            .iter()
+            .find(|a| !a.starts_with('-') && a.as_str() != "run")
+        {
+            return base(arg.trim_start_matches('@'));
+        }
+    }
+    base(program)
+}
+
+fn exit_code_of(status: std::process::ExitStatus) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1)),
+        (None, Some(signal)) => ExitCode::from(u8::try_from(128 + signal).unwrap_or(255)),
+        (None, None) => ExitCode::from(1),
+    }
+}
+
+fn choose_decider(args: &McpProxyArgs) -> Result<Arc<dyn Decider>, String> {
+    let socket = socket_path(&args.state_dir);
+    if !args.standalone && socket.exists() {
+        match DaemonDecider::connect(&socket, Duration::from_secs(10)) {
+            Ok(daemon) => return Ok(Arc::new(daemon)),
+            Err(e) => eprintln!(
+                "sentinel mcp-proxy: the daemon socket {} did not answer ({e}); deciding in-process",
+                socket.display()
+            ),
+        }
+    }
+    let audit_state = args
+        .audit_state_dir
+        .clone()
+        .unwrap_or_else(|| standalone_state_dir(&args.db));
+    let scan = ScanPolicy {
+        secrets: args.on_secret,
+        injection: args.on_injection,
+    };
+    crate::inprocess::open_standalone(args.policy.as_deref(), &args.db, &audit_state, scan)
+        .map(|d| Arc::new(d) as Arc<dyn Decider>)
+        .map_err(|e| e.to_string())
+}
+
+fn standalone_state_dir(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".state");
+    PathBuf::from(name)
+}
+
+/// Runs the proxy; returns the server's exit status, or 2 when the proxy
+/// cannot start.
+pub fn run(args: McpProxyArgs) -> ExitCode {
+    let decider = match choose_decider(&args) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("sentinel mcp-proxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let server = args
+        .server_name
+        .clone()
+        .unwrap_or_else(|| default_server_name(&args.command));
+    eprintln!(
+        "sentinel mcp-proxy: server `{server}`, verdicts from the {}",
+        decider.describe()
+    );
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let config = ProxyConfig {
+        agent: args.agent.clone(),
+        server,
+        uid,
+        pid: std::process::id(),
+        max_line: args.max_line,
+        request_timeout: Duration::from_millis(args.request_timeout_ms),
+        ask_ttl: Duration::from_secs(args.ask_ttl_secs),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sentinel mcp-proxy: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let proxy = Arc::new(Proxy::new(config, decider, Arc::new(SystemClock)));
+    let result = runtime.block_on(crate::stdio::run(
+        proxy,
+        &args.command,
+        tokio::io::stdin(),
+        tokio::io::stdout(),
+    ));
+    // stdin's blocking reader thread may still be parked in read(2).
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match result {
+        Ok(status) => exit_code_of(status),
+        Err(e) => {
+            eprintln!("sentinel mcp-proxy: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(cmd: &[&str]) -> String {
+        default_server_name(&cmd.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn server_names_skip_launchers() {
+        assert_eq!(names(&["npx", "-y", "@modelcontextprotocol/server-filesystem", "/srv"]), "server-filesystem");
+        assert_eq!(names(&["/usr/bin/python3", "tests/mcp/logging_server.py"]), "logging_server");
+        assert_eq!(names(&["/opt/bin/my-server", "--flag"]), "my-server");
+    }
+}

@@ -1,0 +1,253 @@
+//! Shared test harness: where the real MCP peers are, and a raw
+//! line-by-line session with a child process (the proxy or a server).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread;
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The installed peers (see xtask/src/mcp_peers.rs). Fails loudly when they
+/// are missing: these tests never skip.
+pub struct Peers {
+    pub python: PathBuf,
+    pub node_bin: PathBuf,
+}
+
+pub fn peers() -> Peers {
+    let base = workspace_root().join("target/mcp-peers");
+    let python = std::env::var_os("SENTINEL_MCP_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| base.join("venv/bin/python"));
+    let node_bin = std::env::var_os("SENTINEL_MCP_NODE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| base.join("node/node_modules/.bin"));
+    let missing: Vec<String> = [
+        python.clone(),
+        node_bin.join("mcp-server-everything"),
+        node_bin.join("mcp-server-filesystem"),
+    ]
+    .into_iter()
+    .filter(|p| !p.exists())
+    .map(|p| p.display().to_string())
+    .collect();
+    assert!(
+        missing.is_empty(),
+        "MCP test peers are missing ({}): install them with `cargo xtask test` \
+         (xtask::mcp_peers::ensure_mcp_peers), or point SENTINEL_MCP_PYTHON / \
+         SENTINEL_MCP_NODE_BIN at them",
+        missing.join(", ")
+    );
+    Peers { python, node_bin }
+}
+
+pub fn proxy_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sentinel-mcp-proxy"))
+}
+
+pub fn python_server(peers: &Peers) -> Vec<String> {
+    vec![
+        peers.python.display().to_string(),
+        workspace_root()
+            .join("tests/mcp/logging_server.py")
+            .display()
+            .to_string(),
+    ]
+}
+
+/// A child process spoken to line by line.
+pub struct Session {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<Vec<u8>>,
+}
+
+impl Session {
+    pub fn spawn(program: &Path, args: &[String], envs: &[(&str, String)]) -> Session {
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            loop {
+                let mut line = Vec::new();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        if line.last() == Some(&b'\n') {
+                            line.pop();
+                        }
+                        if tx.send(line).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        Session {
+            stdin: child.stdin.take(),
+            child,
+            lines: rx,
+        }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(bytes).expect("write to child");
+        stdin.write_all(b"\n").expect("write to child");
+        stdin.flush().expect("flush child stdin");
+    }
+
+    pub fn send(&mut self, value: &Value) {
+        self.send_raw(value.to_string().as_bytes());
+    }
+
+    /// The next line, waiting at most `secs`.
+    pub fn recv_within(&mut self, secs: u64) -> Option<Vec<u8>> {
+        match self.lines.recv_timeout(Duration::from_secs(secs)) {
+            Ok(line) => Some(line),
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => None,
+        }
+    }
+
+    /// The next line; panics after 30 s.
+    pub fn recv(&mut self) -> Vec<u8> {
+        self.recv_within(30).expect("no answer within 30 s")
+    }
+
+    pub fn recv_json(&mut self) -> Value {
+        let line = self.recv();
+        serde_json::from_slice(&line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&line)))
+    }
+
+    /// Sends a request and returns the raw line of its response, skipping
+    /// notifications and other ids.
+    pub fn request_raw(&mut self, request: &Value) -> Vec<u8> {
+        self.send(request);
+        let id = request["id"].clone();
+        loop {
+            let line = self.recv();
+            let value: Value = serde_json::from_slice(&line).expect("JSON line");
+            if value.get("id") == Some(&id) && value.get("method").is_none() {
+                return line;
+            }
+        }
+    }
+
+    pub fn request(&mut self, request: &Value) -> Value {
+        serde_json::from_slice(&self.request_raw(request)).expect("JSON response")
+    }
+
+    /// Closes stdin and waits for the process.
+    pub fn finish(mut self) -> ExitStatus {
+        drop(self.stdin.take());
+        for _ in 0..300 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("child did not exit within 15 s of stdin closing");
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn initialize(id: i64) -> Value {
+    serde_json::json!({
+        "jsonrpc": "2.0", "id": id, "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": { "name": "sentinel-test", "version": "0" }
+        }
+    })
+}
+
+pub fn initialized() -> Value {
+    serde_json::json!({ "jsonrpc": "2.0", "method": "notifications/initialized" })
+}
+
+pub fn call(id: i64, tool: &str, args: Value) -> Value {
+    serde_json::json!({
+        "jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": { "name": tool, "arguments": args }
+    })
+}
+
+pub fn list(id: i64) -> Value {
+    serde_json::json!({ "jsonrpc": "2.0", "id": id, "method": "tools/list" })
+}
+
+/// A proxy command line for a standalone run with `policy` and `db`.
+pub fn proxy_args(policy: &Path, db: &Path, extra: &[&str], server: &[String]) -> Vec<String> {
+    let mut args = vec![
+        "--standalone".to_string(),
+        "--agent".into(),
+        "test-agent".into(),
+        "--server-name".into(),
+        "testsrv".into(),
+        "--policy".into(),
+        policy.display().to_string(),
+        "--db".into(),
+        db.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push("--".into());
+    args.extend(server.iter().cloned());
+    args
+}
+
+/// Writes a policy directory with one file.
+pub fn policy_dir(dir: &Path, toml: &str) -> PathBuf {
+    let policy = dir.join("policy");
+    std::fs::create_dir_all(&policy).expect("mkdir policy");
+    std::fs::write(policy.join("50-test.toml"), toml).expect("write policy");
+    policy
+}
+
+/// The tools/call log the Python test server writes.
+pub fn call_log(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("call log line"))
+        .collect()
+}
+
+pub const TEST_POLICY: &str = r#"
+[[rule]]
+name = "no-mass-delete"
+action = "deny"
+kind = "mcp"
+tool = "delete_*"
+reason = "mass deletion is not allowed for agents"
+"#;
