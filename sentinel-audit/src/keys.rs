@@ -53,10 +53,22 @@ struct KeyFileContents {
     db: String,
     epoch: u64,
     key: String,
+    /// The most records one epoch may seal; the verifier enforces it, so a
+    /// stolen key can re-seal at most one epoch's worth of records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    epoch_records: Option<u64>,
 }
 
-/// Reads a key file: the database id it belongs to and the key.
-pub(crate) fn load(path: &Path) -> Result<Option<(String, EpochKey)>, AuditError> {
+/// A key file's contents.
+pub(crate) struct KeyFile {
+    /// The id of the database the key belongs to.
+    pub db: String,
+    pub key: EpochKey,
+    pub epoch_records: Option<u64>,
+}
+
+/// Reads a key file, `None` if there is none.
+pub(crate) fn load(path: &Path) -> Result<Option<KeyFile>, AuditError> {
     let Some(bytes) = read_optional(path)? else {
         return Ok(None);
     };
@@ -67,22 +79,29 @@ pub(crate) fn load(path: &Path) -> Result<Option<(String, EpochKey)>, AuditError
     let contents: KeyFileContents =
         serde_json::from_slice(&bytes).map_err(|e| malformed(&e.to_string()))?;
     let key = from_hex32(&contents.key).ok_or_else(|| malformed("key is not 64 hex digits"))?;
-    Ok(Some((
-        contents.db,
-        EpochKey {
+    Ok(Some(KeyFile {
+        db: contents.db,
+        key: EpochKey {
             epoch: contents.epoch,
             key,
         },
-    )))
+        epoch_records: contents.epoch_records,
+    }))
 }
 
 /// Writes a key file atomically, mode 0600; the previous contents (the
 /// previous epoch's key) are replaced, not kept.
-pub(crate) fn store(path: &Path, db_id: &str, key: &EpochKey) -> Result<(), AuditError> {
+pub(crate) fn store(
+    path: &Path,
+    db_id: &str,
+    key: &EpochKey,
+    epoch_records: u64,
+) -> Result<(), AuditError> {
     let contents = KeyFileContents {
         db: db_id.to_string(),
         epoch: key.epoch,
         key: to_hex(&key.key),
+        epoch_records: Some(epoch_records),
     };
     let mut bytes = serde_json::to_vec(&contents)?;
     bytes.push(b'\n');
@@ -96,13 +115,16 @@ pub(crate) fn store(path: &Path, db_id: &str, key: &EpochKey) -> Result<(), Audi
 pub(crate) struct KeyChain {
     initial: EpochKey,
     cursor: EpochKey,
+    /// The most records one epoch may hold, if the key file says.
+    pub epoch_records: Option<u64>,
 }
 
 impl KeyChain {
-    pub fn new(initial: EpochKey) -> Self {
+    pub fn new(initial: EpochKey, epoch_records: Option<u64>) -> Self {
         KeyChain {
             cursor: initial.clone(),
             initial,
+            epoch_records,
         }
     }
 
@@ -116,12 +138,12 @@ impl KeyChain {
                     "verification key not found (pass the state directory the daemon wrote)",
                 ),
             )),
-            Some((found, _)) if found != db_id => Err(AuditError::WrongDatabase {
+            Some(file) if file.db != db_id => Err(AuditError::WrongDatabase {
                 path: path.to_path_buf(),
                 expected: db_id.to_string(),
-                found,
+                found: file.db,
             }),
-            Some((_, key)) => Ok(KeyChain::new(key)),
+            Some(file) => Ok(KeyChain::new(file.key, file.epoch_records)),
         }
     }
 
@@ -156,7 +178,7 @@ mod tests {
             epoch: 0,
             key: [3u8; 32],
         };
-        let mut chain = KeyChain::new(writer.clone());
+        let mut chain = KeyChain::new(writer.clone(), None);
         for _ in 0..5 {
             writer.advance();
         }
@@ -175,10 +197,11 @@ mod tests {
             epoch: 9,
             key: [0xab; 32],
         };
-        store(&path, "db1", &key).unwrap();
-        let (db, back) = load(&path).unwrap().unwrap();
-        assert_eq!(db, "db1");
-        assert_eq!((back.epoch, back.key), (9, [0xab; 32]));
+        store(&path, "db1", &key, 100).unwrap();
+        let back = load(&path).unwrap().unwrap();
+        assert_eq!(back.db, "db1");
+        assert_eq!(back.epoch_records, Some(100));
+        assert_eq!((back.key.epoch, back.key.key), (9, [0xab; 32]));
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }

@@ -75,7 +75,10 @@ use crate::verify::{ChainChecker, WrittenColumns};
 /// Tunables of the writer.
 #[derive(Clone)]
 pub struct AuditConfig {
-    /// Start a new key epoch after this many records.
+    /// Start a new key epoch after this many records. Fixed when the chain
+    /// is created (stored with the keys; a later open can only lower it):
+    /// the verifier rejects epochs holding more, which bounds what a stolen
+    /// key can re-seal to one epoch's records.
     pub epoch_records: u64,
     /// Start a new key epoch after this many seconds.
     pub epoch_seconds: u64,
@@ -215,7 +218,17 @@ impl AuditLog {
 
         let now = config.clock.now();
         let tail_epoch = tail.as_ref().map(|t| t.2);
-        let key = Self::load_or_create_key(state_dir, &id, has_history, tail_epoch)?;
+        let (key, epoch_records) = Self::load_or_create_key(
+            state_dir,
+            &id,
+            has_history,
+            tail_epoch,
+            config.epoch_records,
+        )?;
+        let config = AuditConfig {
+            epoch_records,
+            ..config
+        };
         let (last_seq, prev_hash) = match (&tail, &retained) {
             (Some((seq, hash, _)), _) | (None, Some((seq, hash))) => (*seq, hash_array(hash)),
             (None, None) => (0, GENESIS_HASH),
@@ -241,52 +254,50 @@ impl AuditLog {
         Ok(log)
     }
 
-    /// The writer's key for this session: a fresh `K_0` for a new chain, or
-    /// the stored key moved to a new epoch past everything already written.
+    /// The writer's key for this session, and the epoch size it must keep
+    /// to: a fresh `K_0` for a new chain, or the stored key moved to a new
+    /// epoch past everything already written.
     fn load_or_create_key(
         state_dir: &Path,
         db_id: &str,
         has_history: bool,
         tail_epoch: Option<u64>,
-    ) -> Result<EpochKey, AuditError> {
+        wanted_epoch_records: u64,
+    ) -> Result<(EpochKey, u64), AuditError> {
         let writer_path = state_dir.join(WRITER_KEY_FILE);
         let verify_path = state_dir.join(VERIFY_KEY_FILE);
-        let check_db = |path: &Path, found: String| {
-            if found == db_id {
-                Ok(())
-            } else {
-                Err(AuditError::WrongDatabase {
+        let load_for_db = |path: &Path| -> Result<Option<keys::KeyFile>, AuditError> {
+            match keys::load(path)? {
+                Some(file) if file.db != db_id => Err(AuditError::WrongDatabase {
                     path: path.to_path_buf(),
                     expected: db_id.to_string(),
-                    found,
-                })
+                    found: file.db,
+                }),
+                other => Ok(other),
             }
         };
-        let stored = match keys::load(&writer_path)? {
-            Some((found, key)) => {
-                check_db(&writer_path, found)?;
-                Some(key)
-            }
-            None => None,
-        };
-        let mut key = match stored {
-            Some(key) => key,
+        let wanted_epoch_records = wanted_epoch_records.max(1);
+        let stored = match load_for_db(&writer_path)? {
+            Some(file) => Some(file),
             None if has_history => return Err(AuditError::KeyMissing { path: writer_path }),
-            None => match keys::load(&verify_path)? {
-                // Crashed between writing the two key files of a new chain.
-                Some((found, key)) => {
-                    check_db(&verify_path, found)?;
-                    key
-                }
-                None => {
-                    let key = EpochKey {
-                        epoch: 0,
-                        key: random_key()?,
-                    };
-                    keys::store(&verify_path, db_id, &key)?;
-                    key
-                }
-            },
+            // Crashed between writing the two key files of a new chain.
+            None => load_for_db(&verify_path)?,
+        };
+        let (mut key, epoch_records) = match stored {
+            Some(file) => {
+                let limit = file
+                    .epoch_records
+                    .map_or(wanted_epoch_records, |l| l.min(wanted_epoch_records));
+                (file.key, limit)
+            }
+            None => {
+                let key = EpochKey {
+                    epoch: 0,
+                    key: random_key()?,
+                };
+                keys::store(&verify_path, db_id, &key, wanted_epoch_records)?;
+                (key, wanted_epoch_records)
+            }
         };
         if has_history {
             // Never reuse an epoch another session sealed with.
@@ -295,8 +306,8 @@ impl AuditLog {
                 key.advance();
             }
         }
-        keys::store(&writer_path, db_id, &key)?;
-        Ok(key)
+        keys::store(&writer_path, db_id, &key, epoch_records)?;
+        Ok((key, epoch_records))
     }
 
     /// Refuses to continue a chain that no longer reaches its anchor.
@@ -431,6 +442,7 @@ impl AuditLog {
                 &self.state_dir.join(WRITER_KEY_FILE),
                 &self.db_id,
                 &self.chain.key,
+                self.config.epoch_records,
             ) {
                 Ok(()) => self.key_file_behind = false,
                 Err(e) => {
@@ -488,7 +500,9 @@ impl AuditLog {
         }
 
         let verify_key = match keys::load(&self.state_dir.join(VERIFY_KEY_FILE))? {
-            Some((found, key)) if found == self.db_id => Some(KeyChain::new(key)),
+            Some(file) if file.db == self.db_id => {
+                Some(KeyChain::new(file.key, file.epoch_records))
+            }
             _ => None,
         };
         let tx = self.conn.transaction()?;

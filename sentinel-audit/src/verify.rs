@@ -42,6 +42,10 @@ pub enum Problem {
     BadRetentionCheckpoint,
     /// The anchor file's seal is wrong or it names another database.
     BadAnchor,
+    /// Epochs go backwards, or one epoch holds more records than the
+    /// writer ever seals with one key: records re-sealed with a later
+    /// (stolen) key. Reported at the first record of the offending run.
+    BadEpoch,
 }
 
 impl fmt::Display for Problem {
@@ -67,6 +71,9 @@ impl fmt::Display for Problem {
                 f.write_str("bad retention checkpoint (forged or missing)")
             }
             Problem::BadAnchor => f.write_str("bad anchor (forged, or from another database)"),
+            Problem::BadEpoch => f.write_str(
+                "bad epoch (epochs out of order or over-full: re-sealed with a later key)",
+            ),
         }
     }
 }
@@ -213,6 +220,8 @@ pub(crate) struct ChainChecker {
     expected_seq: u64,
     prev_hash: Vec<u8>,
     prev_epoch: Option<u64>,
+    /// First seq and length of the current run of records in one epoch.
+    epoch_run: (u64, u64),
     first_seq: Option<u64>,
     count: u64,
 }
@@ -257,6 +266,7 @@ impl ChainChecker {
             expected_seq,
             prev_hash,
             prev_epoch: None,
+            epoch_run: (0, 0),
             first_seq: None,
             count: 0,
         }))
@@ -308,6 +318,17 @@ impl ChainChecker {
         }
         if row.prev_hash != self.prev_hash {
             return Some((row.seq, Problem::BrokenLink));
+        }
+        match self.prev_epoch {
+            Some(prev) if row.epoch < prev => return Some((row.seq, Problem::BadEpoch)),
+            Some(prev) if row.epoch == prev => self.epoch_run.1 += 1,
+            _ => self.epoch_run = (row.seq, 1),
+        }
+        let limit = self.keys.as_ref().and_then(|k| k.epoch_records);
+        if limit.is_some_and(|limit| self.epoch_run.1 > limit) {
+            // The whole run is suspect: none of it counts as verified.
+            self.count -= self.epoch_run.1 - 1;
+            return Some((self.epoch_run.0, Problem::BadEpoch));
         }
         self.first_seq.get_or_insert(row.seq);
         self.expected_seq = row.seq + 1;
