@@ -1,1 +1,208 @@
-fn main() {}
+//! `cargo xtask`: building the eBPF object, setting up a fresh machine,
+//! running the sentinel, and running every test.
+//!
+//! Every set-up step is idempotent and skips what is already done, so the
+//! two README commands (`cargo xtask run -- run --uid N` and `cargo xtask
+//! test`) are all a newcomer or CI needs.
+
+mod setup;
+mod toolchain;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Build, run and test Sentinel")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what the build and tests need (toolchain, bpf-linker,
+    /// mounts, test users). Idempotent.
+    Setup,
+    /// Build the eBPF object (pinned nightly + project-local bpf-linker).
+    BuildEbpf,
+    /// Build the eBPF object and the `sentinel` binary (release).
+    Build,
+    /// Build, then run `sentinel` with the given arguments.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, then run formatting and lint checks and every test,
+    /// including the real-kernel tests and the BPF-LSM guest test.
+    Test {
+        /// Skip `cargo fmt --check` and clippy.
+        #[arg(long)]
+        no_lint: bool,
+    },
+    /// Run the benchmarks and print their figures.
+    Bench,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(task: Task) -> Result<()> {
+    let root = project_root();
+    match task {
+        Task::Setup => setup::all(&root),
+        Task::BuildEbpf => build_ebpf(&root),
+        Task::Build => build(&root),
+        Task::Run { args } => {
+            build(&root)?;
+            setup::kernel_mounts()?;
+            let bin = root.join("target/release/sentinel");
+            let status = Command::new(&bin)
+                .args(&args)
+                .status()
+                .with_context(|| format!("starting {}", bin.display()))?;
+            if !status.success() {
+                bail!("sentinel exited with {status}");
+            }
+            Ok(())
+        }
+        Task::Test { no_lint } => test(&root, !no_lint),
+        Task::Bench => bench(&root),
+    }
+}
+
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// Path of the built eBPF object; `sentinel/build.rs` embeds it.
+pub fn ebpf_object(root: &Path) -> PathBuf {
+    root.join("sentinel-ebpf/target/bpfel-unknown-none/release/sentinel-ebpf")
+}
+
+fn build_ebpf(root: &Path) -> Result<()> {
+    let linker_dir = toolchain::ensure_ebpf_toolchain(root)?;
+    let path = format!(
+        "{}:{}",
+        linker_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let status = Command::new("cargo")
+        .current_dir(root.join("sentinel-ebpf"))
+        .env("PATH", path)
+        // The userspace toolchain's variables must not leak into the
+        // nightly build (rustup sets these when xtask runs under cargo).
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("RUSTC")
+        .env_remove("RUSTDOC")
+        .env_remove("CARGO")
+        .env_remove("CARGO_TARGET_DIR")
+        .env("RUSTFLAGS", "-C debuginfo=2 -C link-arg=--btf")
+        .args([
+            "build",
+            "--locked",
+            "-Z",
+            "build-std=core",
+            "--target",
+            "bpfel-unknown-none",
+            "--release",
+        ])
+        .status()
+        .context("running cargo for the eBPF crate")?;
+    if !status.success() {
+        bail!("building the eBPF object failed");
+    }
+    Ok(())
+}
+
+fn cargo(root: &Path, args: &[&str]) -> Result<()> {
+    let status = Command::new("cargo")
+        .current_dir(root)
+        .env("SENTINEL_EBPF_OBJECT", ebpf_object(root))
+        .args(args)
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed", args.join(" "));
+    }
+    Ok(())
+}
+
+fn build(root: &Path) -> Result<()> {
+    build_ebpf(root)?;
+    cargo(root, &["build", "--locked", "--release", "-p", "sentinel"])
+}
+
+fn test(root: &Path, lint: bool) -> Result<()> {
+    setup::all(root)?;
+    build(root)?;
+    if lint {
+        cargo(root, &["fmt", "--all", "--check"])?;
+        cargo(
+            root,
+            &[
+                "clippy",
+                "--locked",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        )?;
+    }
+    // Unit tests and the userspace crates' own integration tests.
+    cargo(
+        root,
+        &["test", "--locked", "--workspace", "--exclude", "sentinel"],
+    )?;
+    // The sentinel crate: unit tests, then the real-kernel tests. Those
+    // share one kernel, so they run one at a time.
+    cargo(
+        root,
+        &[
+            "test",
+            "--locked",
+            "--release",
+            "-p",
+            "sentinel",
+            "--",
+            "--test-threads=1",
+        ],
+    )?;
+    Ok(())
+}
+
+fn bench(root: &Path) -> Result<()> {
+    setup::all(root)?;
+    build(root)?;
+    cargo(
+        root,
+        &[
+            "test",
+            "--locked",
+            "--release",
+            "-p",
+            "sentinel",
+            "--test",
+            "overhead",
+            "--",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ],
+    )
+}

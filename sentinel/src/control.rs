@@ -1,0 +1,137 @@
+//! The operator's control path: a root-only Unix socket in the state
+//! directory (`control.sock`), one JSON request line and one JSON response
+//! line per connection. The server checks the peer's UID from the kernel
+//! (SO_PEERCRED) as well as the socket's file mode, so a watched agent can
+//! neither change the mode nor approve its own actions.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sentinel_policy::Mode;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader as TokioBufReader};
+use tokio::net::UnixListener;
+
+pub const SOCKET_NAME: &str = "control.sock";
+
+/// A request on the control socket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum Request {
+    Status,
+    ModeGet,
+    ModeSet { mode: Mode },
+    Approve { id: u64 },
+    Deny { id: u64 },
+}
+
+pub type Handler = Arc<dyn Fn(Request) -> Value + Send + Sync>;
+
+pub fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(SOCKET_NAME)
+}
+
+/// The bound control socket; its file is removed when this is dropped, on
+/// every exit path.
+pub struct ControlSocket {
+    pub listener: Option<UnixListener>,
+    path: PathBuf,
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Binds the control socket (replacing a stale one) with mode 0600.
+pub fn bind(state_dir: &Path) -> std::io::Result<ControlSocket> {
+    let path = socket_path(state_dir);
+    if StdUnixStream::connect(&path).is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!(
+                "another sentinel is already running (its control socket {} answers); stop it or use another --state-dir",
+                path.display()
+            ),
+        ));
+    }
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path)?;
+    let socket = ControlSocket {
+        listener: Some(listener),
+        path: path.clone(),
+    };
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(socket)
+}
+
+/// Serves requests until the task is dropped.
+pub async fn serve(listener: UnixListener, handler: Handler) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let root = stream.peer_cred().map(|c| c.uid() == 0).unwrap_or(false);
+            let (read, mut write) = stream.into_split();
+            let mut lines = TokioBufReader::new(read).lines();
+            let Ok(Some(line)) = lines.next_line().await else {
+                return;
+            };
+            let response = if !root {
+                serde_json::json!({"ok": false, "error": "the control socket is for root only"})
+            } else {
+                match serde_json::from_str::<Request>(&line) {
+                    Ok(req) => handler(req),
+                    Err(e) => {
+                        serde_json::json!({"ok": false, "error": format!("bad request: {e}")})
+                    }
+                }
+            };
+            let mut out = response.to_string();
+            out.push('\n');
+            let _ = write.write_all(out.as_bytes()).await;
+        });
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("sentinel is not running (no answer on {path}: {source}); start it with `sudo sentinel run --uid UID`")]
+    NotRunning {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the daemon's answer could not be read: {0}")]
+    BadAnswer(String),
+}
+
+/// Sends one request and returns the daemon's answer.
+pub fn call(state_dir: &Path, request: &Request) -> Result<Value, ClientError> {
+    let path = socket_path(state_dir);
+    let not_running = |source| ClientError::NotRunning {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut stream = StdUnixStream::connect(&path).map_err(not_running)?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(not_running)?;
+    let mut line =
+        serde_json::to_string(request).map_err(|e| ClientError::BadAnswer(e.to_string()))?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).map_err(not_running)?;
+    let mut answer = String::new();
+    BufReader::new(stream)
+        .read_line(&mut answer)
+        .map_err(|e| ClientError::BadAnswer(e.to_string()))?;
+    serde_json::from_str(&answer).map_err(|e| ClientError::BadAnswer(e.to_string()))
+}

@@ -1,0 +1,336 @@
+//! Decoding ring-buffer records (`sentinel-common` layouts) into owned,
+//! typed [`KernelEvent`]s. Nothing here trusts the record's length: every
+//! read is checked against the size of the layout its `kind` names.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use sentinel_common::{
+    exec_flags, kernel_action, kind, ConnectEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent,
+    OpenEvent,
+};
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("ring buffer record of {len} bytes is too short for kind {kind}")]
+    Short { kind: u32, len: usize },
+    #[error("ring buffer record has unknown kind {0}")]
+    UnknownKind(u32),
+}
+
+/// What the kernel did about an event on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelAction {
+    None,
+    Denied,
+    Killed,
+    Held,
+}
+
+impl KernelAction {
+    fn from_raw(raw: u32) -> Self {
+        match raw {
+            kernel_action::DENIED => Self::Denied,
+            kernel_action::KILLED => Self::Killed,
+            kernel_action::HELD => Self::Held,
+            _ => Self::None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub pid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub ktime_ns: u64,
+    pub action: KernelAction,
+    pub rule_id: u32,
+    pub comm: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelEvent {
+    Exec {
+        header: Header,
+        filename: String,
+        argv: Vec<String>,
+        argv_truncated: bool,
+        /// Reported at syscall entry because the kernel acted on it.
+        at_entry: bool,
+    },
+    Open {
+        header: Header,
+        path: String,
+        flags: u32,
+        dfd: i32,
+    },
+    Connect {
+        header: Header,
+        addr: IpAddr,
+        port: u16,
+        protocol: u32,
+    },
+    Fork {
+        header: Header,
+        child_pid: u32,
+    },
+    Exit {
+        header: Header,
+    },
+    /// A watched process tried io_uring and was killed.
+    IoUring {
+        header: Header,
+    },
+}
+
+impl KernelEvent {
+    pub fn header(&self) -> &Header {
+        match self {
+            Self::Exec { header, .. }
+            | Self::Open { header, .. }
+            | Self::Connect { header, .. }
+            | Self::Fork { header, .. }
+            | Self::Exit { header }
+            | Self::IoUring { header } => header,
+        }
+    }
+}
+
+/// Reads a `T` from the front of `bytes`, if there are enough of them.
+fn read<T: Copy>(bytes: &[u8], kind: u32) -> Result<T, DecodeError> {
+    if bytes.len() < std::mem::size_of::<T>() {
+        return Err(DecodeError::Short {
+            kind,
+            len: bytes.len(),
+        });
+    }
+    // SAFETY: the length is checked above; every `sentinel-common` record
+    // is repr(C) plain old data, valid for any bit pattern.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// A NUL-terminated (or full) C string buffer as UTF-8, lossily.
+pub fn c_str(buf: &[u8]) -> String {
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+fn header(h: &EventHeader) -> Header {
+    Header {
+        pid: h.pid,
+        tid: h.tid,
+        uid: h.uid,
+        ktime_ns: h.ktime_ns,
+        action: KernelAction::from_raw(h.action),
+        rule_id: h.rule_id,
+        comm: c_str(&h.comm),
+    }
+}
+
+pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
+    let raw: EventHeader = read(bytes, 0)?;
+    Ok(match raw.kind {
+        kind::EXEC => {
+            let ev: ExecEvent = read(bytes, raw.kind)?;
+            let argc = (ev.argc as usize).min(ev.argv.len());
+            KernelEvent::Exec {
+                header: header(&ev.header),
+                filename: c_str(&ev.filename),
+                argv: ev.argv[..argc].iter().map(|a| c_str(a)).collect(),
+                argv_truncated: ev.flags & exec_flags::ARGV_TRUNCATED != 0,
+                at_entry: ev.flags & exec_flags::AT_ENTRY != 0,
+            }
+        }
+        kind::OPEN => {
+            let ev: OpenEvent = read(bytes, raw.kind)?;
+            KernelEvent::Open {
+                header: header(&ev.header),
+                path: c_str(&ev.path),
+                flags: ev.flags,
+                dfd: ev.dfd,
+            }
+        }
+        kind::CONNECT => {
+            let ev: ConnectEvent = read(bytes, raw.kind)?;
+            let addr = if ev.family == 2 {
+                IpAddr::V4(Ipv4Addr::new(
+                    ev.addr[0], ev.addr[1], ev.addr[2], ev.addr[3],
+                ))
+            } else {
+                IpAddr::V6(Ipv6Addr::from(ev.addr))
+            };
+            KernelEvent::Connect {
+                header: header(&ev.header),
+                addr,
+                port: ev.port,
+                protocol: ev.protocol,
+            }
+        }
+        kind::FORK => {
+            let ev: ForkEvent = read(bytes, raw.kind)?;
+            KernelEvent::Fork {
+                header: header(&ev.header),
+                child_pid: ev.child_pid,
+            }
+        }
+        kind::EXIT => {
+            let ev: ExitEvent = read(bytes, raw.kind)?;
+            KernelEvent::Exit {
+                header: header(&ev.header),
+            }
+        }
+        kind::IO_URING => {
+            let ev: ExitEvent = read(bytes, raw.kind)?;
+            KernelEvent::IoUring {
+                header: header(&ev.header),
+            }
+        }
+        other => return Err(DecodeError::UnknownKind(other)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sentinel_common::{ARGV_MAX, ARG_LEN, PATH_LEN};
+
+    fn bytes_of<T>(v: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a repr(C) POD value.
+        unsafe {
+            std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
+        }
+        .to_vec()
+    }
+
+    fn raw_header(kind: u32) -> EventHeader {
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"bash");
+        EventHeader {
+            kind,
+            pid: 42,
+            tid: 43,
+            uid: 1000,
+            ktime_ns: 7,
+            action: kernel_action::KILLED,
+            rule_id: 3,
+            comm,
+        }
+    }
+
+    fn put(buf: &mut [u8], s: &str) {
+        buf[..s.len()].copy_from_slice(s.as_bytes());
+        buf[s.len()] = 0;
+    }
+
+    #[test]
+    fn decodes_exec_with_bounded_argv_and_flags() {
+        let mut ev = ExecEvent {
+            header: raw_header(kind::EXEC),
+            flags: exec_flags::ARGV_TRUNCATED,
+            argc: 2,
+            filename: [0; PATH_LEN],
+            argv: [[0xAA; ARG_LEN]; ARGV_MAX],
+        };
+        put(&mut ev.filename, "/usr/bin/ls");
+        put(&mut ev.argv[0], "ls");
+        put(&mut ev.argv[1], "-l");
+        let got = decode(&bytes_of(&ev)).unwrap();
+        let KernelEvent::Exec {
+            header,
+            filename,
+            argv,
+            argv_truncated,
+            at_entry,
+        } = got
+        else {
+            panic!("not an exec: {got:?}")
+        };
+        assert_eq!(header.pid, 42);
+        assert_eq!(header.comm, "bash");
+        assert_eq!(header.action, KernelAction::Killed);
+        assert_eq!(filename, "/usr/bin/ls");
+        // Stale bytes beyond argc are never read.
+        assert_eq!(argv, vec!["ls", "-l"]);
+        assert!(argv_truncated);
+        assert!(!at_entry);
+    }
+
+    #[test]
+    fn argc_beyond_bounds_is_clamped() {
+        let mut ev = ExecEvent {
+            header: raw_header(kind::EXEC),
+            flags: 0,
+            argc: 9999,
+            filename: [0; PATH_LEN],
+            argv: [[0; ARG_LEN]; ARGV_MAX],
+        };
+        put(&mut ev.argv[0], "x");
+        let KernelEvent::Exec { argv, .. } = decode(&bytes_of(&ev)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(argv.len(), ARGV_MAX);
+    }
+
+    #[test]
+    fn decodes_open_and_connect() {
+        let mut ev = OpenEvent {
+            header: raw_header(kind::OPEN),
+            flags: 0o1101,
+            dfd: -100,
+            path: [0; PATH_LEN],
+        };
+        put(&mut ev.path, "/etc/shadow");
+        let got = decode(&bytes_of(&ev)).unwrap();
+        assert!(
+            matches!(got, KernelEvent::Open { ref path, flags: 0o1101, dfd: -100, .. } if path == "/etc/shadow")
+        );
+
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let ev = ConnectEvent {
+            header: raw_header(kind::CONNECT),
+            family: 2,
+            port: 8080,
+            protocol: 6,
+            addr,
+        };
+        let got = decode(&bytes_of(&ev)).unwrap();
+        assert!(
+            matches!(got, KernelEvent::Connect { addr, port: 8080, .. } if addr == IpAddr::V4(Ipv4Addr::LOCALHOST))
+        );
+
+        let ev = ConnectEvent {
+            header: raw_header(kind::CONNECT),
+            family: 10,
+            port: 443,
+            protocol: 6,
+            addr: Ipv6Addr::LOCALHOST.octets(),
+        };
+        let got = decode(&bytes_of(&ev)).unwrap();
+        assert!(
+            matches!(got, KernelEvent::Connect { addr, .. } if addr == IpAddr::V6(Ipv6Addr::LOCALHOST))
+        );
+    }
+
+    #[test]
+    fn short_and_unknown_records_are_errors() {
+        let ev = OpenEvent {
+            header: raw_header(kind::OPEN),
+            flags: 0,
+            dfd: 0,
+            path: [0; PATH_LEN],
+        };
+        let bytes = bytes_of(&ev);
+        assert_eq!(
+            decode(&bytes[..100]),
+            Err(DecodeError::Short {
+                kind: kind::OPEN,
+                len: 100
+            })
+        );
+        assert!(matches!(decode(&[1, 2]), Err(DecodeError::Short { .. })));
+        let h = raw_header(99);
+        assert_eq!(decode(&bytes_of(&h)), Err(DecodeError::UnknownKind(99)));
+    }
+}

@@ -1,0 +1,482 @@
+//! The kernel sensor: loads the embedded eBPF object, attaches what this
+//! kernel allows (BPF LSM where it can, cgroup v2 hooks, tracepoints), and
+//! owns the maps the rest of the daemon reads and writes (watched UIDs and
+//! tasks, configuration, counters, compiled rules, held processes).
+//!
+//! Dropping the [`Sensor`] detaches every program: aya's links are owned
+//! by the loaded object, so no exit path leaves anything attached.
+
+use std::fs::File;
+use std::path::PathBuf;
+
+use aya::maps::{
+    lpm_trie::{Key, LpmTrie},
+    Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf,
+};
+use aya::programs::{CgroupAttachMode, CgroupSockAddr, Lsm, TracePoint};
+use aya::{Btf, Ebpf, EbpfLoader};
+use sentinel_common::{config, counter, NetKeyData, NetRule, PathKeyData, PathRule};
+use serde::Serialize;
+use thiserror::Error;
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sentinel-ebpf.o"));
+
+#[derive(Debug, Error)]
+pub enum SensorError {
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("eBPF program {name} could not be {what}: {source}")]
+    Program {
+        name: &'static str,
+        what: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("eBPF map {0} is missing from the object (rebuild with `cargo xtask build-ebpf`)")]
+    MissingMap(&'static str),
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("cannot read a tracepoint format ({0}); is tracefs mounted at /sys/kernel/tracing?")]
+    TracepointFormat(String),
+}
+
+/// How each kind of action is enforced on this kernel, for `status`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Mechanisms {
+    pub exec: &'static str,
+    pub open: &'static str,
+    pub connect: &'static str,
+}
+
+/// Options that change what is attached.
+#[derive(Debug, Clone, Default)]
+pub struct SensorOptions {
+    /// Do not try BPF LSM even if the kernel allows it.
+    pub no_lsm: bool,
+}
+
+pub struct Sensor {
+    ebpf: Ebpf,
+    /// Programs attached, as `type:name`.
+    pub attached: Vec<String>,
+    pub mechanisms: Mechanisms,
+    /// Why LSM is not used, when it is not.
+    pub lsm_unavailable: Option<String>,
+    flags: u64,
+}
+
+const TRACEPOINTS: &[(&str, &str, &str)] = &[
+    ("sys_enter_execve", "syscalls", "sys_enter_execve"),
+    ("sys_enter_execveat", "syscalls", "sys_enter_execveat"),
+    ("sched_process_exec", "sched", "sched_process_exec"),
+    ("sys_enter_openat", "syscalls", "sys_enter_openat"),
+    ("sys_enter_openat2", "syscalls", "sys_enter_openat2"),
+    ("sys_enter_open", "syscalls", "sys_enter_open"),
+    ("sys_enter_creat", "syscalls", "sys_enter_creat"),
+    ("sys_exit_openat", "syscalls", "sys_exit_openat"),
+    ("sys_exit_openat2", "syscalls", "sys_exit_openat2"),
+    ("sys_exit_open", "syscalls", "sys_exit_open"),
+    ("sys_exit_creat", "syscalls", "sys_exit_creat"),
+    (
+        "sys_enter_io_uring_setup",
+        "syscalls",
+        "sys_enter_io_uring_setup",
+    ),
+    ("sched_process_fork", "sched", "sched_process_fork"),
+    ("sched_process_exit", "sched", "sched_process_exit"),
+];
+
+const LSM_HOOKS: &[&str] = &["bprm_check_security", "file_open", "socket_connect"];
+
+impl Sensor {
+    /// Loads and attaches everything. On error, whatever was attached is
+    /// detached again when the partly built object is dropped.
+    pub fn load(opts: &SensorOptions) -> Result<Self, SensorError> {
+        let ebpf = EbpfLoader::new().load(OBJECT)?;
+        let mut sensor = Sensor {
+            ebpf,
+            attached: Vec::new(),
+            mechanisms: Mechanisms {
+                exec: "sigkill",
+                open: "sigkill",
+                connect: "cgroup",
+            },
+            lsm_unavailable: None,
+            flags: config::flags::DENY_IO_URING,
+        };
+        sensor.write_config(config::SELF_TGID, u64::from(std::process::id()))?;
+        for (index, event, field) in [
+            (
+                config::FORK_CHILD_PID_OFFSET,
+                "sched_process_fork",
+                "child_pid",
+            ),
+            (
+                config::EXEC_FILENAME_OFFSET,
+                "sched_process_exec",
+                "filename",
+            ),
+            (config::EXEC_OLD_PID_OFFSET, "sched_process_exec", "old_pid"),
+        ] {
+            sensor.write_config(index, tracepoint_field_offset(event, field)?)?;
+        }
+
+        let lsm = if opts.no_lsm {
+            Err("disabled with --no-lsm".to_string())
+        } else {
+            sensor.attach_lsm()
+        };
+        match lsm {
+            Ok(()) => {
+                sensor.flags |= config::flags::LSM_ENFORCES;
+                sensor.mechanisms = Mechanisms {
+                    exec: "lsm",
+                    open: "lsm",
+                    connect: "lsm",
+                };
+                // UDP datagrams without connect() still go through the
+                // cgroup sendmsg hooks.
+                if let Some(cg) = cgroup2_root() {
+                    sensor.attach_cgroup(&cg, &["sendmsg4", "sendmsg6"])?;
+                }
+            }
+            Err(why) => {
+                sensor.lsm_unavailable = Some(why);
+                match cgroup2_root() {
+                    Some(cg) => sensor
+                        .attach_cgroup(&cg, &["connect4", "connect6", "sendmsg4", "sendmsg6"])?,
+                    None => {
+                        sensor.flags |= config::flags::CONNECT_VIA_TRACEPOINT;
+                        sensor.mechanisms.connect = "sigkill";
+                        sensor.attach_tracepoint(
+                            "sys_enter_connect",
+                            "syscalls",
+                            "sys_enter_connect",
+                        )?;
+                    }
+                }
+            }
+        }
+        sensor.write_config(config::FLAGS, sensor.flags)?;
+        for (prog, category, name) in TRACEPOINTS {
+            sensor.attach_tracepoint(prog, category, name)?;
+        }
+        Ok(sensor)
+    }
+
+    fn attach_tracepoint(
+        &mut self,
+        prog: &'static str,
+        category: &str,
+        name: &str,
+    ) -> Result<(), SensorError> {
+        // Some syscalls do not exist on every architecture (open, creat).
+        if !std::path::Path::new(&format!("/sys/kernel/tracing/events/{category}/{name}")).exists()
+        {
+            tracing::warn!("tracepoint {category}:{name} does not exist on this kernel; skipped");
+            return Ok(());
+        }
+        let tp: &mut TracePoint = self
+            .ebpf
+            .program_mut(prog)
+            .ok_or(SensorError::MissingMap(prog))?
+            .try_into()
+            .map_err(|source| SensorError::Program {
+                name: prog,
+                what: "found as a tracepoint",
+                source,
+            })?;
+        tp.load().map_err(|source| SensorError::Program {
+            name: prog,
+            what: "loaded",
+            source,
+        })?;
+        tp.attach(category, name)
+            .map_err(|source| SensorError::Program {
+                name: prog,
+                what: "attached",
+                source,
+            })?;
+        self.attached.push(format!("tracepoint:{category}:{name}"));
+        Ok(())
+    }
+
+    fn attach_cgroup(
+        &mut self,
+        cgroup: &PathBuf,
+        progs: &[&'static str],
+    ) -> Result<(), SensorError> {
+        let dir = File::open(cgroup).map_err(|e| SensorError::Program {
+            name: "cgroup",
+            what: "opened",
+            source: aya::programs::ProgramError::IOError(e),
+        })?;
+        for prog in progs {
+            let p: &mut CgroupSockAddr = self
+                .ebpf
+                .program_mut(prog)
+                .ok_or(SensorError::MissingMap(prog))?
+                .try_into()
+                .map_err(|source| SensorError::Program {
+                    name: prog,
+                    what: "found as a cgroup hook",
+                    source,
+                })?;
+            p.load().map_err(|source| SensorError::Program {
+                name: prog,
+                what: "loaded",
+                source,
+            })?;
+            // On kernels with BPF links (5.7+) aya attaches through a link,
+            // which never displaces another tool's program and takes no
+            // attach flags (the kernel refuses any with EINVAL).
+            p.attach(&dir, CgroupAttachMode::Single)
+                .map_err(|source| SensorError::Program {
+                    name: prog,
+                    what: "attached",
+                    source,
+                })?;
+            self.attached
+                .push(format!("cgroup_sock_addr:{prog}:{}", cgroup.display()));
+        }
+        Ok(())
+    }
+
+    /// Tries the BPF LSM hooks; on any failure, unloads those that loaded
+    /// and says why.
+    fn attach_lsm(&mut self) -> Result<(), String> {
+        let btf = Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
+        let mut done = Vec::new();
+        let mut failure = None;
+        for hook in LSM_HOOKS {
+            let result = (|| -> Result<(), String> {
+                let p: &mut Lsm = self
+                    .ebpf
+                    .program_mut(hook)
+                    .ok_or("program missing from the object")?
+                    .try_into()
+                    .map_err(|e| format!("{e}"))?;
+                p.load(hook, &btf).map_err(|e| format!("load: {e}"))?;
+                p.attach().map_err(|e| format!("attach: {e}"))?;
+                Ok(())
+            })();
+            match result {
+                Ok(()) => done.push(*hook),
+                Err(e) => {
+                    failure = Some(format!("lsm/{hook}: {e}"));
+                    break;
+                }
+            }
+        }
+        if let Some(why) = failure {
+            for hook in LSM_HOOKS {
+                if let Some(Ok(p)) = self.ebpf.program_mut(hook).map(<&mut Lsm>::try_from) {
+                    let _ = p.unload();
+                }
+            }
+            return Err(why);
+        }
+        self.attached
+            .extend(done.iter().map(|h| format!("lsm:{h}")));
+        Ok(())
+    }
+
+    fn write_config(&mut self, index: u32, value: u64) -> Result<(), SensorError> {
+        let mut cfg: Array<_, u64> = self.map_mut("CONFIG")?;
+        cfg.set(index, value, 0).map_err(|source| SensorError::Map {
+            name: "CONFIG",
+            source,
+        })
+    }
+
+    fn map_mut<'a, T>(&'a mut self, name: &'static str) -> Result<T, SensorError>
+    where
+        T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+    {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(SensorError::MissingMap(name))?;
+        T::try_from(map).map_err(|source| SensorError::Map { name, source })
+    }
+
+    /// The ring buffer, handed to the reader task.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, SensorError> {
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or(SensorError::MissingMap("EVENTS"))?;
+        RingBuf::try_from(map).map_err(|source| SensorError::Map {
+            name: "EVENTS",
+            source,
+        })
+    }
+
+    pub fn watch_uid(&mut self, uid: u32) -> Result<(), SensorError> {
+        let mut m: BpfHashMap<_, u32, u8> = self.map_mut("WATCHED_UIDS")?;
+        m.insert(uid, 1, 0).map_err(|source| SensorError::Map {
+            name: "WATCHED_UIDS",
+            source,
+        })
+    }
+
+    pub fn unwatch_uid(&mut self, uid: u32) -> Result<(), SensorError> {
+        let mut m: BpfHashMap<_, u32, u8> = self.map_mut("WATCHED_UIDS")?;
+        match m.remove(&uid) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(SensorError::Map {
+                name: "WATCHED_UIDS",
+                source,
+            }),
+        }
+    }
+
+    /// Marks an already-running process as watched (a descendant of an
+    /// agent that now runs under another UID).
+    pub fn watch_task(&mut self, pid: u32) -> Result<(), SensorError> {
+        let mut m: BpfHashMap<_, u32, u8> = self.map_mut("WATCHED_TASKS")?;
+        m.insert(pid, 1, 0).map_err(|source| SensorError::Map {
+            name: "WATCHED_TASKS",
+            source,
+        })
+    }
+
+    pub fn set_flag(&mut self, bit: u64, on: bool) -> Result<(), SensorError> {
+        if on {
+            self.flags |= bit;
+        } else {
+            self.flags &= !bit;
+        }
+        self.write_config(config::FLAGS, self.flags)
+    }
+
+    /// Forgets a held process before the daemon resumes it, so the kernel
+    /// does not take the resume for a bypass.
+    pub fn release_held(&mut self, pid: u32) -> Result<(), SensorError> {
+        let mut m: BpfHashMap<_, u32, u8> = self.map_mut("HELD")?;
+        match m.remove(&pid) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(SensorError::Map {
+                name: "HELD",
+                source,
+            }),
+        }
+    }
+
+    /// Replaces the compiled path rules (exec, open, lockdown allow-list).
+    pub fn replace_path_rules(
+        &mut self,
+        entries: &[(Key<PathKeyData>, PathRule)],
+    ) -> Result<(), SensorError> {
+        let mut trie: LpmTrie<_, PathKeyData, PathRule> = self.map_mut("PATH_RULES")?;
+        let old: Vec<Key<PathKeyData>> = trie.keys().filter_map(Result::ok).collect();
+        for key in &old {
+            let _ = trie.remove(key);
+        }
+        for (key, value) in entries {
+            trie.insert(key, value, 0)
+                .map_err(|source| SensorError::Map {
+                    name: "PATH_RULES",
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the compiled network rules.
+    pub fn replace_net_rules(
+        &mut self,
+        entries: &[(Key<NetKeyData>, NetRule)],
+    ) -> Result<(), SensorError> {
+        let mut trie: LpmTrie<_, NetKeyData, NetRule> = self.map_mut("NET_RULES")?;
+        let old: Vec<Key<NetKeyData>> = trie.keys().filter_map(Result::ok).collect();
+        for key in &old {
+            let _ = trie.remove(key);
+        }
+        for (key, value) in entries {
+            trie.insert(key, value, 0)
+                .map_err(|source| SensorError::Map {
+                    name: "NET_RULES",
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Kernel-side counters summed over CPUs.
+    pub fn counters(&mut self) -> Result<KernelCounters, SensorError> {
+        let arr: PerCpuArray<_, u64> = self.map_mut("COUNTERS")?;
+        let sum = |i: u32| -> u64 {
+            arr.get(&i, 0)
+                .map(|values| values.iter().sum())
+                .unwrap_or(0)
+        };
+        Ok(KernelCounters {
+            ringbuf_full: sum(counter::RINGBUF_FULL),
+            task_map_full: sum(counter::TASK_MAP_FULL),
+            kernel_decisions: sum(counter::KERNEL_DECISIONS),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct KernelCounters {
+    pub ringbuf_full: u64,
+    pub task_map_full: u64,
+    pub kernel_decisions: u64,
+}
+
+/// The cgroup v2 mount point, from /proc/self/mountinfo (it is
+/// /sys/fs/cgroup on most hosts, /sys/fs/cgroup/unified on hybrid ones).
+pub fn cgroup2_root() -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let fstype = right.split_whitespace().next()?;
+        if fstype != "cgroup2" {
+            return None;
+        }
+        left.split_whitespace().nth(4).map(PathBuf::from)
+    })
+}
+
+/// A field's offset in a sched tracepoint record; they moved between
+/// kernel versions (sched_process_fork's comm became a `__data_loc`).
+fn tracepoint_field_offset(event: &str, field: &str) -> Result<u64, SensorError> {
+    let path = format!("/sys/kernel/tracing/events/sched/{event}/format");
+    let format = std::fs::read_to_string(&path)
+        .map_err(|e| SensorError::TracepointFormat(format!("{path}: {e}")))?;
+    parse_field_offset(&format, field)
+        .ok_or_else(|| SensorError::TracepointFormat(format!("{path} has no field {field}")))
+}
+
+fn parse_field_offset(format: &str, field: &str) -> Option<u64> {
+    format.lines().find_map(|line| {
+        let mut parts = line.trim().split(';');
+        let decl = parts.next()?;
+        if !decl.split_whitespace().last().is_some_and(|n| n == field) {
+            return None;
+        }
+        parts
+            .find_map(|p| p.trim().strip_prefix("offset:"))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_child_pid_offset_in_both_layouts() {
+        let new = "\tfield:__data_loc char[] child_comm;\toffset:16;\tsize:4;\tsigned:0;\n\tfield:pid_t child_pid;\toffset:20;\tsize:4;\tsigned:1;\n";
+        let old = "\tfield:char child_comm[16];\toffset:28;\tsize:16;\tsigned:0;\n\tfield:pid_t child_pid;\toffset:44;\tsize:4;\tsigned:1;\n";
+        assert_eq!(parse_field_offset(new, "child_pid"), Some(20));
+        assert_eq!(parse_field_offset(old, "child_pid"), Some(44));
+        assert_eq!(parse_field_offset(old, "parent_pid"), None);
+    }
+}
