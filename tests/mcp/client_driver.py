@@ -12,6 +12,7 @@ it, or the error the SDK raised).
 
 import asyncio
 import json
+import os
 import sys
 
 import mcp_types as types
@@ -34,7 +35,8 @@ async def main() -> None:
     if elicit != "none":
         kwargs["elicitation_callback"] = on_elicit
     out = {"steps": []}
-    params = StdioServerParameters(command=command, args=args)
+    # The whole environment, so the proxy's server sees the test's variables.
+    params = StdioServerParameters(command=command, args=args, env=dict(os.environ))
     async with Client(params, **kwargs) as client:
         out["protocol_version"] = client.protocol_version
         for step in steps:
