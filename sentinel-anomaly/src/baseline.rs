@@ -54,11 +54,13 @@ pub struct KeyBaseline {
     pub rate: f64,
     /// When `rate` was last updated (Unix seconds).
     pub rate_at: f64,
-    /// EWMA mean of `rate` sampled at each action.
+    /// When `rate` was last folded into `mean`/`var` (Unix seconds).
+    pub sampled_at: f64,
+    /// EWMA mean of `rate`, sampled at most once per sampling interval.
     pub mean: f64,
     /// EWMA variance of `rate`.
     pub var: f64,
-    /// Actions learned for this key.
+    /// Rate samples folded into `mean`/`var`.
     pub samples: u64,
     /// Argument fingerprints seen: fingerprint → (times, last seen ms).
     pub fingerprints: HashMap<Fingerprint, (u64, i64)>,
@@ -159,6 +161,7 @@ impl BaselineStore {
                 key TEXT NOT NULL,
                 rate REAL NOT NULL,
                 rate_at REAL NOT NULL,
+                sampled_at REAL NOT NULL,
                 mean REAL NOT NULL,
                 var REAL NOT NULL,
                 samples INTEGER NOT NULL,
@@ -221,9 +224,9 @@ impl BaselineStore {
             );
         }
 
-        let mut stmt = self
-            .conn
-            .prepare("SELECT agent, key, rate, rate_at, mean, var, samples FROM anomaly_keys")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT agent, key, rate, rate_at, sampled_at, mean, var, samples FROM anomaly_keys",
+        )?;
         let rows = stmt.query_map([], |row| {
             Ok((
                 row.get::<_, String>(0)?,
@@ -231,9 +234,10 @@ impl BaselineStore {
                 KeyBaseline {
                     rate: row.get(2)?,
                     rate_at: row.get(3)?,
-                    mean: row.get(4)?,
-                    var: row.get(5)?,
-                    samples: row.get::<_, i64>(6)?.max(0) as u64,
+                    sampled_at: row.get(4)?,
+                    mean: row.get(5)?,
+                    var: row.get(6)?,
+                    samples: row.get::<_, i64>(7)?.max(0) as u64,
                     fingerprints: HashMap::new(),
                 },
             ))
@@ -338,10 +342,10 @@ impl BaselineStore {
                 }
             }
             let mut upsert_key = tx.prepare_cached(
-                "INSERT INTO anomaly_keys (agent, key, rate, rate_at, mean, var, samples)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT(agent, key) DO UPDATE SET rate = ?3, rate_at = ?4, mean = ?5,
-                    var = ?6, samples = ?7",
+                "INSERT INTO anomaly_keys (agent, key, rate, rate_at, sampled_at, mean, var, samples)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT(agent, key) DO UPDATE SET rate = ?3, rate_at = ?4,
+                    sampled_at = ?5, mean = ?6, var = ?7, samples = ?8",
             )?;
             for (agent, key) in &dirty.keys {
                 if let Some(k) = baselines.keys.get(agent).and_then(|m| m.get(key)) {
@@ -350,6 +354,7 @@ impl BaselineStore {
                         key,
                         k.rate,
                         k.rate_at,
+                        k.sampled_at,
                         k.mean,
                         k.var,
                         k.samples as i64

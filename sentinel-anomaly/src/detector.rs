@@ -368,12 +368,17 @@ impl Detector {
         if write && path.starts_with("/etc/") {
             let window = self.config.escalation_window;
             let generations = self.config.tree_generations;
-            if let Some(index) = self.find_mark_index(now, window, |m, tree| {
-                matches!(m.kind, MarkKind::Escalation { .. })
+            // The oldest change of user in the window is the one that
+            // started it (sudo, rather than the root child it spawned).
+            let tree = &self.tree;
+            let found = self.marks.iter().position(|m| {
+                now.duration_since(m.at).map_or(true, |d| d <= window)
+                    && matches!(m.kind, MarkKind::Escalation { .. })
                     && !m.used
                     && (tree.related(m.pid, process.pid, generations)
                         || tree.descends_from(process.pid, m.pid))
-            }) {
+            });
+            if let Some(index) = found {
                 let mark = &mut self.marks[index];
                 mark.used = true;
                 let how = match &mark.kind {

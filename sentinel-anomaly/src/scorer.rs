@@ -3,7 +3,8 @@
 //!
 //! Components (each 0–100) and weights:
 //! - frequency 25%: the decayed actions-per-hour rate for (agent, action
-//!   key) against its EWMA mean and variance (α = 0.1), as a z-score;
+//!   key) against its EWMA mean and variance (α = 0.1, one sample per
+//!   sampling interval), as a z-score;
 //! - temporal 15%: how rarely the agent acts in this hour of the week
 //!   (in the configured time zone);
 //! - argument novelty 30%: an argument fingerprint (every nesting level)
@@ -120,6 +121,10 @@ pub struct ScorerConfig {
     /// Time constant of the decayed action counter (default one hour, so
     /// the counter reads "actions per hour").
     pub rate_window: Duration,
+    /// The frequency mean and variance take at most one sample of the rate
+    /// per this interval (default 5 min), so a burst cannot teach the
+    /// baseline its own rate within minutes.
+    pub frequency_sample_interval: Duration,
     /// Per-transition decay of the bigram model (default 0.98).
     pub sequence_decay: f64,
     /// EWMA smoothing of the recent error rate (default 0.3).
@@ -143,6 +148,7 @@ impl Default for ScorerConfig {
             timezone: crate::clock::host_timezone(),
             ewma_alpha: 0.1,
             rate_window: Duration::from_secs(3600),
+            frequency_sample_interval: Duration::from_secs(300),
             sequence_decay: 0.98,
             error_recent_alpha: 0.3,
             error_baseline_alpha: 0.05,
@@ -498,6 +504,7 @@ impl AnomalyEngine {
         learn: bool,
     ) {
         let alpha = self.config.ewma_alpha;
+        let sample_interval = self.config.frequency_sample_interval.as_secs_f64();
         let decay = self.config.sequence_decay;
         let max_fps = self.config.max_fingerprints_per_key.max(1);
 
@@ -530,13 +537,16 @@ impl AnomalyEngine {
             if kb.samples == 0 {
                 kb.mean = current_rate;
                 kb.var = 0.0;
-            } else {
+                kb.sampled_at = t;
+                kb.samples = 1;
+            } else if t - kb.sampled_at >= sample_interval {
                 let diff = current_rate - kb.mean;
                 let increment = alpha * diff;
                 kb.mean += increment;
                 kb.var = (1.0 - alpha) * (kb.var + diff * increment);
+                kb.sampled_at = t;
+                kb.samples += 1;
             }
-            kb.samples += 1;
             let seen = kb.fingerprints.entry(fp).or_insert((0, 0));
             seen.0 += 1;
             seen.1 = unix_millis(now);
