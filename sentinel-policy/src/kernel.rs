@@ -15,6 +15,13 @@
 //! decision, so whichever the kernel finds first (exact, longest prefix)
 //! gives the userspace answer.
 //!
+//! Entries fully covered by an earlier entry with the same decision are
+//! dropped, so the kernel's most specific match (exact, then longest
+//! prefix) names the rule userspace would name; where write-only and
+//! any-open entries overlap the decision still agrees but the name may
+//! not, so audit records should take rule, reason and risk from
+//! [`crate::Engine::evaluate`].
+//!
 //! The kernel checks its deny/ask maps first and the lockdown allow-lists
 //! after: quarantine entries (always compiled when expressible) beat the
 //! allow-list, as in userspace. In lockdown, rules are ignored, so only
@@ -305,9 +312,14 @@ impl Compiler<'_> {
                     decision: rule.action,
                     rule: rule.name.clone(),
                 };
-                match rule.kind {
-                    Kind::Exec => self.out.exec.push(entry),
-                    _ => self.out.open.push(entry),
+                let list = match rule.kind {
+                    Kind::Exec => &mut self.out.exec,
+                    _ => &mut self.out.open,
+                };
+                // An earlier entry that already catches everything this one
+                // would keeps the earlier rule's name on those actions.
+                if !list.iter().any(|earlier| path_covers(earlier, &entry)) {
+                    list.push(entry);
                 }
             }
         }
@@ -384,12 +396,20 @@ impl Compiler<'_> {
                 );
                 continue;
             }
-            self.out.connect.push(NetMatch {
+            let entry = NetMatch {
                 net: *net,
                 ports,
                 decision: rule.action,
                 rule: rule.name.clone(),
-            });
+            };
+            if !self
+                .out
+                .connect
+                .iter()
+                .any(|earlier| net_covers(earlier, &entry))
+            {
+                self.out.connect.push(entry);
+            }
         }
     }
 
@@ -428,6 +448,26 @@ fn needs_userspace(rule: &Rule) -> Option<String> {
         } => Some("matches read-only opens (`write = false`)".into()),
         _ => None,
     }
+}
+
+/// Does `earlier` match every action `later` matches, with the same
+/// decision?
+fn path_covers(earlier: &PathMatch, later: &PathMatch) -> bool {
+    let same_scope = earlier.uid.is_none() || earlier.uid == later.uid;
+    let writes = !earlier.write_only || later.write_only;
+    let paths = if earlier.prefix {
+        later.path.starts_with(&earlier.path)
+    } else {
+        !later.prefix && later.path == earlier.path
+    };
+    earlier.decision == later.decision && same_scope && writes && paths
+}
+
+fn net_covers(earlier: &NetMatch, later: &NetMatch) -> bool {
+    earlier.decision == later.decision
+        && earlier.net.contains(&later.net)
+        && earlier.ports.0 <= later.ports.0
+        && later.ports.1 <= earlier.ports.1
 }
 
 fn nets_overlap(a: &IpNet, b: &IpNet) -> bool {
