@@ -469,7 +469,8 @@ mod tests {
     fn parses_times_and_ages() {
         let ts = parse_time("2026-01-31T12:00:00Z").unwrap();
         assert_eq!(ts.unix_timestamp(), 1_769_860_800);
-        let age = OffsetDateTime::now_utc() - parse_time("2h").unwrap();
+        let parsed = parse_time("2h").unwrap();
+        let age = OffsetDateTime::now_utc() - parsed;
         assert!(age >= time::Duration::hours(2) && age < time::Duration::hours(3));
         assert!(parse_time("yesterday").is_err());
         assert!(parse_time("").is_err());

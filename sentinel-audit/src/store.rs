@@ -380,6 +380,7 @@ pub(crate) fn stats(conn: &Connection, filter: &QueryFilter) -> Result<Stats, Au
                 (None, None) => {}
             }
         }
+        out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         Ok(out)
     };
     stats.by_kind = group("kind", None)?;
