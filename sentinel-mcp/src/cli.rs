@@ -198,8 +198,19 @@ mod tests {
 
     #[test]
     fn server_names_skip_launchers() {
-        assert_eq!(names(&["npx", "-y", "@modelcontextprotocol/server-filesystem", "/srv"]), "server-filesystem");
-        assert_eq!(names(&["/usr/bin/python3", "tests/mcp/logging_server.py"]), "logging_server");
+        assert_eq!(
+            names(&[
+                "npx",
+                "-y",
+                "@modelcontextprotocol/server-filesystem",
+                "/srv"
+            ]),
+            "server-filesystem"
+        );
+        assert_eq!(
+            names(&["/usr/bin/python3", "tests/mcp/logging_server.py"]),
+            "logging_server"
+        );
         assert_eq!(names(&["/opt/bin/my-server", "--flag"]), "my-server");
     }
 }

@@ -77,6 +77,9 @@ pub trait DecisionHandler: Send + Sync {
     fn handle(&self, peer: &PeerCred, request: DaemonRequest) -> DaemonResponse;
 }
 
+/// Maps a socket peer to its agent name (the daemon's agent table).
+pub type AgentOf = Box<dyn Fn(&PeerCred) -> Option<String> + Send + Sync>;
+
 /// A [`DecisionHandler`] over any [`Decider`] (in the daemon: a
 /// [`crate::LocalDecider`] sharing the daemon's engine and audit log) that
 /// binds every request to the peer's kernel identity. `agent_of` maps the
@@ -85,14 +88,14 @@ pub trait DecisionHandler: Send + Sync {
 /// clock; the proxy's clock is never on the wire.
 pub struct PeerBoundHandler {
     decider: Arc<dyn Decider>,
-    agent_of: Box<dyn Fn(&PeerCred) -> Option<String> + Send + Sync>,
+    agent_of: AgentOf,
     clock: Arc<dyn crate::decider::Clock>,
 }
 
 impl PeerBoundHandler {
     pub fn new(
         decider: Arc<dyn Decider>,
-        agent_of: Box<dyn Fn(&PeerCred) -> Option<String> + Send + Sync>,
+        agent_of: AgentOf,
         clock: Arc<dyn crate::decider::Clock>,
     ) -> Self {
         Self {
@@ -130,16 +133,19 @@ impl DecisionHandler for PeerBoundHandler {
                 d.record(record, now).map(|()| DaemonResponse::Done)
             }
             DaemonRequest::Alert { mut alert, .. } => {
-                alert.reason = format!("{} (reported by the MCP proxy of uid {})", alert.reason, peer.uid);
+                alert.reason = format!(
+                    "{} (reported by the MCP proxy of uid {})",
+                    alert.reason, peer.uid
+                );
                 d.alert(alert, now).map(|()| DaemonResponse::Done)
             }
             DaemonRequest::ServerOutcome { server, ok, .. } => {
                 d.server_outcome(&server, ok, now);
                 Ok(DaemonResponse::Done)
             }
-            DaemonRequest::CheckTools { server, tools, .. } => {
-                d.check_tools(&server, &tools, now).map(DaemonResponse::Pins)
-            }
+            DaemonRequest::CheckTools { server, tools, .. } => d
+                .check_tools(&server, &tools, now)
+                .map(DaemonResponse::Pins),
             DaemonRequest::ScanPolicy => Ok(DaemonResponse::ScanPolicy(d.scan_policy())),
             DaemonRequest::TakeAsk { mut binding, .. } => {
                 binding.agent = (self.agent_of)(peer);
@@ -193,16 +199,21 @@ pub async fn serve_decisions(listener: UnixListener, handler: Arc<dyn DecisionHa
                 pid: cred.pid(),
             };
             let (read, mut write) = stream.into_split();
-            let mut reader = crate::framing::LineReader::new(tokio::io::BufReader::new(read), MAX_REQUEST);
+            let mut reader =
+                crate::framing::LineReader::new(tokio::io::BufReader::new(read), MAX_REQUEST);
             while let Ok(Some(frame)) = reader.next_frame().await {
                 let response = match frame {
-                    crate::framing::Frame::TooLong => DaemonResponse::Error("request too long".into()),
+                    crate::framing::Frame::TooLong => {
+                        DaemonResponse::Error("request too long".into())
+                    }
                     crate::framing::Frame::Line(line) => match serde_json::from_slice(&line) {
                         Ok(request) => {
                             let handler = Arc::clone(&handler);
                             tokio::task::spawn_blocking(move || handler.handle(&peer, request))
                                 .await
-                                .unwrap_or_else(|e| DaemonResponse::Error(format!("handler failed: {e}")))
+                                .unwrap_or_else(|e| {
+                                    DaemonResponse::Error(format!("handler failed: {e}"))
+                                })
                         }
                         Err(e) => DaemonResponse::Error(format!("bad request: {e}")),
                     },
@@ -237,7 +248,11 @@ impl DaemonDecider {
         };
         match decider.call(&DaemonRequest::Hello)? {
             DaemonResponse::Hello { daemon } => decider.daemon = daemon,
-            other => return Err(DecideError::Daemon(format!("unexpected hello answer {other:?}"))),
+            other => {
+                return Err(DecideError::Daemon(format!(
+                    "unexpected hello answer {other:?}"
+                )))
+            }
         }
         Ok(decider)
     }
@@ -253,7 +268,8 @@ impl DaemonDecider {
     }
 
     fn call(&self, request: &DaemonRequest) -> Result<DaemonResponse, DecideError> {
-        let mut line = serde_json::to_vec(request).map_err(|e| DecideError::Daemon(e.to_string()))?;
+        let mut line =
+            serde_json::to_vec(request).map_err(|e| DecideError::Daemon(e.to_string()))?;
         line.push(b'\n');
         let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         // One retry on a fresh connection (the daemon may have restarted).
@@ -295,9 +311,7 @@ impl Decider for DaemonDecider {
     }
 
     fn decide(&self, call: &ToolCall, _now: SystemTime) -> Result<Verdict, DecideError> {
-        match self.call(&DaemonRequest::Decide {
-            call: call.clone(),
-        })? {
+        match self.call(&DaemonRequest::Decide { call: call.clone() })? {
             DaemonResponse::Verdict(v) => Ok(v),
             other => Err(unexpected("a verdict", other)),
         }
@@ -313,18 +327,14 @@ impl Decider for DaemonDecider {
     }
 
     fn record(&self, record: CallRecord, _now: SystemTime) -> Result<(), DecideError> {
-        match self.call(&DaemonRequest::Record {
-            record,
-        })? {
+        match self.call(&DaemonRequest::Record { record })? {
             DaemonResponse::Done => Ok(()),
             other => Err(unexpected("done", other)),
         }
     }
 
     fn alert(&self, alert: ProxyAlert, _now: SystemTime) -> Result<(), DecideError> {
-        match self.call(&DaemonRequest::Alert {
-            alert,
-        })? {
+        match self.call(&DaemonRequest::Alert { alert })? {
             DaemonResponse::Done => Ok(()),
             other => Err(unexpected("done", other)),
         }

@@ -3,7 +3,7 @@
 //! [`LocalDecider`].
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use sentinel_audit::{AuditLog, Event};
@@ -13,8 +13,8 @@ use crate::local::{AuditSink, Evaluate, LocalDecider};
 use crate::scan::ScanPolicy;
 use crate::store::Store;
 
-/// The engine, shared by the proxy's two reader tasks.
-pub struct SharedEngine(pub Mutex<Engine>);
+/// The engine, shared (in the daemon: with the kernel event path).
+pub struct SharedEngine(pub Arc<Mutex<Engine>>);
 
 impl Evaluate for SharedEngine {
     fn evaluate(&self, action: &Action, now: SystemTime) -> Verdict {
@@ -33,7 +33,7 @@ impl Evaluate for SharedEngine {
 }
 
 /// The audit writer, shared likewise.
-pub struct SharedAudit(pub Mutex<AuditLog>);
+pub struct SharedAudit(pub Arc<Mutex<AuditLog>>);
 
 impl AuditSink for SharedAudit {
     fn append(&self, event: Event) -> Result<(), String> {
@@ -49,7 +49,9 @@ impl AuditSink for SharedAudit {
 /// Errors opening the standalone decision point.
 #[derive(Debug, thiserror::Error)]
 pub enum StandaloneError {
-    #[error("cannot load the policy from {dir}: {message}; fix the files or pass another --policy")]
+    #[error(
+        "cannot load the policy from {dir}: {message}; fix the files or pass another --policy"
+    )]
     Policy { dir: String, message: String },
     #[error("cannot open the audit log {db}: {message}; pass a --db the proxy's user can write")]
     Audit { db: String, message: String },
@@ -84,8 +86,8 @@ pub fn open_standalone(
         db.display()
     );
     Ok(LocalDecider::new(
-        Box::new(SharedEngine(Mutex::new(Engine::new(policy)))),
-        Box::new(SharedAudit(Mutex::new(audit))),
+        Box::new(SharedEngine(Arc::new(Mutex::new(Engine::new(policy))))),
+        Box::new(SharedAudit(Arc::new(Mutex::new(audit)))),
         store,
         scan_policy,
         label,

@@ -60,7 +60,9 @@ impl Message {
 pub enum Rejection {
     #[error("message is not valid UTF-8")]
     InvalidUtf8,
-    #[error("JSON-RPC batch arrays are not accepted (removed from MCP); send one message per line")]
+    #[error(
+        "JSON-RPC batch arrays are not accepted (removed from MCP); send one message per line"
+    )]
     Batch,
     #[error("duplicate key `{key}` in a JSON object; each key may appear once")]
     DuplicateKey { key: String, top_level: bool },
@@ -277,8 +279,10 @@ mod tests {
 
     #[test]
     fn accepts_a_request_and_reads_its_method_and_id() {
-        let msg = parse_strict(br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"x"}}"#)
-            .unwrap();
+        let msg = parse_strict(
+            br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"x"}}"#,
+        )
+        .unwrap();
         assert_eq!(
             msg.shape,
             Shape::Request {
@@ -313,28 +317,46 @@ mod tests {
     #[test]
     fn a_duplicated_id_is_not_trusted() {
         let err = parse_strict(br#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#).unwrap_err();
-        assert!(matches!(err.rejection, Rejection::DuplicateKey { top_level: true, .. }));
+        assert!(matches!(
+            err.rejection,
+            Rejection::DuplicateKey {
+                top_level: true,
+                ..
+            }
+        ));
         assert_eq!(err.id, None);
     }
 
     #[test]
     fn refuses_invalid_utf8_and_trailing_garbage() {
         assert_eq!(
-            parse_strict(b"{\"jsonrpc\":\"2.0\",\"method\":\"\xff\"}").unwrap_err().rejection,
+            parse_strict(b"{\"jsonrpc\":\"2.0\",\"method\":\"\xff\"}")
+                .unwrap_err()
+                .rejection,
             Rejection::InvalidUtf8
         );
         assert!(matches!(
-            parse_strict(br#"{"jsonrpc":"2.0","method":"a"} {}"#).unwrap_err().rejection,
+            parse_strict(br#"{"jsonrpc":"2.0","method":"a"} {}"#)
+                .unwrap_err()
+                .rejection,
             Rejection::NotJson(_)
         ));
     }
 
     #[test]
     fn classifies_notifications_and_responses() {
-        let n = parse_strict(br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}"#).unwrap();
+        let n = parse_strict(
+            br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}"#,
+        )
+        .unwrap();
         assert_eq!(n.method(), Some("notifications/cancelled"));
         let r = parse_strict(br#"{"jsonrpc":"2.0","id":"a","result":{}}"#).unwrap();
-        assert_eq!(r.shape, Shape::Response { id: Value::from("a") });
+        assert_eq!(
+            r.shape,
+            Shape::Response {
+                id: Value::from("a")
+            }
+        );
         assert!(parse_strict(br#"{"jsonrpc":"2.0","id":1}"#).is_err());
     }
 }

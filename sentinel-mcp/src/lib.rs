@@ -12,8 +12,8 @@
 //!   prompt-injection markers.
 //! - [`cli`]: `sentinel mcp-proxy`.
 
-pub mod daemon;
 pub mod cli;
+pub mod daemon;
 pub mod decider;
 pub mod framing;
 pub mod inprocess;

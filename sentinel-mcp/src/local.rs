@@ -72,7 +72,12 @@ impl LocalDecider {
         }
     }
 
-    fn append(&self, body: Body, verdict: Option<Verdict>, now: SystemTime) -> Result<(), DecideError> {
+    fn append(
+        &self,
+        body: Body,
+        verdict: Option<Verdict>,
+        now: SystemTime,
+    ) -> Result<(), DecideError> {
         let event = Event {
             seq: 0,
             ts: OffsetDateTime::from(now),

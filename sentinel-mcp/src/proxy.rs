@@ -79,7 +79,10 @@ impl Step {
 
 #[derive(Debug, Clone)]
 enum PendingKind {
-    ToolsCall { call: ToolCall, verdict: Verdict },
+    ToolsCall {
+        call: Box<ToolCall>,
+        verdict: Box<Verdict>,
+    },
     ToolsList,
     /// Waiting for the client to answer the proxy's own elicitation.
     AwaitingElicitation,
@@ -246,7 +249,9 @@ impl Proxy {
             }
         };
         match msg.shape.clone() {
-            Shape::Request { id, method } => self.on_client_request(&mut step, id, &method, msg, line),
+            Shape::Request { id, method } => {
+                self.on_client_request(&mut step, id, &method, msg, line)
+            }
             Shape::Notification { method } => {
                 if method == "notifications/cancelled" {
                     let target = msg.params().and_then(|p| p.get("requestId")).map(id_key);
@@ -269,7 +274,14 @@ impl Proxy {
         step
     }
 
-    fn on_client_request(&self, step: &mut Step, id: Value, method: &str, msg: Message, raw: Vec<u8>) {
+    fn on_client_request(
+        &self,
+        step: &mut Step,
+        id: Value,
+        method: &str,
+        msg: Message,
+        raw: Vec<u8>,
+    ) {
         let key = id_key(&id);
         if self.state().pending.contains_key(&key) {
             step.client(jsonrpc::error_response(
@@ -389,11 +401,8 @@ impl Proxy {
         };
         match verdict.action {
             Decision::Allow | Decision::LogOnly => Some(PendingKind::ToolsCall {
-                call,
-                verdict: Verdict {
-                    enforced: true,
-                    ..verdict
-                },
+                call: Box::new(call),
+                verdict: Box::new(verdict),
             }),
             Decision::Deny => {
                 step.client(self.deny_reply(id, &call, &verdict, modern));
@@ -433,7 +442,10 @@ impl Proxy {
         match self.decider.take_ask(&binding, now) {
             Ok(true) => {
                 self.record(&call, &verdict, "approved");
-                return Some(PendingKind::ToolsCall { call, verdict });
+                return Some(PendingKind::ToolsCall {
+                    call: Box::new(call),
+                    verdict: Box::new(verdict),
+                });
             }
             Ok(false) => {}
             Err(e) => {
@@ -499,9 +511,14 @@ impl Proxy {
                     self.config.ask_ttl.as_secs(),
                 )
             }
-            Err(e) => format!("Sentinel could not register an approval request, so the call is refused: {e}"),
+            Err(e) => format!(
+                "Sentinel could not register an approval request, so the call is refused: {e}"
+            ),
         };
-        step.client(jsonrpc::result_response(id, tool_error_result(text, modern)));
+        step.client(jsonrpc::result_response(
+            id,
+            tool_error_result(text, modern),
+        ));
         None
     }
 
@@ -518,7 +535,8 @@ impl Proxy {
             return; // the call already timed out and was answered
         };
         let result = msg.value.get("result");
-        let accepted = result.and_then(|r| r.get("action")).and_then(Value::as_str) == Some("accept")
+        let accepted = result.and_then(|r| r.get("action")).and_then(Value::as_str)
+            == Some("accept")
             && result
                 .and_then(|r| r.get("content"))
                 .and_then(|c| c.get("approve"))
@@ -528,8 +546,8 @@ impl Proxy {
             self.record(&held.call, &held.verdict, "approved-by-elicitation");
             if let Some(p) = self.state().pending.get_mut(&held.client_id_key) {
                 p.kind = PendingKind::ToolsCall {
-                    call: held.call,
-                    verdict: held.verdict,
+                    call: Box::new(held.call),
+                    verdict: Box::new(held.verdict),
                 };
             }
             step.server(held.raw);
@@ -582,7 +600,10 @@ impl Proxy {
                     step.client(jsonrpc::error_response(
                         Some(&p.id),
                         jsonrpc::REFUSED,
-                        &format!("Sentinel refused the server's response: {}", refused.rejection),
+                        &format!(
+                            "Sentinel refused the server's response: {}",
+                            refused.rejection
+                        ),
                     ));
                 }
                 return step;
@@ -592,7 +613,9 @@ impl Proxy {
             Shape::Response { id } => {
                 let pending = self.state().pending.remove(&id_key(&id));
                 match pending {
-                    None => self.warn(&format!("dropped a response to unknown or expired request id {id}")),
+                    None => self.warn(&format!(
+                        "dropped a response to unknown or expired request id {id}"
+                    )),
                     Some(p) => match p.kind {
                         PendingKind::ToolsCall { call, verdict } => {
                             self.on_call_result(&mut step, msg, line, &call, &verdict, p.modern)
@@ -707,9 +730,8 @@ impl Proxy {
         let mut blocked_now = HashMap::new();
         for (def, (name, status)) in tools.iter().zip(statuses) {
             if let Some(approval) = match &status {
-                crate::store::PinStatus::New { approval } | crate::store::PinStatus::Changed { approval } => {
-                    Some(approval.clone())
-                }
+                crate::store::PinStatus::New { approval }
+                | crate::store::PinStatus::Changed { approval } => Some(approval.clone()),
                 _ => None,
             } {
                 let what = if matches!(status, crate::store::PinStatus::New { .. }) {
@@ -762,7 +784,10 @@ impl Proxy {
         }
         {
             let mut state = self.state();
-            for name in tools.iter().filter_map(|d| d.get("name").and_then(Value::as_str)) {
+            for name in tools
+                .iter()
+                .filter_map(|d| d.get("name").and_then(Value::as_str))
+            {
                 state.blocked_tools.remove(name);
             }
             state.blocked_tools.extend(blocked_now);

@@ -11,7 +11,14 @@ use common::*;
 use serde_json::{json, Value};
 
 /// Runs tests/mcp/client_driver.py through the proxy; returns its report.
-fn drive(peers: &Peers, mode: &str, elicit: &str, steps: Value, proxy: &[String], envs: &[(&str, String)]) -> Value {
+fn drive(
+    peers: &Peers,
+    mode: &str,
+    elicit: &str,
+    steps: Value,
+    proxy: &[String],
+    envs: &[(&str, String)],
+) -> Value {
     let mut cmd = Command::new(&peers.python);
     cmd.arg(workspace_root().join("tests/mcp/client_driver.py"))
         .args([mode, elicit, &steps.to_string(), "--"])
@@ -27,8 +34,12 @@ fn drive(peers: &Peers, mode: &str, elicit: &str, steps: Value, proxy: &[String]
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("driver output not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "driver output not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 fn verify_chain(db: &Path) -> sentinel_audit::VerifyReport {
@@ -68,13 +79,27 @@ fn python_sdk_client_in_both_protocol_eras() {
             &proxy_args(&policy, &db, &[], &python_server(&peers)),
             &[("SENTINEL_TEST_CALL_LOG", log.display().to_string())],
         );
-        let want_version = if mode == "legacy" { "2025-11-25" } else { "2026-07-28" };
+        let want_version = if mode == "legacy" {
+            "2025-11-25"
+        } else {
+            "2026-07-28"
+        };
         assert_eq!(report["protocol_version"], want_version, "{report}");
         let tools = report["steps"][0]["tools"].as_array().unwrap();
-        assert!(tools.contains(&json!("echo")) && !tools.contains(&json!("delete_all")), "{report}");
-        assert_eq!(report["steps"][1], json!({"is_error": false, "text": "hi"}), "{report}");
+        assert!(
+            tools.contains(&json!("echo")) && !tools.contains(&json!("delete_all")),
+            "{report}"
+        );
+        assert_eq!(
+            report["steps"][1],
+            json!({"is_error": false, "text": "hi"}),
+            "{report}"
+        );
         assert_eq!(report["steps"][2]["is_error"], true, "{report}");
-        assert!(report["steps"][2]["text"].as_str().unwrap().contains("no-mass-delete"));
+        assert!(report["steps"][2]["text"]
+            .as_str()
+            .unwrap()
+            .contains("no-mass-delete"));
     }
     let calls = call_log(&log);
     assert_eq!(calls.len(), 2, "two echo calls, no delete: {calls:?}");
@@ -134,7 +159,11 @@ fn npm_everything_server_answers_byte_for_byte_through_the_proxy() {
     ] {
         let want = direct.request_raw(&call(id, tool, args.clone()));
         let got = proxied.request_raw(&call(id, tool, args));
-        assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&want), "{tool}");
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want),
+            "{tool}"
+        );
     }
     drop(direct);
     assert!(proxied.finish().success());
@@ -185,7 +214,10 @@ reason = "this agent may only read files"
     assert!(!tools.contains(&json!("write_file")), "{report}");
     assert_eq!(report["steps"][1]["text"], "hello from disk", "{report}");
     assert_eq!(report["steps"][2]["is_error"], true, "{report}");
-    assert!(!root.join("evil.txt").exists(), "the denied write never happened");
+    assert!(
+        !root.join("evil.txt").exists(),
+        "the denied write never happened"
+    );
 }
 
 const ASK_POLICY: &str = r#"
@@ -215,7 +247,10 @@ fn an_ask_is_approved_once_and_not_twice() {
 
     let first = proxy.request(&delete(2));
     assert_eq!(first["result"]["isError"], true);
-    let text = first["result"]["content"][0]["text"].as_str().unwrap().to_string();
+    let text = first["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let token = text
         .split('`')
         .find_map(|part| part.strip_prefix("sentinel approve "))
@@ -228,7 +263,10 @@ fn an_ask_is_approved_once_and_not_twice() {
     store.approve(&token, std::time::SystemTime::now()).unwrap();
     drop(store);
     let other = proxy.request(&call(3, "delete_all", json!({"path": "/"})));
-    assert_eq!(other["result"]["isError"], true, "other arguments are not approved");
+    assert_eq!(
+        other["result"]["isError"], true,
+        "other arguments are not approved"
+    );
     let approved = proxy.request(&delete(4));
     assert_eq!(approved["result"]["isError"], false, "{approved}");
     let again = proxy.request(&delete(5));
@@ -252,12 +290,24 @@ fn an_ask_uses_elicitation_when_the_client_declares_it() {
             "legacy",
             answer,
             steps.clone(),
-            &proxy_args(&policy, &dir.path().join("s.db"), &[], &python_server(&peers)),
+            &proxy_args(
+                &policy,
+                &dir.path().join("s.db"),
+                &[],
+                &python_server(&peers),
+            ),
             &[("SENTINEL_TEST_CALL_LOG", log.display().to_string())],
         );
         assert_eq!(report["elicited"].as_array().unwrap().len(), 1, "{report}");
-        assert!(report["elicited"][0].as_str().unwrap().contains("delete_all"));
-        assert_eq!(report["steps"][0]["is_error"], reaches == 0, "{answer}: {report}");
+        assert!(report["elicited"][0]
+            .as_str()
+            .unwrap()
+            .contains("delete_all"));
+        assert_eq!(
+            report["steps"][0]["is_error"],
+            reaches == 0,
+            "{answer}: {report}"
+        );
         assert_eq!(call_log(&log).len(), reaches, "{answer}");
     }
 }

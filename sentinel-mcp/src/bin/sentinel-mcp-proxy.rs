@@ -4,7 +4,10 @@
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "sentinel-mcp-proxy", about = "Run an MCP server behind Sentinel")]
+#[command(
+    name = "sentinel-mcp-proxy",
+    about = "Run an MCP server behind Sentinel"
+)]
 struct Cli {
     #[command(flatten)]
     args: sentinel_mcp::cli::McpProxyArgs,

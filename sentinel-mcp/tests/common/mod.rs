@@ -75,11 +75,25 @@ pub struct Session {
 
 impl Session {
     pub fn spawn(program: &Path, args: &[String], envs: &[(&str, String)]) -> Session {
+        Self::spawn_with_stderr(program, args, envs, None)
+    }
+
+    /// Like `spawn`, with the child's stderr written to `stderr` if given.
+    pub fn spawn_with_stderr(
+        program: &Path,
+        args: &[String],
+        envs: &[(&str, String)],
+        stderr: Option<&Path>,
+    ) -> Session {
         let mut cmd = Command::new(program);
+        let err = match stderr {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("create stderr file")),
+            None => Stdio::inherit(),
+        };
         cmd.args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(err);
         for (k, v) in envs {
             cmd.env(k, v);
         }
