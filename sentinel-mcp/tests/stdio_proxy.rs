@@ -265,24 +265,31 @@ fn a_timeout_answers_once_and_the_late_response_is_dropped() {
     let peers = peers();
     let dir = tempfile::tempdir().unwrap();
     let policy = policy_dir(dir.path(), TEST_POLICY);
+    let server = vec![
+        peers.python.display().to_string(),
+        workspace_root()
+            .join("tests/mcp/slow_server.py")
+            .display()
+            .to_string(),
+    ];
     let mut proxy = Session::spawn(
         &proxy_bin(),
         &proxy_args(
             &policy,
             &dir.path().join("s.db"),
-            &["--request-timeout-ms", "3000"],
-            &python_server(&peers),
+            &["--request-timeout-ms", "1000"],
+            &server,
         ),
         &[],
     );
-    assert!(proxy.request(&initialize(1)).get("result").is_some());
-    proxy.send(&initialized());
-    let reply = proxy.request(&call(2, "slow", json!({"seconds": 4.0})));
+    let reply = proxy.request(&call(2, "slow", json!({"seconds": 2.5})));
     assert_eq!(reply["error"]["code"], -32001, "{reply}");
-    // The server answers id 2 later; that answer must not reach the client.
-    // The next request is served after it, so its answer proves the late
-    // one was dropped rather than delayed.
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // The server answers id 2 about 1.5 s later; that answer must not reach
+    // the client. The next request is answered after it, so its answer
+    // coming first proves the late one was dropped rather than delayed.
+    std::thread::sleep(std::time::Duration::from_millis(2000));
+    let next = proxy.recv_within(0);
+    assert!(next.is_none(), "nothing arrives for id 2: {next:?}");
     let next = proxy.request_raw(&call(3, "echo", json!({"text": "after"})));
     let next: Value = serde_json::from_slice(&next).unwrap();
     assert_eq!(next["id"], 3);
