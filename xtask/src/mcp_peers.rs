@@ -43,7 +43,10 @@ pub fn ensure_mcp_peers(root: &Path) -> Result<()> {
     if up_to_date(&stamp, &wanted) && venv.join("bin/python").exists() {
         eprintln!("mcp peers: Python venv up to date ({})", venv.display());
     } else {
-        eprintln!("mcp peers: installing the Python MCP SDK into {}", venv.display());
+        eprintln!(
+            "mcp peers: installing the Python MCP SDK into {}",
+            venv.display()
+        );
         run(
             Command::new("python3").arg("-m").arg("venv").arg(&venv),
             "python3 -m venv",
@@ -67,7 +70,10 @@ pub fn ensure_mcp_peers(root: &Path) -> Result<()> {
     if up_to_date(&stamp, &inputs) && node.join("node_modules/.bin").exists() {
         eprintln!("mcp peers: npm servers up to date ({})", node.display());
     } else {
-        eprintln!("mcp peers: installing the npm reference servers into {}", node.display());
+        eprintln!(
+            "mcp peers: installing the npm reference servers into {}",
+            node.display()
+        );
         fs::write(node.join("package.json"), &manifest)?;
         let mut npm = Command::new("npm");
         npm.current_dir(&node).args(["--no-audit", "--no-fund"]);
