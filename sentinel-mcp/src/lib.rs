@@ -19,6 +19,7 @@ pub mod framing;
 pub mod inprocess;
 pub mod jsonrpc;
 pub mod local;
+pub mod mrtr;
 pub mod proxy;
 pub mod scan;
 pub mod stdio;

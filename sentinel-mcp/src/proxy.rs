@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use crate::decider::{CallRecord, Clock, Decider, ProxyAlert, ToolCall};
 use crate::framing::Frame;
 use crate::jsonrpc::{self, id_key, parse_strict, Message, Shape};
+use crate::mrtr::{self, StateSealer};
 use crate::scan::{FindingAction, Scanner};
 use crate::store::{args_digest, CallBinding};
 
@@ -128,7 +129,43 @@ pub struct Proxy {
     decider: Arc<dyn Decider>,
     clock: Arc<dyn Clock>,
     scanner: Scanner,
+    sealer: StateSealer,
     state: Mutex<State>,
+}
+
+/// What a 2026-07-28 `tools/call` carries for the ask flow.
+#[derive(Debug, Default)]
+struct ModernInput {
+    /// The request speaks the 2026-07-28 revision.
+    modern: bool,
+    /// The request's `_meta` declares the elicitation capability.
+    elicitation: bool,
+    /// Our sealed `requestState`, when this is a retry.
+    state: Option<String>,
+    /// The user's answer under our input key.
+    answer: Option<Value>,
+}
+
+/// The request without our `requestState` and input response.
+fn strip_our_input(msg: &Message) -> Vec<u8> {
+    let mut value = msg.value.clone();
+    if let Some(params) = value.get_mut("params").and_then(Value::as_object_mut) {
+        params.remove("requestState");
+        let emptied = match params
+            .get_mut("inputResponses")
+            .and_then(Value::as_object_mut)
+        {
+            Some(responses) => {
+                responses.remove(mrtr::INPUT_KEY);
+                responses.is_empty()
+            }
+            None => false,
+        };
+        if emptied {
+            params.remove("inputResponses");
+        }
+    }
+    Value::Object(value).to_string().into_bytes()
 }
 
 /// A verdict the proxy reaches on its own (pins, errors, scanning).
@@ -170,6 +207,7 @@ impl Proxy {
             decider,
             clock,
             scanner: Scanner::new(),
+            sealer: StateSealer::new(),
             state: Mutex::new(State::default()),
         }
     }
@@ -292,18 +330,9 @@ impl Proxy {
             return;
         }
         let modern = is_modern(&msg);
-        if modern
-            && msg
-                .params()
-                .and_then(|p| p.get("_meta"))
-                .and_then(|m| m.get(META_CLIENT_CAPABILITIES))
-                .and_then(|c| c.get("elicitation"))
-                .is_some()
-        {
-            self.state().client_elicitation = true;
-        }
+        let mut raw = raw;
         let kind = match method {
-            "tools/call" => match self.on_tools_call(step, &id, &msg, &raw, modern) {
+            "tools/call" => match self.on_tools_call(step, &id, &msg, &mut raw, modern) {
                 Some(kind) => kind,
                 None => return,
             },
@@ -356,10 +385,33 @@ impl Proxy {
         step: &mut Step,
         id: &Value,
         msg: &Message,
-        raw: &[u8],
+        raw: &mut Vec<u8>,
         modern: bool,
     ) -> Option<PendingKind> {
         let params = msg.params();
+        // 2026-07-28 ask: the client's retry carries our sealed state and
+        // the user's answer; neither is for the server.
+        let input = ModernInput {
+            modern,
+            elicitation: modern
+                && params
+                    .and_then(|p| p.get("_meta"))
+                    .and_then(|m| m.get(META_CLIENT_CAPABILITIES))
+                    .and_then(|c| c.get("elicitation"))
+                    .is_some(),
+            state: params
+                .and_then(|p| p.get("requestState"))
+                .and_then(Value::as_str)
+                .filter(|s| StateSealer::is_ours(s))
+                .map(str::to_owned),
+            answer: params
+                .and_then(|p| p.get("inputResponses"))
+                .and_then(|r| r.get(mrtr::INPUT_KEY))
+                .cloned(),
+        };
+        if input.state.is_some() {
+            *raw = strip_our_input(msg);
+        }
         let Some(tool) = params.and_then(|p| p.get("name")).and_then(Value::as_str) else {
             step.client(jsonrpc::error_response(
                 Some(id),
@@ -408,7 +460,7 @@ impl Proxy {
                 step.client(self.deny_reply(id, &call, &verdict, modern));
                 None
             }
-            Decision::Ask => self.on_ask(step, id, raw, call, verdict, modern),
+            Decision::Ask => self.on_ask(step, id, raw, call, verdict, input),
         }
     }
 
@@ -430,8 +482,9 @@ impl Proxy {
         raw: &[u8],
         call: ToolCall,
         verdict: Verdict,
-        modern: bool,
+        input: ModernInput,
     ) -> Option<PendingKind> {
+        let modern = input.modern;
         let binding = CallBinding {
             agent: call.agent.clone(),
             server: call.server.clone(),
@@ -459,6 +512,39 @@ impl Proxy {
                 return None;
             }
         }
+        if modern {
+            if let Some(state) = &input.state {
+                let why = match self.sealer.open(state, &binding, now) {
+                    Ok(()) if mrtr::approves(input.answer.as_ref()) => {
+                        self.record(&call, &verdict, "approved-by-elicitation");
+                        return Some(PendingKind::ToolsCall {
+                            call: Box::new(call),
+                            verdict: Box::new(verdict),
+                        });
+                    }
+                    Ok(()) => "the user declined the call".to_string(),
+                    Err(e) => e.to_string(),
+                };
+                let denied = own_verdict(
+                    Decision::Deny,
+                    verdict.rule.as_deref().unwrap_or("ask"),
+                    why,
+                    verdict.risk,
+                );
+                self.record(&call, &denied, "denied-by-elicitation");
+                step.client(self.deny_reply(id, &call, &denied, modern));
+                return None;
+            }
+            if input.elicitation {
+                let sealed = self.sealer.seal(&binding, self.config.ask_ttl, now);
+                self.record(&call, &verdict, "ask-elicited");
+                step.client(jsonrpc::result_response(
+                    id,
+                    mrtr::input_required(self.ask_message(&call, &verdict), sealed),
+                ));
+                return None;
+            }
+        }
         let elicit = self.state().client_elicitation && !modern;
         if elicit {
             let mut state = self.state();
@@ -482,11 +568,7 @@ impl Proxy {
                 "method": "elicitation/create",
                 "params": {
                     "mode": "form",
-                    "message": format!(
-                        "Sentinel: allow tool `{}` on server `{}` once? Rule `{}`: {}. Arguments: {}",
-                        call.tool, call.server, verdict.rule.as_deref().unwrap_or("-"), verdict.reason,
-                        crate::store::canonical_json(&self.redacted(&call.args)),
-                    ),
+                    "message": self.ask_message(&call, &verdict),
                     "requestedSchema": {
                         "type": "object",
                         "properties": { "approve": { "type": "boolean", "title": "Allow this call once" } },
@@ -535,13 +617,7 @@ impl Proxy {
             return; // the call already timed out and was answered
         };
         let result = msg.value.get("result");
-        let accepted = result.and_then(|r| r.get("action")).and_then(Value::as_str)
-            == Some("accept")
-            && result
-                .and_then(|r| r.get("content"))
-                .and_then(|c| c.get("approve"))
-                .and_then(Value::as_bool)
-                == Some(true);
+        let accepted = mrtr::approves(result);
         if accepted {
             self.record(&held.call, &held.verdict, "approved-by-elicitation");
             if let Some(p) = self.state().pending.get_mut(&held.client_id_key) {
@@ -562,6 +638,17 @@ impl Proxy {
             self.record(&held.call, &verdict, "denied-by-elicitation");
             step.client(self.deny_reply(&pending.id, &held.call, &verdict, pending.modern));
         }
+    }
+
+    fn ask_message(&self, call: &ToolCall, verdict: &Verdict) -> String {
+        format!(
+            "Sentinel: allow tool `{}` on server `{}` once? Rule `{}`: {}. Arguments: {}",
+            call.tool,
+            call.server,
+            verdict.rule.as_deref().unwrap_or("-"),
+            verdict.reason,
+            crate::store::canonical_json(&self.redacted(&call.args)),
+        )
     }
 
     fn redacted(&self, value: &Value) -> Value {

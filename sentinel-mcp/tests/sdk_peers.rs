@@ -283,11 +283,16 @@ fn an_ask_uses_elicitation_when_the_client_declares_it() {
     let policy = policy_dir(dir.path(), ASK_POLICY);
     let log = dir.path().join("calls.log");
     let steps = json!([{"op": "call", "tool": "delete_all", "args": {"path": "/srv/tmp"}}]);
-    for (answer, reaches) in [("accept", 1), ("decline", 0)] {
+    for (mode, answer, reaches) in [
+        ("legacy", "accept", 1),
+        ("legacy", "decline", 0),
+        ("2026-07-28", "accept", 1),
+        ("2026-07-28", "decline", 0),
+    ] {
         std::fs::remove_file(&log).ok();
         let report = drive(
             &peers,
-            "legacy",
+            mode,
             answer,
             steps.clone(),
             &proxy_args(
