@@ -53,6 +53,13 @@ pub struct McpProxyArgs {
     /// Prompt-injection markers in tool results (standalone mode).
     #[arg(long, default_value = "block", value_parser = parse_finding_action)]
     pub on_injection: FindingAction,
+    /// Serve Streamable HTTP on this address (e.g. 127.0.0.1:8765) instead
+    /// of stdio.
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// An Origin accepted by the HTTP front besides its own (repeatable).
+    #[arg(long)]
+    pub allow_origin: Vec<String>,
     /// The MCP server command and its arguments.
     #[arg(last = true, required = true, num_args = 1..)]
     pub command: Vec<String>,
@@ -171,12 +178,27 @@ pub fn run(args: McpProxyArgs) -> ExitCode {
         }
     };
     let proxy = Arc::new(Proxy::new(config, decider, Arc::new(SystemClock)));
-    let result = runtime.block_on(crate::stdio::run(
-        proxy,
-        &args.command,
-        tokio::io::stdin(),
-        tokio::io::stdout(),
-    ));
+    let result = match args.listen {
+        Some(listen) => runtime
+            .block_on(crate::http::run(
+                proxy,
+                &args.command,
+                crate::http::HttpConfig {
+                    listen,
+                    extra_origins: args.allow_origin.clone(),
+                },
+                |addr| eprintln!("sentinel mcp-proxy: listening on http://{addr}/mcp"),
+            ))
+            .map_err(|e| e.to_string()),
+        None => runtime
+            .block_on(crate::stdio::run(
+                proxy,
+                &args.command,
+                tokio::io::stdin(),
+                tokio::io::stdout(),
+            ))
+            .map_err(|e| e.to_string()),
+    };
     // stdin's blocking reader thread may still be parked in read(2).
     runtime.shutdown_timeout(Duration::from_millis(100));
     match result {

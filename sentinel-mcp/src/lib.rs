@@ -5,7 +5,8 @@
 //! - [`jsonrpc`] and [`framing`]: strict, bounded reading of messages.
 //! - [`proxy`]: the message logic (verdicts, filtering, pinning, scanning,
 //!   one response per request id).
-//! - [`stdio`]: the stdio transport around it.
+//! - [`stdio`]: the stdio transport around it; [`http`]: the Streamable
+//!   HTTP front.
 //! - [`decider`]: the seam to the decision point; [`local`] (in-process)
 //!   and [`daemon`] (the daemon's socket, both halves).
 //! - [`store`]: tool pins and approvals in SQLite; [`scan`]: secrets and
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod daemon;
 pub mod decider;
 pub mod framing;
+pub mod http;
 pub mod inprocess;
 pub mod jsonrpc;
 pub mod local;

@@ -6,14 +6,14 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::process::Command;
+use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::mpsc;
 
 use crate::framing::LineReader;
 use crate::proxy::{Out, Proxy, Step};
 
 /// A line for a writer task, or the order to flush and stop.
-enum Write {
+pub(crate) enum Write {
     Line(Vec<u8>),
     Stop,
 }
@@ -61,7 +61,7 @@ impl Sinks {
     }
 }
 
-async fn writer<W: AsyncWrite + Unpin>(mut sink: W, mut rx: mpsc::Receiver<Write>) {
+pub(crate) async fn writer<W: AsyncWrite + Unpin>(mut sink: W, mut rx: mpsc::Receiver<Write>) {
     while let Some(msg) = rx.recv().await {
         let Write::Line(mut line) = msg else { break };
         line.push(b'\n');
@@ -85,33 +85,17 @@ where
     I: AsyncRead + Unpin + Send + 'static,
     O: AsyncWrite + Unpin + Send + 'static,
 {
-    let spawn_error = |source| StdioError::Spawn {
-        command: command.join(" "),
-        source,
-    };
-    let (program, args) = command
-        .split_first()
-        .ok_or_else(|| spawn_error(std::io::Error::other("no command given")))?;
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(spawn_error)?;
-    let (Some(server_in), Some(server_out)) = (child.stdin.take(), child.stdout.take()) else {
-        return Err(spawn_error(std::io::Error::other("no pipes to the server")));
-    };
-
+    let Downstream {
+        mut child,
+        stdout: server_out,
+        to_server: server_tx,
+    } = spawn_downstream(command)?;
     let (client_tx, client_rx) = mpsc::channel(256);
-    let (server_tx, server_rx) = mpsc::channel(256);
     let sinks = Sinks {
         client: client_tx,
         server: server_tx,
     };
     let client_writer = tokio::spawn(writer(client_out, client_rx));
-    tokio::spawn(writer(server_in, server_rx));
 
     let max_line = proxy.config().max_line;
     {
@@ -139,4 +123,41 @@ where
     let _ = sinks.client.send(Write::Stop).await;
     let _ = client_writer.await;
     Ok(status)
+}
+
+/// The spawned server: its process, its stdout, and a writer for its stdin
+/// (send [`Write::Stop`] to close it).
+pub(crate) struct Downstream {
+    pub child: Child,
+    pub stdout: ChildStdout,
+    pub to_server: mpsc::Sender<Write>,
+}
+
+/// Spawns `command` with piped stdin/stdout and inherited stderr.
+pub(crate) fn spawn_downstream(command: &[String]) -> Result<Downstream, StdioError> {
+    let spawn_error = |source| StdioError::Spawn {
+        command: command.join(" "),
+        source,
+    };
+    let (program, args) = command
+        .split_first()
+        .ok_or_else(|| spawn_error(std::io::Error::other("no command given")))?;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(spawn_error)?;
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err(spawn_error(std::io::Error::other("no pipes to the server")));
+    };
+    let (to_server, rx) = mpsc::channel(256);
+    tokio::spawn(writer(stdin, rx));
+    Ok(Downstream {
+        child,
+        stdout,
+        to_server,
+    })
 }

@@ -1,6 +1,7 @@
 """Drives a real MCP session with the Python SDK client, for the sentinel-mcp tests.
 
 usage: client_driver.py MODE ELICIT STEPS_JSON -- COMMAND ARGS...
+       client_driver.py MODE ELICIT STEPS_JSON -- http://HOST:PORT/mcp
 
 MODE is `legacy` (initialize handshake, 2025-11-25) or a modern revision such
 as `2026-07-28`; ELICIT is `none` (no elicitation capability), `accept` or
@@ -35,8 +36,11 @@ async def main() -> None:
     if elicit != "none":
         kwargs["elicitation_callback"] = on_elicit
     out = {"steps": []}
-    # The whole environment, so the proxy's server sees the test's variables.
-    params = StdioServerParameters(command=command, args=args, env=dict(os.environ))
+    if command.startswith("http://"):
+        params = command  # Streamable HTTP
+    else:
+        # The whole environment, so the proxy's server sees the test's variables.
+        params = StdioServerParameters(command=command, args=args, env=dict(os.environ))
     async with Client(params, **kwargs) as client:
         out["protocol_version"] = client.protocol_version
         for step in steps:

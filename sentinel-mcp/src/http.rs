@@ -1,0 +1,467 @@
+//! The Streamable HTTP front (`--listen 127.0.0.1:PORT`) to a stdio server.
+//!
+//! Each POST carries one JSON-RPC message and goes through the same
+//! [`Proxy`] as stdio. A request's answer comes back as `application/json`
+//! when it is the first thing ready, else as an SSE stream that carries the
+//! server's requests and notifications until the answer. Before any body is
+//! read: an `Origin` that is not this listener's (or an `--allow-origin`) is
+//! refused with 403 (DNS rebinding); an unknown `MCP-Protocol-Version` with
+//! 400; and the 2026-07-28 routing headers (`Mcp-Method`, `Mcp-Name`) must
+//! agree with the body, so a gateway routing on headers sees the same call
+//! the policy saw.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::process::ExitStatus;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited};
+use hyper::body::{Body, Frame as BodyFrame, Incoming};
+use hyper::header::{HeaderValue, CONTENT_TYPE, ORIGIN};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Notify};
+
+use crate::framing::{Frame, LineReader};
+use crate::jsonrpc::{self, id_key, parse_strict, Shape};
+use crate::proxy::{Out, Proxy, Step, META_PROTOCOL_VERSION};
+use crate::stdio::{spawn_downstream, Downstream, StdioError, Write};
+
+/// Protocol revisions the front accepts in `MCP-Protocol-Version`.
+pub const SUPPORTED_VERSIONS: &[&str] = &[
+    "2024-11-05",
+    "2025-03-26",
+    "2025-06-18",
+    "2025-11-25",
+    "2026-07-28",
+];
+
+const SESSION_HEADER: &str = "mcp-session-id";
+const VERSION_HEADER: &str = "mcp-protocol-version";
+const METHOD_HEADER: &str = "mcp-method";
+const NAME_HEADER: &str = "mcp-name";
+
+type HttpBody = UnsyncBoxBody<Bytes, Infallible>;
+
+/// How the HTTP front listens.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Origins accepted besides the listener's own.
+    pub extra_origins: Vec<String>,
+}
+
+/// Errors of the HTTP front.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("cannot listen on {addr}: {source}; pick a free loopback port")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Downstream(#[from] StdioError),
+}
+
+/// One message for a waiting HTTP request; `last` ends its stream.
+struct Delivery {
+    line: Vec<u8>,
+    last: bool,
+}
+
+struct Front {
+    proxy: Arc<Proxy>,
+    to_server: mpsc::Sender<Write>,
+    /// Requests waiting for their answer, by JSON-RPC id.
+    waiters: Mutex<HashMap<String, mpsc::UnboundedSender<Delivery>>>,
+    session: Mutex<Option<String>>,
+    origins: Vec<String>,
+    max_body: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Front {
+    async fn deliver(self: &Arc<Self>, step: Step) {
+        for timer in step.timers {
+            let front = Arc::clone(self);
+            tokio::spawn(async move {
+                tokio::time::sleep(timer.after).await;
+                let out = front.proxy.on_timeout(&timer).out;
+                front.deliver_out(out).await;
+            });
+        }
+        self.deliver_out(step.out).await;
+    }
+
+    async fn deliver_out(&self, out: Vec<Out>) {
+        for out in out {
+            match out {
+                Out::Server(line) => {
+                    let _ = self.to_server.send(Write::Line(line)).await;
+                }
+                Out::Client(line) => self.route(line),
+            }
+        }
+    }
+
+    /// Sends a client-bound message to the request it answers, or (a
+    /// server request or notification) to every open request stream.
+    fn route(&self, line: Vec<u8>) {
+        let value: Option<Value> = serde_json::from_slice(&line).ok();
+        let answer_to = value
+            .as_ref()
+            .filter(|v| v.get("method").is_none())
+            .and_then(|v| v.get("id"))
+            .map(id_key);
+        let mut waiters = lock(&self.waiters);
+        match answer_to {
+            Some(key) => {
+                if let Some(tx) = waiters.remove(&key) {
+                    let _ = tx.send(Delivery { line, last: true });
+                }
+            }
+            None => {
+                waiters.retain(|_, tx| {
+                    tx.send(Delivery {
+                        line: line.clone(),
+                        last: false,
+                    })
+                    .is_ok()
+                });
+            }
+        }
+    }
+
+    fn origin_ok(&self, origin: &HeaderValue) -> bool {
+        origin
+            .to_str()
+            .is_ok_and(|o| self.origins.iter().any(|allowed| allowed == o))
+    }
+}
+
+fn plain(status: StatusCode, text: &str) -> Response<HttpBody> {
+    let mut response = Response::new(Full::new(Bytes::from(text.to_string())).boxed_unsync());
+    *response.status_mut() = status;
+    response
+}
+
+fn json(status: StatusCode, body: Vec<u8>) -> Response<HttpBody> {
+    let mut response = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn rpc_error(
+    status: StatusCode,
+    id: Option<&Value>,
+    code: i64,
+    message: &str,
+) -> Response<HttpBody> {
+    json(status, jsonrpc::error_response(id, code, message))
+}
+
+/// An SSE body fed by a channel, ending after the `last` delivery.
+struct SseBody {
+    first: Option<Delivery>,
+    rx: mpsc::UnboundedReceiver<Delivery>,
+    done: bool,
+}
+
+fn sse_event(line: &[u8]) -> Bytes {
+    let mut event = b"event: message\ndata: ".to_vec();
+    event.extend_from_slice(line);
+    event.extend_from_slice(b"\n\n");
+    Bytes::from(event)
+}
+
+impl Body for SseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<BodyFrame<Bytes>, Infallible>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let next = match self.first.take() {
+            Some(first) => Some(first),
+            None => match self.rx.poll_recv(cx) {
+                Poll::Ready(next) => next,
+                Poll::Pending => return Poll::Pending,
+            },
+        };
+        match next {
+            Some(delivery) => {
+                self.done = delivery.last;
+                Poll::Ready(Some(Ok(BodyFrame::data(sse_event(&delivery.line)))))
+            }
+            None => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn handle(
+    front: Arc<Front>,
+    req: Request<Incoming>,
+) -> Result<Response<HttpBody>, Infallible> {
+    if let Some(origin) = req.headers().get(ORIGIN) {
+        if !front.origin_ok(origin) {
+            return Ok(plain(StatusCode::FORBIDDEN, "origin not allowed\n"));
+        }
+    }
+    if req.uri().path() != "/mcp" && req.uri().path() != "/" {
+        return Ok(plain(StatusCode::NOT_FOUND, "the MCP endpoint is /mcp\n"));
+    }
+    if req.method() != Method::POST {
+        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "only POST is served\n");
+        response
+            .headers_mut()
+            .insert("allow", HeaderValue::from_static("POST"));
+        return Ok(response);
+    }
+    let header_version = header(&req, VERSION_HEADER).map(str::to_owned);
+    if let Some(v) = &header_version {
+        if !SUPPORTED_VERSIONS.contains(&v.as_str()) {
+            return Ok(rpc_error(
+                StatusCode::BAD_REQUEST,
+                None,
+                jsonrpc::INVALID_REQUEST,
+                &format!(
+                    "unsupported MCP-Protocol-Version `{v}`; supported: {}",
+                    SUPPORTED_VERSIONS.join(", ")
+                ),
+            ));
+        }
+    }
+    let header_method = header(&req, METHOD_HEADER).map(str::to_owned);
+    let header_name = header(&req, NAME_HEADER).map(str::to_owned);
+    let header_session = header(&req, SESSION_HEADER).map(str::to_owned);
+    let body = match Limited::new(req.into_body(), front.max_body)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(_) => {
+            return Ok(rpc_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                None,
+                jsonrpc::INVALID_REQUEST,
+                &format!(
+                    "Sentinel refused the message: longer than {} bytes",
+                    front.max_body
+                ),
+            ))
+        }
+    };
+    let line = body.to_vec();
+
+    let msg = match parse_strict(&line) {
+        Ok(msg) => msg,
+        Err(_) => {
+            // The proxy writes the refusal (with the id when unambiguous).
+            let step = front.proxy.on_client_frame(Frame::Line(line));
+            let reply = step.out.into_iter().find_map(|o| match o {
+                Out::Client(bytes) => Some(bytes),
+                Out::Server(_) => None,
+            });
+            return Ok(json(StatusCode::BAD_REQUEST, reply.unwrap_or_default()));
+        }
+    };
+    let id = match &msg.shape {
+        Shape::Request { id, .. } => Some(id.clone()),
+        _ => None,
+    };
+    // The headers a router may act on must say what the body says.
+    let body_version = msg
+        .params()
+        .and_then(|p| p.get("_meta"))
+        .and_then(|m| m.get(META_PROTOCOL_VERSION))
+        .and_then(Value::as_str);
+    let mismatch = if let (Some(h), Some(b)) = (&header_version, body_version) {
+        (h != b).then(|| format!("MCP-Protocol-Version `{h}` does not match the body's `{b}`"))
+    } else {
+        None
+    }
+    .or_else(|| {
+        let m = header_method.as_deref()?;
+        (Some(m) != msg.method())
+            .then(|| format!("Mcp-Method `{m}` does not match the body's method"))
+    })
+    .or_else(|| {
+        let n = header_name.as_deref()?;
+        let body_name = msg
+            .params()
+            .and_then(|p| p.get("name").or_else(|| p.get("uri")))
+            .and_then(Value::as_str);
+        (Some(n) != body_name).then(|| format!("Mcp-Name `{n}` does not match the body"))
+    });
+    if let Some(why) = mismatch {
+        return Ok(rpc_error(
+            StatusCode::BAD_REQUEST,
+            id.as_ref(),
+            jsonrpc::INVALID_REQUEST,
+            &why,
+        ));
+    }
+    let is_initialize = msg.method() == Some("initialize");
+    if let (Some(sent), Some(known)) = (&header_session, lock(&front.session).clone()) {
+        if sent != &known && !is_initialize {
+            return Ok(plain(
+                StatusCode::NOT_FOUND,
+                "unknown Mcp-Session-Id; initialize again\n",
+            ));
+        }
+    }
+
+    let Some(id) = id else {
+        // Notifications and responses: accepted, nothing to answer.
+        let step = front.proxy.on_client_frame(Frame::Line(line));
+        front.deliver(step).await;
+        return Ok(plain(StatusCode::ACCEPTED, ""));
+    };
+    let key = id_key(&id);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    {
+        let mut waiters = lock(&front.waiters);
+        if waiters.contains_key(&key) {
+            return Ok(rpc_error(
+                StatusCode::BAD_REQUEST,
+                Some(&id),
+                jsonrpc::INVALID_REQUEST,
+                "Sentinel refused the request: a request with this id is still pending",
+            ));
+        }
+        waiters.insert(key.clone(), tx);
+    }
+    let step = front.proxy.on_client_frame(Frame::Line(line));
+    front.deliver(step).await;
+    let Some(first) = rx.recv().await else {
+        return Ok(rpc_error(
+            StatusCode::BAD_GATEWAY,
+            Some(&id),
+            jsonrpc::REFUSED,
+            "Sentinel: the MCP server went away",
+        ));
+    };
+    let mut response = if first.last {
+        json(StatusCode::OK, first.line)
+    } else {
+        let body = SseBody {
+            first: Some(first),
+            rx,
+            done: false,
+        };
+        let mut response = Response::new(body.boxed_unsync());
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        response
+    };
+    if is_initialize {
+        let session = crate::store::random_hex(16);
+        if let Ok(value) = HeaderValue::from_str(&session) {
+            response.headers_mut().insert(SESSION_HEADER, value);
+            *lock(&front.session) = Some(session);
+        }
+    }
+    Ok(response)
+}
+
+/// Serves `command` over Streamable HTTP at `config.listen` until the
+/// server exits; `on_listening` is told the bound address.
+pub async fn run(
+    proxy: Arc<Proxy>,
+    command: &[String],
+    config: HttpConfig,
+    on_listening: impl FnOnce(SocketAddr),
+) -> Result<ExitStatus, HttpError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| HttpError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(|source| HttpError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let port = bound.port();
+    let mut origins = vec![
+        format!("http://127.0.0.1:{port}"),
+        format!("http://localhost:{port}"),
+        format!("http://[::1]:{port}"),
+    ];
+    origins.extend(config.extra_origins);
+
+    let Downstream {
+        mut child,
+        stdout,
+        to_server,
+    } = spawn_downstream(command)?;
+    let max_body = proxy.config().max_line;
+    let front = Arc::new(Front {
+        proxy: Arc::clone(&proxy),
+        to_server,
+        waiters: Mutex::new(HashMap::new()),
+        session: Mutex::new(None),
+        origins,
+        max_body,
+    });
+    on_listening(bound);
+
+    let stop = Arc::new(Notify::new());
+    {
+        let front = Arc::clone(&front);
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let mut reader = LineReader::new(tokio::io::BufReader::new(stdout), max_body);
+            while let Ok(Some(frame)) = reader.next_frame().await {
+                let step = front.proxy.on_server_frame(frame);
+                front.deliver(step).await;
+            }
+            let step = front.proxy.on_server_closed();
+            front.deliver(step).await;
+            stop.notify_one();
+        });
+    }
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let front = Arc::clone(&front);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| handle(Arc::clone(&front), req));
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
+                });
+            }
+            () = stop.notified() => break,
+        }
+    }
+    child
+        .wait()
+        .await
+        .map_err(|e| HttpError::Downstream(StdioError::Wait(e)))
+}

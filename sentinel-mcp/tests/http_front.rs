@@ -1,0 +1,204 @@
+//! The Streamable HTTP front: the Python SDK client over HTTP in both eras,
+//! Origin validation, protocol-version and routing-header checks, and the
+//! same hardening as stdio.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+struct Front {
+    _proxy: Session,
+    addr: String,
+}
+
+fn start(dir: &Path, log: &Path) -> Front {
+    let peers = peers();
+    std::fs::create_dir_all(dir).unwrap();
+    let policy = policy_dir(dir, TEST_POLICY);
+    let stderr = dir.join("proxy.stderr");
+    let proxy = Session::spawn_with_stderr(
+        &proxy_bin(),
+        &proxy_args(
+            &policy,
+            &dir.join("s.db"),
+            &["--listen", "127.0.0.1:0"],
+            &python_server(&peers),
+        ),
+        &[("SENTINEL_TEST_CALL_LOG", log.display().to_string())],
+        Some(&stderr),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&stderr).unwrap_or_default();
+        if let Some(rest) = text.split("listening on http://").nth(1) {
+            let addr = rest.split('/').next().unwrap().to_string();
+            return Front {
+                _proxy: proxy,
+                addr,
+            };
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the HTTP front did not start: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One raw HTTP/1.1 POST; returns (status, body).
+fn post(addr: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect to the front");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut request = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().expect("status code");
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    (status, body)
+}
+
+fn drive_http(addr: &str, mode: &str, steps: Value) -> Value {
+    let peers = peers();
+    let out = Command::new(&peers.python)
+        .arg(workspace_root().join("tests/mcp/client_driver.py"))
+        .args([
+            mode,
+            "none",
+            &steps.to_string(),
+            "--",
+            &format!("http://{addr}/mcp"),
+        ])
+        .output()
+        .expect("run the Python SDK client");
+    assert!(
+        out.status.success(),
+        "client failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn python_sdk_client_over_http_in_both_eras() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("calls.log");
+    for mode in ["legacy", "2026-07-28"] {
+        // One front serves one downstream connection, which speaks one era.
+        let front = start(&dir.path().join(mode), &log);
+        let report = drive_http(
+            &front.addr,
+            mode,
+            json!([
+                {"op": "list"},
+                {"op": "call", "tool": "echo", "args": {"text": "over http"}},
+                {"op": "call", "tool": "delete_all", "args": {"path": "/"}},
+            ]),
+        );
+        let tools = report["steps"][0]["tools"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{mode}: {report}"));
+        assert!(
+            tools.contains(&json!("echo")) && !tools.contains(&json!("delete_all")),
+            "{mode}: {report}"
+        );
+        assert_eq!(
+            report["steps"][1],
+            json!({"is_error": false, "text": "over http"}),
+            "{mode}: {report}"
+        );
+        assert_eq!(report["steps"][2]["is_error"], true, "{mode}: {report}");
+    }
+    let calls = call_log(&log);
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(calls.iter().all(|c| c["tool"] == "echo"));
+}
+
+#[test]
+fn foreign_origins_bad_versions_and_lying_headers_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("calls.log");
+    let front = start(dir.path(), &log);
+    let delete = call(7, "delete_all", json!({"path": "/"})).to_string();
+    let echo = call(8, "echo", json!({"text": "x"})).to_string();
+
+    let (status, _) = post(&front.addr, &[("Origin", "http://evil.example")], &echo);
+    assert_eq!(status, 403, "a foreign Origin is refused");
+    let own_origin = format!("http://{}", front.addr);
+    let (status, _) = post(
+        &front.addr,
+        &[
+            ("Origin", &own_origin),
+            ("MCP-Protocol-Version", "1999-01-01"),
+        ],
+        &echo,
+    );
+    assert_eq!(status, 400, "an unknown protocol version is refused");
+
+    // A routing header that disagrees with the body (a gateway would see
+    // `echo`, the server would run `delete_all`).
+    let (status, body) = post(
+        &front.addr,
+        &[("Mcp-Method", "tools/call"), ("Mcp-Name", "echo")],
+        &delete,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("Mcp-Name"), "{body}");
+
+    // The stdio hardening applies to HTTP bodies too.
+    let (status, body) = post(&front.addr, &[], &format!("[{echo}]"));
+    assert_eq!(status, 400);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"]["code"],
+        -32600
+    );
+    let (status, body) = post(
+        &front.addr,
+        &[],
+        r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"echo","name":"delete_all"}}"#,
+    );
+    assert_eq!(status, 400);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["id"], 9);
+
+    // An honest request from the right origin goes through.
+    let (status, body) = post(
+        &front.addr,
+        &[("Origin", &own_origin)],
+        &initialize(1).to_string(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(&front.addr, &[], &echo);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["result"]["content"][0]["text"],
+        "x"
+    );
+    assert_eq!(
+        call_log(&log).len(),
+        1,
+        "only the honest call reached the server"
+    );
+}
