@@ -358,6 +358,12 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
         Ok(_) => {}
         Err(_) => {}
     }
+    // Every program a watched process runs stays watched by its pid, so
+    // a setuid binary that then drops or changes its UIDs (sudo, su) keeps
+    // itself and its descendants attributed.
+    if WATCHED_TASKS.insert(&cur.tgid, &1, 0).is_err() {
+        bump(counter::TASK_MAP_FULL);
+    }
     ev.header.pid = cur.tgid;
     ev.header.tid = cur.tid;
     ev.header.uid = cur.uid;

@@ -64,6 +64,19 @@ struct RunArgs {
     /// Do not use BPF LSM even where the kernel allows it.
     #[arg(long)]
     no_lsm: bool,
+    /// Ring buffer size in bytes (a power of two; default 16 MiB).
+    #[arg(long, value_name = "BYTES", value_parser = parse_ring_size)]
+    ring_buffer_bytes: Option<u32>,
+}
+
+fn parse_ring_size(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of bytes"))?;
+    if n < 4096 || !n.is_power_of_two() {
+        return Err("the ring buffer size must be a power of two of at least 4096".into());
+    }
+    Ok(n)
 }
 
 fn parse_agent(s: &str) -> Result<(String, u32), String> {
@@ -120,6 +133,7 @@ fn run(args: RunArgs) -> ExitCode {
         state_dir: args.state_dir,
         sensor: observe::SensorOptions {
             no_lsm: args.no_lsm,
+            ring_buffer_bytes: args.ring_buffer_bytes,
         },
     };
     match daemon::run(config) {

@@ -57,6 +57,9 @@ pub struct Mechanisms {
 pub struct SensorOptions {
     /// Do not try BPF LSM even if the kernel allows it.
     pub no_lsm: bool,
+    /// Ring buffer size in bytes (a power of two, at least a page);
+    /// `None` keeps the object's 16 MiB.
+    pub ring_buffer_bytes: Option<u32>,
 }
 
 pub struct Sensor {
@@ -96,7 +99,11 @@ impl Sensor {
     /// Loads and attaches everything. On error, whatever was attached is
     /// detached again when the partly built object is dropped.
     pub fn load(opts: &SensorOptions) -> Result<Self, SensorError> {
-        let ebpf = EbpfLoader::new().load(OBJECT)?;
+        let mut loader = EbpfLoader::new();
+        if let Some(bytes) = opts.ring_buffer_bytes {
+            loader.set_max_entries("EVENTS", bytes);
+        }
+        let ebpf = loader.load(OBJECT)?;
         let mut sensor = Sensor {
             ebpf,
             attached: Vec::new(),

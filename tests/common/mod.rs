@@ -1,0 +1,256 @@
+//! Shared harness for the real-kernel integration tests: a machine-wide
+//! lock (every test shares one kernel), a running daemon that is always
+//! stopped (and so detached) on drop, commands run as the dedicated test
+//! UIDs, and waiting on the JSONL stream.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Watched by the daemons these tests start.
+pub const WATCHED_UID: u32 = 2001;
+/// Never watched.
+pub const OTHER_UID: u32 = 2002;
+
+pub fn sentinel_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sentinel"))
+}
+
+/// Fails loudly when a precondition is missing: these tests never pass by
+/// skipping.
+pub fn require_environment() {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the kernel integration tests must run as root (use `sudo cargo xtask test`)"
+    );
+    for uid in [WATCHED_UID, OTHER_UID] {
+        let ok = Command::new("getent")
+            .args(["passwd", &uid.to_string()])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        assert!(ok, "test user {uid} is missing: run `cargo xtask setup`");
+    }
+}
+
+/// A machine-wide lock held for the whole test: kernel programs attached
+/// by one test are seen by every process.
+pub struct KernelLock(File);
+
+pub fn kernel_lock() -> KernelLock {
+    let file = File::create("/tmp/sentinel-kernel-tests.lock").expect("creating the test lock");
+    file.lock().expect("taking the test lock");
+    KernelLock(file)
+}
+
+/// A unique token to find this test's events.
+pub fn marker(name: &str) -> String {
+    format!(
+        "sentinel-{name}-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+            ^ (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos())
+    )
+}
+
+/// A scratch directory every test UID can read and write.
+pub fn scratch_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("sentinel-test-")
+        .tempdir_in("/tmp")
+        .expect("creating a scratch dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    dir
+}
+
+pub struct Daemon {
+    child: Option<Child>,
+    pub state_dir: tempfile::TempDir,
+    pub jsonl: PathBuf,
+    pub stderr_path: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `sentinel run` watching `WATCHED_UID` with `extra` arguments
+    /// and waits until `sentinel status` says it is attached.
+    pub fn start(extra: &[&str]) -> Daemon {
+        let state_dir = tempfile::Builder::new()
+            .prefix("sentinel-state-")
+            .tempdir()
+            .unwrap();
+        let jsonl = state_dir.path().join("events.jsonl");
+        let stderr_path = state_dir.path().join("daemon.stderr");
+        let child = Command::new(sentinel_bin())
+            .arg("run")
+            .args(["--agent", &format!("testagent={WATCHED_UID}")])
+            .arg("--jsonl")
+            .arg(&jsonl)
+            .arg("--state-dir")
+            .arg(state_dir.path())
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(File::create(&stderr_path).unwrap())
+            .spawn()
+            .expect("starting sentinel");
+        let mut daemon = Daemon {
+            child: Some(child),
+            state_dir,
+            jsonl,
+            stderr_path,
+        };
+        daemon.wait_ready();
+        daemon
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        self.state_dir.path()
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "sentinel exited early with {status}: {}",
+                    std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+                );
+            }
+            let ok = Command::new(sentinel_bin())
+                .args(["status", "--state-dir"])
+                .arg(self.state_dir())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sentinel did not become ready in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `sentinel status --json`.
+    pub fn status(&self) -> Value {
+        let out = Command::new(sentinel_bin())
+            .args(["status", "--json", "--state-dir"])
+            .arg(self.state_dir())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "status failed: {out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Every event written so far.
+    pub fn events(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.jsonl).unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSONL line {l:?}: {e}"))
+            })
+            .collect()
+    }
+
+    /// Waits until an event matches `pred`; returns it.
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(ev) = self.events().into_iter().find(|e| pred(e)) {
+                return ev;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no event {what} within 15 s; the stream has {} events:\n{}",
+                self.events().len(),
+                std::fs::read_to_string(&self.jsonl)
+                    .unwrap_or_default()
+                    .lines()
+                    .rev()
+                    .take(20)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit (the stream is flushed and
+    /// every program detached when it returns).
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("daemon already stopped");
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("sentinel did not stop within 15 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A command that will run as `uid` (its primary group is the same number).
+pub fn as_user(uid: u32, program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    // std drops root's supplementary groups when it changes the UID.
+    cmd.uid(uid)
+        .gid(uid)
+        .current_dir("/tmp")
+        .env("HOME", "/tmp");
+    cmd
+}
+
+pub fn run(mut cmd: Command) -> Output {
+    cmd.output().expect("running a test command")
+}
+
+/// Runs a shell line as `uid`.
+pub fn sh_as(uid: u32, line: &str) -> Output {
+    let mut cmd = as_user(uid, "/bin/bash");
+    cmd.args(["-c", line]);
+    run(cmd)
+}
+
+pub fn str_field<'a>(ev: &'a Value, key: &str) -> &'a str {
+    ev[key].as_str().unwrap_or("")
+}
