@@ -24,7 +24,7 @@ pub enum PolicyCommand {
     /// Validate a policy directory and show what the kernel will enforce.
     Check(CheckArgs),
     /// Evaluate one described action against a policy (a dry run, no daemon).
-    Test(TestArgs),
+    Test(Box<TestArgs>),
 }
 
 #[derive(Debug, Clone, Args)]

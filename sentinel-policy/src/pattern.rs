@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use globset::{Candidate, GlobBuilder, GlobSet, GlobSetBuilder};
 
 /// Characters that make a glob more than a literal path.
 const GLOB_META: &[char] = &['*', '?', '[', ']', '{', '}', '\\'];
@@ -81,15 +81,19 @@ impl PathGlobs {
     /// Does `path` match? `home` is the acting UID's home directory; without
     /// one, `~/` patterns match nothing.
     pub fn is_match(&self, path: &str, home: Option<&Path>) -> bool {
-        if self.absolute.is_match(path) {
+        self.is_match_prepared(&PreparedPath::new(path, home))
+    }
+
+    /// [`PathGlobs::is_match`] for a path prepared once for many globs.
+    pub fn is_match_prepared(&self, path: &PreparedPath<'_>) -> bool {
+        if self.absolute.is_match_candidate(&path.full) {
             return true;
         }
-        if self.home_relative.is_empty() {
-            return false;
-        }
-        match home.and_then(|home| below_home(path, home)) {
-            Some(relative) => self.home_relative.is_match(relative),
-            None => false,
+        match &path.below_home {
+            Some(relative) if !self.home_relative.is_empty() => {
+                self.home_relative.is_match_candidate(relative)
+            }
+            _ => false,
         }
     }
 
@@ -105,6 +109,24 @@ impl PathGlobs {
     /// True when any pattern starts with `~/`.
     pub fn uses_home(&self) -> bool {
         self.sources.iter().any(|pattern| pattern.starts_with("~/"))
+    }
+}
+
+/// A path ready to be matched against many [`PathGlobs`]: globset's
+/// candidate for the whole path and for the part below the home directory.
+pub struct PreparedPath<'a> {
+    full: Candidate<'a>,
+    below_home: Option<Candidate<'a>>,
+}
+
+impl<'a> PreparedPath<'a> {
+    pub fn new(path: &'a str, home: Option<&Path>) -> Self {
+        PreparedPath {
+            full: Candidate::new(path),
+            below_home: home
+                .and_then(|home| below_home(path, home))
+                .map(Candidate::new),
+        }
     }
 }
 

@@ -1,7 +1,6 @@
 //! Quarantine: operator-imposed blocks on an agent, a binary, a path, a
 //! host or a tool, with an optional expiry. A quarantine beats every rule.
 
-use std::path::Path;
 use std::time::SystemTime;
 
 use ipnet::IpNet;
@@ -106,17 +105,15 @@ impl Quarantine {
 
 fn covers(target: &CompiledTarget, subject: &Subject<'_>) -> bool {
     let action = subject.action;
-    let home: Option<&Path> = subject.home;
     match (target, &action.object) {
         (CompiledTarget::Agent(globs), _) => action
             .agent
             .as_deref()
             .is_some_and(|name| globs.is_match(name)),
-        (CompiledTarget::Binary(globs), Object::Exec { binary, .. }) => {
-            globs.is_match(binary, home)
+        (CompiledTarget::Binary(globs), Object::Exec { .. }) => subject.path_matches(globs),
+        (CompiledTarget::Path(globs), Object::Open { .. } | Object::Exec { .. }) => {
+            subject.path_matches(globs)
         }
-        (CompiledTarget::Path(globs), Object::Open { path, .. }) => globs.is_match(path, home),
-        (CompiledTarget::Path(globs), Object::Exec { binary, .. }) => globs.is_match(binary, home),
         (CompiledTarget::Host(net), Object::Connect { addr, .. }) => {
             net.contains(&canonical_addr(*addr))
         }

@@ -10,7 +10,7 @@ use regex::Regex;
 
 use crate::action::{Action, Decision, Kind, Object};
 use crate::canonical::canonical_json;
-use crate::pattern::{NameGlobs, PathGlobs};
+use crate::pattern::{NameGlobs, PathGlobs, PreparedPath};
 use crate::rate::RateLimit;
 use crate::schedule::Schedule;
 
@@ -74,6 +74,7 @@ pub struct Subject<'a> {
     pub home: Option<&'a Path>,
     joined_argv: OnceCell<String>,
     canonical_args: OnceCell<String>,
+    prepared_path: OnceCell<Option<PreparedPath<'a>>>,
 }
 
 impl<'a> Subject<'a> {
@@ -83,7 +84,25 @@ impl<'a> Subject<'a> {
             home,
             joined_argv: OnceCell::new(),
             canonical_args: OnceCell::new(),
+            prepared_path: OnceCell::new(),
         }
+    }
+
+    /// The exec binary or open path, prepared for glob matching.
+    pub fn path(&self) -> Option<&PreparedPath<'a>> {
+        self.prepared_path
+            .get_or_init(|| match &self.action.object {
+                Object::Exec { binary, .. } => Some(PreparedPath::new(binary, self.home)),
+                Object::Open { path, .. } => Some(PreparedPath::new(path, self.home)),
+                _ => None,
+            })
+            .as_ref()
+    }
+
+    /// Does the exec binary or open path match `globs`?
+    pub fn path_matches(&self, globs: &PathGlobs) -> bool {
+        self.path()
+            .is_some_and(|path| globs.is_match_prepared(path))
     }
 
     fn joined_argv(&self) -> &str {
@@ -138,8 +157,8 @@ impl Rule {
                         .as_ref()
                         .is_none_or(|r| r.is_match(subject.joined_argv()))
             }
-            (Matcher::Open { path, write }, Object::Open { path: p, write: w }) => {
-                path.as_ref().is_none_or(|g| g.is_match(p, subject.home))
+            (Matcher::Open { path, write }, Object::Open { write: w, .. }) => {
+                path.as_ref().is_none_or(|g| subject.path_matches(g))
                     && write.is_none_or(|want| want == *w)
             }
             (Matcher::Connect { addr, ports }, Object::Connect { addr: a, port }) => {

@@ -762,6 +762,9 @@ impl AnomalyScorer for Scripted {
     }
 }
 
+/// (mode, action, score, expected decision, rule, alert, lockdown requested)
+type AnomalyCase<'a> = (Mode, &'a Action, Option<u8>, Decision, &'a str, bool, bool);
+
 #[test]
 fn anomaly_scores_escalate_per_mode_and_request_lockdown() {
     let rules = r#"
@@ -781,7 +784,7 @@ fn anomaly_scores_escalate_per_mode_and_request_lockdown() {
     let cat = exec("/usr/bin/cat", &["cat"]);
     let nc = exec("/usr/bin/nc", &["nc"]);
     // (mode, action, score, expected decision, rule, alert, lockdown requested)
-    let cases: Vec<(Mode, &Action, Option<u8>, Decision, &str, bool, bool)> = vec![
+    let cases: Vec<AnomalyCase> = vec![
         (
             Mode::Alert,
             &ls,

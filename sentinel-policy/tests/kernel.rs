@@ -30,6 +30,23 @@ type Row = (
     &'static str,
 );
 
+/// (case, policy, expected open entries, expected exec entries, userspace-only rules)
+type PathCase = (
+    &'static str,
+    &'static str,
+    Vec<Row>,
+    Vec<Row>,
+    Vec<&'static str>,
+);
+
+/// (case, policy, compiled open (path, rule), userspace-only rules)
+type ShadowCase = (
+    &'static str,
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+    Vec<&'static str>,
+);
+
 fn rows(matches: &[PathMatch]) -> Vec<(String, bool, bool, Option<u32>, Decision, String)> {
     matches
         .iter()
@@ -67,7 +84,7 @@ const A: Decision = Decision::Ask;
 #[test]
 fn path_rules_compile_or_stay_in_userspace() {
     // (case, policy, expected open entries, expected exec entries, userspace rules)
-    let cases: Vec<(&str, &str, Vec<Row>, Vec<Row>, Vec<&str>)> = vec![
+    let cases: Vec<PathCase> = vec![
         (
             "exact, prefix, trailing star, braces",
             r#"
@@ -236,7 +253,7 @@ fn path_rules_compile_or_stay_in_userspace() {
 #[test]
 fn earlier_non_deny_rules_shadow_later_deny_rules() {
     // (case, policy, compiled open paths (rule names), userspace-only rules)
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>, Vec<&str>)> = vec![
+    let cases: Vec<ShadowCase> = vec![
         (
             "an earlier allow of /etc/hosts shadows deny /etc/**",
             r#"
