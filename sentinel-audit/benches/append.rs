@@ -36,7 +36,9 @@ fn sample_event(i: u64) -> Event {
 }
 
 fn append(c: &mut Criterion) {
-    let dir = tempfile::tempdir().expect("temp dir");
+    // On the target directory's disk, not a tmpfs /tmp: fsync must cost
+    // what it costs on the real database disk.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
     let mut log = AuditLog::open(&dir.path().join("bench.db"), &dir.path().join("state"))
         .expect("open audit log");
     let mut group = c.benchmark_group("audit_append");

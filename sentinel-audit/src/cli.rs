@@ -16,7 +16,7 @@ use crate::cef;
 use crate::error::AuditError;
 use crate::sink::{SinkOptions, SinkSpec};
 use crate::store::{AuditReader, QueryFilter, Stats};
-use crate::verify::{verify, AnchorStatus};
+use crate::verify::{verify_with_key, AnchorStatus};
 
 pub const DEFAULT_DB: &str = "/var/lib/sentinel/sentinel.db";
 pub const DEFAULT_STATE_DIR: &str = "/run/sentinel";
@@ -85,6 +85,10 @@ pub enum AuditCommand {
     Verify {
         #[command(flatten)]
         location: Location,
+        /// The verification key, if kept off the host (default:
+        /// STATE_DIR/audit.verify-key).
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -215,8 +219,12 @@ impl From<io::Error> for CliError {
 fn execute(cmd: AuditCommand) -> Result<ExitCode, CliError> {
     let stdout = io::stdout();
     match cmd {
-        AuditCommand::Verify { location, json } => {
-            let report = verify(&location.db, &location.state_dir)?;
+        AuditCommand::Verify {
+            location,
+            key,
+            json,
+        } => {
+            let report = verify_with_key(&location.db, &location.state_dir, key.as_deref())?;
             let mut out = stdout.lock();
             if json {
                 serde_json::to_writer(&mut out, &report).map_err(io::Error::from)?;

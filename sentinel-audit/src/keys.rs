@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::encoding::ratchet;
 use crate::error::AuditError;
-use crate::secure_fs::{from_hex32, read_optional, to_hex, write_atomic};
+use crate::secure_fs::{from_hex32, read_optional, to_hex, write_atomic, Durability};
 
 /// The writer's key file: holds only the current epoch's key.
 pub const WRITER_KEY_FILE: &str = "audit.key";
@@ -105,7 +105,7 @@ pub(crate) fn store(
     };
     let mut bytes = serde_json::to_vec(&contents)?;
     bytes.push(b'\n');
-    let result = write_atomic(path, &bytes);
+    let result = write_atomic(path, &bytes, Durability::Durable);
     bytes.iter_mut().for_each(|b| *b = 0);
     result
 }

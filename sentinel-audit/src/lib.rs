@@ -26,4 +26,4 @@ pub use keys::{VERIFY_KEY_FILE, WRITER_KEY_FILE};
 pub use log::{AuditConfig, AuditLog, Retention, RetentionSummary, WriterHealth};
 pub use sink::{Sink, SinkOptions, SinkSpec, SinkStats, Sinks};
 pub use store::{AuditReader, Column, QueryFilter, Stats};
-pub use verify::{verify, AnchorStatus, Problem, VerifyReport};
+pub use verify::{verify, verify_with_key, AnchorStatus, Problem, VerifyReport};

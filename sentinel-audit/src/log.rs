@@ -26,7 +26,7 @@
 //!   forward-security property; left on the host it is only as safe as
 //!   root.
 //! * **Checkpoints.** After each committed batch the tail `(seq, hash)`,
-//!   sealed, is written atomically (temp file, fsync, rename, fsync dir) to
+//!   sealed, is written atomically (temp file, fsync, rename) to
 //!   `STATE_DIR/audit.anchor` and returned to the caller for the export
 //!   streams. A database truncated or replaced by an older copy no longer
 //!   reaches the anchor; the writer refuses to open it and `verify` reports
@@ -597,4 +597,13 @@ fn hash_array(bytes: &[u8]) -> [u8; 32] {
     let n = bytes.len().min(32);
     out[..n].copy_from_slice(&bytes[..n]);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_writer_can_move_to_its_own_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<super::AuditLog>();
+    }
 }

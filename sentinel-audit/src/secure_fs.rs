@@ -37,8 +37,22 @@ pub(crate) fn create_private_file(path: &Path) -> Result<(), AuditError> {
     }
 }
 
-/// Replaces `path` with `contents` atomically and durably, mode 0600.
-pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), AuditError> {
+/// How durable a replacement must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// The new contents survive a power loss (file and directory fsynced).
+    Durable,
+    /// The contents are fsynced, the rename is not: after a power loss the
+    /// file holds either the old or the new contents, both complete.
+    ContentsOnly,
+}
+
+/// Replaces `path` with `contents` atomically, mode 0600.
+pub(crate) fn write_atomic(
+    path: &Path,
+    contents: &[u8],
+    durability: Durability,
+) -> Result<(), AuditError> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     let file_name = path
         .file_name()
@@ -55,7 +69,10 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), AuditErro
         file.write_all(contents)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
+        match durability {
+            Durability::Durable => fs::File::open(dir)?.sync_all(),
+            Durability::ContentsOnly => Ok(()),
+        }
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

@@ -110,6 +110,16 @@ pub struct VerifyReport {
 /// in `state_dir`. `Err` means verification could not run (missing
 /// database or key); tampering is an `Ok` report with `ok == false`.
 pub fn verify(db: &Path, state_dir: &Path) -> Result<VerifyReport, AuditError> {
+    verify_with_key(db, state_dir, None)
+}
+
+/// [`verify`] with the verification key read from `verify_key` instead of
+/// `STATE_DIR/audit.verify-key` (for a key kept off the host).
+pub fn verify_with_key(
+    db: &Path,
+    state_dir: &Path,
+    verify_key: Option<&Path>,
+) -> Result<VerifyReport, AuditError> {
     // The anchor is read before the snapshot: the writer publishes it after
     // committing, so the snapshot is never behind it.
     let anchor = read_anchor(state_dir)?;
@@ -118,7 +128,8 @@ pub fn verify(db: &Path, state_dir: &Path) -> Result<VerifyReport, AuditError> {
         path: db.to_path_buf(),
         reason: "no database id in the meta table".into(),
     })?;
-    let keys = KeyChain::load(&state_dir.join(VERIFY_KEY_FILE), &id)?;
+    let key_path = verify_key.map_or_else(|| state_dir.join(VERIFY_KEY_FILE), Path::to_path_buf);
+    let keys = KeyChain::load(&key_path, &id)?;
     let tx = conn.unchecked_transaction()?;
 
     let mut report = VerifyReport {

@@ -312,3 +312,21 @@ fn epochs_also_turn_over_with_time() {
     assert_eq!(log.epoch(), first + 1);
     assert!(verify(&trail.db(), &trail.state()).expect("verify").ok);
 }
+
+#[test]
+fn verification_key_can_live_off_the_host() {
+    let trail = Trail::with_records(RECORDS);
+    let offline = trail.dir.path().join("offline.key");
+    std::fs::rename(
+        trail.state().join(sentinel_audit::VERIFY_KEY_FILE),
+        &offline,
+    )
+    .expect("move key");
+    assert!(verify(&trail.db(), &trail.state()).is_err());
+    let report = sentinel_audit::verify_with_key(&trail.db(), &trail.state(), Some(&offline))
+        .expect("verify runs");
+    assert!(report.ok, "{report:?}");
+    // The writer keeps going without it.
+    let mut log = trail.open();
+    log.append(common::varied(11)).expect("append");
+}
