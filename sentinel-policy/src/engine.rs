@@ -360,7 +360,13 @@ fn decide(
 
     // 4. Rules, first match wins.
     let rules = engine.policy.rules();
-    let matched = rules.iter().position(|rule| rule.matches(&subject, now));
+    let path_hits = engine.policy.path_hits(&subject);
+    let matched = (0..rules.len()).find(|&index| {
+        let path_hit = path_hits
+            .as_ref()
+            .map(|hits| hits.binary_search(&index).is_ok());
+        rules[index].matches_with(&subject, now, path_hit)
+    });
     let base = match matched.map(|index| (index, &rules[index])) {
         Some((_, rule)) if rule.action == Decision::Deny => {
             return (rule_verdict(rule, alerts), matched);

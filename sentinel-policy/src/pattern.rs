@@ -130,6 +130,70 @@ impl<'a> PreparedPath<'a> {
     }
 }
 
+/// The path globs of many rules (of one kind) in one pair of glob sets, so
+/// an action's path is matched once against all of them rather than once
+/// per rule.
+#[derive(Debug, Clone)]
+pub struct PathIndex {
+    absolute: GlobSet,
+    absolute_owner: Vec<usize>,
+    home_relative: GlobSet,
+    home_owner: Vec<usize>,
+}
+
+impl PathIndex {
+    /// Indexes `(owner, globs)` pairs; `None` if a glob fails to compile
+    /// (they were all validated at load, so callers fall back to matching
+    /// rule by rule).
+    pub fn build<'g>(entries: impl IntoIterator<Item = (usize, &'g PathGlobs)>) -> Option<Self> {
+        let mut absolute = GlobSetBuilder::new();
+        let mut absolute_owner = Vec::new();
+        let mut home_relative = GlobSetBuilder::new();
+        let mut home_owner = Vec::new();
+        for (owner, globs) in entries {
+            for pattern in globs.sources() {
+                if let Some(rest) = pattern.strip_prefix('~') {
+                    home_relative.add(path_glob(rest).ok()?);
+                    home_owner.push(owner);
+                } else {
+                    absolute.add(path_glob(pattern).ok()?);
+                    absolute_owner.push(owner);
+                }
+            }
+        }
+        Some(PathIndex {
+            absolute: absolute.build().ok()?,
+            absolute_owner,
+            home_relative: home_relative.build().ok()?,
+            home_owner,
+        })
+    }
+
+    /// The owners whose globs match `path`, sorted and deduplicated.
+    pub fn hits(&self, path: &PreparedPath<'_>) -> Vec<usize> {
+        let owner = |owners: &[usize], glob: usize| owners.get(glob).copied();
+        let mut hits: Vec<usize> = self
+            .absolute
+            .matches_candidate(&path.full)
+            .into_iter()
+            .filter_map(|glob| owner(&self.absolute_owner, glob))
+            .collect();
+        if let Some(relative) = &path.below_home {
+            if !self.home_relative.is_empty() {
+                hits.extend(
+                    self.home_relative
+                        .matches_candidate(relative)
+                        .into_iter()
+                        .filter_map(|glob| owner(&self.home_owner, glob)),
+                );
+            }
+        }
+        hits.sort_unstable();
+        hits.dedup();
+        hits
+    }
+}
+
 /// `path` below `home`, as `/rest` (so it matches a `~/rest` pattern with
 /// the `~` removed), or `None` when the path is not inside the home.
 fn below_home<'p>(path: &'p str, home: &Path) -> Option<&'p str> {

@@ -17,12 +17,13 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::action::Object;
 use crate::action::{Decision, Kind};
 use crate::breaker::BreakerConfig;
 use crate::error::PolicyError;
-use crate::pattern::{kernel_paths, KernelPath, NameGlobs, PathGlobs};
+use crate::pattern::{kernel_paths, KernelPath, NameGlobs, PathGlobs, PathIndex};
 use crate::rate::RateLimit;
-use crate::rule::{default_risk, Matcher, Rule};
+use crate::rule::{default_risk, Matcher, Rule, Subject};
 use crate::schedule::{parse_clock, parse_days, Schedule};
 
 /// Priority of a rule without a `priority` key.
@@ -71,6 +72,10 @@ pub struct Policy {
     files: Vec<String>,
     lockdown: LockdownAllow,
     breaker: BreakerConfig,
+    /// All exec rules' `binary` globs and all open rules' `path` globs,
+    /// indexed by rule position (see [`Policy::path_hits`]).
+    exec_index: Option<PathIndex>,
+    open_index: Option<PathIndex>,
 }
 
 /// `[lockdown]`: what a watched agent may still do in lockdown. Paths must
@@ -205,7 +210,36 @@ impl Policy {
         }
         // Stable: ties keep file order, then position in the file.
         policy.rules.sort_by_key(|rule| rule.priority);
+        let globs_of = |kind: Kind| {
+            let rules = &policy.rules;
+            PathIndex::build(rules.iter().enumerate().filter_map(move |(index, rule)| {
+                match (&rule.matcher, kind) {
+                    (
+                        Matcher::Exec {
+                            binary: Some(g), ..
+                        },
+                        Kind::Exec,
+                    ) => Some((index, g)),
+                    (Matcher::Open { path: Some(g), .. }, Kind::Open) => Some((index, g)),
+                    _ => None,
+                }
+            }))
+        };
+        policy.exec_index = globs_of(Kind::Exec);
+        policy.open_index = globs_of(Kind::Open);
         Ok(policy)
+    }
+
+    /// For exec and open actions: the positions (in [`Policy::rules`]) of
+    /// the rules whose `binary`/`path` globs match the action's path, found
+    /// with one lookup in a combined index. `None` for other kinds.
+    pub(crate) fn path_hits(&self, subject: &Subject<'_>) -> Option<Vec<usize>> {
+        let index = match subject.action.object {
+            Object::Exec { .. } => self.exec_index.as_ref()?,
+            Object::Open { .. } => self.open_index.as_ref()?,
+            _ => return None,
+        };
+        Some(index.hits(subject.path()?))
     }
 
     /// Rules in evaluation order.
@@ -663,5 +697,69 @@ mod tests {
         let mut sorted = priorities.clone();
         sorted.sort();
         assert_eq!(priorities, sorted);
+    }
+
+    /// The combined path index gives the same answer as matching each
+    /// rule's globs on its own.
+    #[test]
+    fn path_index_agrees_with_rule_by_rule_matching() {
+        use crate::action::Action;
+        use std::path::Path;
+        let policy = Policy::embedded_defaults();
+        let home = Path::new("/home/agent");
+        let paths = [
+            "/etc/shadow",
+            "/etc/passwd",
+            "/home/agent/.ssh/id_rsa",
+            "/home/agent/.ssh/id_rsa.pub",
+            "/home/agent/.ssh/x.pem",
+            "/home/agent/.bashrc",
+            "/home/agent/.config/systemd/user/a.service",
+            "/home/other/.bashrc",
+            "/var/lib/sentinel/sentinel.db",
+            "/etc/cron.d/x",
+            "/usr/bin/ngrok",
+            "/tmp/chisel",
+            "/bin/sh",
+            "/usr/sbin/bpftool",
+            "/usr/bin/pkill",
+            "/",
+        ];
+        for path in paths {
+            for object in [
+                Object::Open {
+                    path: path.into(),
+                    write: true,
+                },
+                Object::Exec {
+                    binary: path.into(),
+                    argv: vec![],
+                },
+            ] {
+                let action = Action {
+                    agent: None,
+                    uid: 1001,
+                    pid: 1,
+                    object,
+                };
+                let subject = Subject::new(&action, Some(home));
+                let hits = policy.path_hits(&subject).unwrap_or_default();
+                for (index, rule) in policy.rules().iter().enumerate() {
+                    let globs = match &rule.matcher {
+                        Matcher::Exec {
+                            binary: Some(g), ..
+                        } if rule.kind == action.kind() => g,
+                        Matcher::Open { path: Some(g), .. } if rule.kind == action.kind() => g,
+                        _ => continue,
+                    };
+                    assert_eq!(
+                        hits.contains(&index),
+                        globs.is_match(path, Some(home)),
+                        "{path} {}",
+                        rule.name
+                    );
+                }
+            }
+        }
     }
 }

@@ -130,10 +130,22 @@ impl Rule {
     /// Does the rule match, schedule included? (Rate limits are the next
     /// step and are not checked here.)
     pub fn matches(&self, subject: &Subject<'_>, now: SystemTime) -> bool {
+        self.matches_with(subject, now, None)
+    }
+
+    /// [`Rule::matches`] where the caller already knows whether the
+    /// action's path matches this rule's `binary`/`path` globs (from the
+    /// policy's combined index); `None` matches the globs here.
+    pub(crate) fn matches_with(
+        &self,
+        subject: &Subject<'_>,
+        now: SystemTime,
+        path_hit: Option<bool>,
+    ) -> bool {
         self.enabled
             && self.kind == subject.action.kind()
             && self.agent_matches(subject.action)
-            && self.object_matches(subject)
+            && self.object_matches(subject, path_hit)
             && self.schedule.as_ref().is_none_or(|s| s.contains(now))
     }
 
@@ -147,19 +159,18 @@ impl Rule {
         }
     }
 
-    fn object_matches(&self, subject: &Subject<'_>) -> bool {
+    fn object_matches(&self, subject: &Subject<'_>, path_hit: Option<bool>) -> bool {
+        let path_matches =
+            |globs: &PathGlobs| path_hit.unwrap_or_else(|| subject.path_matches(globs));
         match (&self.matcher, &subject.action.object) {
-            (Matcher::Exec { binary, args }, Object::Exec { binary: exe, .. }) => {
-                binary
-                    .as_ref()
-                    .is_none_or(|g| g.is_match(exe, subject.home))
+            (Matcher::Exec { binary, args }, Object::Exec { .. }) => {
+                binary.as_ref().is_none_or(path_matches)
                     && args
                         .as_ref()
                         .is_none_or(|r| r.is_match(subject.joined_argv()))
             }
             (Matcher::Open { path, write }, Object::Open { write: w, .. }) => {
-                path.as_ref().is_none_or(|g| subject.path_matches(g))
-                    && write.is_none_or(|want| want == *w)
+                path.as_ref().is_none_or(path_matches) && write.is_none_or(|want| want == *w)
             }
             (Matcher::Connect { addr, ports }, Object::Connect { addr: a, port }) => {
                 let a = canonical_addr(*a);
