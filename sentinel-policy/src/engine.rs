@@ -367,14 +367,17 @@ fn decide(
             .map(|hits| hits.binary_search(&index).is_ok());
         rules[index].matches_with(&subject, now, path_hit)
     });
-    let base = match matched.map(|index| (index, &rules[index])) {
-        Some((_, rule)) if rule.action == Decision::Deny => {
+    let base = match matched.map(|index| &rules[index]) {
+        Some(rule) if rule.action == Decision::Deny => {
             return (rule_verdict(rule, alerts), matched);
         }
-        Some((_, rule)) => {
+        Some(rule) => {
             // 5. The rule's rate limit.
             if let Some(limit) = rule.rate_limit {
-                if !engine.limiter_has_token(rule, action, limit, now) {
+                if !engine
+                    .limiter
+                    .would_take(&rule.name, &rate_subject(action), limit, now)
+                {
                     let reason = format!(
                         "rate limit: more than {} per {} s",
                         limit.max,
@@ -401,20 +404,6 @@ fn decide(
         _ => base,
     };
     (escalated, matched)
-}
-
-impl Engine {
-    /// Would the rule's bucket give a token now? (Spent on commit.)
-    fn limiter_has_token(
-        &self,
-        rule: &Rule,
-        action: &Action,
-        limit: crate::rate::RateLimit,
-        now: SystemTime,
-    ) -> bool {
-        self.limiter
-            .would_take(&rule.name, &rate_subject(action), limit, now)
-    }
 }
 
 fn rule_verdict(rule: &Rule, alerts: bool) -> Verdict {
