@@ -146,6 +146,10 @@ impl BaselineStore {
             path: path.to_owned(),
             source,
         })?;
+        // Baselines are relearnable: a power cut may cost the last flush,
+        // never consistency (WAL), so skip the fsync on each commit. This
+        // pragma is per connection; the audit chain's own stays as it is.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS anomaly_agents (
                 agent TEXT PRIMARY KEY,

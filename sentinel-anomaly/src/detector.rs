@@ -420,7 +420,7 @@ impl Detector {
         let mut read_seqs = Vec::new();
         let mut paths = Vec::new();
         for mark in self.marks.iter_mut().rev() {
-            if now.duration_since(mark.at).map_or(false, |d| d > window) {
+            if now.duration_since(mark.at).is_ok_and(|d| d > window) {
                 break;
             }
             if let MarkKind::SecretRead { path } = &mark.kind {
@@ -483,7 +483,7 @@ impl Detector {
         let mut seqs = Vec::new();
         let mut indices = Vec::new();
         for (i, mark) in self.marks.iter().enumerate().rev() {
-            if now.duration_since(mark.at).map_or(false, |d| d > window) {
+            if now.duration_since(mark.at).is_ok_and(|d| d > window) {
                 break;
             }
             if let MarkKind::Recon { program } = &mark.kind {
@@ -565,7 +565,7 @@ impl Detector {
         matches: impl Fn(&Mark, &ProcessTree) -> bool,
     ) -> Option<usize> {
         for (i, mark) in self.marks.iter().enumerate().rev() {
-            if now.duration_since(mark.at).map_or(false, |d| d > window) {
+            if now.duration_since(mark.at).is_ok_and(|d| d > window) {
                 return None;
             }
             if matches(mark, &self.tree) {
@@ -595,7 +595,7 @@ impl Detector {
             .max(c.escalation_window)
             .max(c.recon_window);
         while let Some(front) = self.marks.front() {
-            if now.duration_since(front.at).map_or(false, |d| d > longest) {
+            if now.duration_since(front.at).is_ok_and(|d| d > longest) {
                 self.marks.pop_front();
             } else {
                 break;

@@ -362,7 +362,7 @@ pub fn classify_exec(exe: &str, argv: &[String]) -> Vec<Finding> {
             Severity::Warning,
             format!("gave a file capabilities: {}", shorten(&joined)),
         )),
-        "crontab" if !args.iter().any(|a| *a == "-l") => out.push(finding(
+        "crontab" if !args.contains(&"-l") => out.push(finding(
             "cron-install",
             Category::Persistence,
             Severity::Warning,
@@ -471,14 +471,12 @@ pub fn classify_exec(exe: &str, argv: &[String]) -> Vec<Finding> {
             Severity::Warning,
             format!("copied files to a remote host: {}", shorten(&joined)),
         )),
-        "nc" | "ncat" | "netcat" | "socat" if !args.iter().any(|a| *a == "-l") => {
-            out.push(finding(
-                "raw-socket-tool",
-                Category::Exfiltration,
-                Severity::Warning,
-                format!("opened a raw network pipe: {}", shorten(&joined)),
-            ))
-        }
+        "nc" | "ncat" | "netcat" | "socat" if !args.contains(&"-l") => out.push(finding(
+            "raw-socket-tool",
+            Category::Exfiltration,
+            Severity::Warning,
+            format!("opened a raw network pipe: {}", shorten(&joined)),
+        )),
         _ => {}
     }
     if is_recon(name, &args) && !out.iter().any(|f| f.category == Category::Reconnaissance) {

@@ -25,7 +25,7 @@ use sentinel_policy::{Action, Mode, Object, RiskFactor};
 use serde_json::Value;
 
 use crate::alerts::{NewAlert, Severity};
-use crate::baseline::{AgentBaseline, BaselineStore, Baselines, KeyBaseline, HOURS_PER_WEEK};
+use crate::baseline::{BaselineStore, Baselines, HOURS_PER_WEEK};
 use crate::clock::{hour_of_week, unix_millis, unix_secs_f64};
 use crate::error::AnomalyError;
 use crate::fingerprint::{fingerprint, Fingerprint};
@@ -508,11 +508,7 @@ impl AnomalyEngine {
         let decay = self.config.sequence_decay;
         let max_fps = self.config.max_fingerprints_per_key.max(1);
 
-        let agent_baseline = self
-            .baselines
-            .agents
-            .entry(agent.to_owned())
-            .or_insert_with(AgentBaseline::default);
+        let agent_baseline = self.baselines.agents.entry(agent.to_owned()).or_default();
         let prev = agent_baseline.last_key.replace(key.to_owned());
         if learn {
             agent_baseline.samples += 1;
@@ -529,10 +525,10 @@ impl AnomalyEngine {
             .entry(agent.to_owned())
             .or_default()
             .entry(key.to_owned())
-            .or_insert_with(KeyBaseline::default);
+            .or_default();
         kb.rate = current_rate;
         kb.rate_at = t;
-        let mut evicted = None;
+        let mut evicted = Vec::new();
         if learn {
             if kb.samples == 0 {
                 kb.mean = current_rate;
@@ -551,21 +547,29 @@ impl AnomalyEngine {
             seen.0 += 1;
             seen.1 = unix_millis(now);
             if kb.fingerprints.len() > max_fps {
-                evicted = kb
+                // Forget the least recently seen tenth at once, so the scan
+                // is paid once per many inserts rather than on each.
+                let mut by_age: Vec<(i64, Fingerprint)> = kb
                     .fingerprints
                     .iter()
                     .filter(|(other, _)| **other != fp)
-                    .min_by_key(|(_, (_, last_seen))| *last_seen)
-                    .map(|(other, _)| *other);
-                if let Some(old) = evicted {
-                    kb.fingerprints.remove(&old);
+                    .map(|(other, (_, last_seen))| (*last_seen, *other))
+                    .collect();
+                let excess = kb.fingerprints.len() - max_fps;
+                let forget = (max_fps / 10).max(excess).min(by_age.len());
+                if forget > 0 {
+                    by_age.select_nth_unstable(forget - 1);
+                    for (_, old) in by_age.into_iter().take(forget) {
+                        kb.fingerprints.remove(&old);
+                        evicted.push(old);
+                    }
                 }
             }
         }
         self.baselines.mark_key(agent, key);
         if learn {
             self.baselines.mark_fingerprint(agent, key, fp);
-            if let Some(old) = evicted {
+            for old in evicted {
                 self.baselines.mark_evicted(agent, key, old);
             }
         }
@@ -619,7 +623,7 @@ impl AnomalyScorer for AnomalyEngine {
         if let Some(order) = assessment.lockdown {
             self.pending_lockdown = Some(order);
         }
-        assessment.ready.then(|| AnomalyScore {
+        assessment.ready.then_some(AnomalyScore {
             score: assessment.score,
             factors: assessment.factors,
         })

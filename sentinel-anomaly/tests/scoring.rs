@@ -482,3 +482,37 @@ fn thresholds_change_at_runtime() {
     );
     assert!(engine.lockdown_state().is_none());
 }
+
+#[test]
+fn fingerprints_per_key_are_bounded_and_the_newest_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    {
+        let mut engine = AnomalyEngine::open(
+            &db,
+            ScorerConfig {
+                max_fingerprints_per_key: 50,
+                ..config()
+            },
+        )
+        .unwrap();
+        for i in 0..200 {
+            engine.assess(
+                &mcp("run", json!({"n": i})),
+                at(0, 10, 0, 0) + Duration::from_secs(i),
+            );
+        }
+        // The most recent arguments are still known; the oldest are forgotten.
+        let recent = engine.assess(&mcp("run", json!({"n": 199})), at(0, 11, 0, 0));
+        assert_eq!(recent.components.novelty, 0);
+        let old = engine.assess(&mcp("run", json!({"n": 0})), at(0, 11, 0, 1));
+        assert_eq!(old.components.novelty, 100);
+    }
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let rows: i64 = conn
+        .query_row("SELECT COUNT(*) FROM anomaly_fingerprints", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(rows <= 51, "{rows} fingerprints stored for a cap of 50");
+}
