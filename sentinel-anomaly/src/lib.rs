@@ -37,6 +37,8 @@ pub use detector::{CallLink, Category, Detection, Detector, DetectorConfig, Obse
 pub use error::{AlertError, AnomalyError, WebhookError};
 pub use fingerprint::{fingerprint, Fingerprint};
 pub use lockdown::{LockdownOrder, LockdownState};
-pub use scorer::{AnomalyEngine, Assessment, Components, Level, Outcome, ScorerConfig, Thresholds};
-pub use seam::{AnomalyScore, AnomalyScorer};
+pub use scorer::{
+    AnomalyAssessment, AnomalyEngine, Components, Level, Outcome, ScorerConfig, Thresholds,
+};
+pub use seam::{AnomalyScore, AnomalyScorer, SharedAnomalyEngine};
 pub use webhook::{DeliveryReport, WebhookConfig};

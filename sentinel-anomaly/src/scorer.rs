@@ -217,7 +217,7 @@ pub enum Outcome {
 
 /// The full result of scoring one action.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Assessment {
+pub struct AnomalyAssessment {
     /// The agent's baseline key: its name, or `uid:N`.
     pub agent: String,
     /// The action key: `exec:BINARY`, `open:DIR`, `connect:ADDR:PORT` or
@@ -322,7 +322,7 @@ impl AnomalyEngine {
     }
 
     /// Scores `action` against its agent's baseline, then learns from it.
-    pub fn assess(&mut self, action: &Action, now: SystemTime) -> Assessment {
+    pub fn assess(&mut self, action: &Action, now: SystemTime) -> AnomalyAssessment {
         let agent = agent_key(action);
         let (key, fp) = key_and_fingerprint(&action.object);
         let t = unix_secs_f64(now);
@@ -389,7 +389,7 @@ impl AnomalyEngine {
             None
         };
         self.maybe_flush(now);
-        Assessment {
+        AnomalyAssessment {
             agent,
             key,
             ready,

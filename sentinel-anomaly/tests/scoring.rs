@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono_tz::Tz;
 use sentinel_anomaly::{
-    AnomalyEngine, AnomalyScorer, Assessment, Level, Outcome, ScorerConfig, Severity, Thresholds,
+    AnomalyAssessment, AnomalyEngine, AnomalyScorer, Level, Outcome, ScorerConfig, Severity,
+    Thresholds,
 };
 use sentinel_policy::{Action, Mode, Object};
 use serde_json::{json, Value};
@@ -42,7 +43,7 @@ fn mcp(tool: &str, args: Value) -> Action {
     }
 }
 
-fn factor(a: &Assessment, name: &str) -> Option<u8> {
+fn factor(a: &AnomalyAssessment, name: &str) -> Option<u8> {
     a.factors.iter().find(|f| f.name == name).map(|f| f.score)
 }
 
@@ -323,7 +324,7 @@ fn dropping_the_engine_saves_what_it_learned() {
 
 /// A daytime baseline of list_dir → read_file with successes, then a 3 a.m.
 /// burst of read_file on novel paths that fail.
-fn attack(engine: &mut AnomalyEngine, start: SystemTime, calls: u64) -> Vec<Assessment> {
+fn attack(engine: &mut AnomalyEngine, start: SystemTime, calls: u64) -> Vec<AnomalyAssessment> {
     let mut out = Vec::new();
     for i in 0..calls {
         let action = mcp(
@@ -359,7 +360,7 @@ fn auto_lockdown_at_90_latches_until_lifted() {
     train(&mut engine);
 
     let run = attack(&mut engine, at(7, 3, 0, 0), 40);
-    let orders: Vec<&Assessment> = run.iter().filter(|a| a.lockdown.is_some()).collect();
+    let orders: Vec<&AnomalyAssessment> = run.iter().filter(|a| a.lockdown.is_some()).collect();
     assert_eq!(
         orders.len(),
         1,
@@ -515,4 +516,38 @@ fn fingerprints_per_key_are_bounded_and_the_newest_kept() {
         })
         .unwrap();
     assert!(rows <= 51, "{rows} fingerprints stored for a cap of 50");
+}
+
+#[test]
+fn the_policy_engine_scores_through_a_shared_handle() {
+    use sentinel_anomaly::SharedAnomalyEngine;
+    let dir = tempfile::tempdir().unwrap();
+    let shared = SharedAnomalyEngine::new(engine(&dir.path().join("s.db")));
+    let policy = sentinel_policy::Policy::default();
+    let mut verdicts = sentinel_policy::Engine::new(policy);
+    verdicts.set_anomaly(Box::new(shared.clone()));
+    verdicts.set_anomaly_thresholds(Thresholds::default().into());
+    for i in 0..10 {
+        let a = verdicts.assess(&mcp("run", json!({"command": "ls"})), at(0, 14, i, 0));
+        assert_eq!(a.anomaly, None, "no score before 10 samples");
+    }
+    let a = verdicts.assess(
+        &mcp("run", json!({"command": "rm -rf /"})),
+        at(0, 14, 11, 0),
+    );
+    let score = a.anomaly.expect("scored once the baseline is ready");
+    assert!(score
+        .factors
+        .iter()
+        .any(|f| f.name == "anomaly.novelty" && f.score == 100));
+    assert!(a
+        .verdict
+        .factors
+        .iter()
+        .any(|f| f.name == "anomaly.novelty"));
+    // The daemon's handle sees what the engine's scoring learned.
+    shared
+        .lock()
+        .record_outcome(&mcp("run", json!({})), Outcome::Denied, at(0, 14, 12, 0));
+    assert!(shared.lock().take_lockdown().is_none());
 }
