@@ -46,6 +46,114 @@ impl AuditSink for SharedAudit {
     }
 }
 
+/// The audit writer on a thread of its own: appends are queued and
+/// committed in batches (one fsync for all that queued up meanwhile), so a
+/// call does not wait for the disk. If a commit fails, every later append
+/// fails, and the proxy refuses calls it cannot record. Dropping it commits
+/// what is queued.
+pub struct AuditWriter {
+    tx: Mutex<Option<std::sync::mpsc::Sender<Queued>>>,
+    failed: Arc<Mutex<Option<String>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+enum Queued {
+    Event(Box<Event>),
+    /// Answered once everything queued before it is committed.
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// Most events committed in one batch.
+const MAX_BATCH: usize = 512;
+
+impl AuditWriter {
+    pub fn spawn(mut log: AuditLog) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<Queued>();
+        let failed = Arc::new(Mutex::new(None));
+        let failure = Arc::clone(&failed);
+        let thread = std::thread::spawn(move || {
+            let mut batch = Vec::new();
+            let mut waiting = Vec::new();
+            while let Ok(first) = rx.recv() {
+                let mut next = Some(first);
+                while let Some(queued) = next.take() {
+                    match queued {
+                        Queued::Event(event) => batch.push(*event),
+                        Queued::Flush(done) => waiting.push(done),
+                    }
+                    if batch.len() < MAX_BATCH {
+                        next = rx.try_recv().ok();
+                    }
+                }
+                if !batch.is_empty() {
+                    if let Err(e) = log.append_batch(&mut batch) {
+                        eprintln!("sentinel mcp-proxy: audit log write failed: {e}");
+                        *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                    }
+                    batch.clear();
+                }
+                for done in waiting.drain(..) {
+                    let _ = done.send(());
+                }
+            }
+        });
+        Self {
+            tx: Mutex::new(Some(tx)),
+            failed,
+            thread: Mutex::new(Some(thread)),
+        }
+    }
+}
+
+impl AuditSink for AuditWriter {
+    fn flush(&self) {
+        AuditWriter::flush(self);
+    }
+
+    fn append(&self, event: Event) -> Result<(), String> {
+        if let Some(e) = self
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            return Err(format!("the audit log is failing ({e})"));
+        }
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        match tx.as_ref() {
+            Some(tx) => tx
+                .send(Queued::Event(Box::new(event)))
+                .map_err(|_| "the audit writer has stopped".to_string()),
+            None => Err("the audit writer has stopped".to_string()),
+        }
+    }
+}
+
+impl AuditWriter {
+    /// Waits until everything appended so far is committed.
+    pub fn flush(&self) {
+        let (done, wait) = std::sync::mpsc::channel();
+        let sent = self
+            .tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|tx| tx.send(Queued::Flush(done)).is_ok());
+        if sent {
+            let _ = wait.recv();
+        }
+    }
+}
+
+impl Drop for AuditWriter {
+    fn drop(&mut self) {
+        drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
+        if let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Errors opening the standalone decision point.
 #[derive(Debug, thiserror::Error)]
 pub enum StandaloneError {
@@ -87,7 +195,7 @@ pub fn open_standalone(
     );
     Ok(LocalDecider::new(
         Box::new(SharedEngine(Arc::new(Mutex::new(Engine::new(policy))))),
-        Box::new(SharedAudit(Arc::new(Mutex::new(audit)))),
+        Box::new(AuditWriter::spawn(audit)),
         store,
         scan_policy,
         label,

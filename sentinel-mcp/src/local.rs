@@ -25,6 +25,10 @@ pub trait Evaluate: Send + Sync {
 pub trait AuditSink: Send + Sync {
     /// Appends one event; the sink assigns `seq`.
     fn append(&self, event: Event) -> Result<(), String>;
+
+    /// Waits until every appended event is committed (for sinks that
+    /// write in the background).
+    fn flush(&self) {}
 }
 
 /// Engine + audit chain + store, in this process.
@@ -53,6 +57,11 @@ impl LocalDecider {
             scanner: Scanner::new(),
             label,
         }
+    }
+
+    /// Waits until every record so far is committed to the audit chain.
+    pub fn flush(&self) {
+        self.audit.flush();
     }
 
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {

@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -132,7 +132,9 @@ impl Store {
         now: SystemTime,
     ) -> Result<Vec<(String, PinStatus)>, StoreError> {
         let now = unix(now);
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let known: bool = tx
             .query_row(
                 "SELECT 1 FROM mcp_servers WHERE server = ?1",
@@ -258,7 +260,9 @@ impl Store {
     }
 
     fn settle(&mut self, id: &str, now: SystemTime, approve: bool) -> Result<Approval, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut approval = tx
             .query_row(
                 "SELECT id, kind, server, tool, agent, digest, status, expires

@@ -46,8 +46,9 @@ fn the_proxy_asks_the_daemon_which_binds_calls_to_the_peers_kernel_identity() {
     .expect("daemon-side decider");
     // SAFETY: getuid cannot fail.
     let me = unsafe { libc::getuid() };
+    let decider = Arc::new(decider);
     let handler = Arc::new(PeerBoundHandler::new(
-        Arc::new(decider),
+        decider.clone(),
         Box::new(move |peer: &PeerCred| (peer.uid == me).then(|| "agent-from-uid".to_string())),
         Arc::new(SystemClock),
     ));
@@ -84,6 +85,7 @@ fn the_proxy_asks_the_daemon_which_binds_calls_to_the_peers_kernel_identity() {
     assert_eq!(call_log(&log).len(), 1);
 
     // The daemon's chain holds the calls under the kernel's identity.
+    decider.flush();
     let events: Vec<Value> = sentinel_audit::AuditReader::open(&daemon_db)
         .unwrap()
         .tail(1000)
