@@ -249,6 +249,9 @@ pub struct AnomalyEngine {
     last_flush: Option<SystemTime>,
     pending_lockdown: Option<LockdownOrder>,
     flush_failures: u64,
+    /// The arguments the last assessed action taught the baseline for the
+    /// first time, so a denial can take them back.
+    last_new_fingerprint: Option<(String, String, Fingerprint)>,
 }
 
 impl AnomalyEngine {
@@ -269,6 +272,7 @@ impl AnomalyEngine {
             last_flush: None,
             pending_lockdown: None,
             flush_failures: 0,
+            last_new_fingerprint: None,
         })
     }
 
@@ -405,8 +409,15 @@ impl AnomalyEngine {
 
     /// Feeds back what happened to an action (errors and denials drive the
     /// error-rate component).
+    ///
+    /// A denial also takes back the arguments the action taught the
+    /// baseline, if this was the action just scored and its arguments were
+    /// new: what was refused does not become normal.
     pub fn record_outcome(&mut self, action: &Action, outcome: Outcome, now: SystemTime) {
         let agent = agent_key(action);
+        if outcome == Outcome::Denied {
+            self.forget_denied(&agent, action);
+        }
         let is_error = if outcome == Outcome::Success {
             0.0
         } else {
@@ -427,6 +438,25 @@ impl AnomalyEngine {
         a.outcomes += 1;
         self.baselines.mark_agent(&agent);
         self.maybe_flush(now);
+    }
+
+    fn forget_denied(&mut self, agent: &str, action: &Action) {
+        let Some((last_agent, last_key, fp)) = self.last_new_fingerprint.take() else {
+            return;
+        };
+        let (key, action_fp) = key_and_fingerprint(&action.object);
+        if last_agent != agent || last_key != key || action_fp != fp {
+            return;
+        }
+        let removed = self
+            .baselines
+            .keys
+            .get_mut(agent)
+            .and_then(|keys| keys.get_mut(&key))
+            .and_then(|kb| kb.fingerprints.remove(&fp));
+        if removed.is_some() {
+            self.baselines.mark_evicted(agent, &key, fp);
+        }
     }
 
     fn rate_decay(&self, elapsed_secs: f64) -> f64 {
@@ -529,6 +559,7 @@ impl AnomalyEngine {
         kb.rate = current_rate;
         kb.rate_at = t;
         let mut evicted = Vec::new();
+        let mut new_fingerprint = false;
         if learn {
             if kb.samples == 0 {
                 kb.mean = current_rate;
@@ -544,6 +575,7 @@ impl AnomalyEngine {
                 kb.samples += 1;
             }
             let seen = kb.fingerprints.entry(fp).or_insert((0, 0));
+            new_fingerprint = seen.0 == 0;
             seen.0 += 1;
             seen.1 = unix_millis(now);
             if kb.fingerprints.len() > max_fps {
@@ -567,6 +599,7 @@ impl AnomalyEngine {
             }
         }
         self.baselines.mark_key(agent, key);
+        self.last_new_fingerprint = new_fingerprint.then(|| (agent.to_owned(), key.to_owned(), fp));
         if learn {
             self.baselines.mark_fingerprint(agent, key, fp);
             for old in evicted {

@@ -551,3 +551,37 @@ fn the_policy_engine_scores_through_a_shared_handle() {
         .record_outcome(&mcp("run", json!({})), Outcome::Denied, at(0, 14, 12, 0));
     assert!(shared.lock().take_lockdown().is_none());
 }
+
+#[test]
+fn a_denied_action_does_not_become_normal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = engine(&dir.path().join("s.db"));
+    for i in 0..10 {
+        engine.assess(&mcp("run", json!({"command": "ls"})), at(0, 14, i, 0));
+    }
+    let rm = mcp("run", json!({"command": "rm -rf /"}));
+    assert_eq!(engine.assess(&rm, at(0, 14, 11, 0)).components.novelty, 100);
+    engine.record_outcome(&rm, Outcome::Denied, at(0, 14, 11, 0));
+    assert_eq!(
+        engine.assess(&rm, at(0, 14, 12, 0)).components.novelty,
+        100,
+        "a refused command must stay novel"
+    );
+    // An allowed one is learned.
+    let pwd = mcp("run", json!({"command": "pwd"}));
+    assert_eq!(
+        engine.assess(&pwd, at(0, 14, 13, 0)).components.novelty,
+        100
+    );
+    engine.record_outcome(&pwd, Outcome::Success, at(0, 14, 13, 0));
+    assert_eq!(engine.assess(&pwd, at(0, 14, 14, 0)).components.novelty, 0);
+}
+
+#[test]
+fn handles_are_send() {
+    fn send<T: Send>() {}
+    send::<AnomalyEngine>();
+    send::<sentinel_anomaly::SharedAnomalyEngine>();
+    send::<sentinel_anomaly::AlertManager>();
+    send::<sentinel_anomaly::Detector>();
+}
