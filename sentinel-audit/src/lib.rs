@@ -17,6 +17,7 @@ pub mod sink;
 pub mod store;
 pub mod syslog;
 pub mod verify;
+mod wal;
 
 pub use checkpoint::{Checkpoint, ANCHOR_FILE};
 pub use clock::{Clock, ManualClock, SystemClock};
