@@ -59,7 +59,7 @@ pub enum AlertsCommand {
 pub enum WebhookCommand {
     /// Post alerts to URL (Slack-compatible JSON), with an optional backup.
     Set {
-        /// http://host[:port]/path
+        /// `http://host[:port]/path`
         url: String,
         /// Tried when every attempt on URL failed.
         #[arg(long)]

@@ -1,5 +1,5 @@
 //! Behaviour detection on the event stream: single-event rules (see
-//! [`rules`](crate::rules)) plus sequences over a time window per process
+//! [`crate::rules`]) plus sequences over a time window per process
 //! tree, and the link between an MCP tool call and the kernel events its
 //! server caused while the call was in flight.
 //!

@@ -13,6 +13,24 @@
 //!
 //! Everything time-dependent takes `now: SystemTime` from the caller, so
 //! replays with a fake clock are deterministic.
+//!
+//! Wiring in the daemon, in outline:
+//! ```text
+//! let scorer = SharedAnomalyEngine::new(AnomalyEngine::open(&db, ScorerConfig::default())?);
+//! verdicts.set_anomaly(Box::new(scorer.clone()));           // evaluation step 6
+//! // after each verdict:
+//! scorer.lock().record_outcome(&action, Outcome::Denied, now);  // or Success / Failure
+//! if let Some(order) = scorer.lock().take_lockdown() { /* mode → lockdown,
+//!     mode_change{by: order.reason}, alerts.raise(order.alert(), now) */ }
+//! // for every recorded event (seq assigned):
+//! for d in detector.observe(&event, now).detections {
+//!     if let Raised::New(alert) = alerts.raise(d.to_alert(), now)? {
+//!         record(alert.to_event(next_seq()));
+//!     }
+//! }
+//! // MCP proxy: detector.call_started(call_seq, server_pid, now) / call_finished(call_seq)
+//! // operator lifts lockdown: scorer.lock().lift_lockdown("uid 0", now)
+//! ```
 
 pub mod alerts;
 pub mod baseline;

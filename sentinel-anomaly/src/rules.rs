@@ -77,7 +77,7 @@ pub fn is_write(flags: u32) -> bool {
     flags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND) != 0
 }
 
-/// The file name of a path or argv[0].
+/// The file name of a path or `argv[0]`.
 pub fn basename(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
@@ -304,7 +304,7 @@ static REVERSE_SHELL: LazyLock<Regex> = LazyLock::new(|| {
 const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh", "fish", "busybox"];
 const INTERPRETERS: &[&str] = &["python", "python3", "perl", "ruby", "node"];
 
-/// Rules for one exec (`exe` resolved binary, `argv` including argv[0]).
+/// Rules for one exec (`exe` resolved binary, `argv` including `argv[0]`).
 pub fn classify_exec(exe: &str, argv: &[String]) -> Vec<Finding> {
     let mut out = Vec::new();
     let name = program_name(exe, argv);
@@ -504,7 +504,7 @@ pub fn classify_connect(addr: &str, port: u16) -> Vec<Finding> {
     out
 }
 
-/// The program name: the exe's file name, else argv[0]'s.
+/// The program name: the exe's file name, else `argv[0]`'s.
 pub fn program_name<'a>(exe: &'a str, argv: &'a [String]) -> &'a str {
     let from_exe = basename(exe);
     if !from_exe.is_empty() {
