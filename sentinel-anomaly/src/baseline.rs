@@ -92,9 +92,48 @@ struct Dirty {
     fingerprints: HashSet<(String, String, Fingerprint)>,
     evicted: HashSet<(String, String, Fingerprint)>,
     transitions: HashSet<(String, String)>,
+    forgotten_keys: HashSet<(String, String)>,
 }
 
 impl Baselines {
+    /// Forgets the least recently used tenth of `agent`'s action keys when
+    /// it has more than `max`: their rates, fingerprints and transitions.
+    pub fn bound_keys(&mut self, agent: &str, max: usize, keep: &str) {
+        let Some(keys) = self.keys.get_mut(agent) else {
+            return;
+        };
+        if keys.len() <= max {
+            return;
+        }
+        let mut by_age: Vec<(f64, String)> = keys
+            .iter()
+            .filter(|(key, _)| key.as_str() != keep)
+            .map(|(key, kb)| (kb.rate_at, key.clone()))
+            .collect();
+        let forget = (max / 10).max(keys.len() - max).min(by_age.len());
+        if forget == 0 {
+            return;
+        }
+        by_age.select_nth_unstable_by(forget - 1, |a, b| a.0.total_cmp(&b.0));
+        let mut rows = self.transitions.get_mut(agent);
+        for (_, key) in by_age.into_iter().take(forget) {
+            keys.remove(&key);
+            if let Some(rows) = rows.as_deref_mut() {
+                rows.remove(&key);
+            }
+            let entry = (agent.to_owned(), key);
+            self.dirty.keys.remove(&entry);
+            self.dirty.transitions.remove(&entry);
+            self.dirty
+                .fingerprints
+                .retain(|(a, k, _)| !(a == &entry.0 && k == &entry.1));
+            self.dirty
+                .evicted
+                .retain(|(a, k, _)| !(a == &entry.0 && k == &entry.1));
+            self.dirty.forgotten_keys.insert(entry);
+        }
+    }
+
     pub fn mark_agent(&mut self, agent: &str) {
         if !self.dirty.agents.contains(agent) {
             self.dirty.agents.insert(agent.to_owned());
@@ -127,6 +166,7 @@ impl Baselines {
     pub fn is_dirty(&self) -> bool {
         let d = &self.dirty;
         !(d.agents.is_empty()
+            && d.forgotten_keys.is_empty()
             && d.keys.is_empty()
             && d.fingerprints.is_empty()
             && d.evicted.is_empty()
@@ -391,6 +431,20 @@ impl BaselineStore {
             )?;
             for (agent, key, fp) in &dirty.evicted {
                 delete_fp.execute(params![agent, key, fp.to_string()])?;
+            }
+            for (agent, key) in &dirty.forgotten_keys {
+                tx.execute(
+                    "DELETE FROM anomaly_keys WHERE agent = ?1 AND key = ?2",
+                    params![agent, key],
+                )?;
+                tx.execute(
+                    "DELETE FROM anomaly_fingerprints WHERE agent = ?1 AND key = ?2",
+                    params![agent, key],
+                )?;
+                tx.execute(
+                    "DELETE FROM anomaly_transitions WHERE agent = ?1 AND prev = ?2",
+                    params![agent, key],
+                )?;
             }
             let mut upsert_row = tx.prepare_cached(
                 "INSERT INTO anomaly_transitions (agent, prev, total, observed, next)

@@ -136,6 +136,9 @@ pub struct ScorerConfig {
     /// Argument fingerprints kept per (agent, key); least recently seen go
     /// first (default 4096).
     pub max_fingerprints_per_key: usize,
+    /// Action keys kept per agent; the least recently used go first
+    /// (default 10,000).
+    pub max_keys_per_agent: usize,
     /// How often learned baselines are written to SQLite (default 30 s).
     pub flush_interval: Duration,
 }
@@ -154,6 +157,7 @@ impl Default for ScorerConfig {
             error_baseline_alpha: 0.05,
             factor_floor: 30,
             max_fingerprints_per_key: 4096,
+            max_keys_per_agent: 10_000,
             flush_interval: Duration::from_secs(30),
         }
     }
@@ -599,6 +603,8 @@ impl AnomalyEngine {
             }
         }
         self.baselines.mark_key(agent, key);
+        let max_keys = self.config.max_keys_per_agent.max(1);
+        self.baselines.bound_keys(agent, max_keys, key);
         self.last_new_fingerprint = new_fingerprint.then(|| (agent.to_owned(), key.to_owned(), fp));
         if learn {
             self.baselines.mark_fingerprint(agent, key, fp);

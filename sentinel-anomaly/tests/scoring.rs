@@ -585,3 +585,47 @@ fn handles_are_send() {
     send::<sentinel_anomaly::AlertManager>();
     send::<sentinel_anomaly::Detector>();
 }
+
+#[test]
+fn action_keys_per_agent_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    {
+        let mut engine = AnomalyEngine::open(
+            &db,
+            ScorerConfig {
+                max_keys_per_agent: 20,
+                ..config()
+            },
+        )
+        .unwrap();
+        for i in 0..100 {
+            let action = Action {
+                agent: Some("claude".into()),
+                uid: 1000,
+                pid: 1,
+                object: Object::Connect {
+                    addr: std::net::IpAddr::from([10, 0, 0, i as u8]),
+                    port: 443,
+                },
+            };
+            engine.assess(&action, at(0, 10, 0, 0) + Duration::from_secs(i));
+        }
+    }
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let keys: i64 = conn
+        .query_row("SELECT COUNT(*) FROM anomaly_keys", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        (1..=21).contains(&keys),
+        "{keys} keys stored for a cap of 20"
+    );
+    let newest: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM anomaly_keys WHERE key = 'connect:10.0.0.99:443'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(newest, 1);
+}
