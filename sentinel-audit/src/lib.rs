@@ -1,7 +1,8 @@
 //! What Sentinel records and exports: the [`Event`] record (the JSONL
 //! contract), the tamper-evident audit chain in SQLite ([`AuditLog`],
 //! [`verify`]), the SIEM formats (JSONL, CEF, RFC 5424 syslog) and the live
-//! export sinks ([`Sink`]), plus the `sentinel audit` CLI ([`cli`]).
+//! export sinks ([`Sink`]), the writer thread that ties them together
+//! ([`AuditWriter`]), and the `sentinel audit` CLI ([`cli`]).
 
 pub mod cef;
 pub mod checkpoint;
@@ -18,6 +19,7 @@ pub mod store;
 pub mod syslog;
 pub mod verify;
 mod wal;
+pub mod writer;
 
 pub use checkpoint::{Checkpoint, ANCHOR_FILE};
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -25,6 +27,7 @@ pub use error::AuditError;
 pub use event::{Body, Event, ProcessInfo};
 pub use keys::{VERIFY_KEY_FILE, WRITER_KEY_FILE};
 pub use log::{AuditConfig, AuditLog, Retention, RetentionSummary, WriterHealth};
-pub use sink::{Sink, SinkOptions, SinkSpec, SinkStats, Sinks};
+pub use sink::{Sink, SinkMonitor, SinkOptions, SinkSpec, SinkStats, Sinks};
 pub use store::{AuditReader, Column, QueryFilter, Stats};
 pub use verify::{verify, verify_with_key, AnchorStatus, Problem, VerifyReport};
+pub use writer::{AuditWriter, AuditWriterOptions, AuditWriterStats};

@@ -421,10 +421,18 @@ impl Sinks {
 
     /// Per-sink counters, labelled with the sink's spec.
     pub fn stats(&self) -> Vec<(String, SinkStats)> {
-        self.sinks
-            .iter()
-            .map(|s| (s.spec.to_string(), s.stats()))
-            .collect()
+        self.monitor().stats()
+    }
+
+    /// A handle that reads the counters from any thread, while the sinks
+    /// themselves are owned by the writer.
+    pub fn monitor(&self) -> SinkMonitor {
+        SinkMonitor(
+            self.sinks
+                .iter()
+                .map(|s| (s.spec.to_string(), Arc::clone(&s.counters)))
+                .collect(),
+        )
     }
 
     /// Shuts every sink down (see [`Sink::shutdown`]).
@@ -435,6 +443,19 @@ impl Sinks {
         self.sinks
             .into_iter()
             .map(|s| (s.spec.to_string(), s.shutdown()))
+            .collect()
+    }
+}
+
+/// Reads the counters of a set of sinks; cheap to clone.
+#[derive(Clone, Default)]
+pub struct SinkMonitor(Vec<(String, Arc<Counters>)>);
+
+impl SinkMonitor {
+    pub fn stats(&self) -> Vec<(String, SinkStats)> {
+        self.0
+            .iter()
+            .map(|(name, counters)| (name.clone(), counters.snapshot()))
             .collect()
     }
 }

@@ -1,0 +1,260 @@
+//! The audit writer thread: takes events from the daemon, commits them in
+//! batches (one transaction each), then hands each committed batch and its
+//! checkpoint to the export sinks. SQLite and fsync block, so this runs on
+//! its own OS thread, not on the async runtime.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::checkpoint::Checkpoint;
+use crate::error::AuditError;
+use crate::event::Event;
+use crate::log::{AuditLog, WriterHealth};
+use crate::sink::{SinkMonitor, SinkStats, Sinks};
+
+/// Tunables of the writer thread.
+#[derive(Debug, Clone)]
+pub struct AuditWriterOptions {
+    /// Events buffered before `try_record` refuses (and counts) them.
+    pub queue_capacity: usize,
+    /// The most events committed in one transaction.
+    pub max_batch: usize,
+    /// Attempts to commit a batch before its events are counted as failed.
+    pub commit_attempts: u32,
+}
+
+impl Default for AuditWriterOptions {
+    fn default() -> Self {
+        AuditWriterOptions {
+            queue_capacity: 65_536,
+            max_batch: 1024,
+            commit_attempts: 3,
+        }
+    }
+}
+
+/// Counters for `sentinel status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditWriterStats {
+    /// Events committed to the audit database.
+    pub recorded: u64,
+    /// Events refused by `try_record` because the queue was full.
+    pub dropped: u64,
+    /// Events lost because their batch could not be committed.
+    pub failed: u64,
+    /// The newest committed sequence number.
+    pub last_seq: u64,
+    pub health: WriterHealth,
+    pub sinks: Vec<(String, SinkStats)>,
+}
+
+#[derive(Default)]
+struct Counters {
+    recorded: AtomicU64,
+    dropped: AtomicU64,
+    failed: AtomicU64,
+    last_seq: AtomicU64,
+    key_write_errors: AtomicU64,
+    anchor_write_errors: AtomicU64,
+    wal_checkpoint_errors: AtomicU64,
+}
+
+enum Command {
+    Record(Event),
+    /// Answered once everything queued before it is committed.
+    Flush(SyncSender<Checkpoint>),
+}
+
+/// Handle to the writer thread.
+pub struct AuditWriter {
+    tx: Option<SyncSender<Command>>,
+    worker: Option<JoinHandle<()>>,
+    counters: Arc<Counters>,
+    sinks: SinkMonitor,
+}
+
+impl AuditWriter {
+    /// Moves `log` and `sinks` to a new writer thread.
+    pub fn spawn(
+        log: AuditLog,
+        sinks: Sinks,
+        options: AuditWriterOptions,
+    ) -> Result<AuditWriter, AuditError> {
+        let (tx, rx) = mpsc::sync_channel(options.queue_capacity.max(1));
+        let counters = Arc::new(Counters::default());
+        counters.last_seq.store(log.last_seq(), Ordering::Relaxed);
+        let monitor = sinks.monitor();
+        let mut worker = Worker {
+            log,
+            sinks: Some(sinks),
+            counters: Arc::clone(&counters),
+            max_batch: options.max_batch.max(1),
+            attempts: options.commit_attempts.max(1),
+        };
+        let handle = std::thread::Builder::new()
+            .name("audit writer".into())
+            .spawn(move || worker.run(rx))
+            .map_err(|e| AuditError::io("audit writer thread", e))?;
+        Ok(AuditWriter {
+            tx: Some(tx),
+            worker: Some(handle),
+            counters,
+            sinks: monitor,
+        })
+    }
+
+    /// Queues an event without blocking; `false` (and a counted drop) when
+    /// the queue is full.
+    pub fn try_record(&self, event: Event) -> bool {
+        let Some(tx) = &self.tx else {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
+        match tx.try_send(Command::Record(event)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Queues an event, waiting while the queue is full (backpressure).
+    pub fn record(&self, event: Event) {
+        let sent = self
+            .tx
+            .as_ref()
+            .is_some_and(|tx| tx.send(Command::Record(event)).is_ok());
+        if !sent {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits until everything queued so far is committed; returns the
+    /// checkpoint of the tail, or `None` if the writer has stopped.
+    pub fn flush(&self, timeout: Duration) -> Option<Checkpoint> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.tx.as_ref()?.send(Command::Flush(reply)).ok()?;
+        answer.recv_timeout(timeout).ok()
+    }
+
+    pub fn stats(&self) -> AuditWriterStats {
+        let c = &self.counters;
+        AuditWriterStats {
+            recorded: c.recorded.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            last_seq: c.last_seq.load(Ordering::Relaxed),
+            health: WriterHealth {
+                key_write_errors: c.key_write_errors.load(Ordering::Relaxed),
+                anchor_write_errors: c.anchor_write_errors.load(Ordering::Relaxed),
+                wal_checkpoint_errors: c.wal_checkpoint_errors.load(Ordering::Relaxed),
+            },
+            sinks: self.sinks.stats(),
+        }
+    }
+
+    /// Commits everything queued, shuts the sinks down (flushing them,
+    /// stdout included) and stops the thread. Call on SIGINT/SIGTERM.
+    pub fn shutdown(mut self) -> AuditWriterStats {
+        self.stop();
+        self.stats()
+    }
+
+    fn stop(&mut self) {
+        self.tx = None;
+        if let Some(worker) = self.worker.take() {
+            if worker.join().is_err() {
+                tracing::error!("audit writer thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for AuditWriter {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Worker {
+    log: AuditLog,
+    sinks: Option<Sinks>,
+    counters: Arc<Counters>,
+    max_batch: usize,
+    attempts: u32,
+}
+
+impl Worker {
+    fn run(&mut self, rx: Receiver<Command>) {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        let mut flushes = Vec::new();
+        while let Ok(first) = rx.recv() {
+            let mut next = Some(first);
+            while let Some(command) = next.take() {
+                match command {
+                    Command::Record(event) => batch.push(event),
+                    Command::Flush(reply) => flushes.push(reply),
+                }
+                if batch.len() >= self.max_batch {
+                    self.commit(&mut batch);
+                }
+                next = rx.try_recv().ok();
+            }
+            self.commit(&mut batch);
+            for reply in flushes.drain(..) {
+                let _ = reply.send(self.log.checkpoint());
+            }
+        }
+        self.commit(&mut batch);
+        if let Some(sinks) = self.sinks.take() {
+            sinks.shutdown();
+        }
+    }
+
+    fn commit(&mut self, batch: &mut Vec<Event>) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut attempt = 1;
+        let result = loop {
+            match self.log.append_batch(batch) {
+                Ok(checkpoint) => break Ok(checkpoint),
+                Err(e) if attempt >= self.attempts => break Err(e),
+                Err(e) => {
+                    tracing::warn!("audit commit failed (attempt {attempt}), retrying: {e}");
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        };
+        let n = batch.len() as u64;
+        match result {
+            Ok(checkpoint) => {
+                self.counters.recorded.fetch_add(n, Ordering::Relaxed);
+                self.counters
+                    .last_seq
+                    .store(checkpoint.seq, Ordering::Relaxed);
+                if let Some(sinks) = &self.sinks {
+                    sinks.publish(batch, &checkpoint);
+                }
+            }
+            Err(e) => {
+                self.counters.failed.fetch_add(n, Ordering::Relaxed);
+                tracing::error!("audit: {n} events could not be recorded: {e}");
+            }
+        }
+        let health = self.log.health();
+        let c = &self.counters;
+        c.key_write_errors
+            .store(health.key_write_errors, Ordering::Relaxed);
+        c.anchor_write_errors
+            .store(health.anchor_write_errors, Ordering::Relaxed);
+        c.wal_checkpoint_errors
+            .store(health.wal_checkpoint_errors, Ordering::Relaxed);
+        batch.clear();
+    }
+}
