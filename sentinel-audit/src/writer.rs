@@ -62,6 +62,9 @@ struct Counters {
     wal_checkpoint_errors: AtomicU64,
 }
 
+// Nearly every command is an event: boxing it to shrink the rare flush
+// would cost an allocation per event.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     Record(Event),
     /// Answered once everything queued before it is committed.
