@@ -432,13 +432,11 @@ impl AnomalyEngine {
             self.config.error_baseline_alpha,
         );
         let a = self.baselines.agents.entry(agent.clone()).or_default();
-        if a.outcomes == 0 {
-            a.error_recent = is_error;
-            a.error_baseline = is_error;
-        } else {
-            a.error_recent += recent_alpha * (is_error - a.error_recent);
-            a.error_baseline += baseline_alpha * (is_error - a.error_baseline);
-        }
+        // Running mean until there are 1/α outcomes, then EWMA: the early
+        // baseline is not biased towards zero.
+        let warmup = 1.0 / (a.outcomes as f64 + 1.0);
+        a.error_recent += recent_alpha.max(warmup) * (is_error - a.error_recent);
+        a.error_baseline += baseline_alpha.max(warmup) * (is_error - a.error_baseline);
         a.outcomes += 1;
         self.baselines.mark_agent(&agent);
         self.maybe_flush(now);
@@ -571,6 +569,8 @@ impl AnomalyEngine {
                 kb.sampled_at = t;
                 kb.samples = 1;
             } else if t - kb.sampled_at >= sample_interval {
+                // Running mean until there are 1/α samples, then EWMA.
+                let alpha = alpha.max(1.0 / (kb.samples as f64 + 1.0));
                 let diff = current_rate - kb.mean;
                 let increment = alpha * diff;
                 kb.mean += increment;

@@ -629,3 +629,25 @@ fn action_keys_per_agent_are_bounded() {
         .unwrap();
     assert_eq!(newest, 1);
 }
+
+#[test]
+fn a_habitually_failing_agent_is_not_an_error_anomaly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = engine(&dir.path().join("s.db"));
+    let action = mcp("build", json!({"target": "all"}));
+    for i in 0..40 {
+        engine.assess(&action, at(0, 10, i, 0));
+        let outcome = if i % 2 == 0 {
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        };
+        engine.record_outcome(&action, outcome, at(0, 10, i, 1));
+    }
+    let a = engine.assess(&action, at(0, 10, 45, 0));
+    assert!(
+        a.components.error_rate <= 30,
+        "half the builds always fail: error rate {}",
+        a.components.error_rate
+    );
+}
