@@ -17,6 +17,10 @@ use crate::store::{CallBinding, PinStatus, Store};
 /// The verdict engine, as the proxy needs it.
 pub trait Evaluate: Send + Sync {
     fn evaluate(&self, action: &Action, now: SystemTime) -> Verdict;
+    /// The verdict without side effects (no rate-limit token spent, no
+    /// breaker probe, no anomaly baseline update): used to decide whether
+    /// a tool is advertised in `tools/list`.
+    fn evaluate_quietly(&self, action: &Action, now: SystemTime) -> Verdict;
     /// Feeds the circuit breaker.
     fn server_outcome(&self, server: &str, ok: bool, now: SystemTime);
 }
@@ -134,7 +138,7 @@ impl Decider for LocalDecider {
     }
 
     fn decide_listing(&self, probe: &ToolCall, now: SystemTime) -> Result<Verdict, DecideError> {
-        Ok(self.engine.evaluate(&Self::action(probe), now))
+        Ok(self.engine.evaluate_quietly(&Self::action(probe), now))
     }
 
     fn record(&self, record: CallRecord, now: SystemTime) -> Result<(), DecideError> {

@@ -345,3 +345,41 @@ fn the_servers_exit_status_is_propagated() {
     );
     assert_eq!(proxy.finish().code(), Some(7));
 }
+
+#[test]
+fn listing_tools_spends_no_rate_limit_tokens() {
+    let peers = peers();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy_dir(
+        dir.path(),
+        r#"
+[[rule]]
+name = "echo-once-an-hour"
+action = "allow"
+kind = "mcp"
+tool = "echo"
+rate_limit = { max = 1, per_seconds = 3600 }
+"#,
+    );
+    let mut proxy = Session::spawn(
+        &proxy_bin(),
+        &proxy_args(
+            &policy,
+            &dir.path().join("s.db"),
+            &[],
+            &python_server(&peers),
+        ),
+        &[],
+    );
+    proxy.request(&initialize(1));
+    proxy.send(&initialized());
+    for id in 2..5 {
+        let tools = proxy.request(&list(id));
+        assert!(tools.to_string().contains("\"echo\""), "{tools}");
+    }
+    let first = proxy.request(&call(5, "echo", json!({"text": "one"})));
+    assert_eq!(text_of(&first), "one", "listing spent no token: {first}");
+    let second = proxy.request(&call(6, "echo", json!({"text": "two"})));
+    assert_eq!(second["result"]["isError"], true, "{second}");
+    assert!(proxy.finish().success());
+}
