@@ -316,3 +316,89 @@ fn an_ask_uses_elicitation_when_the_client_declares_it() {
         assert_eq!(call_log(&log).len(), reaches, "{answer}");
     }
 }
+
+fn everything_through_proxy(dir: &Path, extra: &[&str], envs: &[(&str, String)]) -> Session {
+    let peers = peers();
+    let policy = policy_dir(dir, TEST_POLICY);
+    let everything = peers.node_bin.join("mcp-server-everything");
+    let server = vec![everything.display().to_string(), "stdio".to_string()];
+    let mut proxy = Session::spawn(
+        &proxy_bin(),
+        &proxy_args(&policy, &dir.join("s.db"), extra, &server),
+        envs,
+    );
+    proxy.request(&initialize(1));
+    proxy.send(&initialized());
+    proxy
+}
+
+#[test]
+fn progress_notifications_and_cancellations_pass_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut proxy = everything_through_proxy(dir.path(), &["--request-timeout-ms", "3000"], &[]);
+    let mut long = call(
+        2,
+        "trigger-long-running-operation",
+        json!({"duration": 1, "steps": 3}),
+    );
+    long["params"]["_meta"] = json!({"progressToken": "tok-1"});
+    proxy.send(&long);
+    let mut progress = 0;
+    loop {
+        let msg = proxy.recv_json();
+        if msg["method"] == "notifications/progress" {
+            assert_eq!(msg["params"]["progressToken"], "tok-1");
+            progress += 1;
+        } else if msg["id"] == 2 {
+            assert!(msg.get("result").is_some(), "{msg}");
+            break;
+        }
+    }
+    assert!(progress >= 1, "progress notifications reached the client");
+
+    // A cancelled request is not answered by a timeout error.
+    let mut slow = call(
+        3,
+        "trigger-long-running-operation",
+        json!({"duration": 6, "steps": 2}),
+    );
+    slow["params"]["_meta"] = json!({"progressToken": "tok-2"});
+    proxy.send(&slow);
+    proxy.send(&json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 3, "reason": "user"}}));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut answers = Vec::new();
+    while std::time::Instant::now() < deadline {
+        if let Some(line) = proxy.recv_within(1) {
+            let msg: Value = serde_json::from_slice(&line).unwrap();
+            if msg["id"] == 3 {
+                answers.push(msg);
+            }
+        }
+    }
+    assert!(answers.len() <= 1, "{answers:?}");
+    assert!(
+        answers.iter().all(|a| a["error"]["code"] != -32001),
+        "no timeout answer for a cancelled request: {answers:?}"
+    );
+    let ok = proxy.request(&call(4, "echo", json!({"message": "still fine"})));
+    assert!(ok.to_string().contains("still fine"), "{ok}");
+}
+
+#[test]
+fn secrets_in_a_real_servers_result_are_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "ghp_0123456789abcdefghijABCDEFGHIJ012345";
+    let mut proxy = everything_through_proxy(
+        dir.path(),
+        &[],
+        &[("SENTINEL_TEST_GITHUB_TOKEN", token.to_string())],
+    );
+    let env = proxy.request(&call(2, "get-env", json!({})));
+    let text = env.to_string();
+    assert!(
+        text.contains("SENTINEL_TEST_GITHUB_TOKEN"),
+        "the server really returned its environment"
+    );
+    assert!(!text.contains(token), "the token is redacted");
+    assert!(text.contains("[REDACTED:github-token]"), "{text}");
+}
