@@ -34,6 +34,10 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join(SOCKET_NAME)
 }
 
+fn yes() -> bool {
+    true
+}
+
 /// The caller, as the kernel reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerCred {
@@ -47,15 +51,37 @@ pub struct PeerCred {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum DaemonRequest {
     Hello,
-    Decide { call: ToolCall },
-    DecideListing { call: ToolCall },
-    Record { record: CallRecord },
-    Alert { alert: ProxyAlert },
-    ServerOutcome { server: String, ok: bool },
-    CheckTools { server: String, tools: Vec<Value> },
+    Decide {
+        call: ToolCall,
+    },
+    DecideListing {
+        call: ToolCall,
+    },
+    Record {
+        record: CallRecord,
+    },
+    Alert {
+        alert: ProxyAlert,
+    },
+    ServerOutcome {
+        server: String,
+        ok: bool,
+    },
+    CheckTools {
+        server: String,
+        tools: Vec<Value>,
+        /// False while more pages (`nextCursor`) follow.
+        #[serde(default = "yes")]
+        last_page: bool,
+    },
     ScanPolicy,
-    TakeAsk { binding: CallBinding },
-    RequestAsk { binding: CallBinding, ttl_secs: u64 },
+    TakeAsk {
+        binding: CallBinding,
+    },
+    RequestAsk {
+        binding: CallBinding,
+        ttl_secs: u64,
+    },
 }
 
 /// One answer from the daemon.
@@ -143,8 +169,12 @@ impl DecisionHandler for PeerBoundHandler {
                 d.server_outcome(&server, ok, now);
                 Ok(DaemonResponse::Done)
             }
-            DaemonRequest::CheckTools { server, tools, .. } => d
-                .check_tools(&server, &tools, now)
+            DaemonRequest::CheckTools {
+                server,
+                tools,
+                last_page,
+            } => d
+                .check_tools(&server, &tools, last_page, now)
                 .map(DaemonResponse::Pins),
             DaemonRequest::ScanPolicy => Ok(DaemonResponse::ScanPolicy(d.scan_policy())),
             DaemonRequest::TakeAsk { mut binding, .. } => {
@@ -351,11 +381,13 @@ impl Decider for DaemonDecider {
         &self,
         server: &str,
         tools: &[Value],
+        last_page: bool,
         _now: SystemTime,
     ) -> Result<Vec<(String, PinStatus)>, DecideError> {
         match self.call(&DaemonRequest::CheckTools {
             server: server.into(),
             tools: tools.to_vec(),
+            last_page,
         })? {
             DaemonResponse::Pins(p) if p.len() == tools.len() => Ok(p),
             other => Err(unexpected("one pin status per tool", other)),

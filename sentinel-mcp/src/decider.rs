@@ -83,11 +83,13 @@ pub trait Decider: Send + Sync {
     /// Tells the circuit breaker whether the server answered well.
     fn server_outcome(&self, server: &str, ok: bool, now: SystemTime);
 
-    /// Compares a server's tool definitions with their pins.
+    /// Compares a server's tool definitions (one `tools/list` page;
+    /// `last_page` when no `nextCursor` follows) with their pins.
     fn check_tools(
         &self,
         server: &str,
         tools: &[Value],
+        last_page: bool,
         now: SystemTime,
     ) -> Result<Vec<(String, PinStatus)>, DecideError>;
 

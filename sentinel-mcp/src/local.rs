@@ -167,9 +167,10 @@ impl Decider for LocalDecider {
         &self,
         server: &str,
         tools: &[Value],
+        last_page: bool,
         now: SystemTime,
     ) -> Result<Vec<(String, PinStatus)>, DecideError> {
-        Ok(self.store().check_tools(server, tools, now)?)
+        Ok(self.store().check_tools(server, tools, last_page, now)?)
     }
 
     fn scan_policy(&self) -> ScanPolicy {

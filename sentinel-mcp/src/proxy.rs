@@ -790,6 +790,11 @@ impl Proxy {
     }
 
     fn on_tools_list(&self, step: &mut Step, mut msg: Message, raw: Vec<u8>) {
+        let last_page = msg
+            .value
+            .get("result")
+            .and_then(|r| r.get("nextCursor"))
+            .is_none_or(Value::is_null);
         let Some(tools) = msg
             .value
             .get_mut("result")
@@ -800,7 +805,10 @@ impl Proxy {
             return;
         };
         let now = self.clock.now();
-        let statuses = match self.decider.check_tools(&self.config.server, tools, now) {
+        let statuses = match self
+            .decider
+            .check_tools(&self.config.server, tools, last_page, now)
+        {
             Ok(statuses) => statuses,
             Err(e) => {
                 self.warn(&format!("could not check tool pins: {e}"));
