@@ -84,8 +84,9 @@ pub mod config {
     pub const LEN: u32 = 8;
 
     pub mod flags {
-        /// Lockdown: deny exec (except the allow-list), connect and
-        /// write-opens for every watched process.
+        /// Lockdown: deny every exec, open and connect of a watched process
+        /// except the allow-lists (`LOCKDOWN_*_ALLOW`); opens that write
+        /// are always denied. Deny entries (quarantine) still win.
         pub const LOCKDOWN: u64 = 1;
         /// BPF LSM programs are attached: tracepoints mark decisions and
         /// the LSM hooks refuse with EPERM instead of sending SIGKILL.
@@ -114,7 +115,7 @@ pub mod counter {
 pub mod decision {
     pub const DENY: u8 = 1;
     pub const ASK: u8 = 2;
-    /// Only in the lockdown allow-list (`path_key_kind::LOCKDOWN_EXEC_ALLOW`).
+    /// Only in the lockdown allow-lists.
     pub const ALLOW: u8 = 3;
 }
 
@@ -123,6 +124,8 @@ pub mod path_key_kind {
     pub const EXEC: u8 = 1;
     pub const OPEN: u8 = 2;
     pub const LOCKDOWN_EXEC_ALLOW: u8 = 3;
+    /// Paths still readable in lockdown (writes are always refused).
+    pub const LOCKDOWN_OPEN_ALLOW: u8 = 4;
 }
 
 /// Bytes of path in a [`PathKey`] (the LPM trie holds at most 256 data

@@ -74,6 +74,9 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::LEN, 
 static PATH_RULES: LpmTrie<PathKeyData, PathRule> = LpmTrie::with_max_entries(8192, 0);
 #[map]
 static NET_RULES: LpmTrie<NetKeyData, NetRule> = LpmTrie::with_max_entries(4096, 0);
+/// Destinations still reachable in lockdown.
+#[map]
+static LOCKDOWN_NET_ALLOW: LpmTrie<NetKeyData, NetRule> = LpmTrie::with_max_entries(256, 0);
 #[map]
 static LSM_MARKS: HashMap<u64, u32> = HashMap::with_max_entries(8192, 0);
 /// Exec records captured at entry, emitted at exit when the exec succeeded.
@@ -275,26 +278,27 @@ fn on_exec_enter(filename: *const u8, argv: *const *const u8) {
     let _ = PENDING_EXEC.insert(&cur.tid, &*ev, 0);
 }
 
-/// The decision for executing `filename`, if the kernel has one.
+/// The decision for executing `filename`, if the kernel has one. Deny and
+/// ask entries (quarantine, in lockdown) come first, then the lockdown
+/// allow-list.
 #[inline(always)]
 fn exec_decision(filename: &[u8; PATH_LEN]) -> Option<(u8, u32)> {
-    if flag(config::flags::LOCKDOWN) {
-        let allowed = matches!(
-            path_rule(path_key_kind::LOCKDOWN_EXEC_ALLOW, filename),
-            Some(r) if r.decision == decision::ALLOW
-        );
-        return if allowed {
-            None
-        } else {
-            Some((decision::DENY, RULE_LOCKDOWN))
-        };
-    }
-    match path_rule(path_key_kind::EXEC, filename) {
-        Some(r) if r.decision == decision::DENY || r.decision == decision::ASK => {
-            Some((r.decision, r.rule_id))
+    if let Some(r) = path_rule(path_key_kind::EXEC, filename) {
+        if r.decision == decision::DENY || r.decision == decision::ASK {
+            return Some((r.decision, r.rule_id));
         }
-        _ => None,
     }
+    if flag(config::flags::LOCKDOWN)
+        && !allowed_in_lockdown(path_key_kind::LOCKDOWN_EXEC_ALLOW, filename)
+    {
+        return Some((decision::DENY, RULE_LOCKDOWN));
+    }
+    None
+}
+
+#[inline(always)]
+fn allowed_in_lockdown(table: u8, path: &[u8; PATH_LEN]) -> bool {
+    matches!(path_rule(table, path), Some(r) if r.decision == decision::ALLOW)
 }
 
 #[inline(always)]
@@ -505,16 +509,20 @@ fn decide_and_emit_open(cur: &Current, ev: &mut OpenEvent, dfd: i32, flags: u32,
     let writes = open_writes(flags);
     let mut decided = 0u8;
     let mut rule_id = 0u32;
-    if flag(config::flags::LOCKDOWN) && writes {
-        decided = decision::DENY;
-        rule_id = RULE_LOCKDOWN;
-    } else if let Some(rule) = path_rule(path_key_kind::OPEN, &ev.path) {
+    if let Some(rule) = path_rule(path_key_kind::OPEN, &ev.path) {
         if (rule.write_only == 0 || writes)
             && (rule.decision == decision::DENY || rule.decision == decision::ASK)
         {
             decided = rule.decision;
             rule_id = rule.rule_id;
         }
+    }
+    if decided == 0
+        && flag(config::flags::LOCKDOWN)
+        && (writes || !allowed_in_lockdown(path_key_kind::LOCKDOWN_OPEN_ALLOW, &ev.path))
+    {
+        decided = decision::DENY;
+        rule_id = RULE_LOCKDOWN;
     }
     if decided != 0 {
         ev.header.rule_id = rule_id;
@@ -614,14 +622,18 @@ fn connect_decision(
     at_syscall_entry: bool,
 ) -> (u32, u32) {
     let (mut decided, mut rule_id) = (0u8, 0u32);
-    if flag(config::flags::LOCKDOWN) {
-        decided = decision::DENY;
-        rule_id = RULE_LOCKDOWN;
-    } else if let Some(rule) = net_rule(family, addr) {
+    if let Some(rule) = net_rule(&NET_RULES, family, addr) {
         if port_matches(&rule, port) {
             decided = rule.decision;
             rule_id = rule.rule_id;
         }
+    }
+    if decided == 0
+        && flag(config::flags::LOCKDOWN)
+        && !matches!(net_rule(&LOCKDOWN_NET_ALLOW, family, addr), Some(r) if r.decision == decision::ALLOW)
+    {
+        decided = decision::DENY;
+        rule_id = RULE_LOCKDOWN;
     }
     match decided {
         decision::DENY => {
@@ -644,7 +656,11 @@ fn connect_decision(
 }
 
 #[inline(always)]
-fn net_rule(family: u16, addr: &[u8; 16]) -> Option<NetRule> {
+fn net_rule(
+    trie: &LpmTrie<NetKeyData, NetRule>,
+    family: u16,
+    addr: &[u8; 16],
+) -> Option<NetRule> {
     let mut data = NetKeyData { bytes: [0; 17] };
     // An IPv4-mapped IPv6 address is looked up as the IPv4 address it is.
     let mapped = family == AF_INET6
@@ -659,12 +675,12 @@ fn net_rule(family: u16, addr: &[u8; 16]) -> Option<NetRule> {
         data.bytes[3] = addr[off + 2];
         data.bytes[4] = addr[off + 3];
         let key = Key::new(8 + 32, data);
-        NET_RULES.get(&key).copied()
+        trie.get(&key).copied()
     } else {
         data.bytes[0] = 6;
         data.bytes[1..17].copy_from_slice(addr);
         let key = Key::new(8 + 128, data);
-        NET_RULES.get(&key).copied()
+        trie.get(&key).copied()
     }
 }
 

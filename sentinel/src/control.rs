@@ -25,9 +25,16 @@ pub const SOCKET_NAME: &str = "control.sock";
 pub enum Request {
     Status,
     ModeGet,
-    ModeSet { mode: Mode },
-    Approve { id: u64 },
-    Deny { id: u64 },
+    ModeSet {
+        mode: Mode,
+    },
+    /// A held kernel action (a number) or an MCP approval id.
+    Approve {
+        id: String,
+    },
+    Deny {
+        id: String,
+    },
 }
 
 pub type Handler = Arc<dyn Fn(Request) -> Value + Send + Sync>;

@@ -1,24 +1,31 @@
-//! `sentinel run`: the daemon's lifetime. Checks the machine, loads the
-//! sensor, watches the requested UIDs, then runs three tasks until SIGINT
-//! or SIGTERM — the ring-buffer reader (which drives the pipeline), the
-//! control socket, and a once-a-second housekeeping tick — and on the way
-//! out flushes the stream and detaches every program.
+//! `sentinel run`: the daemon's lifetime. Checks the machine, opens the
+//! engine, the audit chain and the sinks, loads the sensor, watches the
+//! requested UIDs, then runs until SIGINT or SIGTERM: the ring-buffer
+//! reader (which drives the [`Core`] data path), the control socket, the
+//! MCP decision socket, and a once-a-second housekeeping tick. On the way
+//! out it drains the ring buffer, flushes the chain and the sinks, and
+//! detaches every program (dropping the sensor does that on every path).
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
+use sentinel_audit::{AuditLog, SinkOptions, SinkSpec, Sinks};
+use sentinel_mcp::daemon::{bind_socket, serve_decisions, PeerBoundHandler, PeerCred};
+use sentinel_mcp::inprocess::SharedEngine;
+use sentinel_mcp::{AuditSink, LocalDecider, ScanPolicy, Store};
+use sentinel_policy::{homes_from_passwd, Engine, Mode, Policy};
 use serde_json::json;
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::control::{self, Request};
+use crate::enforce::Approvals;
 use crate::observe::{Sensor, SensorOptions};
-use crate::output::Output;
-use crate::pipeline::{Pipeline, Stats};
+use crate::pipeline::{lock, mode_name, Core, CoreParts};
 use crate::preflight;
 use crate::process::ProcessTable;
 
@@ -27,16 +34,16 @@ use crate::process::ProcessTable;
 pub struct RunConfig {
     /// Watched UIDs and their agent names.
     pub agents: BTreeMap<u32, String>,
-    pub jsonl: Option<String>,
+    /// `--jsonl` and `--cef` sinks.
+    pub sinks: Vec<SinkSpec>,
+    pub sink_options: SinkOptions,
     pub state_dir: PathBuf,
+    pub db: PathBuf,
+    /// `None`: the embedded default policies.
+    pub policy: Option<PathBuf>,
+    pub mode: Mode,
+    pub approval_timeout: Duration,
     pub sensor: SensorOptions,
-}
-
-/// Everything the control socket reads.
-struct Shared {
-    sensor: Mutex<Sensor>,
-    stats: Arc<Stats>,
-    agents: BTreeMap<u32, String>,
 }
 
 pub fn run(config: RunConfig) -> Result<()> {
@@ -48,7 +55,17 @@ pub fn run(config: RunConfig) -> Result<()> {
     runtime.block_on(run_async(config))
 }
 
+/// Loads the policy the daemon will run: a bad directory is an error
+/// before anything is attached.
+pub fn load_policy(dir: Option<&Path>) -> Result<Policy> {
+    match dir {
+        Some(dir) => Policy::load_dir(dir).map_err(|e| anyhow::anyhow!("{e}")),
+        None => Ok(Policy::embedded_defaults()),
+    }
+}
+
 async fn run_async(config: RunConfig) -> Result<()> {
+    let policy = load_policy(config.policy.as_deref())?;
     std::fs::create_dir_all(&config.state_dir).with_context(|| {
         format!(
             "creating the state directory {}",
@@ -57,11 +74,24 @@ async fn run_async(config: RunConfig) -> Result<()> {
     })?;
     std::fs::set_permissions(&config.state_dir, std::fs::Permissions::from_mode(0o755))?;
     let mut control_socket = control::bind(&config.state_dir)?;
+    if let Some(parent) = config.db.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let audit = AuditLog::open(&config.db, &config.state_dir)
+        .map_err(|e| anyhow::anyhow!("opening the audit chain {}: {e}", config.db.display()))?;
+    let sinks = Sinks::start(&config.sinks, &config.sink_options)
+        .map_err(|e| anyhow::anyhow!("starting the export sinks: {e}"))?;
 
-    let output = match &config.jsonl {
-        Some(target) => Output::open(target).with_context(|| format!("opening {target}"))?,
-        None => Output::none(),
-    };
+    let homes: HashMap<u32, PathBuf> = homes_from_passwd(Path::new("/etc/passwd"))
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .into_iter()
+        .filter(|(uid, _)| config.agents.contains_key(uid))
+        .collect();
+    let mut engine = Engine::new(policy);
+    engine.set_homes(homes.clone());
+    engine.set_mode(config.mode);
+    let engine = Arc::new(Mutex::new(engine));
 
     let mut sensor = Sensor::load(&config.sensor)?;
     for uid in config.agents.keys() {
@@ -74,30 +104,49 @@ async fn run_async(config: RunConfig) -> Result<()> {
     }
     let ring = sensor.take_events()?;
     tracing::info!(
-        "watching uids {:?}; attached {}; enforcement exec={} open={} connect={}",
+        "watching uids {:?} in mode {}; enforcement exec={} open={} connect={}",
         config.agents.keys().collect::<Vec<_>>(),
-        sensor.attached.len(),
+        mode_name(config.mode),
         sensor.mechanisms.exec,
         sensor.mechanisms.open,
         sensor.mechanisms.connect,
     );
     if let Some(why) = &sensor.lsm_unavailable {
-        tracing::info!("BPF LSM not used ({why}); falling back to cgroup hooks and SIGKILL");
+        tracing::info!("BPF LSM not used ({why}); cgroup hooks and SIGKILL instead");
     }
 
-    let stats = Arc::new(Stats::default());
-    let shared = Arc::new(Shared {
-        sensor: Mutex::new(sensor),
-        stats: stats.clone(),
-        agents: config.agents.clone(),
-    });
-    let pipeline = Arc::new(Mutex::new(Pipeline::new(table, output, stats)));
+    let core = Core::new(CoreParts {
+        sensor,
+        engine: engine.clone(),
+        homes,
+        table,
+        audit,
+        sinks,
+        approvals: Approvals::new(config.approval_timeout),
+    })?;
+    let core = Arc::new(Mutex::new(core));
 
     let listener = control_socket
         .listener
         .take()
         .context("control socket already taken")?;
-    let control_task = tokio::spawn(control::serve(listener, control_handler(shared.clone())));
+    let store_db = config.db.clone();
+    let control_task = tokio::spawn(control::serve(
+        listener,
+        control_handler(core.clone(), config.agents.clone(), store_db),
+    ));
+    let mcp_path = sentinel_mcp::daemon::socket_path(&config.state_dir);
+    let mcp_task = match mcp_handler(&core, &engine, &config) {
+        Ok(handler) => {
+            let listener = bind_socket(&mcp_path)
+                .with_context(|| format!("binding {}", mcp_path.display()))?;
+            Some(tokio::spawn(serve_decisions(listener, handler)))
+        }
+        Err(e) => {
+            tracing::error!("MCP decision socket not available: {e:#}");
+            None
+        }
+    };
 
     // SAFETY: the ring buffer owns its map fd, which stays open and the
     // same for as long as the AsyncFd owns the ring buffer.
@@ -111,19 +160,14 @@ async fn run_async(config: RunConfig) -> Result<()> {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
                 let rb = guard.get_inner_mut();
-                let mut p = lock(&pipeline);
+                let mut c = lock(&core);
                 while let Some(item) = rb.next() {
-                    p.handle_raw(&item);
+                    c.handle_raw(&item);
                 }
-                p.flush();
+                c.flush();
                 guard.clear_ready();
             }
-            _ = tick.tick() => {
-                let lost = lock(&shared.sensor).counters().map(|c| c.ringbuf_full).unwrap_or(0);
-                let mut p = lock(&pipeline);
-                p.report_lost(lost);
-                p.flush();
-            }
+            _ = tick.tick() => lock(&core).tick(),
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
@@ -132,52 +176,144 @@ async fn run_async(config: RunConfig) -> Result<()> {
     // Drain what is already in the ring buffer, then flush and detach.
     {
         let rb = ring.get_mut();
-        let mut p = lock(&pipeline);
+        let mut c = lock(&core);
         while let Some(item) = rb.next() {
-            p.handle_raw(&item);
+            c.handle_raw(&item);
         }
-        p.flush();
+        c.flush();
     }
     control_task.abort();
+    if let Some(task) = mcp_task {
+        task.abort();
+        let _ = std::fs::remove_file(&mcp_path);
+    }
     drop(control_socket);
     drop(ring);
-    drop(shared);
+    match Arc::try_unwrap(core) {
+        Ok(core) => core
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .shutdown(),
+        Err(core) => lock(&core).flush(),
+    }
     tracing::info!("stopped; all programs detached");
     Ok(())
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// Writes MCP call records into the daemon's one audit chain.
+struct DaemonAudit(Arc<Mutex<Core>>);
+
+impl AuditSink for DaemonAudit {
+    fn append(&self, event: sentinel_audit::Event) -> Result<(), String> {
+        lock(&self.0).record(event);
+        Ok(())
+    }
 }
 
-fn control_handler(shared: Arc<Shared>) -> control::Handler {
+/// The MCP decision socket's handler: the same engine and audit chain as
+/// the kernel path, callers identified by SO_PEERCRED.
+fn mcp_handler(
+    core: &Arc<Mutex<Core>>,
+    engine: &Arc<Mutex<Engine>>,
+    config: &RunConfig,
+) -> Result<Arc<dyn sentinel_mcp::daemon::DecisionHandler>> {
+    let store = Store::open(&config.db).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let decider = LocalDecider::new(
+        Box::new(SharedEngine(engine.clone())),
+        Box::new(DaemonAudit(core.clone())),
+        store,
+        ScanPolicy::default(),
+        "sentinel daemon".to_string(),
+    );
+    let agents = config.agents.clone();
+    let agent_of = Box::new(move |peer: &PeerCred| agents.get(&peer.uid).cloned());
+    Ok(Arc::new(PeerBoundHandler::new(
+        Arc::new(decider),
+        agent_of,
+        Arc::new(sentinel_mcp::SystemClock),
+    )))
+}
+
+fn control_handler(
+    core: Arc<Mutex<Core>>,
+    agents: BTreeMap<u32, String>,
+    db: PathBuf,
+) -> control::Handler {
     Arc::new(move |req| match req {
-        Request::Status => {
-            let mut sensor = lock(&shared.sensor);
-            let counters = sensor.counters().unwrap_or_default();
-            let stats = shared.stats.snapshot();
-            json!({
-                "ok": true,
-                "running": true,
-                "pid": std::process::id(),
-                "attached": sensor.attached,
-                "enforcement": sensor.mechanisms,
-                "lsm_unavailable": sensor.lsm_unavailable,
-                "watched_uids": shared.agents.keys().collect::<Vec<_>>(),
-                "agents": shared.agents,
-                "events": {
-                    "seen": stats.seen,
-                    "emitted": stats.emitted,
-                    "lost": counters.ringbuf_full,
-                    "decode_errors": stats.decode_errors,
-                    "untracked_children": counters.task_map_full,
-                },
-                "kernel_decisions": counters.kernel_decisions,
-            })
+        Request::Status => status(&core, &agents),
+        Request::ModeGet => {
+            let c = lock(&core);
+            let mode = lock(&c.engine).mode();
+            json!({"ok": true, "mode": mode_name(mode)})
         }
-        other => {
-            json!({"ok": false, "error": format!("{other:?} is not supported by this daemon yet")})
+        Request::ModeSet { mode } => {
+            lock(&core).set_mode(mode, "operator");
+            json!({"ok": true, "mode": mode_name(mode)})
         }
+        Request::Approve { id } => resolve(&core, &db, &id, true),
+        Request::Deny { id } => resolve(&core, &db, &id, false),
+    })
+}
+
+/// Numeric ids are held kernel actions; others are MCP approvals (tool
+/// pins and ask tokens) in the store.
+fn resolve(core: &Arc<Mutex<Core>>, db: &Path, id: &str, approve: bool) -> serde_json::Value {
+    if let Ok(n) = id.parse::<u64>() {
+        return match lock(core).resolve(n, approve) {
+            Some(r) => json!({"ok": true, "id": n, "resolution": r}),
+            None => {
+                json!({"ok": false, "error": format!("no pending approval {n} (already answered or timed out)")})
+            }
+        };
+    }
+    let result = Store::open(db).and_then(|mut s| {
+        if approve {
+            s.approve(id, SystemTime::now())
+        } else {
+            s.deny(id, SystemTime::now())
+        }
+    });
+    match result {
+        Ok(a) => json!({"ok": true, "id": id, "approval": format!("{a:?}")}),
+        Err(e) => json!({"ok": false, "error": e.to_string()}),
+    }
+}
+
+fn status(core: &Arc<Mutex<Core>>, agents: &BTreeMap<u32, String>) -> serde_json::Value {
+    let mut c = lock(core);
+    let counters = c.sensor.counters().unwrap_or_default();
+    let stats = c.stats.snapshot();
+    let mode = lock(&c.engine).mode();
+    let kernel_rules: Vec<&String> = c.maps.rules.iter().collect();
+    let sinks: Vec<serde_json::Value> = c
+        .sink_stats()
+        .into_iter()
+        .map(|(name, s)| json!({"sink": name, "sent": s.sent, "dropped": s.dropped, "errors": s.errors}))
+        .collect();
+    json!({
+        "ok": true,
+        "running": true,
+        "pid": std::process::id(),
+        "mode": mode_name(mode),
+        "attached": c.sensor.attached,
+        "enforcement": c.sensor.mechanisms,
+        "lsm_unavailable": c.sensor.lsm_unavailable,
+        "watched_uids": agents.keys().collect::<Vec<_>>(),
+        "agents": agents,
+        "decided_in_kernel": kernel_rules,
+        "decided_in_userspace": c.userspace_only,
+        "approvals": c.approvals.list(),
+        "events": {
+            "seen": stats.seen,
+            "emitted": stats.emitted,
+            "lost": counters.ringbuf_full,
+            "decode_errors": stats.decode_errors,
+            "audit_errors": stats.audit_errors,
+            "untracked_children": counters.task_map_full,
+        },
+        "kernel_decisions": counters.kernel_decisions,
+        "sinks": sinks,
+        "audit": format!("{:?}", c.audit_health()),
     })
 }
 

@@ -7,8 +7,8 @@ mod clock;
 mod control;
 mod daemon;
 mod decode;
+mod enforce;
 mod observe;
-mod output;
 mod pipeline;
 mod preflight;
 mod process;
@@ -19,6 +19,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 const DEFAULT_STATE_DIR: &str = "/run/sentinel";
+const DEFAULT_DB: &str = "/var/lib/sentinel/sentinel.db";
 
 #[derive(Parser)]
 #[command(
@@ -33,11 +34,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Watch one or more agent UIDs (and their descendants) and stream
-    /// attributed events.
+    /// Watch one or more agent UIDs (and their descendants), decide every
+    /// action with the policy, enforce in the kernel, audit and export.
     Run(RunArgs),
-    /// Report whether the daemon is running, what is attached, and event
-    /// counts. Exits 0 only when it is running with its programs attached.
+    /// Report whether the daemon is running, what is attached, how each
+    /// kind of action is enforced, and event counts. Exits 0 only when it
+    /// is running with its programs attached.
     Status {
         #[arg(long, default_value = DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
@@ -45,6 +47,58 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show or switch the mode (recorded in the audit chain).
+    Mode {
+        #[command(subcommand)]
+        command: ModeCommand,
+        #[arg(long, default_value = DEFAULT_STATE_DIR, global = true)]
+        state_dir: PathBuf,
+    },
+    /// Approve a held action (a number) or an MCP approval (pin-…, ask-…).
+    Approve {
+        id: String,
+        #[arg(long, default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+    /// Deny a held action (the process is killed) or an MCP approval.
+    Deny {
+        id: String,
+        #[arg(long, default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+    /// Check a policy directory, or dry-run one action against a policy.
+    #[command(subcommand)]
+    Policy(sentinel_policy::cli::PolicyCommand),
+    /// Verify, query and export the audit chain.
+    #[command(subcommand)]
+    Audit(sentinel_audit::cli::AuditCommand),
+    /// List, acknowledge and resolve alerts.
+    Alerts {
+        #[command(subcommand)]
+        command: sentinel_anomaly::cli::AlertsCommand,
+        #[arg(long, default_value = DEFAULT_DB, global = true)]
+        db: PathBuf,
+    },
+    /// The MCP proxy: put it in the agent's MCP config in place of the
+    /// server command (`sentinel mcp-proxy --agent NAME -- SERVER ARGS...`).
+    McpProxy(sentinel_mcp::cli::McpProxyArgs),
+}
+
+#[derive(Subcommand)]
+enum ModeCommand {
+    /// Print the current mode.
+    Get,
+    /// Switch to silent-allow, alert, silent-deny or lockdown.
+    Set {
+        #[arg(value_parser = parse_mode)]
+        mode: sentinel_policy::Mode,
+    },
+}
+
+fn parse_mode(s: &str) -> Result<sentinel_policy::Mode, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
+        format!("unknown mode {s:?}: use silent-allow, alert, silent-deny or lockdown")
+    })
 }
 
 #[derive(clap::Args)]
@@ -55,12 +109,24 @@ struct RunArgs {
     /// A named agent: NAME=UID (also watches UID); repeat for more.
     #[arg(long = "agent", value_name = "NAME=UID", value_parser = parse_agent)]
     agents: Vec<(String, u32)>,
-    /// Stream events as JSON lines to PATH, or `-` for standard output.
-    #[arg(long, value_name = "PATH|-")]
-    jsonl: Option<String>,
-    /// Where the control socket and audit anchors live.
+    #[command(flatten)]
+    sinks: sentinel_audit::cli::SinkArgs,
+    /// Where the control socket, MCP socket and audit anchors live.
     #[arg(long, default_value = DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
+    /// The audit database.
+    #[arg(long, default_value = DEFAULT_DB)]
+    db: PathBuf,
+    /// A directory of policy files; without it, the embedded defaults.
+    #[arg(long, value_name = "DIR")]
+    policy: Option<PathBuf>,
+    /// The mode to start in.
+    #[arg(long, default_value = "alert", value_parser = parse_mode)]
+    mode: sentinel_policy::Mode,
+    /// Seconds a held action waits for `sentinel approve` before it is
+    /// denied.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    approval_timeout: u64,
     /// Do not use BPF LSM even where the kernel allows it.
     #[arg(long)]
     no_lsm: bool,
@@ -105,6 +171,29 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run(args),
         Command::Status { state_dir, json } => status(&state_dir, json),
+        Command::Mode { command, state_dir } => {
+            let request = match command {
+                ModeCommand::Get => control::Request::ModeGet,
+                ModeCommand::Set { mode } => control::Request::ModeSet { mode },
+            };
+            ask_daemon(&state_dir, &request, |a| {
+                a["mode"].as_str().unwrap_or("").to_string()
+            })
+        }
+        Command::Approve { id, state_dir } => {
+            ask_daemon(&state_dir, &control::Request::Approve { id }, |a| {
+                format!("{}", a.get("resolution").or(a.get("approval")).unwrap_or(a))
+            })
+        }
+        Command::Deny { id, state_dir } => {
+            ask_daemon(&state_dir, &control::Request::Deny { id }, |a| {
+                format!("{}", a.get("resolution").or(a.get("approval")).unwrap_or(a))
+            })
+        }
+        Command::Policy(cmd) => sentinel_policy::cli::run(cmd),
+        Command::Audit(cmd) => sentinel_audit::cli::run(cmd),
+        Command::Alerts { command, db } => sentinel_anomaly::cli::run(&command, &db),
+        Command::McpProxy(args) => sentinel_mcp::cli::run(args),
     }
 }
 
@@ -127,10 +216,18 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(a) => a,
         Err(e) => return fail(2, e),
     };
+    if let Err(e) = daemon::load_policy(args.policy.as_deref()) {
+        return fail(1, format!("{e:#}"));
+    }
     let config = daemon::RunConfig {
         agents,
-        jsonl: args.jsonl,
+        sinks: args.sinks.specs(),
+        sink_options: args.sinks.options(),
         state_dir: args.state_dir,
+        db: args.db,
+        policy: args.policy,
+        mode: args.mode,
+        approval_timeout: std::time::Duration::from_secs(args.approval_timeout),
         sensor: observe::SensorOptions {
             no_lsm: args.no_lsm,
             ring_buffer_bytes: args.ring_buffer_bytes,
@@ -139,6 +236,22 @@ fn run(args: RunArgs) -> ExitCode {
     match daemon::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(2, format!("{e:#}")),
+    }
+}
+
+/// Sends one control request; prints `show(answer)` on success.
+fn ask_daemon(
+    state_dir: &std::path::Path,
+    request: &control::Request,
+    show: impl Fn(&serde_json::Value) -> String,
+) -> ExitCode {
+    match control::call(state_dir, request) {
+        Ok(a) if a["ok"] == true => {
+            println!("{}", show(&a));
+            ExitCode::SUCCESS
+        }
+        Ok(a) => fail(1, a["error"].as_str().unwrap_or("the daemon refused")),
+        Err(e) => fail(2, e),
     }
 }
 
@@ -154,6 +267,7 @@ fn status(state_dir: &std::path::Path, as_json: bool) -> ExitCode {
         println!("sentinel running (pid {})", answer["pid"]);
         println!("  watched uids: {}", answer["watched_uids"]);
         println!("  attached:     {attached} programs");
+        println!("  mode:         {}", answer["mode"]);
         println!("  enforcement:  {}", answer["enforcement"]);
         println!("  events:       {}", answer["events"]);
     }

@@ -101,7 +101,7 @@ impl Sensor {
     pub fn load(opts: &SensorOptions) -> Result<Self, SensorError> {
         let mut loader = EbpfLoader::new();
         if let Some(bytes) = opts.ring_buffer_bytes {
-            loader.set_max_entries("EVENTS", bytes);
+            loader.map_max_entries("EVENTS", bytes);
         }
         let ebpf = loader.load(OBJECT)?;
         let mut sensor = Sensor {
@@ -331,17 +331,6 @@ impl Sensor {
         })
     }
 
-    pub fn unwatch_uid(&mut self, uid: u32) -> Result<(), SensorError> {
-        let mut m: BpfHashMap<_, u32, u8> = self.map_mut("WATCHED_UIDS")?;
-        match m.remove(&uid) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(SensorError::Map {
-                name: "WATCHED_UIDS",
-                source,
-            }),
-        }
-    }
-
     /// Marks an already-running process as watched (a descendant of an
     /// agent that now runs under another UID).
     pub fn watch_task(&mut self, pid: u32) -> Result<(), SensorError> {
@@ -359,6 +348,16 @@ impl Sensor {
             self.flags &= !bit;
         }
         self.write_config(config::FLAGS, self.flags)
+    }
+
+    /// Marks a process held (stopped by the daemon for an approval): the
+    /// kernel kills it if anybody else resumes it.
+    pub fn hold(&mut self, pid: u32) -> Result<(), SensorError> {
+        let mut m: BpfHashMap<_, u32, u8> = self.map_mut("HELD")?;
+        m.insert(pid, 1, 0).map_err(|source| SensorError::Map {
+            name: "HELD",
+            source,
+        })
     }
 
     /// Forgets a held process before the daemon resumes it, so the kernel
@@ -394,22 +393,21 @@ impl Sensor {
         Ok(())
     }
 
-    /// Replaces the compiled network rules.
+    /// Replaces one of the network tries.
     pub fn replace_net_rules(
         &mut self,
+        table: NetTable,
         entries: &[(Key<NetKeyData>, NetRule)],
     ) -> Result<(), SensorError> {
-        let mut trie: LpmTrie<_, NetKeyData, NetRule> = self.map_mut("NET_RULES")?;
+        let name = table.map_name();
+        let mut trie: LpmTrie<_, NetKeyData, NetRule> = self.map_mut(name)?;
         let old: Vec<Key<NetKeyData>> = trie.keys().filter_map(Result::ok).collect();
         for key in &old {
             let _ = trie.remove(key);
         }
         for (key, value) in entries {
             trie.insert(key, value, 0)
-                .map_err(|source| SensorError::Map {
-                    name: "NET_RULES",
-                    source,
-                })?;
+                .map_err(|source| SensorError::Map { name, source })?;
         }
         Ok(())
     }
@@ -427,6 +425,22 @@ impl Sensor {
             task_map_full: sum(counter::TASK_MAP_FULL),
             kernel_decisions: sum(counter::KERNEL_DECISIONS),
         })
+    }
+}
+
+/// The network tries: compiled deny/ask rules, and the lockdown allow-list.
+#[derive(Debug, Clone, Copy)]
+pub enum NetTable {
+    Rules,
+    LockdownAllow,
+}
+
+impl NetTable {
+    fn map_name(self) -> &'static str {
+        match self {
+            NetTable::Rules => "NET_RULES",
+            NetTable::LockdownAllow => "LOCKDOWN_NET_ALLOW",
+        }
     }
 }
 

@@ -1,18 +1,29 @@
-//! The data path, top to bottom, for one kernel event:
-//! decode → enrich (process table) → record (the JSONL [`Event`]) →
-//! output. Later stages (verdict, enforcement, audit) hang off
-//! [`Pipeline::handle`] in that order.
+//! The data path, top to bottom, for every kernel event (and, through
+//! [`Core::record`], every MCP call the proxies report):
+//!
+//! event → enrich (process table) → verdict (the one engine) → enforce
+//! (what the kernel already did, or the userspace fallback, or a hold for
+//! approval) → audit (the sealed chain, which assigns `seq`) → export (the
+//! live JSONL/CEF sinks).
+//!
+//! Events are appended to the audit chain in batches: one per ring-buffer
+//! drain and one per housekeeping tick.
 
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
-use sentinel_audit::{Body, Event};
+use sentinel_audit::{AuditLog, Body, Event, Sinks};
+use sentinel_policy::{open_flags_write, Action, Decision, Engine, Mode, Object, Verdict};
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::clock::WallClock;
-use crate::decode::{self, KernelEvent};
-use crate::output::Output;
+use crate::decode::{self, Header, KernelAction, KernelEvent};
+use crate::enforce::{self, Approvals, CompiledMaps, PendingApproval, Resolution};
+use crate::observe::Sensor;
 use crate::process::ProcessTable;
 
 /// Counters shared with the control socket (`sentinel status`).
@@ -20,13 +31,15 @@ use crate::process::ProcessTable;
 pub struct Stats {
     /// Records read from the ring buffer.
     pub seen: AtomicU64,
-    /// Events written to the stream.
+    /// Events recorded (audit chain and sinks).
     pub emitted: AtomicU64,
     /// Records that could not be decoded.
     pub decode_errors: AtomicU64,
     /// Events the kernel could not deliver (ring buffer full), as last
     /// reported.
     pub lost: AtomicU64,
+    /// Events the audit chain failed to take.
+    pub audit_errors: AtomicU64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -35,6 +48,7 @@ pub struct StatsSnapshot {
     pub emitted: u64,
     pub decode_errors: u64,
     pub lost: u64,
+    pub audit_errors: u64,
 }
 
 impl Stats {
@@ -44,30 +58,88 @@ impl Stats {
             emitted: self.emitted.load(Ordering::Relaxed),
             decode_errors: self.decode_errors.load(Ordering::Relaxed),
             lost: self.lost.load(Ordering::Relaxed),
+            audit_errors: self.audit_errors.load(Ordering::Relaxed),
         }
     }
 }
 
-pub struct Pipeline {
+/// Everything the data path owns. One lock guards it: the ring reader, the
+/// control socket and the MCP decision socket take turns.
+pub struct Core {
+    pub sensor: Sensor,
+    pub engine: Arc<Mutex<Engine>>,
+    pub maps: CompiledMaps,
+    /// Deny/ask rules the kernel cannot decide, and why (for status).
+    pub userspace_only: Vec<sentinel_policy::UserspaceOnly>,
+    pub approvals: Approvals,
+    homes: HashMap<u32, PathBuf>,
     table: ProcessTable,
     clock: WallClock,
-    output: Output,
-    next_seq: u64,
-    stats: Arc<Stats>,
-    /// Kernel drops already reported in the stream.
+    audit: AuditLog,
+    sinks: Sinks,
+    batch: Vec<Event>,
+    /// Approvals registered for events of the current batch: index in the
+    /// batch → approval id, so the id learns its `seq`.
+    batch_approvals: Vec<(usize, u64)>,
+    pub stats: Arc<Stats>,
+    /// Processes the daemon killed after the fact: children they forked
+    /// before the kill landed are killed when their fork is seen.
+    condemned: HashSet<u32>,
     lost_reported: u64,
+    next_recompile: Option<SystemTime>,
 }
 
-impl Pipeline {
-    pub fn new(table: ProcessTable, output: Output, stats: Arc<Stats>) -> Self {
-        Self {
-            table,
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub struct CoreParts {
+    pub sensor: Sensor,
+    pub engine: Arc<Mutex<Engine>>,
+    pub homes: HashMap<u32, PathBuf>,
+    pub table: ProcessTable,
+    pub audit: AuditLog,
+    pub sinks: Sinks,
+    pub approvals: Approvals,
+}
+
+impl Core {
+    pub fn new(parts: CoreParts) -> Result<Self, crate::observe::SensorError> {
+        let mut core = Core {
+            sensor: parts.sensor,
+            engine: parts.engine,
+            maps: CompiledMaps::default(),
+            userspace_only: Vec::new(),
+            approvals: parts.approvals,
+            homes: parts.homes,
+            table: parts.table,
             clock: WallClock::now(),
-            output,
-            next_seq: 1,
-            stats,
+            audit: parts.audit,
+            sinks: parts.sinks,
+            batch: Vec::new(),
+            batch_approvals: Vec::new(),
+            stats: Arc::new(Stats::default()),
+            condemned: HashSet::new(),
             lost_reported: 0,
+            next_recompile: None,
+        };
+        core.recompile()?;
+        Ok(core)
+    }
+
+    /// Compiles the engine's current policy, quarantine and mode into the
+    /// kernel's maps.
+    pub fn recompile(&mut self) -> Result<(), crate::observe::SensorError> {
+        let kp = lock(&self.engine).kernel_policy(&self.homes, SystemTime::now());
+        self.next_recompile = kp.next_expiry;
+        let maps = enforce::compile_maps(&kp);
+        for skipped in &maps.skipped {
+            tracing::warn!("{skipped}");
         }
+        enforce::apply(&mut self.sensor, &maps)?;
+        self.maps = maps;
+        self.userspace_only = kp.userspace_only;
+        Ok(())
     }
 
     /// Handles one ring-buffer record.
@@ -84,10 +156,12 @@ impl Pipeline {
 
     pub fn handle(&mut self, event: KernelEvent) {
         let ts = self.clock.wall(event.header().ktime_ns);
+        let header = event.header().clone();
         let Some(body) = self.enrich(event) else {
             return;
         };
-        self.record(ts, body);
+        let verdict = self.verdict_and_enforce(&body, &header);
+        self.push(ts, body, verdict);
     }
 
     /// Turns a kernel event into the record body, keeping the process
@@ -97,6 +171,10 @@ impl Pipeline {
         Some(match event {
             KernelEvent::Fork { header, child_pid } => {
                 t.on_fork(header.pid, header.uid, &header.comm, child_pid);
+                if self.condemned.contains(&header.pid) {
+                    enforce::kill_after_the_fact(child_pid, None);
+                    self.condemned.insert(child_pid);
+                }
                 return None;
             }
             KernelEvent::Exec {
@@ -134,6 +212,7 @@ impl Pipeline {
             KernelEvent::Exit { header } => {
                 let process = t.info(header.pid, header.uid, &header.comm);
                 t.on_exit(header.pid);
+                self.condemned.remove(&header.pid);
                 Body::Exit { process }
             }
             KernelEvent::IoUring { header } => {
@@ -151,91 +230,352 @@ impl Pipeline {
         })
     }
 
-    fn record(&mut self, ts: OffsetDateTime, body: Body) {
-        let event = Event {
-            seq: self.next_seq,
+    /// The engine's verdict, reconciled with what the kernel already did,
+    /// and carried out where the kernel could not.
+    fn verdict_and_enforce(&mut self, body: &Body, header: &Header) -> Option<Verdict> {
+        let action = action_for(body)?;
+        let assessment = lock(&self.engine).assess(&action, SystemTime::now());
+        if assessment.lockdown_requested {
+            self.set_mode(Mode::Lockdown, "anomaly (auto-lockdown)");
+        }
+        let mut v = assessment.verdict;
+        let pid = header.pid;
+        match header.action {
+            KernelAction::Killed | KernelAction::Denied => {
+                let kernel_rule = self.maps.rule_name(header.rule_id);
+                if v.action != Decision::Deny || v.rule.as_deref() != Some(kernel_rule.as_str()) {
+                    v.reason = format!("denied in the kernel by {kernel_rule}");
+                    v.rule = Some(kernel_rule);
+                    v.action = Decision::Deny;
+                }
+                v.enforced = true;
+                v.reason = format!(
+                    "{}; {}",
+                    v.reason,
+                    if header.action == KernelAction::Killed {
+                        "the kernel killed the process at the syscall"
+                    } else {
+                        "the kernel refused the call with EPERM"
+                    }
+                );
+            }
+            KernelAction::Held => {
+                v.action = Decision::Ask;
+                if v.rule.is_none() {
+                    v.rule = Some(self.maps.rule_name(header.rule_id));
+                }
+                v.enforced = true;
+                let id = self.hold(pid, body, v.rule.clone());
+                v.reason = format!(
+                    "{}; held by the kernel: `sentinel approve {id}` resumes it, `sentinel deny {id}` kills it",
+                    v.reason
+                );
+            }
+            KernelAction::None => match v.action {
+                Decision::Deny => {
+                    let killed = self.kill_tree(pid);
+                    v.enforced = false;
+                    v.reason = format!(
+                        "{}; decided in userspace: {}",
+                        v.reason,
+                        if killed {
+                            "the daemon killed the process after the call"
+                        } else {
+                            "the process had already exited"
+                        }
+                    );
+                }
+                Decision::Ask => {
+                    // Stopped after the fact: the call has happened, but the
+                    // process cannot use its result until a human decides.
+                    // SAFETY: kill has no memory-safety preconditions.
+                    let stopped = unsafe { libc::kill(pid as i32, libc::SIGSTOP) } == 0;
+                    let _ = self.sensor.hold(pid);
+                    let id = self.hold(pid, body, v.rule.clone());
+                    v.enforced = false;
+                    v.reason = format!(
+                        "{}; decided in userspace, {}: `sentinel approve {id}` / `sentinel deny {id}`",
+                        v.reason,
+                        if stopped { "process stopped after the call" } else { "process already gone" }
+                    );
+                }
+                _ => {}
+            },
+        }
+        Some(v)
+    }
+
+    /// Kills a process and every descendant the table knows of, and
+    /// remembers them so children whose fork is still in the ring buffer
+    /// follow. Returns whether the process itself was still there.
+    fn kill_tree(&mut self, pid: u32) -> bool {
+        let killed = enforce::kill_after_the_fact(pid, None);
+        self.condemned.insert(pid);
+        for child in self.table.descendants(pid) {
+            enforce::kill_after_the_fact(child, None);
+            self.condemned.insert(child);
+        }
+        killed
+    }
+
+    fn hold(&mut self, pid: u32, body: &Body, rule: Option<String>) -> u64 {
+        let id = self.approvals.hold(pid, describe(body), rule, 0);
+        self.batch_approvals.push((self.batch.len(), id));
+        id
+    }
+
+    fn push(&mut self, ts: OffsetDateTime, body: Body, verdict: Option<Verdict>) {
+        self.batch.push(Event {
+            seq: 0,
             ts,
             body,
-            verdict: None,
-        };
-        self.next_seq += 1;
-        self.output.write(&event);
-        self.stats.emitted.fetch_add(1, Ordering::Relaxed);
+            verdict,
+        });
     }
 
-    /// Reports kernel drops that happened since the last call, as a `lost`
-    /// event in the stream: drops are never silent.
-    pub fn report_lost(&mut self, kernel_total: u64) {
-        self.stats.lost.store(kernel_total, Ordering::Relaxed);
-        if kernel_total > self.lost_reported {
-            let count = kernel_total - self.lost_reported;
-            self.lost_reported = kernel_total;
+    /// Records an event that did not come from the ring buffer (an alert,
+    /// a mode change, an MCP call) and flushes it at once.
+    pub fn record(&mut self, event: Event) {
+        self.batch.push(event);
+        self.flush();
+    }
+
+    /// Appends the batch to the audit chain (which assigns `seq`) and
+    /// publishes it to the sinks.
+    pub fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let mut batch = std::mem::take(&mut self.batch);
+        match self.audit.append_batch(&mut batch) {
+            Ok(checkpoint) => {
+                for (index, id) in self.batch_approvals.drain(..) {
+                    if let Some(ev) = batch.get(index) {
+                        self.approvals.set_seq(id, ev.seq);
+                    }
+                }
+                self.sinks.publish(&batch, &checkpoint);
+            }
+            Err(e) => {
+                // Never silent: the events still reach the sinks, and the
+                // failure is counted and reported.
+                self.stats
+                    .audit_errors
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                tracing::error!("the audit chain did not take {} events: {e}", batch.len());
+                for ev in &batch {
+                    self.sinks.send_event(Arc::new(ev.clone()));
+                }
+                self.batch_approvals.clear();
+            }
+        }
+        self.stats
+            .emitted
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Once a second: kernel drops become a `lost` event, timed-out
+    /// approvals are denied, expired quarantines recompiled.
+    pub fn tick(&mut self) {
+        let lost = self.sensor.counters().map(|c| c.ringbuf_full).unwrap_or(0);
+        self.stats.lost.store(lost, Ordering::Relaxed);
+        if lost > self.lost_reported {
+            let count = lost - self.lost_reported;
+            self.lost_reported = lost;
             tracing::warn!("{count} events lost: the ring buffer was full");
-            self.record(OffsetDateTime::now_utc(), Body::Lost { count });
+            self.push(OffsetDateTime::now_utc(), Body::Lost { count }, None);
+        }
+        for (p, resolution) in self.approvals.expire(&mut self.sensor) {
+            self.push_resolution(&p, resolution, "timeout");
+        }
+        if self.next_recompile.is_some_and(|t| t <= SystemTime::now()) {
+            if let Err(e) = self.recompile() {
+                tracing::error!("recompiling the kernel maps failed: {e}");
+            }
+        }
+        self.flush();
+    }
+
+    /// Resolves an approval (`sentinel approve|deny ID`).
+    pub fn resolve(&mut self, id: u64, approve: bool) -> Option<Resolution> {
+        let (p, resolution) = self.approvals.resolve(id, approve, &mut self.sensor)?;
+        self.push_resolution(&p, resolution, "operator");
+        self.flush();
+        Some(resolution)
+    }
+
+    fn push_resolution(&mut self, p: &PendingApproval, resolution: Resolution, by: &str) {
+        let severity = if resolution == Resolution::Approved {
+            "info"
+        } else {
+            "warning"
+        };
+        self.push(
+            OffsetDateTime::now_utc(),
+            Body::Alert {
+                severity: severity.into(),
+                category: "approval".into(),
+                reason: format!(
+                    "approval {} for pid {} ({}): {:?} by {by}",
+                    p.id, p.pid, p.action, resolution
+                ),
+                related: if p.seq > 0 { vec![p.seq] } else { Vec::new() },
+            },
+            None,
+        );
+    }
+
+    /// Switches the mode for kernel and MCP actions at once, recompiles the
+    /// kernel maps and records who asked.
+    pub fn set_mode(&mut self, mode: Mode, by: &str) {
+        let from = {
+            let mut engine = lock(&self.engine);
+            let from = engine.mode();
+            engine.set_mode(mode);
+            from
+        };
+        if let Err(e) = self.recompile() {
+            tracing::error!("recompiling the kernel maps for mode {mode:?} failed: {e}");
+        }
+        self.push(
+            OffsetDateTime::now_utc(),
+            Body::ModeChange {
+                from: mode_name(from),
+                to: mode_name(mode),
+                by: by.to_string(),
+            },
+            None,
+        );
+        self.flush();
+    }
+
+    pub fn sink_stats(&self) -> Vec<(String, sentinel_audit::SinkStats)> {
+        self.sinks.stats()
+    }
+
+    pub fn audit_health(&self) -> sentinel_audit::WriterHealth {
+        self.audit.health()
+    }
+
+    /// Flushes everything and stops the sinks (the daemon is exiting).
+    pub fn shutdown(mut self) {
+        self.flush();
+        for (name, stats) in self.sinks.shutdown() {
+            if stats.dropped > 0 {
+                tracing::warn!("sink {name} dropped {} records", stats.dropped);
+            }
         }
     }
+}
 
-    pub fn flush(&mut self) {
-        self.output.flush();
-    }
+pub fn mode_name(mode: Mode) -> String {
+    serde_json::to_value(mode)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
 
-    pub fn processes(&self) -> usize {
-        self.table.len()
+/// The engine's view of a kernel event; `None` for kinds that are not
+/// actions (exit, alerts).
+fn action_for(body: &Body) -> Option<Action> {
+    let (process, object) = match body {
+        Body::Exec { process, argv, .. } => (
+            process,
+            Object::Exec {
+                binary: process.exe.clone(),
+                argv: argv.clone(),
+            },
+        ),
+        Body::Open {
+            process,
+            path,
+            flags,
+        } => (
+            process,
+            Object::Open {
+                path: path.clone(),
+                write: open_flags_write(*flags),
+            },
+        ),
+        Body::Connect {
+            process,
+            addr,
+            port,
+            ..
+        } => (
+            process,
+            Object::Connect {
+                addr: addr.parse().ok()?,
+                port: *port,
+            },
+        ),
+        _ => return None,
+    };
+    Some(Action {
+        agent: process.agent.clone(),
+        uid: process.uid,
+        pid: process.pid,
+        object,
+    })
+}
+
+/// A short description of an action for approvals.
+fn describe(body: &Body) -> String {
+    match body {
+        Body::Exec { process, .. } => format!("exec {}", process.exe),
+        Body::Open { path, .. } => format!("open {path}"),
+        Body::Connect { addr, port, .. } => format!("connect {addr}:{port}"),
+        other => format!("{other:?}"),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{Header, KernelAction};
-    use std::collections::HashMap;
+    use sentinel_audit::ProcessInfo;
 
-    fn header(pid: u32, uid: u32, comm: &str) -> Header {
-        Header {
-            pid,
-            tid: pid,
-            uid,
-            ktime_ns: 1_000,
-            action: KernelAction::None,
-            rule_id: 0,
-            comm: comm.into(),
+    fn info() -> ProcessInfo {
+        ProcessInfo {
+            pid: 7,
+            ppid: 1,
+            uid: 1000,
+            comm: "curl".into(),
+            exe: "/usr/bin/curl".into(),
+            agent: Some("claude".into()),
         }
     }
 
     #[test]
-    fn fork_then_exec_is_attributed_and_sequenced() {
-        let dir = tempfile::tempdir().unwrap();
-        let out_path = dir.path().join("events.jsonl");
-        let output = Output::open(out_path.to_str().unwrap()).unwrap();
-        let agents = HashMap::from([(1000, "claude".to_string())]);
-        let table = ProcessTable::with_proc_root(agents, dir.path().to_path_buf());
-        let mut p = Pipeline::new(table, output, Arc::new(Stats::default()));
-        p.handle(KernelEvent::Fork {
-            header: header(10, 1000, "bash"),
-            child_pid: 11,
-        });
-        p.handle(KernelEvent::Exec {
-            header: header(11, 0, "sudo"),
-            filename: "/usr/bin/sudo".into(),
-            argv: vec!["sudo".into(), "id".into()],
+    fn kernel_events_become_engine_actions() {
+        let exec = Body::Exec {
+            process: info(),
+            argv: vec!["curl".into(), "x".into()],
             argv_truncated: false,
-            at_entry: false,
-        });
-        p.report_lost(3);
-        p.flush();
-        let text = std::fs::read_to_string(&out_path).unwrap();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(lines.len(), 2);
-        assert_eq!(lines[0]["seq"], 1);
-        assert_eq!(lines[0]["kind"], "exec");
-        assert_eq!(lines[0]["ppid"], 10);
-        assert_eq!(lines[0]["uid"], 0);
-        assert_eq!(lines[0]["agent"], "claude");
-        assert_eq!(lines[0]["argv"], serde_json::json!(["sudo", "id"]));
-        assert_eq!(lines[1]["kind"], "lost");
-        assert_eq!(lines[1]["count"], 3);
+        };
+        let a = action_for(&exec).unwrap();
+        assert_eq!(a.agent.as_deref(), Some("claude"));
+        assert!(matches!(a.object, Object::Exec { ref binary, .. } if binary == "/usr/bin/curl"));
+        let open = Body::Open {
+            process: info(),
+            path: "/etc/shadow".into(),
+            flags: 0o1101,
+        };
+        assert!(matches!(
+            action_for(&open).unwrap().object,
+            Object::Open { write: true, .. }
+        ));
+        let connect = Body::Connect {
+            process: info(),
+            addr: "::1".into(),
+            port: 443,
+            family: "inet6".into(),
+        };
+        assert!(matches!(
+            action_for(&connect).unwrap().object,
+            Object::Connect { port: 443, .. }
+        ));
+        assert!(action_for(&Body::Exit { process: info() }).is_none());
+        assert_eq!(describe(&exec), "exec /usr/bin/curl");
+        assert_eq!(mode_name(Mode::SilentDeny), "silent-deny");
     }
 }

@@ -44,14 +44,6 @@ impl ProcessTable {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.procs.len()
-    }
-
-    pub fn get(&self, pid: u32) -> Option<&ProcEntry> {
-        self.procs.get(&pid)
-    }
-
     /// The agent of a process with this UID and parent.
     fn attribute(&self, uid: u32, ppid: u32) -> Option<String> {
         self.agents
@@ -82,6 +74,21 @@ impl ProcessTable {
         entry.exe = exe;
         entry.comm = comm.to_string();
         entry.uid = uid;
+    }
+
+    /// Every known descendant of `pid` (children, grandchildren, ...).
+    pub fn descendants(&self, pid: u32) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut frontier = vec![pid];
+        while let Some(parent) = frontier.pop() {
+            for (child, e) in &self.procs {
+                if e.ppid == parent && *child != pid && !out.contains(child) {
+                    out.push(*child);
+                    frontier.push(*child);
+                }
+            }
+        }
+        out
     }
 
     /// Removes an exited process, returning what was known of it.
@@ -340,6 +347,9 @@ mod tests {
         t.on_exec(12, 0, "id", "/usr/bin/id");
         let info = t.info(12, 0, "id");
         assert_eq!(info.ppid, 11);
+        let mut d = t.descendants(10);
+        d.sort();
+        assert_eq!(d, vec![11, 12]);
         assert_eq!(info.uid, 0);
         assert_eq!(info.exe, "/usr/bin/id");
         assert_eq!(info.agent.as_deref(), Some("claude"));
@@ -350,7 +360,7 @@ mod tests {
         let mut t = table();
         t.info(10, 1000, "bash");
         assert!(t.on_exit(10).is_some());
-        assert!(t.get(10).is_none());
+        assert!(t.on_exit(10).is_none());
         let info = t.info(99, 4242, "x");
         assert_eq!(info.agent, None);
         assert_eq!(info.ppid, 0);

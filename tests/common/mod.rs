@@ -97,6 +97,8 @@ impl Daemon {
             .arg(&jsonl)
             .arg("--state-dir")
             .arg(state_dir.path())
+            .arg("--db")
+            .arg(state_dir.path().join("sentinel.db"))
             .args(extra)
             .stdout(Stdio::null())
             .stderr(File::create(&stderr_path).unwrap())
@@ -232,11 +234,13 @@ impl Drop for Daemon {
 /// A command that will run as `uid` (its primary group is the same number).
 pub fn as_user(uid: u32, program: &str) -> Command {
     let mut cmd = Command::new(program);
-    // std drops root's supplementary groups when it changes the UID.
+    // std drops root's supplementary groups when it changes the UID;
+    // cargo's LD_LIBRARY_PATH would make the loader look in target/ first.
     cmd.uid(uid)
         .gid(uid)
         .current_dir("/tmp")
-        .env("HOME", "/tmp");
+        .env("HOME", "/tmp")
+        .env_remove("LD_LIBRARY_PATH");
     cmd
 }
 

@@ -5,6 +5,8 @@
 //! two README commands (`cargo xtask run -- run --uid N` and `cargo xtask
 //! test`) are all a newcomer or CI needs.
 
+mod guest;
+mod mcp_peers;
 mod setup;
 mod toolchain;
 
@@ -191,18 +193,6 @@ fn bench(root: &Path) -> Result<()> {
     build(root)?;
     cargo(
         root,
-        &[
-            "test",
-            "--locked",
-            "--release",
-            "-p",
-            "sentinel",
-            "--test",
-            "overhead",
-            "--",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ],
+        &["bench", "--locked", "-p", "sentinel", "--bench", "overhead"],
     )
 }

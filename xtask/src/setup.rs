@@ -16,6 +16,7 @@ pub fn all(root: &Path) -> Result<()> {
     crate::toolchain::ensure_ebpf_toolchain(root)?;
     kernel_mounts()?;
     test_users()?;
+    crate::mcp_peers::ensure_mcp_peers(root)?;
     Ok(())
 }
 

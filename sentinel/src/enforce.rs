@@ -1,0 +1,431 @@
+//! Enforcement: turning verdicts into effects.
+//!
+//! - [`compile_maps`] lays the engine's [`KernelPolicy`] out as BPF map
+//!   entries (path LPM trie, network LPM tries, rule ids), so the kernel
+//!   decides synchronously what the policy lets it decide; [`apply`] writes
+//!   them.
+//! - [`Approvals`] holds processes stopped for an `ask` verdict and resumes
+//!   or kills them on `sentinel approve` / `sentinel deny` or a timeout.
+//!   An approval is one-shot and bound to the process (pid and start
+//!   time, so a reused pid is never signalled) and to the action.
+//! - [`kill_after_the_fact`] is the userspace fallback for deny verdicts the
+//!   kernel could not take itself (a regex on argv, an agent-scoped rule).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use aya::maps::lpm_trie::Key;
+use sentinel_common::{
+    decision, path_key_kind, rule_id, NetKeyData, NetRule, PathKeyData, PathRule, NET_PORT_RANGES,
+    PATH_KEY_PATH_LEN,
+};
+use sentinel_policy::{Decision, KernelPath, KernelPolicy, NetMatch, PathMatch};
+use serde::Serialize;
+
+use crate::observe::{NetTable, Sensor, SensorError};
+
+/// The kernel's maps for one compiled policy.
+#[derive(Default)]
+pub struct CompiledMaps {
+    pub paths: Vec<(Key<PathKeyData>, PathRule)>,
+    pub nets: Vec<(Key<NetKeyData>, NetRule)>,
+    pub lockdown_nets: Vec<(Key<NetKeyData>, NetRule)>,
+    pub lockdown: bool,
+    /// Rule id → name, for the events the kernel acted on.
+    pub rules: Vec<String>,
+    /// Entries the kernel could not hold (too long, too many port ranges).
+    pub skipped: Vec<String>,
+}
+
+impl CompiledMaps {
+    /// The name of a rule id reported by the kernel.
+    pub fn rule_name(&self, id: u32) -> String {
+        match id {
+            rule_id::LOCKDOWN => "lockdown".to_string(),
+            rule_id::IO_URING => "io-uring".to_string(),
+            id => self
+                .rules
+                .get(id as usize)
+                .cloned()
+                .unwrap_or_else(|| format!("kernel-rule-{id}")),
+        }
+    }
+
+    fn rule_id(&mut self, name: &str) -> u32 {
+        if let Some(i) = self.rules.iter().position(|r| r == name) {
+            return i as u32;
+        }
+        self.rules.push(name.to_string());
+        (self.rules.len() - 1) as u32
+    }
+}
+
+fn decision_byte(d: Decision) -> u8 {
+    match d {
+        Decision::Ask => decision::ASK,
+        _ => decision::DENY,
+    }
+}
+
+/// An LPM key for `path` in `table`; an exact match includes the NUL.
+fn path_key(table: u8, path: &str, prefix: bool) -> Option<Key<PathKeyData>> {
+    let bytes = path.as_bytes();
+    let len = bytes.len() + usize::from(!prefix);
+    if len > PATH_KEY_PATH_LEN || bytes.contains(&0) {
+        return None;
+    }
+    let mut data = PathKeyData {
+        bytes: [0; 1 + PATH_KEY_PATH_LEN],
+    };
+    data.bytes[0] = table;
+    data.bytes[1..1 + bytes.len()].copy_from_slice(bytes);
+    Some(Key::new(8 * (1 + len) as u32, data))
+}
+
+fn net_key(net: &ipnet::IpNet) -> Key<NetKeyData> {
+    let mut data = NetKeyData { bytes: [0; 17] };
+    match net {
+        ipnet::IpNet::V4(n) => {
+            data.bytes[0] = 4;
+            data.bytes[1..5].copy_from_slice(&n.network().octets());
+            Key::new(8 + u32::from(n.prefix_len()), data)
+        }
+        ipnet::IpNet::V6(n) => {
+            data.bytes[0] = 6;
+            data.bytes[1..17].copy_from_slice(&n.network().octets());
+            Key::new(8 + u32::from(n.prefix_len()), data)
+        }
+    }
+}
+
+/// Lays a compiled policy out as map entries.
+pub fn compile_maps(kp: &KernelPolicy) -> CompiledMaps {
+    let mut out = CompiledMaps {
+        lockdown: kp.lockdown,
+        ..CompiledMaps::default()
+    };
+    let add_path = |out: &mut CompiledMaps, table: u8, m: &PathMatch| {
+        let id = out.rule_id(&m.rule);
+        match path_key(table, &m.path, m.prefix) {
+            Some(key) => out.paths.push((
+                key,
+                PathRule {
+                    rule_id: id,
+                    decision: decision_byte(m.decision),
+                    write_only: u8::from(m.write_only),
+                    _pad: [0; 2],
+                },
+            )),
+            None => out.skipped.push(format!(
+                "{}: path too long for the kernel: {}",
+                m.rule, m.path
+            )),
+        }
+    };
+    for m in &kp.exec {
+        add_path(&mut out, path_key_kind::EXEC, m);
+    }
+    for m in &kp.open {
+        add_path(&mut out, path_key_kind::OPEN, m);
+    }
+    let allow = |out: &mut CompiledMaps, table: u8, list: &[KernelPath]| {
+        for p in list {
+            if let Some(key) = path_key(table, &p.path, p.prefix) {
+                out.paths.push((
+                    key,
+                    PathRule {
+                        rule_id: rule_id::LOCKDOWN,
+                        decision: decision::ALLOW,
+                        write_only: 0,
+                        _pad: [0; 2],
+                    },
+                ));
+            }
+        }
+    };
+    if kp.lockdown {
+        allow(
+            &mut out,
+            path_key_kind::LOCKDOWN_EXEC_ALLOW,
+            &kp.lockdown_exec_allow,
+        );
+        allow(
+            &mut out,
+            path_key_kind::LOCKDOWN_OPEN_ALLOW,
+            &kp.lockdown_open_allow,
+        );
+        for net in &kp.lockdown_connect_allow {
+            out.lockdown_nets.push((
+                net_key(net),
+                NetRule {
+                    rule_id: rule_id::LOCKDOWN,
+                    decision: decision::ALLOW,
+                    nports: 0,
+                    _pad: [0; 2],
+                    ports: [[0; 2]; NET_PORT_RANGES],
+                },
+            ));
+        }
+    }
+    // One trie entry per network, holding up to NET_PORT_RANGES ranges.
+    let mut by_net: Vec<(ipnet::IpNet, Vec<&NetMatch>)> = Vec::new();
+    for m in &kp.connect {
+        match by_net.iter_mut().find(|(n, _)| *n == m.net) {
+            Some((_, v)) => v.push(m),
+            None => by_net.push((m.net, vec![m])),
+        }
+    }
+    for (net, matches) in by_net {
+        let first = matches[0];
+        let id = out.rule_id(&first.rule);
+        let all_ports = matches.iter().any(|m| m.ports == (0, u16::MAX));
+        let mut rule = NetRule {
+            rule_id: id,
+            decision: decision_byte(first.decision),
+            nports: 0,
+            _pad: [0; 2],
+            ports: [[0; 2]; NET_PORT_RANGES],
+        };
+        if !all_ports {
+            for m in matches.iter().take(NET_PORT_RANGES) {
+                rule.ports[rule.nports as usize] = [m.ports.0, m.ports.1];
+                rule.nports += 1;
+            }
+            for m in matches.iter().skip(NET_PORT_RANGES) {
+                out.skipped.push(format!(
+                    "{}: more than {NET_PORT_RANGES} port ranges for {net}; decided in userspace",
+                    m.rule
+                ));
+            }
+        }
+        out.nets.push((net_key(&net), rule));
+    }
+    out
+}
+
+/// Writes compiled maps into the kernel (replacing what was there).
+pub fn apply(sensor: &mut Sensor, maps: &CompiledMaps) -> Result<(), SensorError> {
+    sensor.replace_path_rules(&maps.paths)?;
+    sensor.replace_net_rules(NetTable::Rules, &maps.nets)?;
+    sensor.replace_net_rules(NetTable::LockdownAllow, &maps.lockdown_nets)?;
+    sensor.set_flag(sentinel_common::config::flags::LOCKDOWN, maps.lockdown)
+}
+
+/// A process's start time (clock ticks since boot, /proc/PID/stat field
+/// 22): with the pid, it names one process even if the pid is reused.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn signal(pid: u32, start: Option<u64>, sig: i32) -> bool {
+    // Only the process we saw: a pid reused since then is left alone.
+    if start.is_some() && start_time(pid) != start {
+        return false;
+    }
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid as i32, sig) == 0 }
+}
+
+/// The userspace fallback for a deny the kernel did not take: kills the
+/// process if it is still the one that acted. Returns whether it was.
+pub fn kill_after_the_fact(pid: u32, start: Option<u64>) -> bool {
+    signal(pid, start, libc::SIGKILL)
+}
+
+/// A process held for an approval.
+#[derive(Debug, Clone, Serialize)]
+pub struct PendingApproval {
+    pub id: u64,
+    pub pid: u32,
+    #[serde(skip)]
+    pub start: Option<u64>,
+    /// What it is waiting for, e.g. `exec /usr/bin/curl`.
+    pub action: String,
+    pub rule: Option<String>,
+    /// The audit `seq` of the event that asked.
+    pub seq: u64,
+    #[serde(skip)]
+    pub deadline: Instant,
+}
+
+/// How an approval ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Resolution {
+    Approved,
+    Denied,
+    TimedOut,
+    /// The process was gone (or its pid reused) when the answer came.
+    Gone,
+}
+
+#[derive(Debug)]
+pub struct Approvals {
+    next_id: u64,
+    timeout: Duration,
+    pending: HashMap<u64, PendingApproval>,
+}
+
+impl Approvals {
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            next_id: 1,
+            timeout,
+            pending: HashMap::new(),
+        }
+    }
+
+    /// Registers a held process; returns the approval id.
+    pub fn hold(&mut self, pid: u32, action: String, rule: Option<String>, seq: u64) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.pending.insert(
+            id,
+            PendingApproval {
+                id,
+                pid,
+                start: start_time(pid),
+                action,
+                rule,
+                seq,
+                deadline: Instant::now() + self.timeout,
+            },
+        );
+        id
+    }
+
+    /// Records the audit `seq` of the event that asked.
+    pub fn set_seq(&mut self, id: u64, seq: u64) {
+        if let Some(p) = self.pending.get_mut(&id) {
+            p.seq = seq;
+        }
+    }
+
+    pub fn list(&self) -> Vec<PendingApproval> {
+        let mut v: Vec<_> = self.pending.values().cloned().collect();
+        v.sort_by_key(|p| p.id);
+        v
+    }
+
+    /// Resumes (`approve`) or kills the held process, once.
+    pub fn resolve(
+        &mut self,
+        id: u64,
+        approve: bool,
+        sensor: &mut Sensor,
+    ) -> Option<(PendingApproval, Resolution)> {
+        let p = self.pending.remove(&id)?;
+        let _ = sensor.release_held(p.pid);
+        let resolution = if approve {
+            if signal(p.pid, p.start, libc::SIGCONT) {
+                Resolution::Approved
+            } else {
+                Resolution::Gone
+            }
+        } else if signal(p.pid, p.start, libc::SIGKILL) {
+            Resolution::Denied
+        } else {
+            Resolution::Gone
+        };
+        Some((p, resolution))
+    }
+
+    /// Kills the processes whose approval timed out.
+    pub fn expire(&mut self, sensor: &mut Sensor) -> Vec<(PendingApproval, Resolution)> {
+        let now = Instant::now();
+        let due: Vec<u64> = self
+            .pending
+            .values()
+            .filter(|p| p.deadline <= now)
+            .map(|p| p.id)
+            .collect();
+        due.into_iter()
+            .filter_map(|id| {
+                self.resolve(id, false, sensor).map(|(p, r)| {
+                    (
+                        p,
+                        if r == Resolution::Denied {
+                            Resolution::TimedOut
+                        } else {
+                            r
+                        },
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sentinel_policy::KernelPolicy;
+
+    fn pm(path: &str, prefix: bool, decision: Decision, rule: &str) -> PathMatch {
+        PathMatch {
+            path: path.into(),
+            prefix,
+            write_only: false,
+            uid: None,
+            decision,
+            rule: rule.into(),
+        }
+    }
+
+    #[test]
+    fn exact_paths_include_the_nul_and_prefixes_do_not() {
+        let kp = KernelPolicy {
+            exec: vec![pm("/usr/bin/nc", false, Decision::Deny, "no-nc")],
+            open: vec![pm("/etc/cron.d/", true, Decision::Ask, "cron")],
+            ..KernelPolicy::default()
+        };
+        let maps = compile_maps(&kp);
+        assert_eq!(maps.paths.len(), 2);
+        let (k, v) = &maps.paths[0];
+        let prefix_len = k.prefix_len();
+        assert_eq!(prefix_len, 8 * (1 + "/usr/bin/nc".len() as u32 + 1));
+        assert_eq!(k.data().bytes[0], path_key_kind::EXEC);
+        assert_eq!(v.decision, decision::DENY);
+        assert_eq!(maps.rule_name(v.rule_id), "no-nc");
+        let (k, v) = &maps.paths[1];
+        assert_eq!(k.prefix_len(), 8 * (1 + "/etc/cron.d/".len() as u32));
+        assert_eq!(v.decision, decision::ASK);
+        assert_eq!(maps.rule_name(rule_id::LOCKDOWN), "lockdown");
+    }
+
+    #[test]
+    fn port_ranges_share_one_entry_per_network() {
+        let net: ipnet::IpNet = "10.0.0.0/8".parse().unwrap();
+        let nm = |lo, hi| NetMatch {
+            net,
+            ports: (lo, hi),
+            decision: Decision::Deny,
+            rule: "r".into(),
+        };
+        let kp = KernelPolicy {
+            connect: vec![nm(22, 22), nm(8000, 8999)],
+            ..KernelPolicy::default()
+        };
+        let maps = compile_maps(&kp);
+        assert_eq!(maps.nets.len(), 1);
+        let (k, v) = &maps.nets[0];
+        assert_eq!(k.prefix_len(), 8 + 8);
+        assert_eq!(k.data().bytes[..2], [4, 10]);
+        assert_eq!(v.nports, 2);
+        assert_eq!(v.ports[1], [8000, 8999]);
+    }
+
+    #[test]
+    fn too_long_paths_are_reported_not_truncated() {
+        let long = format!("/{}", "a".repeat(300));
+        let kp = KernelPolicy {
+            open: vec![pm(&long, false, Decision::Deny, "long")],
+            ..KernelPolicy::default()
+        };
+        let maps = compile_maps(&kp);
+        assert!(maps.paths.is_empty());
+        assert_eq!(maps.skipped.len(), 1);
+    }
+}
