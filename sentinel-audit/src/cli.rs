@@ -16,7 +16,7 @@ use crate::cef;
 use crate::error::AuditError;
 use crate::sink::{SinkOptions, SinkSpec};
 use crate::store::{AuditReader, QueryFilter, Stats};
-use crate::verify::{verify_with_key, AnchorStatus};
+use crate::verify::{verify_with_keys, AnchorStatus};
 
 pub const DEFAULT_DB: &str = "/var/lib/sentinel/sentinel.db";
 pub const DEFAULT_STATE_DIR: &str = "/run/sentinel";
@@ -85,10 +85,10 @@ pub enum AuditCommand {
     Verify {
         #[command(flatten)]
         location: Location,
-        /// The verification key, if kept off the host (default:
-        /// STATE_DIR/audit.verify-key).
+        /// A verification key file, e.g. a copy kept off the host (default:
+        /// STATE_DIR/audit.verify-key). Repeat to merge key segments.
         #[arg(long, value_name = "FILE")]
-        key: Option<PathBuf>,
+        key: Vec<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -224,7 +224,7 @@ fn execute(cmd: AuditCommand) -> Result<ExitCode, CliError> {
             key,
             json,
         } => {
-            let report = verify_with_key(&location.db, &location.state_dir, key.as_deref())?;
+            let report = verify_with_keys(&location.db, &location.state_dir, &key)?;
             let mut out = stdout.lock();
             if json {
                 serde_json::to_writer(&mut out, &report).map_err(io::Error::from)?;
@@ -256,6 +256,13 @@ fn execute(cmd: AuditCommand) -> Result<ExitCode, CliError> {
                     "audit trail intact: {} records{range}{retained}; {anchor}",
                     report.count
                 )?;
+                if report.unsealed > 0 {
+                    writeln!(
+                        out,
+                        "warning: {} records predate the available verification keys (keys lost, e.g. at a reboot): their hash chain is intact but their seals were not checked; pass the earlier key with --key FILE",
+                        report.unsealed
+                    )?;
+                }
             }
             out.flush()?;
             Ok(if report.ok {

@@ -1,5 +1,6 @@
 //! Epoch keys: the forward ratchet, the writer's key file (current epoch
-//! only) and the verifier's key file (the first epoch), both root-only.
+//! only) and the verifier's key file (the first key of each key segment),
+//! both root-only.
 
 use std::path::{Path, PathBuf};
 
@@ -11,8 +12,8 @@ use crate::secure_fs::{from_hex32, read_optional, to_hex, write_atomic, Durabili
 
 /// The writer's key file: holds only the current epoch's key.
 pub const WRITER_KEY_FILE: &str = "audit.key";
-/// The verifier's key file: the key of the first epoch, from which every
-/// later epoch key is derived.
+/// The verifier's key file: the key of the first epoch of each key
+/// segment, from which every later epoch key is derived.
 pub const VERIFY_KEY_FILE: &str = "audit.verify-key";
 
 /// One epoch's sealing key. Zeroed when dropped (best effort: the compiler
@@ -110,61 +111,154 @@ pub(crate) fn store(
     result
 }
 
-/// Derives epoch keys forward from the verifier's key, caching the last
-/// one so a verification pass in epoch order costs one hash per epoch.
+#[derive(Serialize, Deserialize)]
+struct VerifyKeyContents {
+    db: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    epoch_records: Option<u64>,
+    segments: Vec<SegmentContents>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SegmentContents {
+    epoch: u64,
+    key: String,
+}
+
+/// The verifier's key file: the first key of every key segment. A chain
+/// has one segment unless the writer's keys were lost (a wiped state
+/// directory) and it had to start again from a fresh key.
+pub(crate) struct VerifyKeys {
+    pub db: String,
+    pub epoch_records: Option<u64>,
+    pub segments: Vec<EpochKey>,
+}
+
+pub(crate) fn load_verify(path: &Path) -> Result<Option<VerifyKeys>, AuditError> {
+    let Some(bytes) = read_optional(path)? else {
+        return Ok(None);
+    };
+    let malformed = |reason: &str| AuditError::Malformed {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    let contents: VerifyKeyContents =
+        serde_json::from_slice(&bytes).map_err(|e| malformed(&e.to_string()))?;
+    let segments = contents
+        .segments
+        .iter()
+        .map(|s| {
+            from_hex32(&s.key)
+                .map(|key| EpochKey {
+                    epoch: s.epoch,
+                    key,
+                })
+                .ok_or_else(|| malformed("key is not 64 hex digits"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(VerifyKeys {
+        db: contents.db,
+        epoch_records: contents.epoch_records,
+        segments,
+    }))
+}
+
+pub(crate) fn store_verify(path: &Path, keys: &VerifyKeys) -> Result<(), AuditError> {
+    let contents = VerifyKeyContents {
+        db: keys.db.clone(),
+        epoch_records: keys.epoch_records,
+        segments: keys
+            .segments
+            .iter()
+            .map(|k| SegmentContents {
+                epoch: k.epoch,
+                key: to_hex(&k.key),
+            })
+            .collect(),
+    };
+    let mut bytes = serde_json::to_vec(&contents)?;
+    bytes.push(b'\n');
+    let result = write_atomic(path, &bytes, Durability::Durable);
+    bytes.iter_mut().for_each(|b| *b = 0);
+    result
+}
+
+/// Derives epoch keys forward from the first key of the segment that
+/// covers them, caching the last one so a pass in epoch order costs one
+/// hash per epoch.
 pub(crate) struct KeyChain {
-    initial: EpochKey,
-    cursor: EpochKey,
+    /// Sorted by epoch.
+    segments: Vec<EpochKey>,
+    /// The last derived key and the index of the segment it belongs to.
+    cursor: Option<(usize, EpochKey)>,
     /// The most records one epoch may hold, if the key file says.
     pub epoch_records: Option<u64>,
 }
 
 impl KeyChain {
-    pub fn new(initial: EpochKey, epoch_records: Option<u64>) -> Self {
+    pub fn new(mut segments: Vec<EpochKey>, epoch_records: Option<u64>) -> Self {
+        segments.sort_by_key(|k| k.epoch);
         KeyChain {
-            cursor: initial.clone(),
-            initial,
+            segments,
+            cursor: None,
             epoch_records,
         }
     }
 
-    /// Loads the verifier key file of the database `db_id`.
-    pub fn load(path: &Path, db_id: &str) -> Result<Self, AuditError> {
-        match load(path)? {
-            None => Err(AuditError::io(
-                PathBuf::from(path),
-                std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "verification key not found (pass the state directory the daemon wrote)",
-                ),
-            )),
-            Some(file) if file.db != db_id => Err(AuditError::WrongDatabase {
-                path: path.to_path_buf(),
-                expected: db_id.to_string(),
-                found: file.db,
-            }),
-            Some(file) => Ok(KeyChain::new(file.key, file.epoch_records)),
+    /// Loads and merges verifier key files of the database `db_id`.
+    pub fn load(paths: &[PathBuf], db_id: &str) -> Result<Self, AuditError> {
+        let mut segments = Vec::new();
+        let mut epoch_records: Option<u64> = None;
+        for path in paths {
+            match load_verify(path)? {
+                None => {
+                    return Err(AuditError::io(
+                        path.clone(),
+                        std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            "verification key not found (pass the state directory the daemon wrote, or --key FILE)",
+                        ),
+                    ))
+                }
+                Some(file) if file.db != db_id => {
+                    return Err(AuditError::WrongDatabase {
+                        path: path.clone(),
+                        expected: db_id.to_string(),
+                        found: file.db,
+                    })
+                }
+                Some(file) => {
+                    if let Some(limit) = file.epoch_records {
+                        epoch_records = Some(epoch_records.map_or(limit, |l| l.min(limit)));
+                    }
+                    segments.extend(file.segments);
+                }
+            }
         }
+        Ok(KeyChain::new(segments, epoch_records))
     }
 
-    /// The key of `epoch`, or `None` for epochs before the verifier's key.
-    /// Epochs far beyond any real one (a forged epoch column) are refused
-    /// rather than derived for hours.
+    /// The key of `epoch`, or `None` when no known segment covers it (the
+    /// key of that time was lost). Epochs far beyond their segment's start
+    /// (a forged epoch column) are refused rather than derived for hours.
     pub fn key_for(&mut self, epoch: u64) -> Option<[u8; 32]> {
         const MAX_STEPS: u64 = 1 << 32;
-        if epoch < self.initial.epoch {
+        let index = self.segments.iter().rposition(|k| k.epoch <= epoch)?;
+        let reusable = self
+            .cursor
+            .as_ref()
+            .is_some_and(|(i, c)| *i == index && c.epoch <= epoch);
+        if !reusable {
+            self.cursor = Some((index, self.segments[index].clone()));
+        }
+        let (_, cursor) = self.cursor.as_mut()?;
+        if epoch - cursor.epoch > MAX_STEPS {
             return None;
         }
-        if epoch < self.cursor.epoch {
-            self.cursor = self.initial.clone();
+        while cursor.epoch < epoch {
+            cursor.advance();
         }
-        if epoch - self.cursor.epoch > MAX_STEPS {
-            return None;
-        }
-        while self.cursor.epoch < epoch {
-            self.cursor.advance();
-        }
-        Some(self.cursor.key)
+        Some(cursor.key)
     }
 }
 
@@ -178,7 +272,7 @@ mod tests {
             epoch: 0,
             key: [3u8; 32],
         };
-        let mut chain = KeyChain::new(writer.clone(), None);
+        let mut chain = KeyChain::new(vec![writer.clone()], None);
         for _ in 0..5 {
             writer.advance();
         }
@@ -186,6 +280,27 @@ mod tests {
         // Going back re-derives from the start.
         assert_eq!(chain.key_for(0), Some([3u8; 32]));
         assert_eq!(chain.key_for(5), Some(writer.key));
+    }
+
+    #[test]
+    fn key_chain_switches_to_later_segments() {
+        let first = EpochKey {
+            epoch: 0,
+            key: [1u8; 32],
+        };
+        let second = EpochKey {
+            epoch: 10,
+            key: [2u8; 32],
+        };
+        let mut derived = first.clone();
+        for _ in 0..9 {
+            derived.advance();
+        }
+        let mut chain = KeyChain::new(vec![second.clone(), first], None);
+        assert_eq!(chain.key_for(9), Some(derived.key));
+        assert_eq!(chain.key_for(10), Some([2u8; 32]));
+        let mut only_second = KeyChain::new(vec![second], None);
+        assert_eq!(only_second.key_for(9), None);
     }
 
     #[test]

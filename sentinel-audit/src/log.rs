@@ -52,9 +52,15 @@
 //!   of earlier epochs stay protected.
 //! * Erasure is best effort: a filesystem (or SSD) may keep old blocks of
 //!   the key file, and the compiler may leave copies of keys in memory.
-//! * The state directory must persist with the database: if the keys are
-//!   lost (e.g. a tmpfs state directory after a reboot), the writer refuses
-//!   to continue an existing chain.
+//! * Keys live in the state directory (by default a tmpfs, so erased keys
+//!   never reach a disk or a backup). When they are lost (a reboot), the
+//!   writer starts a new *key segment*: a fresh random key at the next
+//!   epoch, its first key added to the verification key file, and a
+//!   sealed alert record in the chain. Records of earlier segments keep
+//!   their hash chain, but their seals can only be checked with a copy of
+//!   the earlier verification key (`sentinel audit verify --key FILE`);
+//!   `verify` counts them as `unsealed`. Keep a copy of
+//!   `audit.verify-key` off the host.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -66,7 +72,7 @@ use crate::checkpoint::{anchor_path, read_anchor, ts_nanos, write_anchor, Checkp
 use crate::clock::{Clock, SystemClock};
 use crate::encoding::{record_hash, record_seal, retention_seal, RecordFields, GENESIS_HASH};
 use crate::error::AuditError;
-use crate::event::Event;
+use crate::event::{Body, Event};
 use crate::keys::{self, EpochKey, KeyChain, VERIFY_KEY_FILE, WRITER_KEY_FILE};
 use crate::secure_fs::{create_private_file, ensure_private_dir, random_key, to_hex};
 use crate::store::{self, db_id, QueryFilter, Stats, SCHEMA};
@@ -132,6 +138,10 @@ pub struct WriterHealth {
     pub anchor_write_errors: u64,
     /// Failed WAL checkpoints (the WAL file grows until one succeeds).
     pub wal_checkpoint_errors: u64,
+    /// Set when this session found the keys of an existing chain missing
+    /// and started a new key segment at this epoch (an alert record was
+    /// appended to the chain).
+    pub new_key_segment: Option<u64>,
 }
 
 #[derive(Clone)]
@@ -215,7 +225,13 @@ impl AuditLog {
                 |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?)),
             )
             .optional()?;
-        let has_history = tail.is_some() || retained.is_some();
+        let retained_epoch: Option<i64> =
+            conn.query_row("SELECT max(epoch) FROM retention", [], |r| r.get(0))?;
+        // The largest epoch sealed with so far, if anything was.
+        let last_epoch = match (tail.as_ref().map(|t| t.2), retained_epoch) {
+            (None, None) if retained.is_none() => None,
+            (a, b) => Some(a.unwrap_or(0).max(b.map_or(0, |e| e as u64))),
+        };
 
         let id = match db_id(&conn)? {
             Some(id) => id,
@@ -227,14 +243,8 @@ impl AuditLog {
         };
 
         let now = config.clock.now();
-        let tail_epoch = tail.as_ref().map(|t| t.2);
-        let (key, epoch_records) = Self::load_or_create_key(
-            state_dir,
-            &id,
-            has_history,
-            tail_epoch,
-            config.epoch_records,
-        )?;
+        let (key, epoch_records, new_segment) =
+            Self::load_or_create_key(state_dir, &id, last_epoch, config.epoch_records)?;
         let config = AuditConfig {
             epoch_records,
             ..config
@@ -263,63 +273,107 @@ impl AuditLog {
         };
         log.check_anchor(last_seq)?;
         log.publish();
+        if new_segment {
+            let epoch = log.chain.key.epoch;
+            log.health.new_key_segment = Some(epoch);
+            tracing::warn!(
+                "audit keys for {} were missing from {}: new key segment from epoch {epoch}",
+                db.display(),
+                state_dir.display()
+            );
+            log.append(Event {
+                seq: 0,
+                ts: log.config.clock.now(),
+                body: Body::Alert {
+                    severity: "warning".into(),
+                    category: "audit-keys".into(),
+                    reason: format!(
+                        "audit keys were missing from {}: records before seq {} keep their hash chain, but their seals can only be checked with the earlier verification key",
+                        state_dir.display(),
+                        last_seq + 1
+                    ),
+                    related: Vec::new(),
+                },
+                verdict: None,
+            })?;
+        }
         Ok(log)
     }
 
-    /// The writer's key for this session, and the epoch size it must keep
-    /// to: a fresh `K_0` for a new chain, or the stored key moved to a new
-    /// epoch past everything already written.
+    /// The writer's key for this session and the epoch size it must keep
+    /// to: a fresh `K_0` for a new chain; the stored key moved to a new
+    /// epoch past everything already written; or, when the keys of an
+    /// existing chain are gone, a fresh key starting a new key segment
+    /// (reported in [`WriterHealth::new_key_segment`]).
     fn load_or_create_key(
         state_dir: &Path,
         db_id: &str,
-        has_history: bool,
-        tail_epoch: Option<u64>,
+        history: Option<u64>,
         wanted_epoch_records: u64,
-    ) -> Result<(EpochKey, u64), AuditError> {
+    ) -> Result<(EpochKey, u64, bool), AuditError> {
         let writer_path = state_dir.join(WRITER_KEY_FILE);
         let verify_path = state_dir.join(VERIFY_KEY_FILE);
-        let load_for_db = |path: &Path| -> Result<Option<keys::KeyFile>, AuditError> {
-            match keys::load(path)? {
-                Some(file) if file.db != db_id => Err(AuditError::WrongDatabase {
-                    path: path.to_path_buf(),
-                    expected: db_id.to_string(),
-                    found: file.db,
-                }),
-                other => Ok(other),
-            }
+        let wrong_db = |path: &Path, found: String| AuditError::WrongDatabase {
+            path: path.to_path_buf(),
+            expected: db_id.to_string(),
+            found,
         };
         let wanted_epoch_records = wanted_epoch_records.max(1);
-        let stored = match load_for_db(&writer_path)? {
-            Some(file) => Some(file),
-            None if has_history => return Err(AuditError::KeyMissing { path: writer_path }),
-            // Crashed between writing the two key files of a new chain.
-            None => load_for_db(&verify_path)?,
+        let verify_keys = match keys::load_verify(&verify_path)? {
+            Some(file) if file.db != db_id => return Err(wrong_db(&verify_path, file.db)),
+            other => other,
         };
-        let (mut key, epoch_records) = match stored {
-            Some(file) => {
-                let limit = file
-                    .epoch_records
-                    .map_or(wanted_epoch_records, |l| l.min(wanted_epoch_records));
-                (file.key, limit)
+        let stored = match keys::load(&writer_path)? {
+            Some(file) if file.db != db_id => return Err(wrong_db(&writer_path, file.db)),
+            other => other,
+        };
+        let limit_of = |stored: Option<u64>| {
+            stored.map_or(wanted_epoch_records, |l| l.min(wanted_epoch_records))
+        };
+        let (mut key, epoch_records, new_segment) = match (stored, history) {
+            (Some(file), _) => {
+                let limit = limit_of(file.epoch_records);
+                (file.key, limit, false)
             }
-            None => {
+            // A new chain whose writer crashed between the two key files.
+            (None, None) if verify_keys.as_ref().is_some_and(|v| v.segments.len() == 1) => {
+                let verify = verify_keys
+                    .as_ref()
+                    .map(|v| (v.segments[0].clone(), v.epoch_records));
+                match verify {
+                    Some((key, limit)) => (key, limit_of(limit), false),
+                    None => return Err(AuditError::KeyMissing { path: writer_path }),
+                }
+            }
+            (None, history) => {
+                // A new chain, or the keys of this one are lost: start a key
+                // segment after every epoch already used.
                 let key = EpochKey {
-                    epoch: 0,
+                    epoch: history.map_or(0, |last_epoch| last_epoch + 1),
                     key: random_key()?,
                 };
-                keys::store(&verify_path, db_id, &key, wanted_epoch_records)?;
-                (key, wanted_epoch_records)
+                let mut verify = verify_keys.unwrap_or(keys::VerifyKeys {
+                    db: db_id.to_string(),
+                    epoch_records: Some(wanted_epoch_records),
+                    segments: Vec::new(),
+                });
+                verify.segments.push(key.clone());
+                let limit = limit_of(verify.epoch_records);
+                keys::store_verify(&verify_path, &verify)?;
+                (key, limit, history.is_some())
             }
         };
-        if has_history {
-            // Never reuse an epoch another session sealed with.
-            let target = tail_epoch.map_or(key.epoch, |e| e.max(key.epoch)) + 1;
-            while key.epoch < target {
-                key.advance();
+        if !new_segment {
+            if let Some(last_epoch) = history {
+                // Never reuse an epoch another session sealed with.
+                let target = last_epoch.max(key.epoch) + 1;
+                while key.epoch < target {
+                    key.advance();
+                }
             }
         }
         keys::store(&writer_path, db_id, &key, epoch_records)?;
-        Ok((key, epoch_records))
+        Ok((key, epoch_records, new_segment))
     }
 
     /// Refuses to continue a chain that no longer reaches its anchor.
@@ -516,9 +570,9 @@ impl AuditLog {
             return Ok(None);
         }
 
-        let verify_key = match keys::load(&self.state_dir.join(VERIFY_KEY_FILE))? {
+        let verify_key = match keys::load_verify(&self.state_dir.join(VERIFY_KEY_FILE))? {
             Some(file) if file.db == self.db_id => {
-                Some(KeyChain::new(file.key, file.epoch_records))
+                Some(KeyChain::new(file.segments, file.epoch_records))
             }
             _ => None,
         };

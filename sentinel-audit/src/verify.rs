@@ -3,7 +3,7 @@
 //! anchor. Reports the first bad sequence number and what is wrong with it.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
 use serde::Serialize;
@@ -104,21 +104,25 @@ pub struct VerifyReport {
     /// The last sequence number removed by retention, if any.
     pub retained_through: Option<u64>,
     pub anchor: AnchorStatus,
+    /// Records whose hash chain was checked but whose seal could not be,
+    /// because their key segment's verification key is not available.
+    pub unsealed: u64,
 }
 
 /// Verifies the audit database `db` with the verification key and anchor
 /// in `state_dir`. `Err` means verification could not run (missing
 /// database or key); tampering is an `Ok` report with `ok == false`.
 pub fn verify(db: &Path, state_dir: &Path) -> Result<VerifyReport, AuditError> {
-    verify_with_key(db, state_dir, None)
+    verify_with_keys(db, state_dir, &[])
 }
 
-/// [`verify`] with the verification key read from `verify_key` instead of
-/// `STATE_DIR/audit.verify-key` (for a key kept off the host).
-pub fn verify_with_key(
+/// [`verify`] with the verification keys read from `key_files` (merged;
+/// e.g. a copy kept off the host plus the current one) instead of
+/// `STATE_DIR/audit.verify-key`.
+pub fn verify_with_keys(
     db: &Path,
     state_dir: &Path,
-    verify_key: Option<&Path>,
+    key_files: &[PathBuf],
 ) -> Result<VerifyReport, AuditError> {
     // The anchor is read before the snapshot: the writer publishes it after
     // committing, so the snapshot is never behind it.
@@ -128,8 +132,13 @@ pub fn verify_with_key(
         path: db.to_path_buf(),
         reason: "no database id in the meta table".into(),
     })?;
-    let key_path = verify_key.map_or_else(|| state_dir.join(VERIFY_KEY_FILE), Path::to_path_buf);
-    let keys = KeyChain::load(&key_path, &id)?;
+    let default_key = [state_dir.join(VERIFY_KEY_FILE)];
+    let key_files = if key_files.is_empty() {
+        &default_key[..]
+    } else {
+        key_files
+    };
+    let keys = KeyChain::load(key_files, &id)?;
     let tx = conn.unchecked_transaction()?;
 
     let mut report = VerifyReport {
@@ -140,6 +149,7 @@ pub fn verify_with_key(
         last_seq: None,
         retained_through: None,
         anchor: AnchorStatus::NotReached,
+        unsealed: 0,
     };
     let mut checker = match ChainChecker::after_retention(&tx, Some(keys))? {
         Ok(checker) => checker,
@@ -155,6 +165,7 @@ pub fn verify_with_key(
         return Ok(report);
     }
     report.count = checker.count;
+    report.unsealed = checker.unsealed;
     report.first_seq = checker.first_seq;
     report.last_seq = checker.first_seq.map(|_| checker.expected_seq - 1);
 
@@ -235,6 +246,7 @@ pub(crate) struct ChainChecker {
     epoch_run: (u64, u64),
     first_seq: Option<u64>,
     count: u64,
+    unsealed: u64,
 }
 
 impl ChainChecker {
@@ -251,21 +263,17 @@ impl ChainChecker {
             if row.first_seq != expected_seq || row.last_seq < row.first_seq {
                 return Ok(Err((expected_seq, Problem::BadRetentionCheckpoint)));
             }
-            if let Some(keys) = keys.as_mut() {
-                let sealed = keys.key_for(row.epoch).is_some_and(|key| {
-                    same_mac(
-                        &row.seal,
-                        &retention_seal(
-                            &key,
-                            row.first_seq,
-                            row.last_seq,
-                            &row.last_hash,
-                            row.ts_ns,
-                            row.epoch,
-                        ),
-                    )
-                });
-                if !sealed {
+            // A checkpoint from a segment whose key is gone cannot be checked.
+            if let Some(key) = keys.as_mut().and_then(|k| k.key_for(row.epoch)) {
+                let expected = retention_seal(
+                    &key,
+                    row.first_seq,
+                    row.last_seq,
+                    &row.last_hash,
+                    row.ts_ns,
+                    row.epoch,
+                );
+                if !same_mac(&row.seal, &expected) {
                     return Ok(Err((row.first_seq, Problem::BadRetentionCheckpoint)));
                 }
             }
@@ -280,6 +288,7 @@ impl ChainChecker {
             epoch_run: (0, 0),
             first_seq: None,
             count: 0,
+            unsealed: 0,
         }))
     }
 
@@ -320,11 +329,12 @@ impl ChainChecker {
             return Some((row.seq, self.diagnose(row)));
         }
         if let Some(keys) = self.keys.as_mut() {
-            let sealed = keys
-                .key_for(row.epoch)
-                .is_some_and(|key| same_mac(&row.seal, &record_seal(&key, &computed)));
-            if !sealed {
-                return Some((row.seq, Problem::BadSeal));
+            match keys.key_for(row.epoch) {
+                Some(key) if !same_mac(&row.seal, &record_seal(&key, &computed)) => {
+                    return Some((row.seq, Problem::BadSeal));
+                }
+                Some(_) => {}
+                None => self.unsealed += 1,
             }
         }
         if row.prev_hash != self.prev_hash {

@@ -60,6 +60,8 @@ struct Counters {
     key_write_errors: AtomicU64,
     anchor_write_errors: AtomicU64,
     wal_checkpoint_errors: AtomicU64,
+    /// `u64::MAX`: none.
+    new_key_segment: AtomicU64,
 }
 
 // Nearly every command is an event: boxing it to shrink the rare flush
@@ -89,6 +91,10 @@ impl AuditWriter {
         let (tx, rx) = mpsc::sync_channel(options.queue_capacity.max(1));
         let counters = Arc::new(Counters::default());
         counters.last_seq.store(log.last_seq(), Ordering::Relaxed);
+        counters.new_key_segment.store(
+            log.health().new_key_segment.unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         let monitor = sinks.monitor();
         let mut worker = Worker {
             log,
@@ -155,6 +161,8 @@ impl AuditWriter {
                 key_write_errors: c.key_write_errors.load(Ordering::Relaxed),
                 anchor_write_errors: c.anchor_write_errors.load(Ordering::Relaxed),
                 wal_checkpoint_errors: c.wal_checkpoint_errors.load(Ordering::Relaxed),
+                new_key_segment: Some(c.new_key_segment.load(Ordering::Relaxed))
+                    .filter(|e| *e != u64::MAX),
             },
             sinks: self.sinks.stats(),
         }

@@ -228,7 +228,7 @@ fn writer_key_file_holds_only_the_current_epoch() {
     let (writer_epoch, writer_key) =
         common::read_key_file(&trail.state().join(sentinel_audit::WRITER_KEY_FILE));
     let (verify_epoch, verify_key) =
-        common::read_key_file(&trail.state().join(sentinel_audit::VERIFY_KEY_FILE));
+        common::read_verify_key(&trail.state().join(sentinel_audit::VERIFY_KEY_FILE));
     assert_eq!(verify_epoch, 0);
     assert!(writer_epoch >= 3, "epochs of 3 records over 10 records");
     assert_ne!(writer_key, verify_key);
@@ -323,10 +323,67 @@ fn verification_key_can_live_off_the_host() {
     )
     .expect("move key");
     assert!(verify(&trail.db(), &trail.state()).is_err());
-    let report = sentinel_audit::verify_with_key(&trail.db(), &trail.state(), Some(&offline))
+    let report = sentinel_audit::verify_with_keys(&trail.db(), &trail.state(), &[offline])
         .expect("verify runs");
     assert!(report.ok, "{report:?}");
     // The writer keeps going without it.
     let mut log = trail.open();
     log.append(common::varied(11)).expect("append");
+}
+
+#[test]
+fn lost_keys_start_a_new_segment_with_an_alert_record() {
+    let trail = Trail::with_records(RECORDS);
+    let saved = trail.dir.path().join("saved.verify-key");
+    std::fs::copy(trail.state().join(sentinel_audit::VERIFY_KEY_FILE), &saved).expect("save");
+    // A reboot wipes the tmpfs state directory.
+    std::fs::remove_dir_all(trail.state()).expect("wipe state");
+
+    let mut log = trail.open();
+    let segment = log
+        .health()
+        .new_key_segment
+        .expect("new key segment reported");
+    assert_eq!(
+        log.last_seq(),
+        RECORDS + 1,
+        "an alert record marks the new segment"
+    );
+    let alert = log.tail(1).expect("tail").remove(0);
+    assert_eq!(alert.kind(), "alert");
+    log.append(common::varied(12)).expect("append");
+    assert!(log.epoch() >= segment);
+    drop(log);
+
+    // Without the old key: chain checked, old seals counted as unchecked.
+    let report = verify(&trail.db(), &trail.state()).expect("verify runs");
+    assert!(report.ok, "{report:?}");
+    assert_eq!((report.count, report.unsealed), (RECORDS + 2, RECORDS));
+    // With it: everything checked.
+    let report = sentinel_audit::verify_with_keys(
+        &trail.db(),
+        &trail.state(),
+        &[
+            saved.clone(),
+            trail.state().join(sentinel_audit::VERIFY_KEY_FILE),
+        ],
+    )
+    .expect("verify runs");
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.unsealed, 0);
+
+    // Tampering with the new segment is still caught without the old key.
+    trail
+        .raw()
+        .execute("UPDATE records SET seal = zeroblob(32) WHERE seq = 12", [])
+        .expect("tamper");
+    assert_eq!(first_bad(&trail), (12, Problem::BadSeal));
+    // And with an old record, given the old key.
+    trail
+        .raw()
+        .execute("UPDATE records SET seal = zeroblob(32) WHERE seq = 3", [])
+        .expect("tamper");
+    let report = sentinel_audit::verify_with_keys(&trail.db(), &trail.state(), &[saved])
+        .expect("verify runs");
+    assert_eq!(report.first_bad, Some((3, Problem::BadSeal)));
 }

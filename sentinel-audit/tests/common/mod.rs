@@ -167,6 +167,19 @@ pub fn read_key_file(path: &Path) -> (u64, [u8; 32]) {
     (json["epoch"].as_u64().expect("epoch"), key)
 }
 
+/// The first segment's (epoch, key) of a verification key file.
+pub fn read_verify_key(path: &Path) -> (u64, [u8; 32]) {
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).expect("key file")).expect("key json");
+    let segment = &json["segments"][0];
+    let hex = segment["key"].as_str().expect("key field");
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).expect("hex");
+    }
+    (segment["epoch"].as_u64().expect("epoch"), key)
+}
+
 /// The record hash exactly as documented in the `encoding` module.
 #[allow(clippy::too_many_arguments)]
 pub fn record_hash(
