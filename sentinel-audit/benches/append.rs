@@ -1,5 +1,6 @@
 //! Records/s appended to the sealed audit chain, in batches as the daemon's
-//! writer task commits them (one transaction, fsync, anchor per batch).
+//! writer task commits them (one transaction, fsync, anchor per batch), and
+//! records/s checked by `verify`.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use sentinel_audit::{AuditLog, Body, Event, ProcessInfo};
@@ -55,9 +56,34 @@ fn append(c: &mut Criterion) {
     group.finish();
 }
 
+/// Records/s checked by `verify` (hash, seal, link, epoch, anchor).
+fn verify(c: &mut Criterion) {
+    const RECORDS: u64 = 20_000;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    let db = dir.path().join("verify.db");
+    let state = dir.path().join("state");
+    {
+        let mut log = AuditLog::open(&db, &state).expect("open audit log");
+        let mut events: Vec<_> = (0..RECORDS).map(sample_event).collect();
+        for chunk in events.chunks_mut(1024) {
+            log.append_batch(chunk).expect("append");
+        }
+    }
+    let mut group = c.benchmark_group("audit_verify");
+    group.throughput(Throughput::Elements(RECORDS));
+    group.bench_function("records_20000", |b| {
+        b.iter(|| {
+            let report = sentinel_audit::verify(&db, &state).expect("verify");
+            assert!(report.ok);
+            report.count
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20);
-    targets = append
+    targets = append, verify
 }
 criterion_main!(benches);

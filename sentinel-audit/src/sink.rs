@@ -724,10 +724,12 @@ impl Output for UdpOutput {
     }
 }
 
-/// RFC 5424 messages with RFC 6587 octet-counting framing.
+/// RFC 5424 messages with RFC 6587 octet-counting framing. Unbuffered: a
+/// frame counts as sent only once the kernel has taken all of it, so a
+/// broken connection cannot swallow frames counted as sent from a buffer.
 struct TcpOutput {
     address: (String, u16),
-    stream: Option<BufWriter<TcpStream>>,
+    stream: Option<TcpStream>,
 }
 
 impl Output for TcpOutput {
@@ -735,9 +737,8 @@ impl Output for TcpOutput {
         if self.stream.is_none() {
             let target = resolve(&self.address)?;
             let stream = TcpStream::connect_timeout(&target, Duration::from_secs(3))?;
-            stream.set_nodelay(true)?;
             stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-            self.stream = Some(BufWriter::new(stream));
+            self.stream = Some(stream);
         }
         let frame = sender.frame(
             record.syslog_severity,
