@@ -177,11 +177,13 @@ pub fn run(args: McpProxyArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let proxy = Arc::new(Proxy::new(config, decider, Arc::new(SystemClock)));
+    let clock: Arc<dyn crate::decider::Clock> = Arc::new(SystemClock);
     let result = match args.listen {
         Some(listen) => runtime
             .block_on(crate::http::run(
-                proxy,
+                Arc::new(move || {
+                    Proxy::new(config.clone(), Arc::clone(&decider), Arc::clone(&clock))
+                }),
                 &args.command,
                 crate::http::HttpConfig {
                     listen,
@@ -192,7 +194,7 @@ pub fn run(args: McpProxyArgs) -> ExitCode {
             .map_err(|e| e.to_string()),
         None => runtime
             .block_on(crate::stdio::run(
-                proxy,
+                Arc::new(Proxy::new(config, decider, clock)),
                 &args.command,
                 tokio::io::stdin(),
                 tokio::io::stdout(),

@@ -25,7 +25,7 @@ use hyper::header::{HeaderValue, CONTENT_TYPE, ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 
 use crate::framing::{Frame, LineReader};
 use crate::jsonrpc::{self, id_key, parse_strict, Shape};
@@ -74,12 +74,26 @@ struct Delivery {
     last: bool,
 }
 
-struct Front {
+/// One downstream server process and the proxy state for it.
+struct Conn {
     proxy: Arc<Proxy>,
     to_server: mpsc::Sender<Write>,
     /// Requests waiting for their answer, by JSON-RPC id.
     waiters: Mutex<HashMap<String, mpsc::UnboundedSender<Delivery>>>,
-    session: Mutex<Option<String>>,
+}
+
+/// What builds a [`Proxy`] for a new downstream connection.
+pub type ProxyFactory = Arc<dyn Fn() -> Proxy + Send + Sync>;
+
+struct Front {
+    command: Vec<String>,
+    new_proxy: ProxyFactory,
+    /// Serves requests without a session: the 2026-07-28 stateless
+    /// revision (and legacy clients that do not use sessions).
+    shared: Arc<Conn>,
+    /// Legacy sessions: each `initialize` gets a server process of its own,
+    /// as it would with a stdio client.
+    sessions: Mutex<HashMap<String, Arc<Conn>>>,
     origins: Vec<String>,
     max_body: usize,
 }
@@ -88,7 +102,41 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Front {
+impl Conn {
+    /// Spawns the server and the task that reads it; `on_exit` runs when
+    /// its output ends.
+    fn start(
+        proxy: Proxy,
+        command: &[String],
+        on_exit: impl FnOnce(Option<ExitStatus>) + Send + 'static,
+    ) -> Result<Arc<Conn>, StdioError> {
+        let Downstream {
+            mut child,
+            stdout,
+            to_server,
+        } = spawn_downstream(command)?;
+        let max_line = proxy.config().max_line;
+        let conn = Arc::new(Conn {
+            proxy: Arc::new(proxy),
+            to_server,
+            waiters: Mutex::new(HashMap::new()),
+        });
+        let reading = Arc::clone(&conn);
+        tokio::spawn(async move {
+            let mut reader = LineReader::new(tokio::io::BufReader::new(stdout), max_line);
+            while let Ok(Some(frame)) = reader.next_frame().await {
+                let step = reading.proxy.on_server_frame(frame);
+                reading.deliver(step).await;
+            }
+            let step = reading.proxy.on_server_closed();
+            reading.deliver(step).await;
+            // Nobody waits on a server that is gone.
+            lock(&reading.waiters).clear();
+            on_exit(child.wait().await.ok());
+        });
+        Ok(conn)
+    }
+
     async fn deliver(self: &Arc<Self>, step: Step) {
         for timer in step.timers {
             let front = Arc::clone(self);
@@ -139,7 +187,9 @@ impl Front {
             }
         }
     }
+}
 
+impl Front {
     fn origin_ok(&self, origin: &HeaderValue) -> bool {
         origin
             .to_str()
@@ -216,6 +266,13 @@ impl Body for SseBody {
     }
 }
 
+fn id_of(msg: &crate::jsonrpc::Message) -> Option<Value> {
+    match &msg.shape {
+        Shape::Request { id, .. } => Some(id.clone()),
+        _ => None,
+    }
+}
+
 fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
@@ -232,11 +289,25 @@ async fn handle(
     if req.uri().path() != "/mcp" && req.uri().path() != "/" {
         return Ok(plain(StatusCode::NOT_FOUND, "the MCP endpoint is /mcp\n"));
     }
+    let header_session = header(&req, SESSION_HEADER).map(str::to_owned);
+    if req.method() == Method::DELETE {
+        let ended = header_session
+            .as_ref()
+            .and_then(|id| lock(&front.sessions).remove(id));
+        // Closing its stdin lets the session's server exit.
+        return Ok(match ended {
+            Some(conn) => {
+                let _ = conn.to_server.send(Write::Stop).await;
+                plain(StatusCode::NO_CONTENT, "")
+            }
+            None => plain(StatusCode::NOT_FOUND, "unknown Mcp-Session-Id\n"),
+        });
+    }
     if req.method() != Method::POST {
         let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "only POST is served\n");
         response
             .headers_mut()
-            .insert("allow", HeaderValue::from_static("POST"));
+            .insert("allow", HeaderValue::from_static("POST, DELETE"));
         return Ok(response);
     }
     let header_version = header(&req, VERSION_HEADER).map(str::to_owned);
@@ -255,7 +326,6 @@ async fn handle(
     }
     let header_method = header(&req, METHOD_HEADER).map(str::to_owned);
     let header_name = header(&req, NAME_HEADER).map(str::to_owned);
-    let header_session = header(&req, SESSION_HEADER).map(str::to_owned);
     let body = match Limited::new(req.into_body(), front.max_body)
         .collect()
         .await
@@ -275,11 +345,24 @@ async fn handle(
     };
     let line = body.to_vec();
 
+    let session = match &header_session {
+        Some(id) => match lock(&front.sessions).get(id) {
+            Some(conn) => Some(Arc::clone(conn)),
+            None => {
+                return Ok(plain(
+                    StatusCode::NOT_FOUND,
+                    "unknown Mcp-Session-Id; initialize again\n",
+                ))
+            }
+        },
+        None => None,
+    };
     let msg = match parse_strict(&line) {
         Ok(msg) => msg,
         Err(_) => {
             // The proxy writes the refusal (with the id when unambiguous).
-            let step = front.proxy.on_client_frame(Frame::Line(line));
+            let conn = session.unwrap_or_else(|| Arc::clone(&front.shared));
+            let step = conn.proxy.on_client_frame(Frame::Line(line));
             let reply = step.out.into_iter().find_map(|o| match o {
                 Out::Client(bytes) => Some(bytes),
                 Out::Server(_) => None,
@@ -287,10 +370,7 @@ async fn handle(
             return Ok(json(StatusCode::BAD_REQUEST, reply.unwrap_or_default()));
         }
     };
-    let id = match &msg.shape {
-        Shape::Request { id, .. } => Some(id.clone()),
-        _ => None,
-    };
+    let id = id_of(&msg);
     // The headers a router may act on must say what the body says.
     let body_version = msg
         .params()
@@ -324,25 +404,47 @@ async fn handle(
         ));
     }
     let is_initialize = msg.method() == Some("initialize");
-    if let (Some(sent), Some(known)) = (&header_session, lock(&front.session).clone()) {
-        if sent != &known && !is_initialize {
-            return Ok(plain(
-                StatusCode::NOT_FOUND,
-                "unknown Mcp-Session-Id; initialize again\n",
-            ));
+    let mut new_session = None;
+    let conn = match session {
+        Some(conn) if !is_initialize => conn,
+        _ if is_initialize => {
+            let id = crate::store::random_hex(16);
+            let gone = Arc::downgrade(&front);
+            let key = id.clone();
+            let started = Conn::start((front.new_proxy)(), &front.command, move |_| {
+                if let Some(front) = gone.upgrade() {
+                    lock(&front.sessions).remove(&key);
+                }
+            });
+            match started {
+                Ok(conn) => {
+                    lock(&front.sessions).insert(id.clone(), Arc::clone(&conn));
+                    new_session = Some(id);
+                    conn
+                }
+                Err(e) => {
+                    return Ok(rpc_error(
+                        StatusCode::BAD_GATEWAY,
+                        id_of(&msg).as_ref(),
+                        jsonrpc::REFUSED,
+                        &format!("Sentinel could not start the MCP server: {e}"),
+                    ))
+                }
+            }
         }
-    }
+        _ => Arc::clone(&front.shared),
+    };
 
     let Some(id) = id else {
         // Notifications and responses: accepted, nothing to answer.
-        let step = front.proxy.on_client_frame(Frame::Line(line));
-        front.deliver(step).await;
+        let step = conn.proxy.on_client_frame(Frame::Line(line));
+        conn.deliver(step).await;
         return Ok(plain(StatusCode::ACCEPTED, ""));
     };
     let key = id_key(&id);
     let (tx, mut rx) = mpsc::unbounded_channel();
     {
-        let mut waiters = lock(&front.waiters);
+        let mut waiters = lock(&conn.waiters);
         if waiters.contains_key(&key) {
             return Ok(rpc_error(
                 StatusCode::BAD_REQUEST,
@@ -353,8 +455,8 @@ async fn handle(
         }
         waiters.insert(key.clone(), tx);
     }
-    let step = front.proxy.on_client_frame(Frame::Line(line));
-    front.deliver(step).await;
+    let step = conn.proxy.on_client_frame(Frame::Line(line));
+    conn.deliver(step).await;
     let Some(first) = rx.recv().await else {
         return Ok(rpc_error(
             StatusCode::BAD_GATEWAY,
@@ -377,20 +479,20 @@ async fn handle(
             .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
         response
     };
-    if is_initialize {
-        let session = crate::store::random_hex(16);
+    if let Some(session) = new_session {
         if let Ok(value) = HeaderValue::from_str(&session) {
             response.headers_mut().insert(SESSION_HEADER, value);
-            *lock(&front.session) = Some(session);
         }
     }
     Ok(response)
 }
 
 /// Serves `command` over Streamable HTTP at `config.listen` until the
-/// server exits; `on_listening` is told the bound address.
+/// shared (session-less) server exits; `on_listening` is told the bound
+/// address. Each legacy session gets a server process of its own, built
+/// with `new_proxy`.
 pub async fn run(
-    proxy: Arc<Proxy>,
+    new_proxy: ProxyFactory,
     command: &[String],
     config: HttpConfig,
     on_listening: impl FnOnce(SocketAddr),
@@ -413,38 +515,24 @@ pub async fn run(
     ];
     origins.extend(config.extra_origins);
 
-    let Downstream {
-        mut child,
-        stdout,
-        to_server,
-    } = spawn_downstream(command)?;
-    let max_body = proxy.config().max_line;
+    let (exited_tx, exited_rx) = tokio::sync::oneshot::channel();
+    let shared_proxy = new_proxy();
+    let max_body = shared_proxy.config().max_line;
+    let shared = Conn::start(shared_proxy, command, move |status| {
+        let _ = exited_tx.send(status);
+    })?;
     let front = Arc::new(Front {
-        proxy: Arc::clone(&proxy),
-        to_server,
-        waiters: Mutex::new(HashMap::new()),
-        session: Mutex::new(None),
+        command: command.to_vec(),
+        new_proxy,
+        shared,
+        sessions: Mutex::new(HashMap::new()),
         origins,
         max_body,
     });
     on_listening(bound);
 
-    let stop = Arc::new(Notify::new());
-    {
-        let front = Arc::clone(&front);
-        let stop = Arc::clone(&stop);
-        tokio::spawn(async move {
-            let mut reader = LineReader::new(tokio::io::BufReader::new(stdout), max_body);
-            while let Ok(Some(frame)) = reader.next_frame().await {
-                let step = front.proxy.on_server_frame(frame);
-                front.deliver(step).await;
-            }
-            let step = front.proxy.on_server_closed();
-            front.deliver(step).await;
-            stop.notify_one();
-        });
-    }
-    loop {
+    let mut exited = std::pin::pin!(exited_rx);
+    let status = loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
@@ -457,11 +545,13 @@ pub async fn run(
                         .await;
                 });
             }
-            () = stop.notified() => break,
+            status = &mut exited => break status.ok().flatten(),
         }
-    }
-    child
-        .wait()
-        .await
-        .map_err(|e| HttpError::Downstream(StdioError::Wait(e)))
+    };
+    lock(&front.sessions).clear();
+    status.ok_or_else(|| {
+        HttpError::Downstream(StdioError::Wait(std::io::Error::other(
+            "the MCP server's exit status was lost",
+        )))
+    })
 }

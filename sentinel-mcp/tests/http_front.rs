@@ -54,6 +54,12 @@ fn start(dir: &Path, log: &Path) -> Front {
 
 /// One raw HTTP/1.1 POST; returns (status, body).
 fn post(addr: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let (status, _, body) = post_full(addr, headers, body);
+    (status, body)
+}
+
+/// One raw HTTP/1.1 POST; returns (status, head, body).
+fn post_full(addr: &str, headers: &[(&str, &str)], body: &str) -> (u16, String, String) {
     let mut stream = TcpStream::connect(addr).expect("connect to the front");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -72,12 +78,8 @@ fn post(addr: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response[9..12].parse().expect("status code");
-    let body = response
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_string();
-    (status, body)
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (status, head.to_string(), body.to_string())
 }
 
 fn drive_http(addr: &str, mode: &str, steps: Value) -> Value {
@@ -106,9 +108,10 @@ fn drive_http(addr: &str, mode: &str, steps: Value) -> Value {
 fn python_sdk_client_over_http_in_both_eras() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("calls.log");
-    for mode in ["legacy", "2026-07-28"] {
-        // One front serves one downstream connection, which speaks one era.
-        let front = start(&dir.path().join(mode), &log);
+    // One front: each legacy session gets its own server process, the
+    // stateless revision shares one; both eras, twice each.
+    let front = start(dir.path(), &log);
+    for mode in ["legacy", "2026-07-28", "legacy", "2026-07-28"] {
         let report = drive_http(
             &front.addr,
             mode,
@@ -133,7 +136,7 @@ fn python_sdk_client_over_http_in_both_eras() {
         assert_eq!(report["steps"][2]["is_error"], true, "{mode}: {report}");
     }
     let calls = call_log(&log);
-    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls.len(), 4, "{calls:?}");
     assert!(calls.iter().all(|c| c["tool"] == "echo"));
 }
 
@@ -184,13 +187,23 @@ fn foreign_origins_bad_versions_and_lying_headers_are_refused() {
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["id"], 9);
 
     // An honest request from the right origin goes through.
-    let (status, body) = post(
+    let (status, head, body) = post_full(
         &front.addr,
         &[("Origin", &own_origin)],
         &initialize(1).to_string(),
     );
     assert_eq!(status, 200, "{body}");
-    let (status, body) = post(&front.addr, &[], &echo);
+    let session = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("mcp-session-id: ")
+                .map(str::to_owned)
+        })
+        .expect("a session id");
+    let (status, _) = post(&front.addr, &[("Mcp-Session-Id", "not-a-session")], &echo);
+    assert_eq!(status, 404, "an unknown session is refused");
+    let (status, body) = post(&front.addr, &[("Mcp-Session-Id", &session)], &echo);
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap()["result"]["content"][0]["text"],
