@@ -244,6 +244,17 @@ fn writer_key_file_holds_only_the_current_epoch() {
             .mode();
         assert_eq!(mode & 0o077, 0, "{name} readable by others");
     }
+    use std::os::unix::fs::PermissionsExt;
+    let db_dir = trail.db().parent().expect("db dir").to_path_buf();
+    for path in [db_dir.clone(), trail.db(), trail.state()] {
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{} open to others", path.display());
+    }
+    let wal = std::path::PathBuf::from(format!("{}-wal", trail.db().display()));
+    if wal.exists() {
+        let mode = std::fs::metadata(&wal).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o077, 0, "WAL open to others");
+    }
 }
 
 #[test]
