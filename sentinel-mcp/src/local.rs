@@ -43,6 +43,7 @@ pub struct LocalDecider {
     scan_policy: ScanPolicy,
     scanner: Scanner,
     label: String,
+    processes: Mutex<std::collections::HashMap<u32, (u32, String, String)>>,
 }
 
 impl LocalDecider {
@@ -60,6 +61,7 @@ impl LocalDecider {
             scan_policy,
             scanner: Scanner::new(),
             label,
+            processes: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -100,16 +102,44 @@ impl LocalDecider {
         self.audit.append(event).map_err(DecideError::Audit)
     }
 
+    /// The proxy process's parent, name and executable from /proc
+    /// (cached; empty when unreadable).
+    fn process_of(&self, pid: u32) -> (u32, String, String) {
+        let mut cache = self.processes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(found) = cache.get(&pid) {
+            return found.clone();
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the parenthesised comm: state, ppid, ...
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|c| c.trim_end().to_string())
+            .unwrap_or_default();
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        if cache.len() >= 1024 {
+            cache.clear();
+        }
+        cache.insert(pid, (ppid, comm.clone(), exe.clone()));
+        (ppid, comm, exe)
+    }
+
     fn call_body(&self, call: &ToolCall, outcome: &str) -> Body {
         let mut args = call.args.clone();
         self.scanner.redact_value(&mut args);
+        let (ppid, comm, exe) = self.process_of(call.pid);
         Body::McpCall {
             process: ProcessInfo {
                 pid: call.pid,
-                ppid: 0,
+                ppid,
                 uid: call.uid,
-                comm: "sentinel-mcp".into(),
-                exe: String::new(),
+                comm,
+                exe,
                 agent: call.agent.clone(),
             },
             server: call.server.clone(),

@@ -97,6 +97,10 @@ fn the_proxy_asks_the_daemon_which_binds_calls_to_the_peers_kernel_identity() {
     assert!(events.len() >= 3, "{events:?}");
     for e in &events {
         assert_eq!(e["uid"], me);
+        assert!(
+            e["exe"].as_str().unwrap().ends_with("sentinel-mcp-proxy"),
+            "the process is the kernel's peer: {e}"
+        );
         assert_eq!(
             e["agent"], "agent-from-uid",
             "the proxy's --agent claim is ignored: {e}"
