@@ -238,11 +238,21 @@ impl KeyChain {
         Ok(KeyChain::new(segments, epoch_records))
     }
 
-    /// The key of `epoch`, or `None` when no known segment covers it (the
-    /// key of that time was lost). Epochs far beyond their segment's start
-    /// (a forged epoch column) are refused rather than derived for hours.
+    /// True when `epoch` is older than every known key segment: its key was
+    /// lost, so its seals cannot be checked (as opposed to being wrong).
+    pub fn predates_keys(&self, epoch: u64) -> bool {
+        self.segments
+            .first()
+            .is_none_or(|first| epoch < first.epoch)
+    }
+
+    /// The key of `epoch`, or `None` when no known segment covers it (see
+    /// [`KeyChain::predates_keys`]) or the epoch is implausibly far beyond
+    /// its segment's start.
     pub fn key_for(&mut self, epoch: u64) -> Option<[u8; 32]> {
-        const MAX_STEPS: u64 = 1 << 32;
+        // 16M epochs: 159 years of 300 s epochs. Anything further is a
+        // forged epoch column, refused rather than derived for minutes.
+        const MAX_STEPS: u64 = 1 << 24;
         let index = self.segments.iter().rposition(|k| k.epoch <= epoch)?;
         let reusable = self
             .cursor

@@ -263,17 +263,23 @@ impl ChainChecker {
             if row.first_seq != expected_seq || row.last_seq < row.first_seq {
                 return Ok(Err((expected_seq, Problem::BadRetentionCheckpoint)));
             }
-            // A checkpoint from a segment whose key is gone cannot be checked.
-            if let Some(key) = keys.as_mut().and_then(|k| k.key_for(row.epoch)) {
-                let expected = retention_seal(
-                    &key,
-                    row.first_seq,
-                    row.last_seq,
-                    &row.last_hash,
-                    row.ts_ns,
-                    row.epoch,
-                );
-                if !same_mac(&row.seal, &expected) {
+            if let Some(keys) = keys.as_mut() {
+                let sealed = match keys.key_for(row.epoch) {
+                    Some(key) => same_mac(
+                        &row.seal,
+                        &retention_seal(
+                            &key,
+                            row.first_seq,
+                            row.last_seq,
+                            &row.last_hash,
+                            row.ts_ns,
+                            row.epoch,
+                        ),
+                    ),
+                    // From a key segment whose key is gone: not checkable.
+                    None => keys.predates_keys(row.epoch),
+                };
+                if !sealed {
                     return Ok(Err((row.first_seq, Problem::BadRetentionCheckpoint)));
                 }
             }
@@ -334,7 +340,9 @@ impl ChainChecker {
                     return Some((row.seq, Problem::BadSeal));
                 }
                 Some(_) => {}
-                None => self.unsealed += 1,
+                None if keys.predates_keys(row.epoch) => self.unsealed += 1,
+                // An epoch no key can reach: a forged epoch column.
+                None => return Some((row.seq, Problem::BadSeal)),
             }
         }
         if row.prev_hash != self.prev_hash {

@@ -389,6 +389,18 @@ fn lost_keys_start_a_new_segment_with_an_alert_record() {
         .execute("UPDATE records SET seal = zeroblob(32) WHERE seq = 12", [])
         .expect("tamper");
     assert_eq!(first_bad(&trail), (12, Problem::BadSeal));
+    // A record cannot escape its seal check by claiming an epoch no key
+    // reaches.
+    let raw = trail.raw();
+    raw.execute("UPDATE records SET seal = zeroblob(32) WHERE seq = 12", [])
+        .expect("tamper");
+    raw.execute(
+        "UPDATE records SET epoch = 1099511627776 WHERE seq = 12",
+        [],
+    )
+    .expect("tamper");
+    rewrite_from(&raw, 12, &|e| e.to_string(), None);
+    assert_eq!(first_bad(&trail), (12, Problem::BadSeal));
     // And with an old record, given the old key.
     trail
         .raw()
