@@ -10,6 +10,7 @@ use crate::decider::{Decider, SystemClock};
 use crate::framing::DEFAULT_MAX_LINE;
 use crate::proxy::{Proxy, ProxyConfig};
 use crate::scan::{FindingAction, ScanPolicy};
+use crate::stdio::Target;
 
 /// Run an MCP server behind Sentinel: every tool call is decided by the
 /// policy engine and recorded in the audit chain.
@@ -60,8 +61,12 @@ pub struct McpProxyArgs {
     /// An Origin accepted by the HTTP front besides its own (repeatable).
     #[arg(long)]
     pub allow_origin: Vec<String>,
-    /// The MCP server command and its arguments.
-    #[arg(last = true, required = true, num_args = 1..)]
+    /// Reach the MCP server over Streamable HTTP at this http:// URL
+    /// instead of spawning a command.
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
+    /// The MCP server command and its arguments (unless --upstream).
+    #[arg(last = true, num_args = 1..)]
     pub command: Vec<String>,
 }
 
@@ -140,6 +145,22 @@ fn standalone_state_dir(db: &Path) -> PathBuf {
 /// Runs the proxy; returns the server's exit status, or 2 when the proxy
 /// cannot start.
 pub fn run(args: McpProxyArgs) -> ExitCode {
+    let target = match (&args.upstream, args.command.is_empty()) {
+        (Some(url), true) => match crate::upstream::parse_url(url) {
+            Ok(uri) => Target::Http(uri),
+            Err(e) => {
+                eprintln!("sentinel mcp-proxy: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        (None, false) => Target::Command(args.command.clone()),
+        _ => {
+            eprintln!(
+                "sentinel mcp-proxy: give either the server command after `--` or --upstream URL, not both"
+            );
+            return ExitCode::from(2);
+        }
+    };
     let decider = match choose_decider(&args) {
         Ok(d) => d,
         Err(e) => {
@@ -147,10 +168,10 @@ pub fn run(args: McpProxyArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let server = args
-        .server_name
-        .clone()
-        .unwrap_or_else(|| default_server_name(&args.command));
+    let server = args.server_name.clone().unwrap_or_else(|| match &target {
+        Target::Command(command) => default_server_name(command),
+        Target::Http(uri) => uri.host().unwrap_or("mcp-server").to_string(),
+    });
     eprintln!(
         "sentinel mcp-proxy: server `{server}`, verdicts from the {}",
         decider.describe()
@@ -184,7 +205,7 @@ pub fn run(args: McpProxyArgs) -> ExitCode {
                 Arc::new(move || {
                     Proxy::new(config.clone(), Arc::clone(&decider), Arc::clone(&clock))
                 }),
-                &args.command,
+                &target,
                 crate::http::HttpConfig {
                     listen,
                     extra_origins: args.allow_origin.clone(),
@@ -195,7 +216,7 @@ pub fn run(args: McpProxyArgs) -> ExitCode {
         None => runtime
             .block_on(crate::stdio::run(
                 Arc::new(Proxy::new(config, decider, clock)),
-                &args.command,
+                &target,
                 tokio::io::stdin(),
                 tokio::io::stdout(),
             ))

@@ -27,10 +27,10 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::framing::{Frame, LineReader};
+use crate::framing::Frame;
 use crate::jsonrpc::{self, id_key, parse_strict, Shape};
 use crate::proxy::{Out, Proxy, Step, META_PROTOCOL_VERSION};
-use crate::stdio::{spawn_downstream, Downstream, StdioError, Write};
+use crate::stdio::{spawn_downstream, wait, Downstream, StdioError, Target, Write};
 
 /// Protocol revisions the front accepts in `MCP-Protocol-Version`.
 pub const SUPPORTED_VERSIONS: &[&str] = &[
@@ -86,7 +86,7 @@ struct Conn {
 pub type ProxyFactory = Arc<dyn Fn() -> Proxy + Send + Sync>;
 
 struct Front {
-    command: Vec<String>,
+    target: Target,
     new_proxy: ProxyFactory,
     /// Serves requests without a session: the 2026-07-28 stateless
     /// revision (and legacy clients that do not use sessions).
@@ -107,15 +107,15 @@ impl Conn {
     /// its output ends.
     fn start(
         proxy: Proxy,
-        command: &[String],
+        target: &Target,
         on_exit: impl FnOnce(Option<ExitStatus>) + Send + 'static,
     ) -> Result<Arc<Conn>, StdioError> {
-        let Downstream {
-            mut child,
-            stdout,
-            to_server,
-        } = spawn_downstream(command)?;
         let max_line = proxy.config().max_line;
+        let Downstream {
+            child,
+            mut frames,
+            to_server,
+        } = spawn_downstream(target, max_line)?;
         let conn = Arc::new(Conn {
             proxy: Arc::new(proxy),
             to_server,
@@ -123,8 +123,7 @@ impl Conn {
         });
         let reading = Arc::clone(&conn);
         tokio::spawn(async move {
-            let mut reader = LineReader::new(tokio::io::BufReader::new(stdout), max_line);
-            while let Ok(Some(frame)) = reader.next_frame().await {
+            while let Ok(Some(frame)) = frames.next_frame().await {
                 let step = reading.proxy.on_server_frame(frame);
                 reading.deliver(step).await;
             }
@@ -132,7 +131,7 @@ impl Conn {
             reading.deliver(step).await;
             // Nobody waits on a server that is gone.
             lock(&reading.waiters).clear();
-            on_exit(child.wait().await.ok());
+            on_exit(wait(child).await.ok());
         });
         Ok(conn)
     }
@@ -411,7 +410,7 @@ async fn handle(
             let id = crate::store::random_hex(16);
             let gone = Arc::downgrade(&front);
             let key = id.clone();
-            let started = Conn::start((front.new_proxy)(), &front.command, move |_| {
+            let started = Conn::start((front.new_proxy)(), &front.target, move |_| {
                 if let Some(front) = gone.upgrade() {
                     lock(&front.sessions).remove(&key);
                 }
@@ -493,7 +492,7 @@ async fn handle(
 /// with `new_proxy`.
 pub async fn run(
     new_proxy: ProxyFactory,
-    command: &[String],
+    target: &Target,
     config: HttpConfig,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<ExitStatus, HttpError> {
@@ -518,11 +517,11 @@ pub async fn run(
     let (exited_tx, exited_rx) = tokio::sync::oneshot::channel();
     let shared_proxy = new_proxy();
     let max_body = shared_proxy.config().max_line;
-    let shared = Conn::start(shared_proxy, command, move |status| {
+    let shared = Conn::start(shared_proxy, target, move |status| {
         let _ = exited_tx.send(status);
     })?;
     let front = Arc::new(Front {
-        command: command.to_vec(),
+        target: target.clone(),
         new_proxy,
         shared,
         sessions: Mutex::new(HashMap::new()),

@@ -26,6 +26,7 @@ pub mod proxy;
 pub mod scan;
 pub mod stdio;
 pub mod store;
+pub mod upstream;
 
 pub use decider::{CallRecord, Clock, DecideError, Decider, ProxyAlert, SystemClock, ToolCall};
 pub use local::{AuditSink, Evaluate, LocalDecider};

@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::mpsc;
 
-use crate::framing::LineReader;
+use crate::framing::{Frame, LineReader};
 use crate::proxy::{Out, Proxy, Step};
 
 /// A line for a writer task, or the order to flush and stop.
@@ -72,12 +72,20 @@ pub(crate) async fn writer<W: AsyncWrite + Unpin>(mut sink: W, mut rx: mpsc::Rec
     let _ = sink.shutdown().await;
 }
 
-/// Runs `command` as the MCP server behind `proxy`, with `client_in` /
+/// Where the MCP server is: a command to spawn, or an HTTP endpoint.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Command(Vec<String>),
+    Http(hyper::Uri),
+}
+
+/// Runs the server at `target` behind `proxy`, with `client_in` /
 /// `client_out` as the client side (stdin/stdout for `sentinel mcp-proxy`).
-/// Returns when the server has exited and its last messages were written.
+/// Returns when the server has exited (for an HTTP server: when the client
+/// is gone) and the last messages were written.
 pub async fn run<I, O>(
     proxy: Arc<Proxy>,
-    command: &[String],
+    target: &Target,
     client_in: I,
     client_out: O,
 ) -> Result<ExitStatus, StdioError>
@@ -85,11 +93,12 @@ where
     I: AsyncRead + Unpin + Send + 'static,
     O: AsyncWrite + Unpin + Send + 'static,
 {
+    let max_line = proxy.config().max_line;
     let Downstream {
-        mut child,
-        stdout: server_out,
+        child,
+        mut frames,
         to_server: server_tx,
-    } = spawn_downstream(command)?;
+    } = spawn_downstream(target, max_line)?;
     let (client_tx, client_rx) = mpsc::channel(256);
     let sinks = Sinks {
         client: client_tx,
@@ -97,7 +106,6 @@ where
     };
     let client_writer = tokio::spawn(writer(client_out, client_rx));
 
-    let max_line = proxy.config().max_line;
     {
         let proxy = Arc::clone(&proxy);
         let sinks = sinks.clone();
@@ -112,29 +120,64 @@ where
         });
     }
 
-    let mut reader = LineReader::new(BufReader::new(server_out), max_line);
-    while let Ok(Some(frame)) = reader.next_frame().await {
+    while let Ok(Some(frame)) = frames.next_frame().await {
         let step = proxy.on_server_frame(frame);
         sinks.apply(&proxy, step).await;
     }
     let step = proxy.on_server_closed();
     sinks.apply(&proxy, step).await;
-    let status = child.wait().await.map_err(StdioError::Wait)?;
+    let status = wait(child).await?;
     let _ = sinks.client.send(Write::Stop).await;
     let _ = client_writer.await;
     Ok(status)
 }
 
-/// The spawned server: its process, its stdout, and a writer for its stdin
-/// (send [`Write::Stop`] to close it).
+/// The server: its process (none for HTTP), the frames it writes, and a
+/// writer for what it reads (send [`Write::Stop`] to close it).
 pub(crate) struct Downstream {
-    pub child: Child,
-    pub stdout: ChildStdout,
+    pub child: Option<Child>,
+    pub frames: FrameSource,
     pub to_server: mpsc::Sender<Write>,
 }
 
-/// Spawns `command` with piped stdin/stdout and inherited stderr.
-pub(crate) fn spawn_downstream(command: &[String]) -> Result<Downstream, StdioError> {
+/// Where server frames come from.
+pub(crate) enum FrameSource {
+    Stdout(LineReader<BufReader<ChildStdout>>),
+    Http(mpsc::Receiver<Frame>),
+}
+
+impl FrameSource {
+    pub(crate) async fn next_frame(&mut self) -> std::io::Result<Option<Frame>> {
+        match self {
+            FrameSource::Stdout(reader) => reader.next_frame().await,
+            FrameSource::Http(rx) => Ok(rx.recv().await),
+        }
+    }
+}
+
+/// The server's exit status; an HTTP server "exits" cleanly.
+pub(crate) async fn wait(child: Option<Child>) -> Result<ExitStatus, StdioError> {
+    use std::os::unix::process::ExitStatusExt;
+    match child {
+        Some(mut child) => child.wait().await.map_err(StdioError::Wait),
+        None => Ok(ExitStatus::from_raw(0)),
+    }
+}
+
+/// Starts the downstream: spawns a command (piped stdin/stdout, inherited
+/// stderr) or opens the HTTP link.
+pub(crate) fn spawn_downstream(target: &Target, max_line: usize) -> Result<Downstream, StdioError> {
+    let command = match target {
+        Target::Command(command) => command,
+        Target::Http(url) => {
+            let (to_server, frames) = crate::upstream::spawn(url.clone(), max_line);
+            return Ok(Downstream {
+                child: None,
+                frames: FrameSource::Http(frames),
+                to_server,
+            });
+        }
+    };
     let spawn_error = |source| StdioError::Spawn {
         command: command.join(" "),
         source,
@@ -156,8 +199,8 @@ pub(crate) fn spawn_downstream(command: &[String]) -> Result<Downstream, StdioEr
     let (to_server, rx) = mpsc::channel(256);
     tokio::spawn(writer(stdin, rx));
     Ok(Downstream {
-        child,
-        stdout,
+        child: Some(child),
+        frames: FrameSource::Stdout(LineReader::new(BufReader::new(stdout), max_line)),
         to_server,
     })
 }

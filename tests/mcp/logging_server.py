@@ -4,6 +4,8 @@ Every tools/call it receives is appended as one JSON line to the file named by
 SENTINEL_TEST_CALL_LOG, so a test can prove on the server side which calls
 reached it. SENTINEL_TEST_ECHO_DESCRIPTION overrides the echo tool's
 description, which is how the tests stage a rug-pull between two sessions.
+With SENTINEL_TEST_HTTP_PORT set it serves Streamable HTTP on 127.0.0.1 at
+that port (path /mcp) instead of stdio.
 """
 
 import json
@@ -59,4 +61,8 @@ def slow(seconds: float) -> str:
 
 
 if __name__ == "__main__":
-    server.run("stdio")
+    http_port = os.environ.get("SENTINEL_TEST_HTTP_PORT")
+    if http_port:
+        server.run("streamable-http", host="127.0.0.1", port=int(http_port))
+    else:
+        server.run("stdio")
