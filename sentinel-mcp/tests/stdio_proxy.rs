@@ -383,3 +383,47 @@ rate_limit = { max = 1, per_seconds = 3600 }
     assert_eq!(second["result"]["isError"], true, "{second}");
     assert!(proxy.finish().success());
 }
+
+#[test]
+fn a_tool_added_mid_session_after_list_changed_is_blocked_until_approved() {
+    let peers = peers();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy_dir(dir.path(), TEST_POLICY);
+    let log = dir.path().join("calls.log");
+    let mut proxy = Session::spawn(
+        &proxy_bin(),
+        &proxy_args(
+            &policy,
+            &dir.path().join("s.db"),
+            &[],
+            &python_server(&peers),
+        ),
+        &[("SENTINEL_TEST_CALL_LOG", log.display().to_string())],
+    );
+    proxy.request(&initialize(1));
+    proxy.send(&initialized());
+    proxy.request(&list(2)); // first sight: pinned
+
+    proxy.send(&call(3, "install_update", json!({})));
+    let mut saw_list_changed = false;
+    loop {
+        let msg = proxy.recv_json();
+        if msg["method"] == "notifications/tools/list_changed" {
+            saw_list_changed = true;
+        }
+        if msg["id"] == 3 {
+            break;
+        }
+    }
+    assert!(saw_list_changed, "the notification passes through");
+    let tools = proxy.request(&list(4));
+    assert!(
+        !tools.to_string().contains("exfiltrate"),
+        "the new tool is not advertised: {tools}"
+    );
+    let denied = proxy.request(&call(5, "exfiltrate", json!({"path": "/etc/shadow"})));
+    assert_eq!(denied["result"]["isError"], true);
+    assert!(text_of(&denied).contains("tool-pinning"), "{denied}");
+    assert!(proxy.finish().success());
+    assert!(call_log(&log).iter().all(|c| c["tool"] != "exfiltrate"));
+}
