@@ -130,6 +130,7 @@ pub struct Proxy {
     clock: Arc<dyn Clock>,
     scanner: Scanner,
     sealer: StateSealer,
+    elicit_prefix: String,
     state: Mutex<State>,
 }
 
@@ -208,6 +209,7 @@ impl Proxy {
             clock,
             scanner: Scanner::new(),
             sealer: StateSealer::new(),
+            elicit_prefix: crate::store::random_hex(8),
             state: Mutex::new(State::default()),
         }
     }
@@ -549,7 +551,11 @@ impl Proxy {
         if elicit {
             let mut state = self.state();
             state.next_elicitation += 1;
-            let elicitation_id = format!("sentinel-elicit-{}", state.next_elicitation);
+            // Unguessable, so a server cannot pick ids that collide with ours.
+            let elicitation_id = format!(
+                "sentinel-elicit-{}-{}",
+                self.elicit_prefix, state.next_elicitation
+            );
             let generation = state.next_generation + 1;
             state.elicitations.insert(
                 id_key(&Value::String(elicitation_id.clone())),
