@@ -1,12 +1,13 @@
 //! The proxy's message logic, independent of the transport: one client
 //! frame or one server frame in, the frames to write to each side out.
 //!
-//! It owns the pending-request table (one response per request id: a
-//! timeout answers once and a late response is dropped), the tool-layer
-//! policy (`tools/call` verdicts, `tools/list` filtering and pinning, result
-//! scanning) and the ask flow. Messages that pass unchanged are forwarded as
-//! the exact bytes received; only messages Sentinel must change (a filtered
-//! tool list, a redacted result) are re-serialized.
+//! This module owns the pending-request table (one response per request
+//! id: a timeout answers once and a late response is dropped) and the
+//! `tools/call` verdict; `ask` holds calls for a human, `results`
+//! inspects what the server returns (result scanning, `tools/list` pinning
+//! and filtering). Messages that pass unchanged are forwarded as the exact
+//! bytes received; only messages Sentinel must change (a filtered tool list,
+//! a redacted result) are re-serialized.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,6 +22,11 @@ use crate::jsonrpc::{self, id_key, parse_strict, Message, Shape};
 use crate::mrtr::{self, StateSealer};
 use crate::scan::{FindingAction, Scanner};
 use crate::store::{args_digest, CallBinding};
+
+mod ask;
+mod results;
+
+use ask::{strip_our_input, HeldCall, ModernInput};
 
 /// The 2026-07-28 `_meta` key carrying the protocol version of a request.
 pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
@@ -100,16 +106,6 @@ struct Pending {
     modern: bool,
 }
 
-/// A tools/call held while the client's user is asked (elicitation).
-#[derive(Debug, Clone)]
-struct HeldCall {
-    client_id_key: String,
-    generation: u64,
-    raw: Vec<u8>,
-    call: ToolCall,
-    verdict: Verdict,
-}
-
 #[derive(Default)]
 struct State {
     pending: HashMap<String, Pending>,
@@ -132,41 +128,6 @@ pub struct Proxy {
     sealer: StateSealer,
     elicit_prefix: String,
     state: Mutex<State>,
-}
-
-/// What a 2026-07-28 `tools/call` carries for the ask flow.
-#[derive(Debug, Default)]
-struct ModernInput {
-    /// The request speaks the 2026-07-28 revision.
-    modern: bool,
-    /// The request's `_meta` declares the elicitation capability.
-    elicitation: bool,
-    /// Our sealed `requestState`, when this is a retry.
-    state: Option<String>,
-    /// The user's answer under our input key.
-    answer: Option<Value>,
-}
-
-/// The request without our `requestState` and input response.
-fn strip_our_input(msg: &Message) -> Vec<u8> {
-    let mut value = msg.value.clone();
-    if let Some(params) = value.get_mut("params").and_then(Value::as_object_mut) {
-        params.remove("requestState");
-        let emptied = match params
-            .get_mut("inputResponses")
-            .and_then(Value::as_object_mut)
-        {
-            Some(responses) => {
-                responses.remove(mrtr::INPUT_KEY);
-                responses.is_empty()
-            }
-            None => false,
-        };
-        if emptied {
-            params.remove("inputResponses");
-        }
-    }
-    Value::Object(value).to_string().into_bytes()
 }
 
 /// A verdict the proxy reaches on its own (pins, errors, scanning).
@@ -477,186 +438,6 @@ impl Proxy {
         jsonrpc::result_response(id, tool_error_result(text, modern))
     }
 
-    fn on_ask(
-        &self,
-        step: &mut Step,
-        id: &Value,
-        raw: &[u8],
-        call: ToolCall,
-        verdict: Verdict,
-        input: ModernInput,
-    ) -> Option<PendingKind> {
-        let modern = input.modern;
-        let binding = CallBinding {
-            agent: call.agent.clone(),
-            server: call.server.clone(),
-            tool: call.tool.clone(),
-            args_digest: args_digest(&call.args),
-        };
-        let now = self.clock.now();
-        match self.decider.take_ask(&binding, now) {
-            Ok(true) => {
-                self.record(&call, &verdict, "approved");
-                return Some(PendingKind::ToolsCall {
-                    call: Box::new(call),
-                    verdict: Box::new(verdict),
-                });
-            }
-            Ok(false) => {}
-            Err(e) => {
-                let verdict = own_verdict(
-                    Decision::Deny,
-                    "sentinel-unavailable",
-                    format!("the approval could not be checked, so the call is refused: {e}"),
-                    100,
-                );
-                step.client(self.deny_reply(id, &call, &verdict, modern));
-                return None;
-            }
-        }
-        if modern {
-            if let Some(state) = &input.state {
-                let why = match self.sealer.open(state, &binding, now) {
-                    Ok(()) if mrtr::approves(input.answer.as_ref()) => {
-                        self.record(&call, &verdict, "approved-by-elicitation");
-                        return Some(PendingKind::ToolsCall {
-                            call: Box::new(call),
-                            verdict: Box::new(verdict),
-                        });
-                    }
-                    Ok(()) => "the user declined the call".to_string(),
-                    Err(e) => e.to_string(),
-                };
-                let denied = own_verdict(
-                    Decision::Deny,
-                    verdict.rule.as_deref().unwrap_or("ask"),
-                    why,
-                    verdict.risk,
-                );
-                self.record(&call, &denied, "denied-by-elicitation");
-                step.client(self.deny_reply(id, &call, &denied, modern));
-                return None;
-            }
-            if input.elicitation {
-                let sealed = self.sealer.seal(&binding, self.config.ask_ttl, now);
-                self.record(&call, &verdict, "ask-elicited");
-                step.client(jsonrpc::result_response(
-                    id,
-                    mrtr::input_required(self.ask_message(&call, &verdict), sealed),
-                ));
-                return None;
-            }
-        }
-        let elicit = self.state().client_elicitation && !modern;
-        if elicit {
-            let mut state = self.state();
-            state.next_elicitation += 1;
-            // Unguessable, so a server cannot pick ids that collide with ours.
-            let elicitation_id = format!(
-                "sentinel-elicit-{}-{}",
-                self.elicit_prefix, state.next_elicitation
-            );
-            let generation = state.next_generation + 1;
-            state.elicitations.insert(
-                id_key(&Value::String(elicitation_id.clone())),
-                HeldCall {
-                    client_id_key: id_key(id),
-                    generation,
-                    raw: raw.to_vec(),
-                    call: call.clone(),
-                    verdict: verdict.clone(),
-                },
-            );
-            drop(state);
-            let request = json!({
-                "jsonrpc": "2.0",
-                "id": elicitation_id,
-                "method": "elicitation/create",
-                "params": {
-                    "mode": "form",
-                    "message": self.ask_message(&call, &verdict),
-                    "requestedSchema": {
-                        "type": "object",
-                        "properties": { "approve": { "type": "boolean", "title": "Allow this call once" } },
-                        "required": ["approve"],
-                    },
-                },
-            });
-            step.client(request.to_string().into_bytes());
-            return Some(PendingKind::AwaitingElicitation);
-        }
-        let text = match self.decider.request_ask(&binding, self.config.ask_ttl, now) {
-            Ok(approval) => {
-                self.record(&call, &verdict, "ask-pending");
-                format!(
-                    "Sentinel needs an operator's approval for tool `{}` on server `{}` (rule `{}`: {}). \
-                     Ask the operator to run `sentinel approve {approval}` within {} seconds, then retry \
-                     the same call with the same arguments; the approval is good for one call.",
-                    call.tool,
-                    call.server,
-                    verdict.rule.as_deref().unwrap_or("-"),
-                    verdict.reason,
-                    self.config.ask_ttl.as_secs(),
-                )
-            }
-            Err(e) => format!(
-                "Sentinel could not register an approval request, so the call is refused: {e}"
-            ),
-        };
-        step.client(jsonrpc::result_response(
-            id,
-            tool_error_result(text, modern),
-        ));
-        None
-    }
-
-    fn on_elicitation_answer(&self, step: &mut Step, held: HeldCall, msg: &Message) {
-        let pending = {
-            let state = self.state();
-            state
-                .pending
-                .get(&held.client_id_key)
-                .filter(|p| p.generation == held.generation)
-                .cloned()
-        };
-        let Some(pending) = pending else {
-            return; // the call already timed out and was answered
-        };
-        let result = msg.value.get("result");
-        let accepted = mrtr::approves(result);
-        if accepted {
-            self.record(&held.call, &held.verdict, "approved-by-elicitation");
-            if let Some(p) = self.state().pending.get_mut(&held.client_id_key) {
-                p.kind = PendingKind::ToolsCall {
-                    call: Box::new(held.call),
-                    verdict: Box::new(held.verdict),
-                };
-            }
-            step.server(held.raw);
-        } else {
-            self.state().pending.remove(&held.client_id_key);
-            let verdict = own_verdict(
-                Decision::Deny,
-                held.verdict.rule.as_deref().unwrap_or("ask"),
-                "the user declined the call".into(),
-                held.verdict.risk,
-            );
-            self.record(&held.call, &verdict, "denied-by-elicitation");
-            step.client(self.deny_reply(&pending.id, &held.call, &verdict, pending.modern));
-        }
-    }
-
-    fn ask_message(&self, call: &ToolCall, verdict: &Verdict) -> String {
-        format!(
-            "Sentinel: allow tool `{}` on server `{}` once? Rule `{}`: {}. Arguments: {}",
-            call.tool,
-            call.server,
-            verdict.rule.as_deref().unwrap_or("-"),
-            verdict.reason,
-            crate::store::canonical_json(&self.redacted(&call.args)),
-        )
-    }
-
     fn redacted(&self, value: &Value) -> Value {
         let mut value = value.clone();
         self.scanner.redact_value(&mut value);
@@ -723,185 +504,6 @@ impl Proxy {
         step
     }
 
-    fn on_call_result(
-        &self,
-        step: &mut Step,
-        mut msg: Message,
-        raw: Vec<u8>,
-        call: &ToolCall,
-        verdict: &Verdict,
-        modern: bool,
-    ) {
-        let now = self.clock.now();
-        let Some(result) = msg.value.get_mut("result") else {
-            self.decider.server_outcome(&call.server, false, now);
-            self.record(call, verdict, "error");
-            step.client(raw);
-            return;
-        };
-        self.decider.server_outcome(&call.server, true, now);
-        let findings = self.scanner.findings(result);
-        if findings.is_empty() {
-            self.record(call, verdict, "result");
-            step.client(raw);
-            return;
-        }
-        let policy = self.decider.scan_policy();
-        let mut block = Vec::new();
-        let mut changed = false;
-        if !findings.secrets.is_empty() {
-            let what = format!(
-                "result of tool `{}` contains secrets: {}",
-                call.tool,
-                findings.secrets.join(", ")
-            );
-            self.alert("warning", "mcp-secret", what.clone());
-            match policy.secrets {
-                FindingAction::Block => block.push(what),
-                FindingAction::Redact => {
-                    self.scanner.redact_value(result);
-                    changed = true;
-                }
-                FindingAction::Alert => {}
-            }
-        }
-        if !findings.injection.is_empty() {
-            let what = format!(
-                "result of tool `{}` contains prompt-injection markers: {}",
-                call.tool,
-                findings.injection.join(", ")
-            );
-            self.alert("warning", "mcp-injection", what.clone());
-            match policy.injection {
-                FindingAction::Block => block.push(what),
-                FindingAction::Redact => {
-                    redact_injection(&self.scanner, result);
-                    changed = true;
-                }
-                FindingAction::Alert => {}
-            }
-        }
-        if !block.is_empty() {
-            let text = format!("Sentinel blocked the result: {}", block.join("; "));
-            *result = tool_error_result(text, modern);
-            self.record(call, verdict, "blocked");
-        } else if changed {
-            self.record(call, verdict, "redacted");
-        } else {
-            self.record(call, verdict, "result");
-            step.client(raw);
-            return;
-        }
-        step.client(Value::Object(msg.value).to_string().into_bytes());
-    }
-
-    fn on_tools_list(&self, step: &mut Step, mut msg: Message, raw: Vec<u8>) {
-        let last_page = msg
-            .value
-            .get("result")
-            .and_then(|r| r.get("nextCursor"))
-            .is_none_or(Value::is_null);
-        let Some(tools) = msg
-            .value
-            .get_mut("result")
-            .and_then(|r| r.get_mut("tools"))
-            .and_then(Value::as_array_mut)
-        else {
-            step.client(raw);
-            return;
-        };
-        let now = self.clock.now();
-        let statuses = match self
-            .decider
-            .check_tools(&self.config.server, tools, last_page, now)
-        {
-            Ok(statuses) => statuses,
-            Err(e) => {
-                self.warn(&format!("could not check tool pins: {e}"));
-                let id = msg.value.get("id").cloned().unwrap_or(Value::Null);
-                step.client(jsonrpc::error_response(
-                    Some(&id),
-                    jsonrpc::REFUSED,
-                    &format!("Sentinel could not check the server's tool definitions: {e}"),
-                ));
-                return;
-            }
-        };
-        let mut keep = Vec::with_capacity(tools.len());
-        let mut blocked_now = HashMap::new();
-        for (def, (name, status)) in tools.iter().zip(statuses) {
-            if let Some(approval) = match &status {
-                crate::store::PinStatus::New { approval }
-                | crate::store::PinStatus::Changed { approval } => Some(approval.clone()),
-                _ => None,
-            } {
-                let what = if matches!(status, crate::store::PinStatus::New { .. }) {
-                    "appeared after the server's tools were pinned"
-                } else {
-                    "changed its definition since it was pinned"
-                };
-                let reason = format!(
-                    "tool `{name}` on server `{}` {what}; blocked until an operator runs `sentinel approve {approval}`",
-                    self.config.server
-                );
-                if self.state().alerted.insert(approval) {
-                    self.alert("critical", "mcp-rug-pull", reason.clone());
-                }
-                blocked_now.insert(name, ("tool-pinning".to_string(), reason));
-                keep.push(false);
-                continue;
-            }
-            let findings = self.scanner.findings(&crate::store::pin_material(def));
-            if !findings.is_empty() {
-                let reason = format!(
-                    "the definition of tool `{name}` contains {}",
-                    findings
-                        .secrets
-                        .iter()
-                        .chain(&findings.injection)
-                        .copied()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-                self.alert("critical", "mcp-poisoned-tool", reason.clone());
-                blocked_now.insert(name, ("tool-scan".to_string(), reason));
-                keep.push(false);
-                continue;
-            }
-            let probe = ToolCall {
-                agent: self.config.agent.clone(),
-                uid: self.config.uid,
-                pid: self.config.pid,
-                server: self.config.server.clone(),
-                tool: name.clone(),
-                args: Value::Null,
-            };
-            let hidden = self
-                .decider
-                .decide_listing(&probe, now)
-                .map(|v| v.action == Decision::Deny)
-                .unwrap_or(true);
-            keep.push(!hidden);
-        }
-        {
-            let mut state = self.state();
-            for name in tools
-                .iter()
-                .filter_map(|d| d.get("name").and_then(Value::as_str))
-            {
-                state.blocked_tools.remove(name);
-            }
-            state.blocked_tools.extend(blocked_now);
-        }
-        if keep.iter().all(|k| *k) {
-            step.client(raw);
-            return;
-        }
-        let mut flags = keep.into_iter();
-        tools.retain(|_| flags.next().unwrap_or(false));
-        step.client(Value::Object(msg.value).to_string().into_bytes());
-    }
-
     // ---- timers and shutdown ---------------------------------------------
 
     /// A request timer fired: answer the request once, if still pending.
@@ -954,19 +556,5 @@ impl Proxy {
             }
         }
         step
-    }
-}
-
-fn redact_injection(scanner: &Scanner, value: &mut Value) {
-    match value {
-        Value::String(s) => {
-            let kinds = scanner.injection_in(s);
-            if !kinds.is_empty() {
-                *s = format!("[REDACTED:prompt-injection:{}]", kinds.join(","));
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(|v| redact_injection(scanner, v)),
-        Value::Object(map) => map.values_mut().for_each(|v| redact_injection(scanner, v)),
-        _ => {}
     }
 }
