@@ -464,3 +464,33 @@ fn a_tool_whose_description_carries_an_injection_is_withheld_even_on_first_sight
     assert!(proxy.finish().success());
     assert!(call_log(&log).is_empty());
 }
+
+#[test]
+fn secrets_in_a_resource_are_redacted_too() {
+    let peers = peers();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy_dir(dir.path(), TEST_POLICY);
+    let mut proxy = Session::spawn(
+        &proxy_bin(),
+        &proxy_args(
+            &policy,
+            &dir.path().join("s.db"),
+            &[],
+            &python_server(&peers),
+        ),
+        &[],
+    );
+    proxy.request(&initialize(1));
+    proxy.send(&initialized());
+    let read = proxy.request(&json!({
+        "jsonrpc": "2.0", "id": 2, "method": "resources/read",
+        "params": {"uri": "config://deploy"}
+    }));
+    let text = read["result"]["contents"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(text.contains("region = eu-west-1"), "{read}");
+    assert!(!text.contains("AKIAIOSFODNN7EXAMPLE"), "{read}");
+    assert!(text.contains("[REDACTED:aws-access-key]"), "{read}");
+    assert!(proxy.finish().success());
+}

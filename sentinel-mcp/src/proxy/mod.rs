@@ -91,6 +91,8 @@ enum PendingKind {
         verdict: Box<Verdict>,
     },
     ToolsList,
+    /// A `resources/read` or `prompts/get`: its content is scanned.
+    Content(&'static str),
     /// Waiting for the client to answer the proxy's own elicitation.
     AwaitingElicitation,
     Other,
@@ -300,6 +302,8 @@ impl Proxy {
                 None => return,
             },
             "tools/list" => PendingKind::ToolsList,
+            "resources/read" => PendingKind::Content("resources/read"),
+            "prompts/get" => PendingKind::Content("prompts/get"),
             "initialize" => {
                 let declares = msg
                     .params()
@@ -495,6 +499,9 @@ impl Proxy {
                             self.on_call_result(&mut step, msg, line, &call, &verdict, p.modern)
                         }
                         PendingKind::ToolsList => self.on_tools_list(&mut step, msg, line),
+                        PendingKind::Content(method) => {
+                            self.on_content_result(&mut step, msg, line, method)
+                        }
                         PendingKind::AwaitingElicitation | PendingKind::Other => step.client(line),
                     },
                 }

@@ -1,11 +1,21 @@
-//! What comes back from the server: tool results scanned for secrets and
-//! injection markers, and `tools/list` results pinned and filtered.
+//! What comes back from the server: tool results (and `resources/read`,
+//! `prompts/get` results) scanned for secrets and injection markers, and
+//! `tools/list` results pinned and filtered.
 
 use std::collections::HashMap;
 
 use serde_json::Value;
 
 use super::*;
+
+/// What scanning a result decided.
+enum Inspection {
+    Clean,
+    /// Redacted in place.
+    Changed,
+    /// Must not reach the client; why.
+    Blocked(String),
+}
 
 impl Proxy {
     pub(super) fn on_call_result(
@@ -25,19 +35,62 @@ impl Proxy {
             return;
         };
         self.decider.server_outcome(&call.server, true, now);
-        let findings = self.scanner.findings(result);
-        if findings.is_empty() {
-            self.record(call, verdict, "result");
+        match self.inspect(&format!("tool `{}`", call.tool), result) {
+            Inspection::Clean => {
+                self.record(call, verdict, "result");
+                step.client(raw);
+                return;
+            }
+            Inspection::Changed => self.record(call, verdict, "redacted"),
+            Inspection::Blocked(why) => {
+                let text = format!("Sentinel blocked the result: {why}");
+                *result = tool_error_result(text, modern);
+                self.record(call, verdict, "blocked");
+            }
+        }
+        step.client(Value::Object(msg.value).to_string().into_bytes());
+    }
+
+    /// A `resources/read` or `prompts/get` result: scanned like a tool
+    /// result; a blocked one becomes a JSON-RPC error.
+    pub(super) fn on_content_result(
+        &self,
+        step: &mut Step,
+        mut msg: Message,
+        raw: Vec<u8>,
+        method: &str,
+    ) {
+        let Some(result) = msg.value.get_mut("result") else {
             step.client(raw);
             return;
+        };
+        match self.inspect(&format!("`{method}`"), result) {
+            Inspection::Clean => step.client(raw),
+            Inspection::Changed => step.client(Value::Object(msg.value).to_string().into_bytes()),
+            Inspection::Blocked(why) => {
+                let id = msg.value.get("id").cloned().unwrap_or(Value::Null);
+                step.client(jsonrpc::error_response(
+                    Some(&id),
+                    jsonrpc::REFUSED,
+                    &format!("Sentinel blocked the result: {why}"),
+                ));
+            }
+        }
+    }
+
+    /// Scans a result for secrets and injection markers, alerts, and
+    /// redacts in place or says it must be blocked, per the scan policy.
+    fn inspect(&self, subject: &str, result: &mut Value) -> Inspection {
+        let findings = self.scanner.findings(result);
+        if findings.is_empty() {
+            return Inspection::Clean;
         }
         let policy = self.decider.scan_policy();
         let mut block = Vec::new();
         let mut changed = false;
         if !findings.secrets.is_empty() {
             let what = format!(
-                "result of tool `{}` contains secrets: {}",
-                call.tool,
+                "result of {subject} contains secrets: {}",
                 findings.secrets.join(", ")
             );
             self.alert("warning", "mcp-secret", what.clone());
@@ -52,8 +105,7 @@ impl Proxy {
         }
         if !findings.injection.is_empty() {
             let what = format!(
-                "result of tool `{}` contains prompt-injection markers: {}",
-                call.tool,
+                "result of {subject} contains prompt-injection markers: {}",
                 findings.injection.join(", ")
             );
             self.alert("warning", "mcp-injection", what.clone());
@@ -66,18 +118,11 @@ impl Proxy {
                 FindingAction::Alert => {}
             }
         }
-        if !block.is_empty() {
-            let text = format!("Sentinel blocked the result: {}", block.join("; "));
-            *result = tool_error_result(text, modern);
-            self.record(call, verdict, "blocked");
-        } else if changed {
-            self.record(call, verdict, "redacted");
-        } else {
-            self.record(call, verdict, "result");
-            step.client(raw);
-            return;
+        match (block.is_empty(), changed) {
+            (false, _) => Inspection::Blocked(block.join("; ")),
+            (true, true) => Inspection::Changed,
+            (true, false) => Inspection::Clean,
         }
-        step.client(Value::Object(msg.value).to_string().into_bytes());
     }
 
     pub(super) fn on_tools_list(&self, step: &mut Step, mut msg: Message, raw: Vec<u8>) {
