@@ -3,7 +3,9 @@
 //! stderr through, and return its exit status.
 
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
@@ -105,18 +107,28 @@ where
         server: server_tx,
     };
     let client_writer = tokio::spawn(writer(client_out, client_rx));
+    let server_pid = child.as_ref().and_then(Child::id);
+    let exited = Arc::new(AtomicBool::new(false));
+    if let Some(pid) = server_pid {
+        tokio::spawn(forward_termination(pid, Arc::clone(&exited)));
+    }
 
     {
         let proxy = Arc::clone(&proxy);
         let sinks = sinks.clone();
+        let exited = Arc::clone(&exited);
         tokio::spawn(async move {
             let mut reader = LineReader::new(BufReader::new(client_in), max_line);
             while let Ok(Some(frame)) = reader.next_frame().await {
                 let step = proxy.on_client_frame(frame);
                 sinks.apply(&proxy, step).await;
             }
-            // The client is gone: close the server's stdin so it can exit.
+            // The client is gone: close the server's stdin so it can exit,
+            // and end it as the MCP stdio shutdown says if it does not.
             let _ = sinks.server.send(Write::Stop).await;
+            if let Some(pid) = server_pid {
+                stop_after_grace(pid, &exited).await;
+            }
         });
     }
 
@@ -126,10 +138,58 @@ where
     }
     let step = proxy.on_server_closed();
     sinks.apply(&proxy, step).await;
-    let status = wait(child).await?;
+    let status = wait(child).await;
+    exited.store(true, Ordering::SeqCst);
+    let status = status?;
     let _ = sinks.client.send(Write::Stop).await;
     let _ = client_writer.await;
     Ok(status)
+}
+
+/// How long a server may take to exit after its stdin closed, before
+/// SIGTERM; and after SIGTERM, before SIGKILL.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+const TERM_GRACE: Duration = Duration::from_secs(2);
+
+fn signal(pid: u32, exited: &AtomicBool, sig: libc::c_int) {
+    if exited.load(Ordering::SeqCst) {
+        return; // the pid may belong to someone else by now
+    }
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+/// Closing stdin was not enough: SIGTERM after a grace period, then SIGKILL.
+async fn stop_after_grace(pid: u32, exited: &AtomicBool) {
+    tokio::time::sleep(EXIT_GRACE).await;
+    signal(pid, exited, libc::SIGTERM);
+    tokio::time::sleep(TERM_GRACE).await;
+    signal(pid, exited, libc::SIGKILL);
+}
+
+/// SIGTERM, SIGINT or SIGHUP to the proxy ends the server too, so it does
+/// not outlive the proxy; the proxy then exits with the server's status.
+async fn forward_termination(pid: u32, exited: Arc<AtomicBool>) {
+    use tokio::signal::unix::{signal as on, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        on(SignalKind::terminate()),
+        on(SignalKind::interrupt()),
+        on(SignalKind::hangup()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+        _ = hup.recv() => {}
+    }
+    signal(pid, &exited, libc::SIGTERM);
+    tokio::time::sleep(TERM_GRACE).await;
+    signal(pid, &exited, libc::SIGKILL);
 }
 
 /// The server: its process (none for HTTP), the frames it writes, and a

@@ -494,3 +494,45 @@ fn secrets_in_a_resource_are_redacted_too() {
     assert!(text.contains("[REDACTED:aws-access-key]"), "{read}");
     assert!(proxy.finish().success());
 }
+
+#[test]
+fn a_server_that_ignores_the_end_of_its_input_is_terminated() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy_dir(dir.path(), TEST_POLICY);
+    // Never reads stdin, so it never sees the client leave.
+    let server = vec!["sleep".to_string(), "600".into()];
+    let proxy = Session::spawn(
+        &proxy_bin(),
+        &proxy_args(&policy, &dir.path().join("s.db"), &[], &server),
+        &[],
+    );
+    let status = proxy.finish();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        None,
+        "the proxy itself exits normally"
+    );
+    assert_eq!(
+        status.code(),
+        Some(128 + 15),
+        "the server's SIGTERM is propagated"
+    );
+}
+
+#[test]
+fn sigterm_to_the_proxy_ends_the_server_and_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy_dir(dir.path(), TEST_POLICY);
+    let server = vec!["sleep".to_string(), "600".into()];
+    let mut proxy = Session::spawn(
+        &proxy_bin(),
+        &proxy_args(&policy, &dir.path().join("s.db"), &[], &server),
+        &[],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let pid = libc::pid_t::try_from(proxy.child.id()).unwrap();
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = proxy.finish();
+    assert_eq!(status.code(), Some(128 + 15), "{status:?}");
+}
