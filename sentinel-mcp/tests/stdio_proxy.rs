@@ -524,7 +524,7 @@ fn sigterm_to_the_proxy_ends_the_server_and_reports_it() {
     let dir = tempfile::tempdir().unwrap();
     let policy = policy_dir(dir.path(), TEST_POLICY);
     let server = vec!["sleep".to_string(), "600".into()];
-    let mut proxy = Session::spawn(
+    let proxy = Session::spawn(
         &proxy_bin(),
         &proxy_args(&policy, &dir.path().join("s.db"), &[], &server),
         &[],
