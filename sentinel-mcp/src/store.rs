@@ -415,7 +415,9 @@ pub fn canonical_json(value: &Value) -> String {
     out
 }
 
-/// `bytes` random bytes from the kernel, hex encoded.
+/// `bytes` random bytes from the kernel, hex encoded. Approval ids and
+/// sealing keys depend on it, so there is no weak fallback: without
+/// getrandom(2) or /dev/urandom the process stops.
 pub fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     let mut filled = 0;
@@ -425,6 +427,14 @@ pub fn random_hex(bytes: usize) -> String {
             unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
         if n > 0 {
             filled += n.unsigned_abs();
+        } else if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            use std::io::Read;
+            let urandom = std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| f.read_exact(&mut buf[filled..]));
+            if let Err(e) = urandom {
+                panic!("no kernel randomness (getrandom and /dev/urandom failed: {e})");
+            }
+            filled = buf.len();
         }
     }
     buf.iter().map(|b| format!("{b:02x}")).collect()
