@@ -210,7 +210,15 @@ pub fn run(args: McpProxyArgs) -> ExitCode {
                     listen,
                     extra_origins: args.allow_origin.clone(),
                 },
-                |addr| eprintln!("sentinel mcp-proxy: listening on http://{addr}/mcp"),
+                |addr| {
+                    eprintln!("sentinel mcp-proxy: listening on http://{addr}/mcp");
+                    if !addr.ip().is_loopback() {
+                        eprintln!(
+                            "sentinel mcp-proxy: warning: {addr} is not a loopback address; \
+                             anyone who can reach it can call this server's tools"
+                        );
+                    }
+                },
             ))
             .map_err(|e| e.to_string()),
         None => runtime
