@@ -97,8 +97,9 @@ fn the_proxy_asks_the_daemon_which_binds_calls_to_the_peers_kernel_identity() {
     assert!(events.len() >= 3, "{events:?}");
     for e in &events {
         assert_eq!(e["uid"], me);
+        let exe = e["exe"].as_str().unwrap();
         assert!(
-            e["exe"].as_str().unwrap().ends_with("sentinel-mcp-proxy"),
+            exe.ends_with("sentinel-mcp-proxy") || exe.ends_with("/sentinel"),
             "the process is the kernel's peer: {e}"
         );
         assert_eq!(

@@ -52,8 +52,29 @@ pub fn peers() -> Peers {
     Peers { python, node_bin }
 }
 
+/// The proxy under test: this crate's `sentinel-mcp-proxy`, or, with
+/// SENTINEL_BIN set, `$SENTINEL_BIN mcp-proxy` (the real CLI), through a
+/// small exec wrapper so every test runs unchanged.
 pub fn proxy_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_sentinel-mcp-proxy"))
+    static WRAPPER: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    match std::env::var_os("SENTINEL_BIN") {
+        None => PathBuf::from(env!("CARGO_BIN_EXE_sentinel-mcp-proxy")),
+        Some(bin) => WRAPPER
+            .get_or_init(|| {
+                use std::os::unix::fs::PermissionsExt;
+                let path =
+                    std::env::temp_dir().join(format!("sentinel-mcp-proxy-{}", std::process::id()));
+                let script = format!(
+                    "#!/bin/sh\nexec '{}' mcp-proxy \"$@\"\n",
+                    bin.to_string_lossy()
+                );
+                std::fs::write(&path, script).expect("write the proxy wrapper");
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                    .expect("make the wrapper executable");
+                path
+            })
+            .clone(),
+    }
 }
 
 pub fn python_server(peers: &Peers) -> Vec<String> {
