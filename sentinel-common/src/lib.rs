@@ -199,6 +199,9 @@ pub struct ExecEvent {
     pub header: EventHeader,
     pub flags: u32,
     pub argc: u32,
+    /// The parent's pid, from the kernel's fork record (0 if unknown).
+    pub ppid: u32,
+    pub _pad: u32,
     pub filename: [u8; PATH_LEN],
     pub argv: [[u8; ARG_LEN]; ARGV_MAX],
 }

@@ -25,7 +25,7 @@ use aya_ebpf::{
         bpf_probe_read_user_str_bytes, generated::bpf_send_signal,
     },
     macros::{cgroup_sock_addr, lsm, map, tracepoint},
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     programs::{LsmContext, SockAddrContext, TracePointContext},
     EbpfContext,
 };
@@ -64,6 +64,11 @@ static WATCHED_UIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
 static WATCHED_TASKS: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
 /// Processes stopped for an approval; any hooked syscall from one that was
 /// resumed by anybody but the daemon kills it.
+/// Parent of every process forked since the sensor started (all of them:
+/// a process can become watched later, at a setuid exec, and its parent
+/// must still be known when /proc no longer has it).
+#[map]
+static PARENTS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(32768, 0);
 #[map]
 static HELD: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
 #[map]
@@ -123,19 +128,48 @@ fn flag(bit: u64) -> bool {
 /// The watched check every program starts with; unwatched processes pay
 /// for two hash lookups and nothing else.
 #[inline(always)]
-fn watched() -> Option<Current> {
+fn watched_task() -> Option<Current> {
     let cur = current();
     let watched =
         unsafe { WATCHED_UIDS.get(&cur.uid).is_some() || WATCHED_TASKS.get(&cur.tgid).is_some() };
     if !watched || u64::from(cur.tgid) == config(config::SELF_TGID) {
         return None;
     }
-    // A held process runs again only when the daemon resumes it (and then
-    // removes it from HELD first): anything else is a bypass attempt.
-    if unsafe { HELD.get(&cur.tgid).is_some() } {
+    Some(cur)
+}
+
+/// A held process runs again only when the daemon resumes it (and then
+/// removes it from HELD first): anything else is a bypass attempt.
+#[inline(always)]
+fn is_held(cur: &Current) -> bool {
+    unsafe { HELD.get(&cur.tgid).is_some() }
+}
+
+/// `watched_task` for tracepoints, which may signal: a held process that
+/// was resumed behind the daemon's back is killed.
+#[inline(always)]
+fn watched() -> Option<Current> {
+    let cur = watched_task()?;
+    if is_held(&cur) {
         send_signal(SIGKILL);
     }
     Some(cur)
+}
+
+/// The address of a tracepoint record as a plain number. Field offsets
+/// that come from the daemon (they differ between kernels) are variables,
+/// and older verifiers refuse variable arithmetic on the context pointer.
+#[inline(always)]
+fn record_address(ctx: &TracePointContext) -> Option<u64> {
+    let record = ctx.as_ptr() as *const u8;
+    unsafe { bpf_probe_read_kernel(&record as *const *const u8 as *const u64) }.ok()
+}
+
+/// Reads a `T` at a variable offset into a tracepoint record.
+#[inline(always)]
+fn read_record<T>(ctx: &TracePointContext, offset: usize) -> Option<T> {
+    let base = record_address(ctx)?;
+    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }.ok()
 }
 
 #[inline(always)]
@@ -338,7 +372,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
         return 0;
     }
     // The pending record is keyed by the thread that called execve.
-    let old_pid: i32 = unsafe { ctx.read_at(old_pid_off) }.unwrap_or(0);
+    let old_pid: i32 = read_record(&ctx, old_pid_off).unwrap_or(0);
     let key = old_pid as u32;
     let ev = match PENDING_EXEC.get_ptr_mut(&key) {
         Some(ev) => ev,
@@ -355,8 +389,12 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
         }
     };
     let ev = unsafe { &mut *ev };
-    let loc: u32 = unsafe { ctx.read_at(name_off) }.unwrap_or(0);
-    let data = unsafe { (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize) };
+    let loc: u32 = read_record(&ctx, name_off).unwrap_or(0);
+    // The string sits `loc & 0xffff` bytes into the record.
+    let Some(base) = record_address(&ctx) else {
+        return 0;
+    };
+    let data = (base + u64::from(loc & 0xffff)) as *const u8;
     match unsafe { bpf_probe_read_kernel_str_bytes(data, &mut ev.filename) } {
         Ok(s) if s.len() >= PATH_LEN - 1 => ev.flags |= exec_flags::FILENAME_TRUNCATED,
         Ok(_) => {}
@@ -368,6 +406,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     if WATCHED_TASKS.insert(&cur.tgid, &1, 0).is_err() {
         bump(counter::TASK_MAP_FULL);
     }
+    ev.ppid = unsafe { PARENTS.get(&cur.tgid) }.copied().unwrap_or(0);
     ev.header.pid = cur.tgid;
     ev.header.tid = cur.tid;
     ev.header.uid = cur.uid;
@@ -569,7 +608,10 @@ pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
 /// Returns 1 to allow, 0 to refuse with EPERM.
 #[inline(always)]
 fn on_sock_addr(sa: *mut bpf_sock_addr, v6: bool, is_connect: bool) -> i32 {
-    let Some(cur) = watched() else { return 1 };
+    let Some(cur) = watched_task() else { return 1 };
+    if is_held(&cur) {
+        return 0;
+    }
     let sa = unsafe { &*sa };
     let mut addr = [0u8; 16];
     let family;
@@ -600,7 +642,7 @@ fn on_sock_addr(sa: *mut bpf_sock_addr, v6: bool, is_connect: bool) -> i32 {
     }
     let port = u16::from_be(sa.user_port as u16);
     let protocol = sa.protocol;
-    let (action, rule_id) = connect_decision(&cur, family, &addr, port, false);
+    let (action, rule_id) = connect_decision(&cur, family, &addr, port, Hook::Refuse);
     if is_connect || action != kernel_action::NONE {
         emit_connect(&cur, family, port, protocol, &addr, action, rule_id);
     }
@@ -611,15 +653,23 @@ fn on_sock_addr(sa: *mut bpf_sock_addr, v6: bool, is_connect: bool) -> i32 {
     }
 }
 
-/// Decides a connect. `at_syscall_entry` is true for the tracepoint path,
-/// which cannot refuse the call and kills instead.
+/// Where a connect is decided: a hook that can refuse the call (cgroup,
+/// LSM; these cannot send signals on every kernel, so an `ask` is left to
+/// the daemon, which stops the process after the call), or the syscall
+/// tracepoint, which cannot refuse and kills or stops instead.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hook {
+    Refuse,
+    Signal,
+}
+
 #[inline(always)]
 fn connect_decision(
     cur: &Current,
     family: u16,
     addr: &[u8; 16],
     port: u16,
-    at_syscall_entry: bool,
+    hook: Hook,
 ) -> (u32, u32) {
     let (mut decided, mut rule_id) = (0u8, 0u32);
     if let Some(rule) = net_rule(&NET_RULES, family, addr) {
@@ -635,17 +685,17 @@ fn connect_decision(
         decided = decision::DENY;
         rule_id = RULE_LOCKDOWN;
     }
-    match decided {
-        decision::DENY => {
+    match (decided, hook) {
+        (decision::DENY, Hook::Refuse) => {
             bump(counter::KERNEL_DECISIONS);
-            if at_syscall_entry {
-                send_signal(SIGKILL);
-                (kernel_action::KILLED, rule_id)
-            } else {
-                (kernel_action::DENIED, rule_id)
-            }
+            (kernel_action::DENIED, rule_id)
         }
-        decision::ASK => {
+        (decision::DENY, Hook::Signal) => {
+            bump(counter::KERNEL_DECISIONS);
+            send_signal(SIGKILL);
+            (kernel_action::KILLED, rule_id)
+        }
+        (decision::ASK, Hook::Signal) => {
             bump(counter::KERNEL_DECISIONS);
             let _ = HELD.insert(&cur.tgid, &1, 0);
             send_signal(SIGSTOP);
@@ -656,11 +706,7 @@ fn connect_decision(
 }
 
 #[inline(always)]
-fn net_rule(
-    trie: &LpmTrie<NetKeyData, NetRule>,
-    family: u16,
-    addr: &[u8; 16],
-) -> Option<NetRule> {
+fn net_rule(trie: &LpmTrie<NetKeyData, NetRule>, family: u16, addr: &[u8; 16]) -> Option<NetRule> {
     let mut data = NetKeyData { bytes: [0; 17] };
     // An IPv4-mapped IPv6 address is looked up as the IPv4 address it is.
     let mapped = family == AF_INET6
@@ -752,7 +798,7 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
         _ => return 0,
     }
     let port = u16::from_be(port_be);
-    let (action, rule_id) = connect_decision(&cur, family, &addr, port, true);
+    let (action, rule_id) = connect_decision(&cur, family, &addr, port, Hook::Signal);
     emit_connect(&cur, family, port, 0, &addr, action, rule_id);
     0
 }
@@ -762,16 +808,18 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "sched", name = "sched_process_fork")]
 pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
-    let Some(cur) = watched() else { return 0 };
     let offset = config(config::FORK_CHILD_PID_OFFSET) as usize;
     if offset == 0 || offset > 64 {
         return 0;
     }
-    let child: i32 = unsafe { ctx.read_at(offset) }.unwrap_or(0);
+    let child: i32 = read_record(&ctx, offset).unwrap_or(0);
     if child <= 0 {
         return 0;
     }
     let child = child as u32;
+    let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let _ = PARENTS.insert(&child, &parent, 0);
+    let Some(cur) = watched() else { return 0 };
     if WATCHED_TASKS.insert(&child, &1, 0).is_err() {
         bump(counter::TASK_MAP_FULL);
     }
@@ -876,7 +924,10 @@ pub fn socket_connect(ctx: LsmContext) -> i32 {
     if prev != 0 {
         return prev;
     }
-    let Some(cur) = watched() else { return 0 };
+    let Some(cur) = watched_task() else { return 0 };
+    if is_held(&cur) {
+        return -EPERM;
+    }
     let address: *const u8 = ctx.arg(1);
     if address.is_null() {
         return 0;
@@ -897,7 +948,7 @@ pub fn socket_connect(ctx: LsmContext) -> i32 {
         _ => return 0,
     }
     let port = u16::from_be(port_be);
-    let (action, rule_id) = connect_decision(&cur, family, &addr, port, false);
+    let (action, rule_id) = connect_decision(&cur, family, &addr, port, Hook::Refuse);
     emit_connect(&cur, family, port, 0, &addr, action, rule_id);
     if action == kernel_action::DENIED {
         -EPERM

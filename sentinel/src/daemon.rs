@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
-use sentinel_audit::{AuditLog, SinkOptions, SinkSpec, Sinks};
+use sentinel_audit::{AuditLog, AuditWriter, AuditWriterOptions, SinkOptions, SinkSpec, Sinks};
 use sentinel_mcp::daemon::{bind_socket, serve_decisions, PeerBoundHandler, PeerCred};
 use sentinel_mcp::inprocess::SharedEngine;
 use sentinel_mcp::{AuditSink, LocalDecider, ScanPolicy, Store};
@@ -120,8 +120,8 @@ async fn run_async(config: RunConfig) -> Result<()> {
         engine: engine.clone(),
         homes,
         table,
-        audit,
-        sinks,
+        audit: AuditWriter::spawn(audit, sinks, AuditWriterOptions::default())
+            .map_err(|e| anyhow::anyhow!("starting the audit writer: {e}"))?,
         approvals: Approvals::new(config.approval_timeout),
     })?;
     let core = Arc::new(Mutex::new(core));
@@ -164,7 +164,6 @@ async fn run_async(config: RunConfig) -> Result<()> {
                 while let Some(item) = rb.next() {
                     c.handle_raw(&item);
                 }
-                c.flush();
                 guard.clear_ready();
             }
             _ = tick.tick() => lock(&core).tick(),
@@ -180,7 +179,6 @@ async fn run_async(config: RunConfig) -> Result<()> {
         while let Some(item) = rb.next() {
             c.handle_raw(&item);
         }
-        c.flush();
     }
     control_task.abort();
     if let Some(task) = mcp_task {
@@ -285,9 +283,10 @@ fn status(core: &Arc<Mutex<Core>>, agents: &BTreeMap<u32, String>) -> serde_json
     let stats = c.stats.snapshot();
     let mode = lock(&c.engine).mode();
     let kernel_rules: Vec<&String> = c.maps.rules.iter().collect();
-    let sinks: Vec<serde_json::Value> = c
-        .sink_stats()
-        .into_iter()
+    let audit = c.audit_stats();
+    let sinks: Vec<serde_json::Value> = audit
+        .sinks
+        .iter()
         .map(|(name, s)| json!({"sink": name, "sent": s.sent, "dropped": s.dropped, "errors": s.errors}))
         .collect();
     json!({
@@ -313,7 +312,13 @@ fn status(core: &Arc<Mutex<Core>>, agents: &BTreeMap<u32, String>) -> serde_json
         },
         "kernel_decisions": counters.kernel_decisions,
         "sinks": sinks,
-        "audit": format!("{:?}", c.audit_health()),
+        "audit": {
+            "recorded": audit.recorded,
+            "dropped": audit.dropped,
+            "failed": audit.failed,
+            "last_seq": audit.last_seq,
+            "health": format!("{:?}", audit.health),
+        },
     })
 }
 

@@ -53,6 +53,8 @@ pub struct Header {
 pub enum KernelEvent {
     Exec {
         header: Header,
+        /// The parent's pid as the kernel recorded it at fork (0: unknown).
+        ppid: u32,
         filename: String,
         argv: Vec<String>,
         argv_truncated: bool,
@@ -136,6 +138,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             let argc = (ev.argc as usize).min(ev.argv.len());
             KernelEvent::Exec {
                 header: header(&ev.header),
+                ppid: ev.ppid,
                 filename: c_str(&ev.filename),
                 argv: ev.argv[..argc].iter().map(|a| c_str(a)).collect(),
                 argv_truncated: ev.flags & exec_flags::ARGV_TRUNCATED != 0,
@@ -229,6 +232,8 @@ mod tests {
             header: raw_header(kind::EXEC),
             flags: exec_flags::ARGV_TRUNCATED,
             argc: 2,
+            ppid: 41,
+            _pad: 0,
             filename: [0; PATH_LEN],
             argv: [[0xAA; ARG_LEN]; ARGV_MAX],
         };
@@ -238,6 +243,7 @@ mod tests {
         let got = decode(&bytes_of(&ev)).unwrap();
         let KernelEvent::Exec {
             header,
+            ppid,
             filename,
             argv,
             argv_truncated,
@@ -247,6 +253,7 @@ mod tests {
             panic!("not an exec: {got:?}")
         };
         assert_eq!(header.pid, 42);
+        assert_eq!(ppid, 41);
         assert_eq!(header.comm, "bash");
         assert_eq!(header.action, KernelAction::Killed);
         assert_eq!(filename, "/usr/bin/ls");
@@ -262,6 +269,8 @@ mod tests {
             header: raw_header(kind::EXEC),
             flags: 0,
             argc: 9999,
+            ppid: 0,
+            _pad: 0,
             filename: [0; PATH_LEN],
             argv: [[0; ARG_LEN]; ARGV_MAX],
         };

@@ -244,8 +244,6 @@ pub struct PendingApproval {
     /// What it is waiting for, e.g. `exec /usr/bin/curl`.
     pub action: String,
     pub rule: Option<String>,
-    /// The audit `seq` of the event that asked.
-    pub seq: u64,
     #[serde(skip)]
     pub deadline: Instant,
 }
@@ -278,7 +276,7 @@ impl Approvals {
     }
 
     /// Registers a held process; returns the approval id.
-    pub fn hold(&mut self, pid: u32, action: String, rule: Option<String>, seq: u64) -> u64 {
+    pub fn hold(&mut self, pid: u32, action: String, rule: Option<String>) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         self.pending.insert(
@@ -289,18 +287,10 @@ impl Approvals {
                 start: start_time(pid),
                 action,
                 rule,
-                seq,
                 deadline: Instant::now() + self.timeout,
             },
         );
         id
-    }
-
-    /// Records the audit `seq` of the event that asked.
-    pub fn set_seq(&mut self, id: u64, seq: u64) {
-        if let Some(p) = self.pending.get_mut(&id) {
-            p.seq = seq;
-        }
     }
 
     pub fn list(&self) -> Vec<PendingApproval> {

@@ -6,8 +6,11 @@
 //! approval) → audit (the sealed chain, which assigns `seq`) → export (the
 //! live JSONL/CEF sinks).
 //!
-//! Events are appended to the audit chain in batches: one per ring-buffer
-//! drain and one per housekeeping tick.
+//! The audit chain is written by its own thread ([`AuditWriter`]), which
+//! commits in batches and feeds the sinks, so an fsync never stalls the
+//! ring-buffer reader. A full writer queue blocks the reader, the ring
+//! buffer fills, and the kernel counts the drops: backpressure ends in a
+//! counted, reported loss, never a silent one.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -15,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use sentinel_audit::{AuditLog, Body, Event, Sinks};
+use sentinel_audit::{AuditWriter, Body, Event};
 use sentinel_policy::{open_flags_write, Action, Decision, Engine, Mode, Object, Verdict};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -23,6 +26,7 @@ use time::OffsetDateTime;
 use crate::clock::WallClock;
 use crate::decode::{self, Header, KernelAction, KernelEvent};
 use crate::enforce::{self, Approvals, CompiledMaps, PendingApproval, Resolution};
+
 use crate::observe::Sensor;
 use crate::process::ProcessTable;
 
@@ -75,12 +79,7 @@ pub struct Core {
     homes: HashMap<u32, PathBuf>,
     table: ProcessTable,
     clock: WallClock,
-    audit: AuditLog,
-    sinks: Sinks,
-    batch: Vec<Event>,
-    /// Approvals registered for events of the current batch: index in the
-    /// batch → approval id, so the id learns its `seq`.
-    batch_approvals: Vec<(usize, u64)>,
+    audit: AuditWriter,
     pub stats: Arc<Stats>,
     /// Processes the daemon killed after the fact: children they forked
     /// before the kill landed are killed when their fork is seen.
@@ -98,8 +97,7 @@ pub struct CoreParts {
     pub engine: Arc<Mutex<Engine>>,
     pub homes: HashMap<u32, PathBuf>,
     pub table: ProcessTable,
-    pub audit: AuditLog,
-    pub sinks: Sinks,
+    pub audit: AuditWriter,
     pub approvals: Approvals,
 }
 
@@ -115,9 +113,6 @@ impl Core {
             table: parts.table,
             clock: WallClock::now(),
             audit: parts.audit,
-            sinks: parts.sinks,
-            batch: Vec::new(),
-            batch_approvals: Vec::new(),
             stats: Arc::new(Stats::default()),
             condemned: HashSet::new(),
             lost_reported: 0,
@@ -179,12 +174,13 @@ impl Core {
             }
             KernelEvent::Exec {
                 header,
+                ppid,
                 filename,
                 argv,
                 argv_truncated,
                 ..
             } => {
-                t.on_exec(header.pid, header.uid, &header.comm, &filename);
+                t.on_exec(header.pid, ppid, header.uid, &header.comm, &filename);
                 Body::Exec {
                     process: t.info(header.pid, header.uid, &header.comm),
                     argv,
@@ -319,13 +315,11 @@ impl Core {
     }
 
     fn hold(&mut self, pid: u32, body: &Body, rule: Option<String>) -> u64 {
-        let id = self.approvals.hold(pid, describe(body), rule, 0);
-        self.batch_approvals.push((self.batch.len(), id));
-        id
+        self.approvals.hold(pid, describe(body), rule)
     }
 
     fn push(&mut self, ts: OffsetDateTime, body: Body, verdict: Option<Verdict>) {
-        self.batch.push(Event {
+        self.record(Event {
             seq: 0,
             ts,
             body,
@@ -333,45 +327,11 @@ impl Core {
         });
     }
 
-    /// Records an event that did not come from the ring buffer (an alert,
-    /// a mode change, an MCP call) and flushes it at once.
+    /// Hands an event to the audit writer (which assigns `seq`, commits it
+    /// and publishes it to the sinks).
     pub fn record(&mut self, event: Event) {
-        self.batch.push(event);
-        self.flush();
-    }
-
-    /// Appends the batch to the audit chain (which assigns `seq`) and
-    /// publishes it to the sinks.
-    pub fn flush(&mut self) {
-        if self.batch.is_empty() {
-            return;
-        }
-        let mut batch = std::mem::take(&mut self.batch);
-        match self.audit.append_batch(&mut batch) {
-            Ok(checkpoint) => {
-                for (index, id) in self.batch_approvals.drain(..) {
-                    if let Some(ev) = batch.get(index) {
-                        self.approvals.set_seq(id, ev.seq);
-                    }
-                }
-                self.sinks.publish(&batch, &checkpoint);
-            }
-            Err(e) => {
-                // Never silent: the events still reach the sinks, and the
-                // failure is counted and reported.
-                self.stats
-                    .audit_errors
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                tracing::error!("the audit chain did not take {} events: {e}", batch.len());
-                for ev in &batch {
-                    self.sinks.send_event(Arc::new(ev.clone()));
-                }
-                self.batch_approvals.clear();
-            }
-        }
-        self.stats
-            .emitted
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.audit.record(event);
+        self.stats.emitted.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Once a second: kernel drops become a `lost` event, timed-out
@@ -393,14 +353,12 @@ impl Core {
                 tracing::error!("recompiling the kernel maps failed: {e}");
             }
         }
-        self.flush();
     }
 
     /// Resolves an approval (`sentinel approve|deny ID`).
     pub fn resolve(&mut self, id: u64, approve: bool) -> Option<Resolution> {
         let (p, resolution) = self.approvals.resolve(id, approve, &mut self.sensor)?;
         self.push_resolution(&p, resolution, "operator");
-        self.flush();
         Some(resolution)
     }
 
@@ -419,7 +377,7 @@ impl Core {
                     "approval {} for pid {} ({}): {:?} by {by}",
                     p.id, p.pid, p.action, resolution
                 ),
-                related: if p.seq > 0 { vec![p.seq] } else { Vec::new() },
+                related: Vec::new(),
             },
             None,
         );
@@ -446,23 +404,31 @@ impl Core {
             },
             None,
         );
-        self.flush();
     }
 
-    pub fn sink_stats(&self) -> Vec<(String, sentinel_audit::SinkStats)> {
-        self.sinks.stats()
+    pub fn audit_stats(&self) -> sentinel_audit::AuditWriterStats {
+        self.audit.stats()
     }
 
-    pub fn audit_health(&self) -> sentinel_audit::WriterHealth {
-        self.audit.health()
+    /// Waits until everything recorded so far is committed and published.
+    pub fn flush(&self) {
+        let _ = self.audit.flush(std::time::Duration::from_secs(10));
     }
 
-    /// Flushes everything and stops the sinks (the daemon is exiting).
-    pub fn shutdown(mut self) {
-        self.flush();
-        for (name, stats) in self.sinks.shutdown() {
-            if stats.dropped > 0 {
-                tracing::warn!("sink {name} dropped {} records", stats.dropped);
+    /// Commits everything and stops the writer and the sinks (the daemon
+    /// is exiting).
+    pub fn shutdown(self) {
+        let stats = self.audit.shutdown();
+        if stats.dropped > 0 || stats.failed > 0 {
+            tracing::warn!(
+                "the audit writer dropped {} and failed {} events",
+                stats.dropped,
+                stats.failed
+            );
+        }
+        for (name, sink) in stats.sinks {
+            if sink.dropped > 0 {
+                tracing::warn!("sink {name} dropped {} records", sink.dropped);
             }
         }
     }

@@ -68,12 +68,25 @@ impl ProcessTable {
 
     /// A watched process executed `filename`; `exe` is the resolved path
     /// when /proc still had it.
-    pub fn on_exec(&mut self, pid: u32, uid: u32, comm: &str, filename: &str) {
-        let exe = self.read_exe(pid).unwrap_or_else(|| filename.to_string());
+    /// `ppid` is the kernel's record of the parent (0 when it has none).
+    pub fn on_exec(&mut self, pid: u32, ppid: u32, uid: u32, comm: &str, filename: &str) {
+        // /proc has the resolved path while the process lives; a process
+        // that already exited gets its filename resolved the same way.
+        let exe = self
+            .read_exe(pid)
+            .or_else(|| {
+                std::fs::canonicalize(filename)
+                    .ok()
+                    .map(|p| p.to_string_lossy().into_owned())
+            })
+            .unwrap_or_else(|| filename.to_string());
         let entry = self.entry_or_proc(pid, uid, comm);
         entry.exe = exe;
         entry.comm = comm.to_string();
         entry.uid = uid;
+        if ppid != 0 {
+            entry.ppid = ppid;
+        }
     }
 
     /// Every known descendant of `pid` (children, grandchildren, ...).
@@ -342,9 +355,9 @@ mod tests {
         let info = t.info(10, 1000, "bash");
         assert_eq!(info.agent.as_deref(), Some("claude"));
         t.on_fork(10, 1000, "bash", 11);
-        t.on_exec(11, 0, "sudo", "/usr/bin/sudo");
+        t.on_exec(11, 0, 0, "sudo", "/usr/bin/sudo");
         t.on_fork(11, 0, "sudo", 12);
-        t.on_exec(12, 0, "id", "/usr/bin/id");
+        t.on_exec(12, 11, 0, "id", "/usr/bin/id");
         let info = t.info(12, 0, "id");
         assert_eq!(info.ppid, 11);
         let mut d = t.descendants(10);

@@ -6,6 +6,7 @@
 //! test`) are all a newcomer or CI needs.
 
 mod guest;
+mod guest_lsm;
 mod mcp_peers;
 mod setup;
 mod toolchain;
@@ -44,6 +45,10 @@ enum Task {
         #[arg(long)]
         no_lint: bool,
     },
+    /// Only the BPF-LSM test in the guest kernel (builds first).
+    TestLsm,
+    /// Boot the guest kernel once and check the harness itself.
+    GuestSelfTest,
     /// Run the benchmarks and print their figures.
     Bench,
 }
@@ -79,6 +84,11 @@ fn run(task: Task) -> Result<()> {
             Ok(())
         }
         Task::Test { no_lint } => test(&root, !no_lint),
+        Task::GuestSelfTest => guest::self_test(&root),
+        Task::TestLsm => {
+            build(&root)?;
+            guest_lsm::run(&root)
+        }
         Task::Bench => bench(&root),
     }
 }
@@ -185,6 +195,9 @@ fn test(root: &Path, lint: bool) -> Result<()> {
             "--test-threads=1",
         ],
     )?;
+    // The BPF-LSM path, in a guest kernel that allows it.
+    guest_lsm::run(root)?;
+    println!("xtask: every test passed");
     Ok(())
 }
 

@@ -53,17 +53,19 @@ fn ensure_bpf_linker(root: &Path) -> Result<PathBuf> {
     let install_root = root.join(format!(".tools/bpf-linker-{NIGHTLY}"));
     let bin_dir = install_root.join("bin");
     let linker = bin_dir.join("bpf-linker");
+    // bpf-linker links against the nightly's libLLVM.so (cargo puts the
+    // toolchain's lib directory on the loader path when it runs it).
+    let sysroot = rustc_sysroot()?;
     if linker.exists()
         && Command::new(&linker)
             .arg("--version")
+            .env("LD_LIBRARY_PATH", sysroot.join("lib"))
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false)
     {
         return Ok(bin_dir);
     }
-    // bpf-linker links against libLLVM.so; point it at the nightly's copy.
-    let sysroot = rustc_sysroot()?;
     let lib = std::fs::read_dir(sysroot.join("lib"))
         .context("reading the nightly's lib directory")?
         .filter_map(|e| e.ok())
