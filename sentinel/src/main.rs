@@ -5,6 +5,7 @@
 
 mod clock;
 mod control;
+mod control_ops;
 mod daemon;
 mod decode;
 mod enforce;
