@@ -21,6 +21,7 @@ use sentinel_policy::{homes_from_passwd, Engine, Mode, Policy};
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::behaviour::Behaviour;
 use crate::control;
 use crate::control_ops;
 use crate::enforce::Approvals;
@@ -91,6 +92,8 @@ async fn run_async(config: RunConfig) -> Result<()> {
     let mut engine = Engine::new(policy);
     engine.set_homes(homes.clone());
     engine.set_mode(config.mode);
+    let behaviour = Behaviour::open(&config.db, config.mode)?;
+    engine.set_anomaly(behaviour.scorer());
     let engine = Arc::new(Mutex::new(engine));
 
     let mut sensor = Sensor::load(&config.sensor)?;
@@ -122,6 +125,7 @@ async fn run_async(config: RunConfig) -> Result<()> {
         table,
         audit: AuditWriter::spawn(audit, sinks, AuditWriterOptions::default())
             .map_err(|e| anyhow::anyhow!("starting the audit writer: {e}"))?,
+        behaviour: Some(behaviour),
         approvals: Approvals::new(config.approval_timeout),
     })?;
     let core = Arc::new(Mutex::new(core));

@@ -23,6 +23,7 @@ use sentinel_policy::{open_flags_write, Action, Decision, Engine, Mode, Object, 
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::behaviour::Behaviour;
 use crate::clock::WallClock;
 use crate::decode::{self, Header, KernelAction, KernelEvent};
 use crate::enforce::{self, Approvals, CompiledMaps, PendingApproval, Resolution};
@@ -80,6 +81,11 @@ pub struct Core {
     table: ProcessTable,
     clock: WallClock,
     audit: AuditWriter,
+    /// The `seq` the audit chain will give the next record (it numbers
+    /// records in the order they are handed over, and only this core hands
+    /// them over), so the detector can link events by `seq` at once.
+    next_seq: u64,
+    behaviour: Option<Behaviour>,
     pub stats: Arc<Stats>,
     /// Processes the daemon killed after the fact: children they forked
     /// before the kill landed are killed when their fork is seen.
@@ -98,6 +104,7 @@ pub struct CoreParts {
     pub homes: HashMap<u32, PathBuf>,
     pub table: ProcessTable,
     pub audit: AuditWriter,
+    pub behaviour: Option<Behaviour>,
     pub approvals: Approvals,
 }
 
@@ -112,7 +119,9 @@ impl Core {
             homes: parts.homes,
             table: parts.table,
             clock: WallClock::now(),
+            next_seq: parts.audit.stats().last_seq + 1,
             audit: parts.audit,
+            behaviour: parts.behaviour,
             stats: Arc::new(Stats::default()),
             condemned: HashSet::new(),
             lost_reported: 0,
@@ -230,11 +239,30 @@ impl Core {
     /// and carried out where the kernel could not.
     fn verdict_and_enforce(&mut self, body: &Body, header: &Header) -> Option<Verdict> {
         let action = action_for(body)?;
-        let assessment = lock(&self.engine).assess(&action, SystemTime::now());
-        if assessment.lockdown_requested {
-            self.set_mode(Mode::Lockdown, "anomaly (auto-lockdown)");
+        let mut v = lock(&self.engine)
+            .assess(&action, SystemTime::now())
+            .verdict;
+        // The scorer latches an auto-lockdown once (not while learning)
+        // until the operator lifts it.
+        if let Some(order) = self.behaviour.as_ref().and_then(Behaviour::take_lockdown) {
+            self.set_mode(Mode::Lockdown, &order.reason);
+            let mut seq = self.next_seq;
+            let alert = self.behaviour.as_mut().and_then(|b| {
+                b.raise(order.alert(), SystemTime::now(), &mut || {
+                    seq += 1;
+                    seq - 1
+                })
+            });
+            self.next_seq = seq;
+            if let Some(alert) = alert {
+                self.audit.record(alert);
+            }
         }
-        let mut v = assessment.verdict;
+        if v.action == Decision::Deny {
+            if let Some(b) = &self.behaviour {
+                b.denied(&action);
+            }
+        }
         let pid = header.pid;
         match header.action {
             KernelAction::Killed | KernelAction::Denied => {
@@ -327,11 +355,33 @@ impl Core {
         });
     }
 
-    /// Hands an event to the audit writer (which assigns `seq`, commits it
-    /// and publishes it to the sinks).
-    pub fn record(&mut self, event: Event) {
+    /// Hands an event to the audit writer (which commits it and publishes
+    /// it to the sinks), then to the detector; new alerts follow it.
+    pub fn record(&mut self, mut event: Event) {
+        event.seq = self.take_seq();
+        let alerts = match self.behaviour.as_mut() {
+            Some(b) if !matches!(event.body, Body::Alert { .. }) => {
+                let mut seq = self.next_seq;
+                let alerts = b.observe(&event, || {
+                    seq += 1;
+                    seq - 1
+                });
+                self.next_seq = seq;
+                alerts
+            }
+            _ => Vec::new(),
+        };
         self.audit.record(event);
         self.stats.emitted.fetch_add(1, Ordering::Relaxed);
+        for alert in alerts {
+            self.audit.record(alert);
+            self.stats.emitted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn take_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq - 1
     }
 
     /// Once a second: kernel drops become a `lost` event, timed-out
@@ -392,6 +442,9 @@ impl Core {
             engine.set_mode(mode);
             from
         };
+        if let Some(b) = &self.behaviour {
+            b.set_mode(mode, by);
+        }
         if let Err(e) = self.recompile() {
             tracing::error!("recompiling the kernel maps for mode {mode:?} failed: {e}");
         }

@@ -1,0 +1,104 @@
+//! The behaviour stage of the data path: the anomaly scorer the engine
+//! consults (step 6 of the evaluation order), the detector that classifies
+//! recorded events and sequences of them (credential access followed by
+//! exfiltration, download piped into a shell, ...), and the alert manager
+//! that deduplicates and rate-limits what they raise (never a critical
+//! alert) before it goes into the audit chain and the sinks.
+//!
+//! Everything here is `sentinel-anomaly`; this module only connects it to
+//! the daemon: one database (the audit database), one mode, one clock.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use sentinel_anomaly::{
+    AlertConfig, AlertManager, AnomalyEngine, Detector, LockdownOrder, Outcome, Raised,
+    ScorerConfig, SharedAnomalyEngine,
+};
+use sentinel_audit::Event;
+use sentinel_policy::{Action, AnomalyScorer, Mode};
+
+pub struct Behaviour {
+    scorer: SharedAnomalyEngine,
+    detector: Detector,
+    alerts: AlertManager,
+}
+
+impl Behaviour {
+    /// Opens baselines and alerts in `db` (tables prefixed `anomaly_`).
+    pub fn open(db: &Path, mode: Mode) -> anyhow::Result<Self> {
+        let engine = AnomalyEngine::open(db, ScorerConfig::default()).map_err(|e| {
+            anyhow::anyhow!("opening the anomaly baselines in {}: {e}", db.display())
+        })?;
+        let scorer = SharedAnomalyEngine::new(engine);
+        scorer.lock().set_mode(mode);
+        let alerts = AlertManager::open(db, AlertConfig::default())
+            .map_err(|e| anyhow::anyhow!("opening the alerts in {}: {e}", db.display()))?;
+        Ok(Self {
+            scorer,
+            detector: Detector::default(),
+            alerts,
+        })
+    }
+
+    /// The scorer to plug into the engine's anomaly seam.
+    pub fn scorer(&self) -> Box<dyn AnomalyScorer> {
+        Box::new(self.scorer.clone())
+    }
+
+    /// Keeps the scorer's mode with the engine's; leaving lockdown lifts
+    /// the auto-lockdown latch (only the operator can).
+    pub fn set_mode(&self, mode: Mode, by: &str) {
+        let mut scorer = self.scorer.lock();
+        if mode != Mode::Lockdown {
+            if let Err(e) = scorer.lift_lockdown(by, SystemTime::now()) {
+                tracing::error!("lifting the auto-lockdown latch failed: {e}");
+            }
+        }
+        scorer.set_mode(mode);
+    }
+
+    /// An auto-lockdown the scorer ordered (once, until lifted).
+    pub fn take_lockdown(&self) -> Option<LockdownOrder> {
+        self.scorer.lock().take_lockdown()
+    }
+
+    /// Feeds a denial back into the error-rate baseline.
+    pub fn denied(&self, action: &Action) {
+        self.scorer
+            .lock()
+            .record_outcome(action, Outcome::Denied, SystemTime::now());
+    }
+
+    /// Classifies one recorded event; returns the alert events to record
+    /// (new alerts only: duplicates and rate-limited ones are counted by
+    /// the manager). `next_seq` numbers them.
+    pub fn observe(&mut self, event: &Event, mut next_seq: impl FnMut() -> u64) -> Vec<Event> {
+        let now = SystemTime::now();
+        let observation = self.detector.observe(event, now);
+        let mut out = Vec::new();
+        for detection in observation.detections {
+            if let Some(ev) = self.raise(detection.to_alert(), now, &mut next_seq) {
+                out.push(ev);
+            }
+        }
+        out
+    }
+
+    /// Raises an alert from elsewhere (an auto-lockdown order).
+    pub fn raise(
+        &mut self,
+        alert: sentinel_anomaly::NewAlert,
+        now: SystemTime,
+        next_seq: &mut impl FnMut() -> u64,
+    ) -> Option<Event> {
+        match self.alerts.raise(alert, now) {
+            Ok(Raised::New(alert)) => Some(alert.to_event(next_seq())),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::error!("raising an alert failed: {e}");
+                None
+            }
+        }
+    }
+}
