@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 
 use crate::cef;
 use crate::error::AuditError;
+use crate::log::{AuditLog, Retention};
 use crate::sink::{SinkOptions, SinkSpec};
 use crate::store::{AuditReader, QueryFilter, Stats};
 use crate::verify::{verify_with_keys, AnchorStatus};
@@ -120,6 +121,18 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Remove old records, leaving a sealed checkpoint of what was removed
+    /// so the rest still verifies. Needs the writer: stop the daemon first.
+    Retain {
+        #[command(flatten)]
+        location: Location,
+        /// Remove records older than this age (e.g. 30d, 12h).
+        #[arg(long, value_name = "AGE", value_parser = parse_age, conflicts_with = "keep_last", required_unless_present = "keep_last")]
+        older_than: Option<time::Duration>,
+        /// Keep only the newest N records.
+        #[arg(long, value_name = "N")]
+        keep_last: Option<u64>,
+    },
     /// Export records for a SIEM.
     Export {
         #[command(flatten)]
@@ -178,6 +191,7 @@ pub fn run(cmd: AuditCommand) -> ExitCode {
         AuditCommand::Query { .. } => "query",
         AuditCommand::Stats { .. } => "stats",
         AuditCommand::Export { .. } => "export",
+        AuditCommand::Retain { .. } => "retain",
     };
     match execute(cmd) {
         Ok(code) => code,
@@ -312,6 +326,31 @@ fn execute(cmd: AuditCommand) -> Result<ExitCode, CliError> {
             out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
+        AuditCommand::Retain {
+            location,
+            older_than,
+            keep_last,
+        } => {
+            let policy = match (older_than, keep_last) {
+                (Some(age), _) => Retention::OlderThan(age),
+                (None, Some(n)) => Retention::KeepLast(n),
+                (None, None) => {
+                    eprintln!("sentinel audit retain: pass --older-than AGE or --keep-last N");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let mut log = AuditLog::open(&location.db, &location.state_dir)?;
+            let mut out = stdout.lock();
+            match log.retain(policy)? {
+                Some(summary) => writeln!(
+                    out,
+                    "removed {} records (seq {}..{}); a sealed checkpoint keeps the chain verifiable",
+                    summary.removed, summary.first_seq, summary.last_seq
+                )?,
+                None => writeln!(out, "nothing to remove")?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         AuditCommand::Export {
             location,
             format,
@@ -406,6 +445,23 @@ fn print_stats(out: &mut impl Write, stats: &Stats) -> io::Result<()> {
 }
 
 /// RFC 3339, or an age (`90s`, `30m`, `2h`, `7d`) before now.
+/// An age such as `30d`, `12h`, `45m` or `90s`.
+pub fn parse_age(text: &str) -> Result<time::Duration, String> {
+    let (num, unit) = text.split_at(text.len().saturating_sub(1));
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not an age such as 30d, 12h, 45m or 90s"))?;
+    match unit {
+        "d" => Ok(time::Duration::days(n)),
+        "h" => Ok(time::Duration::hours(n)),
+        "m" => Ok(time::Duration::minutes(n)),
+        "s" => Ok(time::Duration::seconds(n)),
+        _ => Err(format!(
+            "{text:?} is not an age such as 30d, 12h, 45m or 90s"
+        )),
+    }
+}
+
 pub fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
     if let Ok(ts) = OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339) {
         return Ok(ts);

@@ -15,6 +15,8 @@ pub enum AuditError {
     },
     #[error("audit database: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error("audit database {path} is being written by another process (the sentinel daemon?); stop it first, one writer per chain")]
+    Busy { path: PathBuf },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -156,6 +156,9 @@ struct ChainState {
 /// The audit writer. One per database; the daemon owns it on its writer
 /// task.
 pub struct AuditLog {
+    /// An exclusive lock on `<db>.writer-lock`, held for the writer's life:
+    /// two writers would fork the chain.
+    _writer_lock: std::fs::File,
     conn: Connection,
     db_path: PathBuf,
     state_dir: PathBuf,
@@ -191,6 +194,19 @@ impl AuditLog {
         // Created 0600 before SQLite touches it: SQLite gives the WAL and
         // shared-memory files the database file's mode.
         create_private_file(db)?;
+        let lock_path = writer_lock_path(db);
+        create_private_file(&lock_path)?;
+        let writer_lock =
+            std::fs::File::open(&lock_path).map_err(|e| AuditError::io(&lock_path, e))?;
+        match writer_lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(AuditError::Busy {
+                    path: db.to_path_buf(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(AuditError::io(&lock_path, e)),
+        }
         let conn = Connection::open(db).map_err(|source| AuditError::Open {
             path: db.to_path_buf(),
             source,
@@ -254,6 +270,7 @@ impl AuditLog {
             (None, None) => (0, GENESIS_HASH),
         };
         let mut log = AuditLog {
+            _writer_lock: writer_lock,
             conn,
             db_path: db.to_path_buf(),
             state_dir: state_dir.to_path_buf(),
@@ -683,4 +700,11 @@ mod tests {
         fn assert_send<T: Send>() {}
         assert_send::<super::AuditLog>();
     }
+}
+
+/// The file whose exclusive lock marks the one writer of `db`.
+fn writer_lock_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".writer-lock");
+    PathBuf::from(name)
 }

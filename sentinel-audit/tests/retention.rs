@@ -232,3 +232,36 @@ fn tail_query_and_stats_return_what_was_written() {
         .expect("stats");
     assert_eq!(filtered.records, 10);
 }
+
+#[test]
+fn one_writer_per_chain_and_retention_from_the_cli() {
+    let trail = Trail::with_records(12);
+    let log = trail.open();
+    // A second writer is refused while the first holds the chain.
+    let second = sentinel_audit::AuditLog::open(&trail.db(), &trail.state());
+    assert!(
+        matches!(second, Err(AuditError::Busy { .. })),
+        "a second writer must be refused"
+    );
+    let cmd = |keep: u64| sentinel_audit::cli::AuditCommand::Retain {
+        location: sentinel_audit::cli::Location {
+            db: trail.db(),
+            state_dir: trail.state(),
+        },
+        older_than: None,
+        keep_last: Some(keep),
+    };
+    assert_eq!(
+        sentinel_audit::cli::run(cmd(4)),
+        std::process::ExitCode::from(2),
+        "retain needs the writer"
+    );
+    drop(log);
+    assert_eq!(
+        sentinel_audit::cli::run(cmd(4)),
+        std::process::ExitCode::SUCCESS
+    );
+    let report = verify(&trail.db(), &trail.state()).expect("verify runs");
+    assert!(report.ok, "{report:?}");
+    assert_eq!((report.count, report.retained_through), (4, Some(8)));
+}
