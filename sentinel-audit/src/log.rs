@@ -693,6 +693,13 @@ fn hash_array(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
+/// The file whose exclusive lock marks the one writer of `db`.
+fn writer_lock_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".writer-lock");
+    PathBuf::from(name)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -700,11 +707,4 @@ mod tests {
         fn assert_send<T: Send>() {}
         assert_send::<super::AuditLog>();
     }
-}
-
-/// The file whose exclusive lock marks the one writer of `db`.
-fn writer_lock_path(db: &Path) -> PathBuf {
-    let mut name = db.as_os_str().to_owned();
-    name.push(".writer-lock");
-    PathBuf::from(name)
 }

@@ -479,7 +479,7 @@ fn parse_field_offset(format: &str, field: &str) -> Option<u64> {
     format.lines().find_map(|line| {
         let mut parts = line.trim().split(';');
         let decl = parts.next()?;
-        if !decl.split_whitespace().last().is_some_and(|n| n == field) {
+        if decl.split_whitespace().last().is_none_or(|n| n != field) {
             return None;
         }
         parts
