@@ -323,22 +323,30 @@ impl Sensor {
         })
     }
 
+    /// Adds `key` to one of the set-like maps (`u32` → `1`).
+    fn set_insert(&mut self, name: &'static str, key: u32) -> Result<(), SensorError> {
+        let mut m: BpfHashMap<_, u32, u8> = self.map_mut(name)?;
+        m.insert(key, 1, 0)
+            .map_err(|source| SensorError::Map { name, source })
+    }
+
+    /// Removes `key` from a set-like map; a missing key is fine.
+    fn set_remove(&mut self, name: &'static str, key: u32) -> Result<(), SensorError> {
+        let mut m: BpfHashMap<_, u32, u8> = self.map_mut(name)?;
+        match m.remove(&key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(SensorError::Map { name, source }),
+        }
+    }
+
     pub fn watch_uid(&mut self, uid: u32) -> Result<(), SensorError> {
-        let mut m: BpfHashMap<_, u32, u8> = self.map_mut("WATCHED_UIDS")?;
-        m.insert(uid, 1, 0).map_err(|source| SensorError::Map {
-            name: "WATCHED_UIDS",
-            source,
-        })
+        self.set_insert("WATCHED_UIDS", uid)
     }
 
     /// Marks an already-running process as watched (a descendant of an
     /// agent that now runs under another UID).
     pub fn watch_task(&mut self, pid: u32) -> Result<(), SensorError> {
-        let mut m: BpfHashMap<_, u32, u8> = self.map_mut("WATCHED_TASKS")?;
-        m.insert(pid, 1, 0).map_err(|source| SensorError::Map {
-            name: "WATCHED_TASKS",
-            source,
-        })
+        self.set_insert("WATCHED_TASKS", pid)
     }
 
     pub fn set_flag(&mut self, bit: u64, on: bool) -> Result<(), SensorError> {
@@ -353,44 +361,21 @@ impl Sensor {
     /// Marks a process held (stopped by the daemon for an approval): the
     /// kernel kills it if anybody else resumes it.
     pub fn hold(&mut self, pid: u32) -> Result<(), SensorError> {
-        let mut m: BpfHashMap<_, u32, u8> = self.map_mut("HELD")?;
-        m.insert(pid, 1, 0).map_err(|source| SensorError::Map {
-            name: "HELD",
-            source,
-        })
+        self.set_insert("HELD", pid)
     }
 
     /// Forgets a held process before the daemon resumes it, so the kernel
     /// does not take the resume for a bypass.
     pub fn release_held(&mut self, pid: u32) -> Result<(), SensorError> {
-        let mut m: BpfHashMap<_, u32, u8> = self.map_mut("HELD")?;
-        match m.remove(&pid) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(SensorError::Map {
-                name: "HELD",
-                source,
-            }),
-        }
+        self.set_remove("HELD", pid)
     }
 
-    /// Replaces the compiled path rules (exec, open, lockdown allow-list).
+    /// Replaces the compiled path rules (exec, open, lockdown allow-lists).
     pub fn replace_path_rules(
         &mut self,
         entries: &[(Key<PathKeyData>, PathRule)],
     ) -> Result<(), SensorError> {
-        let mut trie: LpmTrie<_, PathKeyData, PathRule> = self.map_mut("PATH_RULES")?;
-        let old: Vec<Key<PathKeyData>> = trie.keys().filter_map(Result::ok).collect();
-        for key in &old {
-            let _ = trie.remove(key);
-        }
-        for (key, value) in entries {
-            trie.insert(key, value, 0)
-                .map_err(|source| SensorError::Map {
-                    name: "PATH_RULES",
-                    source,
-                })?;
-        }
-        Ok(())
+        self.replace_trie("PATH_RULES", entries)
     }
 
     /// Replaces one of the network tries.
@@ -399,9 +384,16 @@ impl Sensor {
         table: NetTable,
         entries: &[(Key<NetKeyData>, NetRule)],
     ) -> Result<(), SensorError> {
-        let name = table.map_name();
-        let mut trie: LpmTrie<_, NetKeyData, NetRule> = self.map_mut(name)?;
-        let old: Vec<Key<NetKeyData>> = trie.keys().filter_map(Result::ok).collect();
+        self.replace_trie(table.map_name(), entries)
+    }
+
+    fn replace_trie<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        entries: &[(Key<K>, V)],
+    ) -> Result<(), SensorError> {
+        let mut trie: LpmTrie<_, K, V> = self.map_mut(name)?;
+        let old: Vec<Key<K>> = trie.keys().filter_map(Result::ok).collect();
         for key in &old {
             let _ = trie.remove(key);
         }
