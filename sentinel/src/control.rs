@@ -2,7 +2,8 @@
 //! directory (`control.sock`), one JSON request line and one JSON response
 //! line per connection. The server checks the peer's UID from the kernel
 //! (SO_PEERCRED) as well as the socket's file mode, so a watched agent can
-//! neither change the mode nor approve its own actions.
+//! neither change the mode nor approve its own actions. This module owns the
+//! request vocabulary and the framing; `control_ops` carries requests out.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sentinel_policy::Mode;
+use sentinel_policy::{AnomalyThresholds, Mode, QuarantineTarget};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader as TokioBufReader};
@@ -34,6 +35,39 @@ pub enum Request {
     },
     Deny {
         id: String,
+    },
+    /// Loads the policy directory `dir` and, when it is valid, makes it
+    /// the running policy (kernel maps recompiled); a bad directory or a
+    /// failed recompile keeps the old policy running.
+    Reload {
+        dir: PathBuf,
+    },
+    /// Everything about the running policy: files, rules, quarantines,
+    /// anomaly thresholds, MCP circuit breakers.
+    PolicyInfo,
+    /// The verdict the running engine would give `action` now (its policy,
+    /// mode, quarantines and homes), without rate-limit or anomaly side
+    /// effects.
+    Evaluate {
+        action: sentinel_policy::Action,
+    },
+    /// Quarantines a target (replacing one on the same target); the kernel
+    /// maps follow.
+    QuarantineAdd {
+        target: QuarantineTarget,
+        /// Lifted automatically after this many seconds; `None`: until
+        /// lifted.
+        #[serde(default)]
+        expires_in_seconds: Option<u64>,
+        reason: String,
+    },
+    QuarantineList,
+    QuarantineLift {
+        target: QuarantineTarget,
+    },
+    ThresholdsGet,
+    ThresholdsSet {
+        thresholds: AnomalyThresholds,
     },
 }
 

@@ -1,14 +1,23 @@
 //! What the daemon does for each request on the control socket: status,
-//! mode, approvals. The socket itself (binding, peer checks, framing) is
-//! `control`; the data path is `pipeline`.
+//! mode, approvals, and the operator's management requests (`sentinel
+//! mcp-admin`): policy reload, policy info, dry-run evaluation on the live
+//! engine, quarantine, anomaly thresholds. Every change is recorded in the
+//! audit chain and recompiled into the kernel maps. The socket itself
+//! (binding, peer checks, framing) is `control`; the data path is
+//! `pipeline`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use sentinel_audit::{Body, Event};
 use sentinel_mcp::Store;
+use sentinel_policy::{
+    Action, AnomalyThresholds, Engine, Policy, QuarantineEntry, QuarantineTarget,
+};
 use serde_json::json;
+use time::OffsetDateTime;
 
 use crate::control::{self, Request};
 use crate::pipeline::{lock, mode_name, Core};
@@ -31,7 +40,201 @@ pub fn handler(
         }
         Request::Approve { id } => resolve(&core, &db, &id, true),
         Request::Deny { id } => resolve(&core, &db, &id, false),
+        Request::Reload { dir } => reload(&core, &dir),
+        Request::PolicyInfo => policy_info(&core),
+        Request::Evaluate { action } => evaluate(&core, &action),
+        Request::QuarantineAdd {
+            target,
+            expires_in_seconds,
+            reason,
+        } => quarantine_add(&core, target, expires_in_seconds, reason),
+        Request::QuarantineList => {
+            let c = lock(&core);
+            let list = quarantine_list(&lock(&c.engine));
+            json!({"ok": true, "quarantines": list})
+        }
+        Request::QuarantineLift { target } => quarantine_lift(&core, &target),
+        Request::ThresholdsGet => {
+            let c = lock(&core);
+            let t = lock(&c.engine).anomaly_thresholds();
+            json!({"ok": true, "thresholds": t})
+        }
+        Request::ThresholdsSet { thresholds } => thresholds_set(&core, thresholds),
     })
+}
+
+/// Records an operator change in the audit chain (an `info` alert of
+/// category `admin`), so policy edits are as tamper-evident as events.
+fn record_admin(core: &mut Core, reason: String) {
+    core.record(Event {
+        seq: 0,
+        ts: OffsetDateTime::now_utc(),
+        body: Body::Alert {
+            severity: "info".into(),
+            category: "admin".into(),
+            reason,
+            related: Vec::new(),
+        },
+        verdict: None,
+    });
+}
+
+fn reload(core: &Arc<Mutex<Core>>, dir: &Path) -> serde_json::Value {
+    let policy = match Policy::load_dir(dir) {
+        Ok(p) => p,
+        Err(e) => {
+            return json!({"ok": false, "error": format!("policy not reloaded (the running policy is unchanged): {e}")})
+        }
+    };
+    let rules = policy.rules().len();
+    let mut c = lock(core);
+    let old = lock(&c.engine).policy().clone();
+    lock(&c.engine).reload(policy);
+    if let Err(e) = c.recompile() {
+        lock(&c.engine).reload(old);
+        let _ = c.recompile();
+        return json!({"ok": false, "error": format!("policy not reloaded: compiling it into the kernel maps failed ({e}); the running policy is unchanged")});
+    }
+    record_admin(
+        &mut c,
+        format!(
+            "policy reloaded from {} by the operator: {rules} rules",
+            dir.display()
+        ),
+    );
+    json!({
+        "ok": true,
+        "dir": dir,
+        "rules": rules,
+        "decided_in_kernel": c.maps.rules.iter().collect::<Vec<_>>(),
+        "decided_in_userspace": c.userspace_only,
+    })
+}
+
+fn policy_info(core: &Arc<Mutex<Core>>) -> serde_json::Value {
+    let c = lock(core);
+    let engine = lock(&c.engine);
+    let policy = engine.policy();
+    let breakers: Vec<serde_json::Value> = engine
+        .server_states()
+        .into_iter()
+        .map(|(server, state)| json!({"server": server, "state": format!("{state:?}")}))
+        .collect();
+    json!({
+        "ok": true,
+        "mode": mode_name(engine.mode()),
+        "files": policy.files(),
+        "rules": policy.rules().len(),
+        "enabled_rules": policy.rules().iter().filter(|r| r.enabled).count(),
+        "rule_names": policy.rules().iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
+        "quarantines": quarantine_list(&engine),
+        "thresholds": engine.anomaly_thresholds(),
+        "circuit_breakers": breakers,
+        "decided_in_kernel": c.maps.rules.iter().collect::<Vec<_>>(),
+        "decided_in_userspace": c.userspace_only,
+    })
+}
+
+/// A fresh engine with the running one's policy, mode, homes, quarantines
+/// and thresholds: the live verdict without spending rate-limit tokens or
+/// teaching the anomaly baselines.
+fn evaluate(core: &Arc<Mutex<Core>>, action: &Action) -> serde_json::Value {
+    let c = lock(core);
+    let live = lock(&c.engine);
+    let mut engine = Engine::new(live.policy().clone());
+    engine.set_mode(live.mode());
+    engine.set_homes(live.homes().clone());
+    engine.set_anomaly_thresholds(live.anomaly_thresholds());
+    for entry in live.quarantines() {
+        let _ = engine.quarantine(entry.clone());
+    }
+    drop(live);
+    let verdict = engine.evaluate(action, SystemTime::now());
+    json!({"ok": true, "verdict": verdict, "mode": mode_name(engine.mode())})
+}
+
+fn quarantine_list(engine: &Engine) -> Vec<serde_json::Value> {
+    let now = SystemTime::now();
+    engine
+        .quarantines()
+        .into_iter()
+        .filter(|e| e.is_active(now))
+        .map(|e| {
+            let expires = e.expires.map(|t| {
+                let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+                OffsetDateTime::from_unix_timestamp(secs as i64)
+                    .ok()
+                    .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                    .unwrap_or_default()
+            });
+            json!({"target": e.target, "description": e.target.to_string(), "expires": expires, "reason": e.reason})
+        })
+        .collect()
+}
+
+fn quarantine_add(
+    core: &Arc<Mutex<Core>>,
+    target: QuarantineTarget,
+    expires_in_seconds: Option<u64>,
+    reason: String,
+) -> serde_json::Value {
+    let entry = QuarantineEntry {
+        target: target.clone(),
+        expires: expires_in_seconds.map(|s| SystemTime::now() + Duration::from_secs(s)),
+        reason: reason.clone(),
+    };
+    let mut c = lock(core);
+    if let Err(e) = lock(&c.engine).quarantine(entry) {
+        return json!({"ok": false, "error": e.to_string()});
+    }
+    if let Err(e) = c.recompile() {
+        lock(&c.engine).lift(&target);
+        let _ = c.recompile();
+        return json!({"ok": false, "error": format!("quarantine not applied: compiling it into the kernel maps failed ({e})")});
+    }
+    let until = expires_in_seconds.map_or("until lifted".to_string(), |s| format!("for {s} s"));
+    record_admin(
+        &mut c,
+        format!("quarantine on {target} {until} by the operator: {reason}"),
+    );
+    let list = quarantine_list(&lock(&c.engine));
+    json!({"ok": true, "quarantined": target.to_string(), "quarantines": list, "decided_in_kernel": c.maps.rules.iter().collect::<Vec<_>>()})
+}
+
+fn quarantine_lift(core: &Arc<Mutex<Core>>, target: &QuarantineTarget) -> serde_json::Value {
+    let mut c = lock(core);
+    if !lock(&c.engine).lift(target) {
+        return json!({"ok": false, "error": format!("no quarantine on {target}; see the list for the exact target")});
+    }
+    if let Err(e) = c.recompile() {
+        return json!({"ok": false, "error": format!("quarantine lifted in the engine but the kernel maps were not recompiled: {e}")});
+    }
+    record_admin(
+        &mut c,
+        format!("quarantine on {target} lifted by the operator"),
+    );
+    let list = quarantine_list(&lock(&c.engine));
+    json!({"ok": true, "lifted": target.to_string(), "quarantines": list, "decided_in_kernel": c.maps.rules.iter().collect::<Vec<_>>()})
+}
+
+fn thresholds_set(core: &Arc<Mutex<Core>>, t: AnomalyThresholds) -> serde_json::Value {
+    let ordered = t.suspicious <= t.anomalous
+        && t.anomalous <= t.critical
+        && t.critical <= t.auto_lockdown
+        && t.auto_lockdown <= 100;
+    if !ordered {
+        return json!({"ok": false, "error": "thresholds must satisfy suspicious <= anomalous <= critical <= auto_lockdown <= 100"});
+    }
+    let mut c = lock(core);
+    lock(&c.engine).set_anomaly_thresholds(t);
+    record_admin(
+        &mut c,
+        format!(
+            "anomaly thresholds set by the operator: suspicious {}, anomalous {}, critical {}, auto_lockdown {}",
+            t.suspicious, t.anomalous, t.critical, t.auto_lockdown
+        ),
+    );
+    json!({"ok": true, "thresholds": t})
 }
 
 /// Numeric ids are held kernel actions; others are MCP approvals (tool

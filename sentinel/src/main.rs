@@ -10,6 +10,7 @@ mod control_ops;
 mod daemon;
 mod decode;
 mod enforce;
+mod mcp_admin;
 mod observe;
 mod pipeline;
 mod preflight;
@@ -84,6 +85,18 @@ enum Command {
     /// The MCP proxy: put it in the agent's MCP config in place of the
     /// server command (`sentinel mcp-proxy --agent NAME -- SERVER ARGS...`).
     McpProxy(sentinel_mcp::cli::McpProxyArgs),
+    /// The operator's management tools as an MCP server on stdio (root
+    /// only): rules, monitor, audit, policy, alerts, quarantine.
+    McpAdmin {
+        #[arg(long, default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        #[arg(long, default_value = DEFAULT_DB)]
+        db: PathBuf,
+        /// The daemon's policy directory (default: read from the running
+        /// daemon's command line).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -196,6 +209,11 @@ fn main() -> ExitCode {
         Command::Audit(cmd) => sentinel_audit::cli::run(cmd),
         Command::Alerts { command, db } => sentinel_anomaly::cli::run(&command, &db),
         Command::McpProxy(args) => sentinel_mcp::cli::run(args),
+        Command::McpAdmin {
+            state_dir,
+            db,
+            policy,
+        } => mcp_admin::run(&state_dir, &db, policy.as_deref()),
     }
 }
 
