@@ -1,0 +1,480 @@
+//! `sentinel mcp-admin` driven by a real MCP client (the Python SDK's
+//! `Client` over stdio) against a real daemon on the real kernel: the 35
+//! tools are listed, a rule created through the tools is dry-run and then
+//! enforced by the kernel, rules survive an export → delete → import round
+//! trip unchanged, a host quarantine is compiled into the kernel maps and
+//! lifted, a mode switch shows in `sentinel mode get`, the audit chain
+//! verifies through the tool, and anyone but root is refused.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::*;
+use serde_json::{json, Value};
+
+const PYTHON: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../target/mcp-peers/venv/bin/python"
+);
+
+/// One MCP session with the Python SDK client: `steps` is a list of
+/// `{"op": "list"}` or `{"tool": NAME, "args": {...}}`; prints the
+/// negotiated version and one result per step.
+const DRIVER: &str = r#"
+import asyncio, json, sys
+from mcp import Client, StdioServerParameters
+
+async def main():
+    steps = json.loads(sys.argv[1])
+    sep = sys.argv.index("--")
+    params = StdioServerParameters(command=sys.argv[sep + 1], args=sys.argv[sep + 2:])
+    out = {"steps": []}
+    async with Client(params, mode="legacy") as client:
+        out["protocol_version"] = client.protocol_version
+        for step in steps:
+            if step.get("op") == "list":
+                tools = await client.list_tools()
+                out["steps"].append({"tools": [t.name for t in tools.tools]})
+                continue
+            r = await client.call_tool(step["tool"], step.get("args", {}))
+            out["steps"].append({
+                "is_error": bool(r.is_error),
+                "text": "".join(getattr(c, "text", "") for c in r.content),
+                "structured": r.structured_content,
+            })
+    print(json.dumps(out))
+
+asyncio.run(main())
+"#;
+
+const TOOLS: [&str; 35] = [
+    "sentinel_rules_create",
+    "sentinel_rules_update",
+    "sentinel_rules_delete",
+    "sentinel_rules_list",
+    "sentinel_rules_test",
+    "sentinel_rules_import",
+    "sentinel_rules_export",
+    "sentinel_monitor_live",
+    "sentinel_monitor_stats",
+    "sentinel_monitor_top_tools",
+    "sentinel_monitor_hosts",
+    "sentinel_monitor_bandwidth",
+    "sentinel_monitor_mode",
+    "sentinel_audit_query",
+    "sentinel_audit_tail",
+    "sentinel_audit_stats",
+    "sentinel_audit_verify",
+    "sentinel_audit_export",
+    "sentinel_audit_retention",
+    "sentinel_policy_status",
+    "sentinel_policy_baseline",
+    "sentinel_policy_thresholds",
+    "sentinel_policy_schedule",
+    "sentinel_policy_agent_trust",
+    "sentinel_policy_report",
+    "sentinel_alerts_list",
+    "sentinel_alerts_acknowledge",
+    "sentinel_alerts_configure_webhooks",
+    "sentinel_alerts_test",
+    "sentinel_alerts_history",
+    "sentinel_quarantine_host",
+    "sentinel_quarantine_tool",
+    "sentinel_quarantine_agent",
+    "sentinel_quarantine_list",
+    "sentinel_quarantine_lift",
+];
+
+struct Admin {
+    driver: PathBuf,
+    args: Vec<String>,
+}
+
+impl Admin {
+    fn new(scratch: &Path, daemon: &Daemon) -> Admin {
+        let driver = scratch.join("admin_driver.py");
+        std::fs::write(&driver, DRIVER).unwrap();
+        let state = daemon.state_dir();
+        Admin {
+            driver,
+            args: vec![
+                "mcp-admin".into(),
+                "--state-dir".into(),
+                state.display().to_string(),
+                "--db".into(),
+                state.join("sentinel.db").display().to_string(),
+            ],
+        }
+    }
+
+    /// Runs `steps` in one session; returns the per-step results.
+    fn session(&self, steps: Value) -> Vec<Value> {
+        assert!(
+            Path::new(PYTHON).exists(),
+            "the Python MCP SDK is missing at {PYTHON}: run `cargo xtask setup`"
+        );
+        let out = Command::new(PYTHON)
+            .arg(&self.driver)
+            .arg(steps.to_string())
+            .arg("--")
+            .arg(sentinel_bin())
+            .args(&self.args)
+            .output()
+            .expect("running the MCP client");
+        assert!(
+            out.status.success(),
+            "MCP client failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("driver output is JSON");
+        assert_eq!(v["protocol_version"], "2025-11-25");
+        v["steps"].as_array().unwrap().clone()
+    }
+
+    /// One tool call that must succeed; its structured result.
+    fn ok(&self, tool: &str, args: Value) -> Value {
+        let r = self
+            .session(json!([{"tool": tool, "args": args}]))
+            .remove(0);
+        assert_eq!(r["is_error"], false, "{tool} failed: {}", r["text"]);
+        r["structured"].clone()
+    }
+
+    /// One tool call that must fail; its message.
+    fn err(&self, tool: &str, args: Value) -> String {
+        let r = self
+            .session(json!([{"tool": tool, "args": args}]))
+            .remove(0);
+        assert_eq!(r["is_error"], true, "{tool} should have failed: {r}");
+        r["text"].as_str().unwrap().to_string()
+    }
+}
+
+fn names(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|x| x.as_str().map(str::to_string))
+        .collect()
+}
+
+fn mode_get(daemon: &Daemon) -> String {
+    let out = Command::new(sentinel_bin())
+        .args(["mode", "get", "--state-dir"])
+        .arg(daemon.state_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mode get: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn operator_tools_drive_the_running_daemon() {
+    require_environment();
+    let _lock = kernel_lock();
+    let scratch = scratch_dir();
+    let d = scratch.path();
+    let denyme = d.join("denyme");
+    std::fs::copy("/bin/echo", &denyme).unwrap();
+    std::fs::set_permissions(&denyme, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let policy = d.join("policy");
+    std::fs::create_dir(&policy).unwrap();
+    std::fs::write(
+        policy.join("10-base.toml"),
+        "# hand-written; the tools must leave it alone\n[[rule]]\nname = \"base-log-curl\"\nkind = \"exec\"\naction = \"log-only\"\nbinary = \"/usr/bin/curl\"\n",
+    )
+    .unwrap();
+    let base_before = std::fs::read_to_string(policy.join("10-base.toml")).unwrap();
+    let daemon = Daemon::start(&["--policy", policy.to_str().unwrap()]);
+    let admin = Admin::new(d, &daemon);
+
+    // tools/list: exactly the 35 tools.
+    let listed = admin.session(json!([{"op": "list"}])).remove(0);
+    let mut got = names(&listed["tools"]);
+    got.sort();
+    let mut want: Vec<String> = TOOLS.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(got, want);
+
+    // Before the rule, the watched agent may run the program.
+    let out = run({
+        let mut c = as_user(WATCHED_UID, denyme.to_str().unwrap());
+        c.arg("before");
+        c
+    });
+    assert!(out.status.success(), "allowed before the rule: {out:?}");
+
+    // Create a rule; the policy dir is found from the daemon's command line.
+    let created = admin.ok(
+        "sentinel_rules_create",
+        json!({"name": "admin-deny-denyme", "kind": "exec", "action": "deny",
+               "binary": [denyme.to_str().unwrap()], "reason": "made by the operator's tools"}),
+    );
+    assert_eq!(created["daemon"]["reloaded"], true, "{created}");
+    assert!(
+        names(&created["daemon"]["decided_in_kernel"]).contains(&"admin-deny-denyme".to_string()),
+        "{created}"
+    );
+    // A second rule with every kind of value, for the round trip.
+    admin.ok(
+        "sentinel_rules_create",
+        json!({"name": "admin-ask-push", "kind": "mcp", "action": "ask", "priority": 15,
+               "tool": ["*push*", "git_*"], "server": ["github"], "args": "\"force\":true\\b",
+               "agent": ["testagent"], "risk": 65, "reason": "it's a \"force\" push",
+               "rate_limit": {"max": 3, "per_seconds": 60},
+               "schedule": {"days": ["weekdays"], "start": "22:00", "end": "06:00", "tz": "Europe/Paris"}}),
+    );
+    // An invalid rule is refused and changes nothing.
+    let msg = admin.err(
+        "sentinel_rules_create",
+        json!({"name": "bad", "kind": "exec", "action": "deny", "args": "(unclosed"}),
+    );
+    assert!(msg.contains("invalid regex"), "{msg}");
+    assert_eq!(
+        std::fs::read_to_string(policy.join("10-base.toml")).unwrap(),
+        base_before
+    );
+
+    // Dry run on the daemon's engine says deny, with our rule.
+    let test_args = json!({"kind": "exec", "binary": denyme.to_str().unwrap(),
+                           "agent": "testagent", "uid": WATCHED_UID});
+    let tested = admin.ok("sentinel_rules_test", test_args.clone());
+    assert_eq!(tested["verdict"]["action"], "deny", "{tested}");
+    assert_eq!(tested["verdict"]["rule"], "admin-deny-denyme");
+    let on_disk = admin.ok(
+        "sentinel_rules_test",
+        json!({"kind": "exec", "binary": denyme.to_str().unwrap(), "against": "files"}),
+    );
+    assert_eq!(on_disk["verdict"]["rule"], "admin-deny-denyme");
+    // ... and the kernel enforces it for the watched agent only.
+    let out = run({
+        let mut c = as_user(WATCHED_UID, denyme.to_str().unwrap());
+        c.arg("after");
+        c
+    });
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "killed after the rule: {out:?}"
+    );
+    let out = run({
+        let mut c = as_user(OTHER_UID, denyme.to_str().unwrap());
+        c.arg("fine");
+        c
+    });
+    assert!(out.status.success(), "unwatched still runs: {out:?}");
+
+    // Export → delete → import: nothing lost. Exports are in evaluation
+    // order, so the import writes the rules in that order.
+    let exported = admin.ok("sentinel_rules_export", json!({"admin_only": true}));
+    assert_eq!(exported["count"], 2);
+    let toml = exported["toml"].as_str().unwrap().to_string();
+    let steps = admin.session(json!([
+        {"tool": "sentinel_rules_delete", "args": {"name": "admin-deny-denyme"}},
+        {"tool": "sentinel_rules_delete", "args": {"name": "admin-ask-push"}},
+        {"tool": "sentinel_rules_list", "args": {}},
+        {"tool": "sentinel_rules_test", "args": test_args},
+        {"tool": "sentinel_rules_import", "args": {"toml": toml}},
+        {"tool": "sentinel_rules_export", "args": {"admin_only": true}},
+        {"tool": "sentinel_rules_list", "args": {}},
+        {"tool": "sentinel_rules_delete", "args": {"name": "base-log-curl"}},
+    ]));
+    for s in &steps[..7] {
+        assert_eq!(s["is_error"], false, "{s}");
+    }
+    let listed: Vec<String> = steps[2]["structured"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["rule"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed, vec!["base-log-curl".to_string()]);
+    assert_ne!(
+        steps[3]["structured"]["verdict"]["rule"],
+        "admin-deny-denyme"
+    );
+    assert_eq!(
+        steps[4]["structured"]["added"],
+        json!(["admin-ask-push", "admin-deny-denyme"])
+    );
+    assert_eq!(steps[5]["structured"]["toml"].as_str().unwrap(), toml);
+    assert_eq!(steps[6]["structured"]["count"], 3);
+    // Rules in hand-written files are not rewritten by the tools.
+    assert_eq!(steps[7]["is_error"], true);
+    assert!(steps[7]["text"].as_str().unwrap().contains("10-base.toml"));
+    assert_eq!(
+        std::fs::read_to_string(policy.join("10-base.toml")).unwrap(),
+        base_before
+    );
+
+    // Quarantine a host: compiled into the kernel, then lifted.
+    let in_kernel = |d: &Daemon| names(&d.status()["decided_in_kernel"]);
+    assert!(!in_kernel(&daemon).contains(&"quarantine".to_string()));
+    let q = admin.ok(
+        "sentinel_quarantine_host",
+        json!({"addr": "203.0.113.7", "reason": "exfil endpoint"}),
+    );
+    assert_eq!(q["quarantined"], "host 203.0.113.7/32", "{q}");
+    assert!(in_kernel(&daemon).contains(&"quarantine".to_string()));
+    let list = admin.ok("sentinel_quarantine_list", json!({}));
+    assert_eq!(list["quarantines"][0]["reason"], "exfil endpoint");
+    let dry = admin.ok(
+        "sentinel_rules_test",
+        json!({"kind": "connect", "addr": "203.0.113.7", "port": 443, "agent": "testagent", "uid": WATCHED_UID}),
+    );
+    assert_eq!(dry["verdict"]["rule"], "quarantine", "{dry}");
+    admin.ok(
+        "sentinel_quarantine_lift",
+        json!({"type": "host", "pattern": "203.0.113.7"}),
+    );
+    assert!(!in_kernel(&daemon).contains(&"quarantine".to_string()));
+    assert_eq!(
+        admin.ok("sentinel_quarantine_list", json!({}))["quarantines"],
+        json!([])
+    );
+
+    // Mode through the tool shows in `sentinel mode get`.
+    let m = admin.ok("sentinel_monitor_mode", json!({"set": "silent-deny"}));
+    assert_eq!(m["mode"], "silent-deny");
+    assert_eq!(mode_get(&daemon), "silent-deny");
+    admin.ok("sentinel_monitor_mode", json!({"set": "alert"}));
+    assert_eq!(mode_get(&daemon), "alert");
+
+    // Thresholds round trip through the daemon's engine.
+    let t = admin.ok("sentinel_policy_thresholds", json!({"critical": 85}));
+    assert_eq!(t["thresholds"]["critical"], 85);
+    assert_eq!(
+        admin.ok("sentinel_policy_thresholds", json!({}))["thresholds"]["critical"],
+        85
+    );
+    let status = admin.ok("sentinel_policy_status", json!({}));
+    assert_eq!(status["policy_dir"], policy.to_str().unwrap());
+    assert_eq!(status["rules"], 3);
+
+    // The audit trail has the operator's changes and verifies.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let q = admin.ok(
+            "sentinel_audit_query",
+            json!({"kind": "alert", "limit": 1000}),
+        );
+        let reasons: Vec<String> = q["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["category"] == "admin")
+            .map(|e| e["reason"].as_str().unwrap_or("").to_string())
+            .collect();
+        if reasons
+            .iter()
+            .any(|r| r.contains("quarantine on host 203.0.113.7/32 lifted"))
+        {
+            assert!(reasons
+                .iter()
+                .any(|r| r.starts_with("policy reloaded from")));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "admin changes not in the audit trail: {reasons:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let v = admin.ok("sentinel_audit_verify", json!({}));
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(v["count"].as_u64().unwrap() > 0);
+    let killed = admin.ok(
+        "sentinel_audit_query",
+        json!({"rule": "admin-deny-denyme", "verdict": "deny"}),
+    );
+    assert!(killed["count"].as_u64().unwrap() >= 1, "{killed}");
+
+    // What nothing real backs is an error, not made-up data.
+    let msg = admin.err("sentinel_monitor_bandwidth", json!({}));
+    assert!(msg.contains("does not count bytes"), "{msg}");
+}
+
+#[test]
+fn rule_edits_on_the_embedded_policy_are_refused() {
+    require_environment();
+    let _lock = kernel_lock();
+    let scratch = scratch_dir();
+    let daemon = Daemon::start(&[]);
+    let admin = Admin::new(scratch.path(), &daemon);
+    let msg = admin.err(
+        "sentinel_rules_create",
+        json!({"name": "x", "kind": "exec", "action": "deny", "binary": "/x"}),
+    );
+    assert!(msg.contains("--policy DIR"), "{msg}");
+    let listed = admin.ok("sentinel_rules_list", json!({}));
+    assert_eq!(listed["embedded_defaults"], true);
+    assert!(listed["count"].as_u64().unwrap() > 5);
+}
+
+#[test]
+fn protocol_versions_and_non_root() {
+    require_environment();
+    let _lock = kernel_lock();
+    // Raw JSON-RPC for the older revision, a notification, ping and a batch.
+    let mut child = Command::new(sentinel_bin())
+        .args([
+            "mcp-admin",
+            "--state-dir",
+            "/nonexistent",
+            "--db",
+            "/nonexistent.db",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"t","version":"1"}}}}}}"#).unwrap();
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+    )
+    .unwrap();
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":2,"method":"ping"}}"#).unwrap();
+    writeln!(stdin, r#"[{{"jsonrpc":"2.0","id":3,"method":"ping"}}]"#).unwrap();
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{{"name":"nope"}}}}"#
+    )
+    .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "no answer to the notification: {lines:?}");
+    assert_eq!(lines[0]["result"]["protocolVersion"], "2025-06-18");
+    assert_eq!(lines[1]["id"], 2);
+    assert_eq!(lines[1]["result"], json!({}));
+    assert_eq!(lines[2]["error"]["code"], -32600);
+    assert_eq!(lines[3]["error"]["code"], -32602);
+
+    // Anyone but root is refused with one line.
+    let scratch = scratch_dir();
+    let bin = scratch.path().join("sentinel");
+    std::fs::copy(sentinel_bin(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = run({
+        let mut c = as_user(OTHER_UID, bin.to_str().unwrap());
+        c.arg("mcp-admin").stdin(Stdio::null());
+        c
+    });
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("root"), "{err}");
+    assert!(out.stdout.is_empty());
+}
