@@ -403,3 +403,58 @@ fn lockdown_denies_everything_but_the_allow_list_and_lifts() {
     daemon.stop();
     assert!(Path::new(&daemon.jsonl).exists());
 }
+
+#[test]
+fn a_policy_reload_that_fails_keeps_the_old_policy() {
+    require_environment();
+    let _lock = kernel_lock();
+    let fx = Fixture::new();
+    let mut daemon = fx.start();
+    let pid = daemon.pid();
+    let policy = fx.dir.path().join("policy");
+    // A broken file: the reload fails, the old rules stay in force.
+    std::fs::write(
+        policy.join("zz-broken.toml"),
+        "[[rule]]\nname = \"x\"\nkind = \"exec\"\naction = \"maybe\"\n",
+    )
+    .unwrap();
+    unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+    daemon.wait_for("the failed reload", |e| {
+        e["kind"] == "alert"
+            && e["category"] == "policy"
+            && e["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("stays in force")
+    });
+    let out = run(as_user(WATCHED_UID, &fx.path("forbidden-tool")));
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "the old deny rule still holds: {out:?}"
+    );
+    // Fixed: a new rule comes into force, in the kernel too.
+    std::fs::write(
+        policy.join("zz-broken.toml"),
+        format!("[[rule]]\nname = \"deny-true-now\"\nkind = \"exec\"\naction = \"deny\"\nbinary = [\"{}\"]\n", fx.path("needs-approval")),
+    )
+    .unwrap();
+    std::fs::remove_file(policy.join("test.toml")).unwrap();
+    unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+    daemon.wait_for("the reload", |e| {
+        e["kind"] == "alert" && e["reason"] == "policy reloaded"
+    });
+    let out = run(as_user(WATCHED_UID, &fx.path("needs-approval")));
+    assert_eq!(out.status.signal(), Some(9), "{out:?}");
+    let out = run(as_user(WATCHED_UID, &fx.path("forbidden-tool")));
+    assert!(
+        out.status.success(),
+        "the removed rule no longer applies: {out:?}"
+    );
+    let s = daemon.status();
+    assert!(
+        s["decided_in_kernel"].to_string().contains("deny-true-now"),
+        "{s}"
+    );
+    daemon.stop();
+}

@@ -66,6 +66,11 @@ pub fn load_policy(dir: Option<&Path>) -> Result<Policy> {
 }
 
 async fn run_async(config: RunConfig) -> Result<()> {
+    // Handlers first: a signal that arrives while starting up must not
+    // take the default action (SIGHUP would kill the daemon).
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let policy = load_policy(config.policy.as_deref())?;
     std::fs::create_dir_all(&config.state_dir).with_context(|| {
         format!(
@@ -157,8 +162,6 @@ async fn run_async(config: RunConfig) -> Result<()> {
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("polling the ring buffer: {}", e.into_parts().1))?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -171,6 +174,7 @@ async fn run_async(config: RunConfig) -> Result<()> {
                 guard.clear_ready();
             }
             _ = tick.tick() => lock(&core).tick(),
+            _ = sighup.recv() => reload(&core, config.policy.as_deref()),
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
@@ -200,6 +204,19 @@ async fn run_async(config: RunConfig) -> Result<()> {
     }
     tracing::info!("stopped; all programs detached");
     Ok(())
+}
+
+/// SIGHUP: reloads the policy directory. A policy that does not load
+/// leaves the running one in place; either way the outcome is recorded.
+fn reload(core: &Arc<Mutex<Core>>, dir: Option<&Path>) {
+    let Some(dir) = dir else {
+        tracing::warn!(
+            "SIGHUP: running on the embedded defaults, nothing to reload (start with --policy DIR)"
+        );
+        return;
+    };
+    let result = Policy::load_dir(dir).map_err(|e| e.to_string());
+    lock(core).reload_policy(result);
 }
 
 /// Writes MCP call records into the daemon's one audit chain.

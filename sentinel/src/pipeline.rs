@@ -433,6 +433,38 @@ impl Core {
         );
     }
 
+    /// Puts a newly loaded policy in force (and into the kernel maps), or
+    /// records why the old one stays.
+    pub fn reload_policy(&mut self, loaded: Result<sentinel_policy::Policy, String>) {
+        let (severity, reason) = match loaded {
+            Ok(policy) => {
+                lock(&self.engine).reload(policy);
+                match self.recompile() {
+                    Ok(()) => ("info", "policy reloaded".to_string()),
+                    Err(e) => (
+                        "critical",
+                        format!("policy reloaded but the kernel maps were not updated: {e}"),
+                    ),
+                }
+            }
+            Err(e) => (
+                "warning",
+                format!("policy reload failed, the previous policy stays in force: {e}"),
+            ),
+        };
+        tracing::info!("{reason}");
+        self.push(
+            OffsetDateTime::now_utc(),
+            Body::Alert {
+                severity: severity.into(),
+                category: "policy".into(),
+                reason,
+                related: Vec::new(),
+            },
+            None,
+        );
+    }
+
     /// Switches the mode for kernel and MCP actions at once, recompiles the
     /// kernel maps and records who asked.
     pub fn set_mode(&mut self, mode: Mode, by: &str) {

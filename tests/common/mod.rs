@@ -114,6 +114,10 @@ impl Daemon {
         daemon
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
     pub fn state_dir(&self) -> &Path {
         self.state_dir.path()
     }

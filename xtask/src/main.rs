@@ -144,6 +144,8 @@ fn cargo(root: &Path, args: &[&str]) -> Result<()> {
     let status = Command::new("cargo")
         .current_dir(root)
         .env("SENTINEL_EBPF_OBJECT", ebpf_object(root))
+        // The MCP proxy tests drive the real `sentinel mcp-proxy` binary.
+        .env("SENTINEL_BIN", root.join("target/release/sentinel"))
         .args(args)
         .status()
         .with_context(|| format!("running cargo {}", args.join(" ")))?;
