@@ -395,6 +395,8 @@ fn operator_tools_drive_the_running_daemon() {
     );
     assert!(killed["count"].as_u64().unwrap() >= 1, "{killed}");
 
+    every_other_tool_answers_from_real_state(&admin, &daemon, d);
+
     // What nothing real backs is an error, not made-up data.
     let msg = admin.err("sentinel_monitor_bandwidth", json!({}));
     assert!(msg.contains("does not count bytes"), "{msg}");
@@ -477,4 +479,226 @@ fn protocol_versions_and_non_root() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("root"), "{err}");
     assert!(out.stdout.is_empty());
+}
+
+/// A one-shot HTTP receiver for webhook posts: answers 200 and hands the
+/// request body over.
+fn webhook_receiver() -> (u16, std::sync::mpsc::Receiver<String>) {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Headers, then Content-Length bytes of body.
+            let body = loop {
+                match stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => break String::new(),
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + len {
+                        break text[end + 4..].to_string();
+                    }
+                }
+            };
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = tx.send(body);
+        }
+    });
+    (port, rx)
+}
+
+fn every_other_tool_answers_from_real_state(admin: &Admin, daemon: &Daemon, scratch: &Path) {
+    // A connect by the watched agent shows in monitor_hosts.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let out = sh_as(WATCHED_UID, &format!("exec 3<>/dev/tcp/127.0.0.1/{port}"));
+    assert!(out.status.success(), "connect: {out:?}");
+    let host = format!("127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let hosts = admin.ok("sentinel_monitor_hosts", json!({"hours": 1}));
+        let row = hosts["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["host"] == host.as_str())
+            .cloned();
+        if let Some(row) = row {
+            assert!(row["count"].as_u64().unwrap() >= 1);
+            assert!(row["agents"]["testagent"].as_u64().unwrap() >= 1, "{row}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{host} not in {hosts}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
+    let stats = admin.ok("sentinel_monitor_stats", json!({}));
+    assert!(stats["attached_programs"].as_u64().unwrap() > 0, "{stats}");
+    assert!(stats["events"]["seen"].as_u64().unwrap() > 0, "{stats}");
+    let live = admin.ok("sentinel_monitor_live", json!({"limit": 5}));
+    let events = live["events"].as_array().unwrap();
+    assert!(!events.is_empty() && events.len() <= 5);
+    let next = live["next_after_seq"].as_u64().unwrap();
+    assert_eq!(events.last().unwrap()["seq"].as_u64().unwrap(), next);
+    let later = admin.ok("sentinel_monitor_live", json!({"after_seq": next}));
+    assert!(later["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["seq"].as_u64().unwrap() > next));
+    let top = admin.ok("sentinel_monitor_top_tools", json!({}));
+    assert!(top["rows"].is_array(), "{top}");
+
+    // Audit.
+    let tail = admin.ok("sentinel_audit_tail", json!({"lines": 3}));
+    assert_eq!(tail["count"], 3);
+    let stats = admin.ok("sentinel_audit_stats", json!({"kind": "exec"}));
+    assert!(stats["records"].as_u64().unwrap() >= 1, "{stats}");
+    let cef = admin.ok(
+        "sentinel_audit_export",
+        json!({"format": "cef", "kind": "exec"}),
+    );
+    assert!(cef["text"].as_str().unwrap().starts_with("CEF:"), "{cef}");
+    let file = scratch.join("export.jsonl");
+    let exported = admin.ok(
+        "sentinel_audit_export",
+        json!({"format": "jsonl", "out": file.to_str().unwrap()}),
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(
+        text.lines().count() as u64,
+        exported["count"].as_u64().unwrap()
+    );
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let kept = admin.ok("sentinel_audit_retention", json!({}));
+    assert!(kept["records"].as_u64().unwrap() > 0);
+    let msg = admin.err(
+        "sentinel_audit_retention",
+        json!({"apply": true, "keep_last": 10}),
+    );
+    assert!(msg.contains("stop the daemon"), "{msg}");
+
+    // Policy.
+    let sched = admin.ok("sentinel_policy_schedule", json!({}));
+    let row = &sched["scheduled_rules"][0];
+    assert_eq!(row["rule"], "admin-ask-push");
+    assert!(row["in_force_now"].is_boolean());
+    admin.ok("sentinel_policy_baseline", json!({}));
+    let trust = admin.ok("sentinel_policy_agent_trust", json!({"agent": "testagent"}));
+    let row = &trust["agents"][0];
+    assert_eq!(row["uid"], WATCHED_UID);
+    assert!(row["denials_24h"].as_u64().unwrap() >= 1, "{row}");
+    assert_eq!(row["trust"], "reduced");
+    admin.ok("sentinel_quarantine_agent", json!({"agent": "test*"}));
+    let trust = admin.ok("sentinel_policy_agent_trust", json!({"agent": "testagent"}));
+    assert_eq!(trust["agents"][0]["trust"], "quarantined", "{trust}");
+    admin.ok(
+        "sentinel_quarantine_lift",
+        json!({"type": "agent", "pattern": "test*"}),
+    );
+    admin.ok(
+        "sentinel_quarantine_tool",
+        json!({"tool": "*shell*", "expires_in_seconds": 600}),
+    );
+    let dry = admin.ok(
+        "sentinel_rules_test",
+        json!({"kind": "mcp", "server": "x", "tool": "run_shell", "agent": "testagent", "uid": WATCHED_UID}),
+    );
+    assert_eq!(dry["verdict"]["rule"], "quarantine", "{dry}");
+    let list = admin.ok("sentinel_quarantine_list", json!({}));
+    assert!(
+        list["quarantines"][0]["expires"].as_str().unwrap().len() > 10,
+        "{list}"
+    );
+    admin.ok(
+        "sentinel_quarantine_lift",
+        json!({"type": "tool", "pattern": "*shell*"}),
+    );
+    let report = admin.ok("sentinel_policy_report", json!({"hours": 1}));
+    assert_eq!(report["audit"]["intact"], true, "{report}");
+    assert_eq!(report["mode"], "alert");
+    assert_eq!(report["policy"]["rules"], 3);
+
+    // Alerts: one raised in the daemon's database, listed, acknowledged.
+    let db = daemon.state_dir().join("sentinel.db");
+    let raised = sentinel_anomaly::AlertManager::open(&db, Default::default())
+        .unwrap()
+        .raise(
+            sentinel_anomaly::NewAlert {
+                severity: sentinel_anomaly::Severity::Warning,
+                category: "exfiltration".into(),
+                reason: "mcp-admin test alert".into(),
+                related: vec![],
+                source: "tests/mcp_admin".into(),
+            },
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+    let id = raised.alert().unwrap().id;
+    let active = admin.ok("sentinel_alerts_list", json!({}));
+    assert!(active["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["id"] == id));
+    let acked = admin.ok("sentinel_alerts_acknowledge", json!({"id": id}));
+    assert_eq!(acked["alert"]["status"], "acknowledged", "{acked}");
+    let active = admin.ok("sentinel_alerts_list", json!({}));
+    assert!(!active["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["id"] == id));
+    let history = admin.ok("sentinel_alerts_history", json!({"hours": 1}));
+    assert!(history["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["id"] == id && a["acknowledged_by"].as_str().unwrap().contains("mcp-admin")));
+
+    // Webhooks: configured, then a test alert reaches a real receiver.
+    let msg = admin.err("sentinel_alerts_test", json!({}));
+    assert!(msg.contains("no alert webhook"), "{msg}");
+    let (port, bodies) = webhook_receiver();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let set = admin.ok(
+        "sentinel_alerts_configure_webhooks",
+        json!({"url": url, "min_severity": "info", "retries": 0}),
+    );
+    assert_eq!(set["webhook"]["url"], url.as_str());
+    let shown = admin.ok("sentinel_alerts_configure_webhooks", json!({}));
+    assert_eq!(shown["webhook"]["min_severity"], "info");
+    let sent = admin.ok("sentinel_alerts_test", json!({}));
+    assert_eq!(sent["http_status"], 200, "{sent}");
+    let body = bodies
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    assert!(
+        body.contains("test alert from sentinel mcp-admin"),
+        "{body}"
+    );
+    let cleared = admin.ok("sentinel_alerts_configure_webhooks", json!({"clear": true}));
+    assert_eq!(cleared["webhook"], Value::Null);
 }
