@@ -91,3 +91,105 @@ fn secret_read_then_connect_raises_a_linked_critical_alert() {
         "{out:?}"
     );
 }
+
+const FILE_SERVER: &str = r#"
+import json, sys
+for line in sys.stdin:
+    msg = json.loads(line)
+    if "id" not in msg:
+        continue
+    method, params = msg.get("method"), msg.get("params") or {}
+    if method == "initialize":
+        result = {"protocolVersion": params.get("protocolVersion", "2025-06-18"),
+                  "capabilities": {"tools": {}}, "serverInfo": {"name": "files", "version": "1"}}
+    elif method == "tools/list":
+        result = {"tools": [{"name": "read_file", "description": "Read a file",
+                             "inputSchema": {"type": "object", "properties": {"path": {"type": "string"}}}}]}
+    elif method == "tools/call":
+        with open(params["arguments"]["path"]) as f:
+            result = {"content": [{"type": "text", "text": f.read()}], "isError": False}
+    else:
+        result = {}
+    sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}) + "\n")
+    sys.stdout.flush()
+"#;
+
+#[test]
+fn an_mcp_tool_call_is_linked_to_the_kernel_events_it_caused() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+
+    require_environment();
+    let _lock = kernel_lock();
+    let policy = tempfile::tempdir().unwrap();
+    std::fs::write(policy.path().join("empty.toml"), "# observe only\n").unwrap();
+    let mut daemon = Daemon::start(&["--policy", policy.path().to_str().unwrap()]);
+    let dir = scratch_dir();
+    let server = dir.path().join("server.py");
+    std::fs::write(&server, FILE_SERVER).unwrap();
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(&notes, "linked-content\n").unwrap();
+    for f in [&server, &notes] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+
+    // The agent's MCP client starts the proxy, as the agent's user.
+    let mut proxy = as_user(WATCHED_UID, sentinel_bin().to_str().unwrap())
+        .args(["mcp-proxy", "--agent", "testagent", "--state-dir"])
+        .arg(daemon.state_dir())
+        .args(["--", "/usr/bin/python3"])
+        .arg(&server)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = proxy.stdin.take().unwrap();
+    let mut stdout = BufReader::new(proxy.stdout.take().unwrap());
+    let mut send = |line: &str, answer: bool| -> String {
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+        let mut text = String::new();
+        if answer {
+            stdout.read_line(&mut text).unwrap();
+        }
+        text
+    };
+    send(
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"test","version":"1"}}}"#,
+        true,
+    );
+    send(
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        false,
+    );
+    let tools = send(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#, true);
+    assert!(tools.contains("read_file"), "{tools}");
+    let call = serde_json::json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "read_file", "arguments": {"path": notes.to_str().unwrap()}}});
+    let answer = send(&call.to_string(), true);
+    assert!(answer.contains("linked-content"), "{answer}");
+    drop(stdin);
+    let output = proxy.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.to_lowercase().contains("daemon"),
+        "the proxy must use the daemon: {stderr}"
+    );
+
+    let notes_path = notes.to_str().unwrap();
+    let started = daemon.wait_for("the call's start record", |e| {
+        e["kind"] == "mcp_call" && e["tool"] == "read_file" && e["outcome"] == "started"
+    });
+    assert_eq!(started["uid"], WATCHED_UID);
+    let open = daemon.wait_for("the server's open of the file", |e| {
+        e["kind"] == "open" && e["path"] == notes_path
+    });
+    let reason = open["verdict"]["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("tools/call read_file")
+            && reason.contains(&format!("mcp_call seq {}", started["seq"])),
+        "the open is linked to the call: {open}"
+    );
+    daemon.stop();
+}

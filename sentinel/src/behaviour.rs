@@ -70,10 +70,27 @@ impl Behaviour {
             .record_outcome(action, Outcome::Denied, SystemTime::now());
     }
 
+    /// An MCP tool call (recorded as `call_seq`) is in flight through the
+    /// proxy process `proxy_pid`: kernel events of its process tree (the
+    /// server it started) are linked to the call until it finishes.
+    pub fn call_started(&mut self, call_seq: u64, proxy_pid: u32) {
+        self.detector
+            .call_started(call_seq, proxy_pid, SystemTime::now());
+    }
+
+    pub fn call_finished(&mut self, call_seq: u64) {
+        self.detector.call_finished(call_seq);
+    }
+
     /// Classifies one recorded event; returns the alert events to record
     /// (new alerts only: duplicates and rate-limited ones are counted by
-    /// the manager). `next_seq` numbers them.
-    pub fn observe(&mut self, event: &Event, mut next_seq: impl FnMut() -> u64) -> Vec<Event> {
+    /// the manager; `next_seq` numbers them) and, for an event caused by an
+    /// MCP call in flight, the link ("tools/call read_file → openat(...)").
+    pub fn observe(
+        &mut self,
+        event: &Event,
+        mut next_seq: impl FnMut() -> u64,
+    ) -> (Vec<Event>, Option<String>) {
         let now = SystemTime::now();
         let observation = self.detector.observe(event, now);
         let mut out = Vec::new();
@@ -82,7 +99,10 @@ impl Behaviour {
                 out.push(ev);
             }
         }
-        out
+        let link = observation
+            .link
+            .map(|l| format!("{} (mcp_call seq {})", l.summary, l.call_seq));
+        (out, link)
     }
 
     /// Raises an alert from elsewhere (an auto-lockdown order).

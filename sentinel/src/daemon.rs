@@ -6,7 +6,7 @@
 //! out it drains the ring buffer, flushes the chain and the sinks, and
 //! detaches every program (dropping the sensor does that on every path).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -14,10 +14,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use sentinel_audit::{AuditLog, AuditWriter, AuditWriterOptions, SinkOptions, SinkSpec, Sinks};
-use sentinel_mcp::daemon::{bind_socket, serve_decisions, PeerBoundHandler, PeerCred};
+use sentinel_mcp::daemon::{
+    bind_socket, serve_decisions, DaemonRequest, DaemonResponse, DecisionHandler, PeerBoundHandler,
+    PeerCred,
+};
 use sentinel_mcp::inprocess::SharedEngine;
 use sentinel_mcp::{AuditSink, LocalDecider, ScanPolicy, Store};
-use sentinel_policy::{homes_from_passwd, Engine, Mode, Policy};
+use sentinel_policy::{homes_from_passwd, Decision, Engine, Mode, Policy};
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -235,7 +238,7 @@ fn mcp_handler(
     core: &Arc<Mutex<Core>>,
     engine: &Arc<Mutex<Engine>>,
     config: &RunConfig,
-) -> Result<Arc<dyn sentinel_mcp::daemon::DecisionHandler>> {
+) -> Result<Arc<dyn DecisionHandler>> {
     let store = Store::open(&config.db).map_err(|e| anyhow::anyhow!("{e}"))?;
     let decider = LocalDecider::new(
         Box::new(SharedEngine(engine.clone())),
@@ -246,11 +249,57 @@ fn mcp_handler(
     );
     let agents = config.agents.clone();
     let agent_of = Box::new(move |peer: &PeerCred| agents.get(&peer.uid).cloned());
-    Ok(Arc::new(PeerBoundHandler::new(
-        Arc::new(decider),
-        agent_of,
-        Arc::new(sentinel_mcp::SystemClock),
-    )))
+    Ok(Arc::new(CallLinking {
+        inner: PeerBoundHandler::new(
+            Arc::new(decider),
+            agent_of,
+            Arc::new(sentinel_mcp::SystemClock),
+        ),
+        core: core.clone(),
+        in_flight: Mutex::new(HashMap::new()),
+    }))
+}
+
+/// Wraps the proxies' decision handler to tell the data path when a tool
+/// call the engine let through is in flight, so the kernel events of the
+/// MCP server (a child of the proxy, which the kernel identified by
+/// SO_PEERCRED) are linked to it.
+struct CallLinking {
+    inner: PeerBoundHandler,
+    core: Arc<Mutex<Core>>,
+    /// Proxy pid → `seq` of its calls in flight, oldest first.
+    in_flight: Mutex<HashMap<u32, VecDeque<u64>>>,
+}
+
+impl DecisionHandler for CallLinking {
+    fn handle(&self, peer: &PeerCred, request: DaemonRequest) -> DaemonResponse {
+        let proxy = peer.pid.and_then(|p| u32::try_from(p).ok());
+        match (request, proxy) {
+            (DaemonRequest::Decide { call }, Some(pid)) => {
+                let (server, tool, args) =
+                    (call.server.clone(), call.tool.clone(), call.args.clone());
+                let response = self.inner.handle(peer, DaemonRequest::Decide { call });
+                if let DaemonResponse::Verdict(v) = &response {
+                    if matches!(v.action, Decision::Allow | Decision::LogOnly) {
+                        let seq =
+                            lock(&self.core).mcp_call_started(pid, peer.uid, server, tool, &args);
+                        lock(&self.in_flight).entry(pid).or_default().push_back(seq);
+                    }
+                }
+                response
+            }
+            (request @ DaemonRequest::Record { .. }, Some(pid)) => {
+                let finished = lock(&self.in_flight)
+                    .get_mut(&pid)
+                    .and_then(VecDeque::pop_front);
+                if let Some(seq) = finished {
+                    lock(&self.core).mcp_call_finished(seq);
+                }
+                self.inner.handle(peer, request)
+            }
+            (request, _) => self.inner.handle(peer, request),
+        }
+    }
 }
 
 /// Resolves `--uid` and `--agent NAME=UID` into watched UIDs with names,

@@ -362,11 +362,16 @@ impl Core {
         let alerts = match self.behaviour.as_mut() {
             Some(b) if !matches!(event.body, Body::Alert { .. }) => {
                 let mut seq = self.next_seq;
-                let alerts = b.observe(&event, || {
+                let (alerts, link) = b.observe(&event, || {
                     seq += 1;
                     seq - 1
                 });
                 self.next_seq = seq;
+                // The analyst sees which tool call caused a kernel action
+                // in that action's own record.
+                if let (Some(link), Some(v)) = (link, event.verdict.as_mut()) {
+                    v.reason = format!("{}; during {link}", v.reason);
+                }
                 alerts
             }
             _ => Vec::new(),
@@ -431,6 +436,48 @@ impl Core {
             },
             None,
         );
+    }
+
+    /// A tool call the engine let through is about to reach the MCP
+    /// server behind proxy `proxy_pid`: records that it started and links
+    /// the server's kernel events to it. Returns the call's `seq`.
+    pub fn mcp_call_started(
+        &mut self,
+        proxy_pid: u32,
+        uid: u32,
+        server: String,
+        tool: String,
+        args: &serde_json::Value,
+    ) -> u64 {
+        let comm = std::fs::read_to_string(format!("/proc/{proxy_pid}/comm")).unwrap_or_default();
+        let process = self.table.info(proxy_pid, uid, comm.trim());
+        let args_digest = blake3::hash(sentinel_policy::canonical_json(args).as_bytes())
+            .to_hex()
+            .to_string();
+        let seq = self.next_seq;
+        if let Some(b) = self.behaviour.as_mut() {
+            b.call_started(seq, proxy_pid);
+        }
+        self.push(
+            OffsetDateTime::now_utc(),
+            Body::McpCall {
+                process,
+                server,
+                tool,
+                // The proxy records the redacted arguments with the outcome;
+                // this record only identifies them.
+                args: serde_json::json!({ "blake3": args_digest }),
+                outcome: Some("started".into()),
+            },
+            None,
+        );
+        seq
+    }
+
+    pub fn mcp_call_finished(&mut self, call_seq: u64) {
+        if let Some(b) = self.behaviour.as_mut() {
+            b.call_finished(call_seq);
+        }
     }
 
     /// Puts a newly loaded policy in force (and into the kernel maps), or
