@@ -565,8 +565,69 @@ fn every_other_tool_answers_from_real_state(admin: &Admin, daemon: &Daemon, scra
         .unwrap()
         .iter()
         .all(|e| e["seq"].as_u64().unwrap() > next));
-    let top = admin.ok("sentinel_monitor_top_tools", json!({}));
-    assert!(top["rows"].is_array(), "{top}");
+    // A real MCP call by the agent through `sentinel mcp-proxy` (the
+    // daemon decides and records it) shows in monitor_top_tools. The
+    // client is the Python SDK (root's venv); the proxy and the npm
+    // reference server run as the agent.
+    let everything = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/mcp-peers/node/node_modules/.bin/mcp-server-everything"
+    );
+    assert!(
+        Path::new(everything).exists(),
+        "missing {everything}: run `cargo xtask setup`"
+    );
+    let out = Command::new(PYTHON)
+        .arg(&admin.driver)
+        .arg(json!([{"tool": "echo", "args": {"message": "hello"}}]).to_string())
+        .arg("--")
+        .arg("/usr/bin/setpriv")
+        .arg(format!("--reuid={WATCHED_UID}"))
+        .arg(format!("--regid={WATCHED_UID}"))
+        .args(["--clear-groups", "/usr/bin/env", "HOME=/tmp"])
+        .arg(sentinel_bin())
+        .args([
+            "mcp-proxy",
+            "--agent",
+            "testagent",
+            "--server-name",
+            "testsrv",
+        ])
+        .arg("--state-dir")
+        .arg(daemon.state_dir())
+        .args(["--", "/usr/bin/node", everything, "stdio"])
+        .current_dir("/tmp")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "agent session: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let session: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(session["steps"][0]["is_error"], false, "{session}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let top = admin.ok("sentinel_monitor_top_tools", json!({"hours": 1}));
+        let row = top["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["tool"] == "testsrv/echo")
+            .cloned();
+        if let Some(row) = row {
+            assert_eq!(row["agents"]["testagent"], 1, "{row}");
+            assert_eq!(row["count"], 1, "{row}");
+            assert_eq!(row["verdicts"]["allow"], 1, "{row}");
+            assert_eq!(row["outcomes"]["result"], 1, "{row}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no echo call in {top}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 
     // Audit.
     let tail = admin.ok("sentinel_audit_tail", json!({"lines": 3}));

@@ -778,34 +778,65 @@ fn monitor_top(ctx: &Context, a: &Value, kind: &str) -> Outcome {
         kind: Some(kind.into()),
         ..QueryFilter::default()
     };
-    // key → (total, verdicts, agents)
-    type Tally = (u64, BTreeMap<String, u64>, BTreeMap<String, u64>);
+    // One MCP call leaves a decision record (outcome forwarded, denied or
+    // ask, with the verdict) and follow-ups (started, result, error, ...):
+    // calls and verdicts count decision records, outcomes the follow-ups.
+    #[derive(Default)]
+    struct Tally {
+        count: u64,
+        verdicts: BTreeMap<String, u64>,
+        agents: BTreeMap<String, u64>,
+        outcomes: BTreeMap<String, u64>,
+    }
     let mut tally: BTreeMap<String, Tally> = BTreeMap::new();
     reader
         .query_each(&filter, |e| {
-            let key = match &e.body {
-                Body::McpCall { server, tool, .. } => format!("{server}/{tool}"),
-                Body::Connect { addr, port, .. } => format!("{addr}:{port}"),
+            let (key, follow_up) = match &e.body {
+                Body::McpCall {
+                    server,
+                    tool,
+                    outcome,
+                    ..
+                } => {
+                    let decision = matches!(
+                        outcome.as_deref(),
+                        None | Some("forwarded" | "denied" | "ask")
+                    );
+                    let follow_up = (!decision).then(|| outcome.clone().unwrap_or_default());
+                    (format!("{server}/{tool}"), follow_up)
+                }
+                Body::Connect { addr, port, .. } => (format!("{addr}:{port}"), None),
                 _ => return Ok(()),
             };
+            let t = tally.entry(key).or_default();
+            if let Some(outcome) = follow_up {
+                *t.outcomes.entry(outcome).or_default() += 1;
+                return Ok(());
+            }
             let agent = e
                 .process()
                 .and_then(|p| p.agent.clone())
                 .unwrap_or_else(|| e.process().map_or("?".into(), |p| format!("uid {}", p.uid)));
-            let t = tally.entry(key).or_default();
-            t.0 += 1;
-            *t.1.entry(verdict_name(&e)).or_default() += 1;
-            *t.2.entry(agent).or_default() += 1;
+            t.count += 1;
+            *t.verdicts.entry(verdict_name(&e)).or_default() += 1;
+            *t.agents.entry(agent).or_default() += 1;
             Ok(())
         })
         .map_err(|e| e.to_string())?;
     let mut rows: Vec<(String, Tally)> = tally.into_iter().collect();
-    rows.sort_by(|x, y| y.1 .0.cmp(&x.1 .0).then(x.0.cmp(&y.0)));
+    rows.sort_by(|x, y| y.1.count.cmp(&x.1.count).then(x.0.cmp(&y.0)));
     let label = if kind == "connect" { "host" } else { "tool" };
     let rows: Vec<Value> = rows
         .into_iter()
         .take(limit)
-        .map(|(k, (n, verdicts, agents))| json!({label: k, "count": n, "verdicts": verdicts, "agents": agents}))
+        .map(|(k, t)| {
+            let mut row =
+                json!({label: k, "count": t.count, "verdicts": t.verdicts, "agents": t.agents});
+            if kind != "connect" {
+                row["outcomes"] = json!(t.outcomes);
+            }
+            row
+        })
         .collect();
     Ok(json!({"since": rfc3339(hours_ago(hours)), "rows": rows}))
 }
