@@ -187,7 +187,7 @@ fn operator_tools_drive_the_running_daemon() {
     std::fs::create_dir(&policy).unwrap();
     std::fs::write(
         policy.join("10-base.toml"),
-        "# hand-written; the tools must leave it alone\n[[rule]]\nname = \"base-log-curl\"\nkind = \"exec\"\naction = \"log-only\"\nbinary = \"/usr/bin/curl\"\n",
+        "# hand-written: the tools rewrite only a rule's own table\n[[rule]]\nname = \"base-log-curl\"\nkind = \"exec\"\naction = \"log-only\"\nbinary = \"/usr/bin/curl\"\n",
     )
     .unwrap();
     let base_before = std::fs::read_to_string(policy.join("10-base.toml")).unwrap();
@@ -283,7 +283,7 @@ fn operator_tools_drive_the_running_daemon() {
         {"tool": "sentinel_rules_import", "args": {"toml": toml}},
         {"tool": "sentinel_rules_export", "args": {"admin_only": true}},
         {"tool": "sentinel_rules_list", "args": {}},
-        {"tool": "sentinel_rules_delete", "args": {"name": "base-log-curl"}},
+        {"tool": "sentinel_rules_update", "args": {"name": "base-log-curl", "changes": {"risk": 33}}},
     ]));
     for s in &steps[..7] {
         assert_eq!(s["is_error"], false, "{s}");
@@ -305,13 +305,14 @@ fn operator_tools_drive_the_running_daemon() {
     );
     assert_eq!(steps[5]["structured"]["toml"].as_str().unwrap(), toml);
     assert_eq!(steps[6]["structured"]["count"], 3);
-    // Rules in hand-written files are not rewritten by the tools.
-    assert_eq!(steps[7]["is_error"], true);
-    assert!(steps[7]["text"].as_str().unwrap().contains("10-base.toml"));
-    assert_eq!(
-        std::fs::read_to_string(policy.join("10-base.toml")).unwrap(),
-        base_before
+    // A rule in a hand-written file: only its own table is rewritten.
+    assert_eq!(steps[7]["is_error"], false, "{}", steps[7]);
+    let base_now = std::fs::read_to_string(policy.join("10-base.toml")).unwrap();
+    assert!(
+        base_now.starts_with("# hand-written: the tools rewrite only a rule's own table\n[[rule]]\nname = 'base-log-curl'\n"),
+        "{base_now}"
     );
+    assert!(base_now.contains("risk = 33\n"), "{base_now}");
 
     // Quarantine a host: compiled into the kernel, then lifted.
     let in_kernel = |d: &Daemon| names(&d.status()["decided_in_kernel"]);
@@ -400,6 +401,15 @@ fn operator_tools_drive_the_running_daemon() {
     // What nothing real backs is an error, not made-up data.
     let msg = admin.err("sentinel_monitor_bandwidth", json!({}));
     assert!(msg.contains("does not count bytes"), "{msg}");
+
+    // Deleting a hand-written rule leaves the rest of its file.
+    let deleted = admin.ok("sentinel_rules_delete", json!({"name": "base-log-curl"}));
+    assert_eq!(deleted["daemon"]["reloaded"], true, "{deleted}");
+    assert_eq!(
+        std::fs::read_to_string(policy.join("10-base.toml")).unwrap(),
+        "# hand-written: the tools rewrite only a rule's own table\n"
+    );
+    assert_eq!(admin.ok("sentinel_policy_status", json!({}))["rules"], 2);
 }
 
 #[test]

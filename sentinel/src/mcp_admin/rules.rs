@@ -2,7 +2,8 @@
 //! spec whose keys are the policy file's keys, the spec written back as a
 //! TOML `[[rule]]` table, and the admin-managed policy file
 //! (`90-admin.toml` in the daemon's policy directory) that rule edits
-//! rewrite atomically after the whole directory validated.
+//! rewrite atomically after the whole directory validated. Rules in other
+//! files are changed by rewriting only their own `[[rule]]` table.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -259,8 +260,15 @@ pub fn write_admin(dir: &Path, specs: &[Map<String, Value>]) -> Result<Policy, S
             return Err(format!("rule `{name}` appears twice"));
         }
     }
-    let path = admin_path(dir);
     let text = format!("{ADMIN_HEADER}{}", specs_to_toml(specs)?);
+    let path = admin_path(dir);
+    let policy = validate_with(dir, &path, &text)?;
+    replace_file(dir, &path, &text)?;
+    Ok(policy)
+}
+
+/// Loads the directory as it would be with `path` holding `text`.
+fn validate_with(dir: &Path, path: &Path, text: &str) -> Result<Policy, String> {
     let mut sources = Vec::new();
     let entries =
         std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
@@ -274,28 +282,144 @@ pub fn write_admin(dir: &Path, specs: &[Map<String, Value>]) -> Result<Policy, S
             sources.push((p.display().to_string(), body));
         }
     }
-    sources.push((path.display().to_string(), text.clone()));
+    sources.push((path.display().to_string(), text.to_string()));
     sources.sort_by(|a, b| a.0.cmp(&b.0));
-    let policy = Policy::from_sources(&sources)
-        .map_err(|e| format!("the change was not written: the policy would not load: {e}"))?;
-    let tmp = dir.join(format!(".{ADMIN_FILE}.tmp"));
+    Policy::from_sources(&sources)
+        .map_err(|e| format!("the change was not written: the policy would not load: {e}"))
+}
+
+/// Replaces `path` with `text` atomically (same mode as before, 0644 for
+/// a new file).
+fn replace_file(dir: &Path, path: &Path, text: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.tmp"));
+    let mode = std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o7777);
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(0o644)
+            .mode(mode)
             .open(&tmp)?;
         f.write_all(text.as_bytes())?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
+        std::fs::rename(&tmp, path)?;
         std::fs::File::open(dir)?.sync_all()
     };
     write().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         format!("cannot write {}: {e}", path.display())
-    })?;
-    Ok(policy)
+    })
+}
+
+/// Updates (`Some(spec)`) or deletes (`None`) rule `name` in a policy
+/// file the tools do not own, rewriting only that rule's `[[rule]]` table
+/// and keeping the rest of the file (comments included) byte for byte.
+/// The result must load, with every other rule unchanged, before the file
+/// is replaced.
+pub fn rewrite_in_file(
+    dir: &Path,
+    path: &Path,
+    name: &str,
+    replacement: Option<&Map<String, Value>>,
+) -> Result<Policy, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let is_header = |l: &str| l.trim_start().starts_with('[');
+    let is_filler = |l: &str| {
+        let t = l.trim();
+        t.is_empty() || t.starts_with('#')
+    };
+    let mut found = None;
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim() != "[[rule]]" {
+            continue;
+        }
+        let next = (i + 1..lines.len())
+            .find(|&j| is_header(lines[j]))
+            .unwrap_or(lines.len());
+        // Comments and blank lines before the next table belong to it.
+        let mut end = next;
+        while end > i + 1 && is_filler(lines[end - 1]) {
+            end -= 1;
+        }
+        let block: String = lines[i..end].concat();
+        let parsed = Policy::from_sources(&[("block", block.as_str())]);
+        if parsed.is_ok_and(|p| p.rules().len() == 1 && p.rules()[0].name == name) {
+            found = Some((i, end));
+            break;
+        }
+    }
+    let Some((start, end)) = found else {
+        return Err(format!(
+            "could not find the [[rule]] table of `{name}` in {} to rewrite it; edit that file by hand",
+            path.display()
+        ));
+    };
+    let new_block = match replacement {
+        Some(spec) => spec_to_toml(spec)?,
+        None => String::new(),
+    };
+    let mut rest_start = end;
+    if replacement.is_none() {
+        // Drop one blank separator line after a deleted table.
+        if lines.get(rest_start).is_some_and(|l| l.trim().is_empty()) {
+            rest_start += 1;
+        }
+    }
+    let new_text = format!(
+        "{}{}{}",
+        lines[..start].concat(),
+        new_block,
+        lines[rest_start..].concat()
+    );
+    let before = Policy::load_dir(dir).map_err(|e| e.to_string())?;
+    let after = validate_with(dir, path, &new_text)?;
+    let others = |p: &Policy| -> Vec<(String, Map<String, Value>)> {
+        list(p)
+            .into_iter()
+            .filter(|(_, s)| s["name"] != name)
+            .collect()
+    };
+    let new_name = replacement
+        .and_then(|s| s.get("name"))
+        .and_then(Value::as_str);
+    let mut expected_others = others(&before);
+    if let Some(n) = new_name {
+        expected_others.retain(|(_, s)| s["name"] != n);
+    }
+    let mut got_others = others(&after);
+    if let Some(n) = new_name {
+        got_others.retain(|(_, s)| s["name"] != n);
+    }
+    if got_others != expected_others {
+        return Err(format!(
+            "rewriting `{name}` in {} would change other rules; edit that file by hand",
+            path.display()
+        ));
+    }
+    if let Some(spec) = replacement {
+        let want = parse_rules("replacement", &spec_to_toml(spec)?)?;
+        let got: Vec<Map<String, Value>> = list(&after)
+            .into_iter()
+            .filter(|(_, s)| Some(&s["name"]) == spec.get("name"))
+            .map(|(_, s)| s)
+            .collect();
+        if got != want {
+            return Err(format!(
+                "rewriting `{name}` in {} did not give the rule asked for; edit that file by hand",
+                path.display()
+            ));
+        }
+    }
+    replace_file(dir, path, &new_text)?;
+    Ok(after)
 }
 
 #[cfg(test)]
@@ -343,6 +467,39 @@ priority = 5
         let again = parse_rules("again", &text).unwrap();
         assert_eq!(specs, again);
         assert_eq!(specs_to_toml(&again).unwrap(), text);
+    }
+
+    #[test]
+    fn a_rule_in_a_hand_written_file_is_rewritten_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("10-hand.toml");
+        let text = "# top comment\n[[rule]]\nname = \"x\" # inline\nkind = \"exec\"\naction = \"deny\"\nbinary = \"/x\"\n\n# about y\n[[rule]]\nname = \"y\"\nkind = \"exec\"\naction = \"deny\"\nbinary = \"/y\"\n\n[lockdown]\nexec = [\"/bin/true\"]\n";
+        std::fs::write(&file, text).unwrap();
+        let mut spec = parse_rules("t", text).unwrap().remove(0);
+        spec.insert("binary".into(), json!(["/x2"]));
+        rewrite_in_file(dir.path(), &file, "x", Some(&spec)).unwrap();
+        let now = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            now.starts_with("# top comment\n[[rule]]\nname = 'x'"),
+            "{now}"
+        );
+        assert!(
+            now.contains("binary = ['/x2']\n\n# about y\n[[rule]]\nname = \"y\""),
+            "{now}"
+        );
+        rewrite_in_file(dir.path(), &file, "y", None).unwrap();
+        let now = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            now.ends_with("# about y\n[lockdown]\nexec = [\"/bin/true\"]\n"),
+            "{now}"
+        );
+        let names: Vec<String> = parse_rules("t", &now)
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].to_string())
+            .collect();
+        assert_eq!(names, vec!["\"x\"".to_string()]);
+        assert!(rewrite_in_file(dir.path(), &file, "nope", None).is_err());
     }
 
     #[test]

@@ -203,9 +203,9 @@ const fn def(
 fn defs() -> Vec<Def> {
     vec![
         def("sentinel_rules_create", "Create a policy rule (keys as in the policy files) in the admin-managed file; the whole policy is validated first, then the daemon reloads it.", rule_props, &["name", "kind", "action"]),
-        def("sentinel_rules_update", "Change keys of an admin-managed rule; validated, then the daemon reloads.", update_props, &["name", "changes"]),
-        def("sentinel_rules_delete", "Delete an admin-managed rule; the daemon reloads.", name_prop, &["name"]),
-        def("sentinel_rules_list", "Every rule of the policy in evaluation order, with the file it comes from and whether these tools may edit it.", list_props, &[]),
+        def("sentinel_rules_update", "Change keys of a rule (in a hand-written file only its own [[rule]] table is rewritten); validated, then the daemon reloads.", update_props, &["name", "changes"]),
+        def("sentinel_rules_delete", "Delete a rule (in a hand-written file only its own [[rule]] table is removed); validated, then the daemon reloads.", name_prop, &["name"]),
+        def("sentinel_rules_list", "Every rule of the policy in evaluation order, with the file it comes from and whether it is in the admin-managed file.", list_props, &[]),
         def("sentinel_rules_test", "Dry-run one action: the verdict the running engine (or the policy files) would give it.", test_props, &["kind"]),
         def("sentinel_rules_import", "Import [[rule]] tables (e.g. from sentinel_rules_export) into the admin-managed file; validated, then reloaded.", import_props, &["toml"]),
         def("sentinel_rules_export", "Export rules as [[rule]] TOML tables that sentinel_rules_import takes back unchanged.", export_props, &[]),
@@ -446,8 +446,13 @@ fn load_policy(ctx: &Context) -> Result<(Policy, Option<PathBuf>), String> {
 /// Writes the admin file and asks the daemon to load the directory.
 fn apply(ctx: &Context, dir: &Path, specs: &[Map<String, Value>], summary: Value) -> Outcome {
     let policy = rules::write_admin(dir, specs)?;
+    reload(ctx, dir, &rules::admin_path(dir), &policy, summary)
+}
+
+/// Asks the daemon to load `dir` after `file` was rewritten.
+fn reload(ctx: &Context, dir: &Path, file: &Path, policy: &Policy, summary: Value) -> Outcome {
     let mut out = summary;
-    out["file"] = json!(rules::admin_path(dir));
+    out["file"] = json!(file);
     out["rules_in_policy"] = json!(policy.rules().len());
     match ask(
         ctx,
@@ -464,7 +469,7 @@ fn apply(ctx: &Context, dir: &Path, specs: &[Map<String, Value>], summary: Value
         Err(DaemonError::Refused(e)) => {
             return Err(format!(
                 "written to {} but the daemon kept its old policy: {e}",
-                rules::admin_path(dir).display()
+                file.display()
             ))
         }
     }
@@ -475,14 +480,41 @@ fn rule_name(spec: &Map<String, Value>) -> &str {
     spec.get("name").and_then(Value::as_str).unwrap_or("")
 }
 
-/// Where a rule that is not admin-managed lives, for the error message.
-fn not_editable(ctx: &Context, name: &str) -> String {
-    match load_policy(ctx) {
-        Ok((policy, _)) => match policy.rules().iter().find(|r| r.name == name) {
-            Some(r) => format!("rule `{name}` is defined in {}, which these tools do not rewrite; edit that file (then any rules tool reloads it), or create a rule with a lower priority that overrides it", r.file),
-            None => format!("no rule named `{name}`"),
-        },
-        Err(e) => e,
+/// Updates (`Some(changes)`) or deletes a rule that lives in a file of
+/// the directory other than the admin file, rewriting only its table.
+fn edit_elsewhere(
+    ctx: &Context,
+    dir: &Path,
+    name: &str,
+    changes: Option<&Map<String, Value>>,
+) -> Outcome {
+    let policy = Policy::load_dir(dir).map_err(|e| e.to_string())?;
+    let rule = policy
+        .rules()
+        .iter()
+        .find(|r| r.name == name)
+        .ok_or_else(|| format!("no rule named `{name}`"))?;
+    let file = PathBuf::from(&rule.file);
+    let replacement = changes.map(|changes| {
+        let mut spec = rules::rule_to_spec(rule);
+        merge(&mut spec, changes);
+        spec
+    });
+    let after = rules::rewrite_in_file(dir, &file, name, replacement.as_ref())?;
+    let summary = match &replacement {
+        Some(spec) => json!({"updated": name, "name": rule_name(spec)}),
+        None => json!({"deleted": name}),
+    };
+    reload(ctx, dir, &file, &after, summary)
+}
+
+fn merge(spec: &mut Map<String, Value>, changes: &Map<String, Value>) {
+    for (k, v) in changes {
+        if v.is_null() {
+            spec.remove(k);
+        } else {
+            spec.insert(k.clone(), v.clone());
+        }
     }
 }
 
@@ -514,15 +546,9 @@ fn rules_update(ctx: &Context, a: &Value) -> Outcome {
         .ok_or("argument `changes` (an object) is required")?;
     let mut specs = rules::read_admin(&dir)?;
     let Some(spec) = specs.iter_mut().find(|s| rule_name(s) == name) else {
-        return Err(not_editable(ctx, name));
+        return edit_elsewhere(ctx, &dir, name, Some(changes));
     };
-    for (k, v) in changes {
-        if v.is_null() {
-            spec.remove(k);
-        } else {
-            spec.insert(k.clone(), v.clone());
-        }
-    }
+    merge(spec, changes);
     let new_name = rule_name(spec).to_string();
     apply(
         ctx,
@@ -539,7 +565,7 @@ fn rules_delete(ctx: &Context, a: &Value) -> Outcome {
     let before = specs.len();
     specs.retain(|s| rule_name(s) != name);
     if specs.len() == before {
-        return Err(not_editable(ctx, name));
+        return edit_elsewhere(ctx, &dir, name, None);
     }
     apply(ctx, &dir, &specs, json!({"deleted": name}))
 }
@@ -555,8 +581,8 @@ fn rules_list(ctx: &Context, a: &Value) -> Outcome {
             kind.is_none_or(|k| spec["kind"] == k) && file.is_none_or(|x| f.contains(x))
         })
         .map(|(f, spec)| {
-            let editable = admin.as_ref().is_some_and(|p| Path::new(&f) == p.as_path());
-            json!({"file": f, "editable": editable, "rule": spec})
+            let managed = admin.as_ref().is_some_and(|p| Path::new(&f) == p.as_path());
+            json!({"file": f, "admin_managed": managed, "editable": dir.is_some(), "rule": spec})
         })
         .collect();
     Ok(json!({
