@@ -232,6 +232,39 @@ pub fn list(policy: &Policy) -> Vec<(String, Map<String, Value>)> {
         .collect()
 }
 
+/// Serialises rule edits (read, change, validate, replace) between
+/// concurrent `mcp-admin` sessions; released when dropped.
+pub fn lock_dir(dir: &Path) -> Result<std::fs::File, String> {
+    let path = dir.join(".mcp-admin.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    file.lock()
+        .map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
+    Ok(file)
+}
+
+/// Whether an agent name glob (rule syntax, as in `agent = "..."` and
+/// agent quarantines) matches `agent`, decided by the policy loader itself.
+pub fn agent_glob_matches(pattern: &str, agent: &str) -> bool {
+    let mut spec = Map::new();
+    spec.insert("name".into(), json!("probe"));
+    spec.insert("kind".into(), json!("mcp"));
+    spec.insert("action".into(), json!("allow"));
+    spec.insert("agent".into(), json!([pattern]));
+    let Ok(text) = spec_to_toml(&spec) else {
+        return false;
+    };
+    Policy::from_sources(&[("probe", text.as_str())])
+        .ok()
+        .and_then(|p| p.rules().first().and_then(|r| r.agent.clone()))
+        .is_some_and(|globs| globs.is_match(agent))
+}
+
 pub fn admin_path(dir: &Path) -> PathBuf {
     dir.join(ADMIN_FILE)
 }
@@ -500,6 +533,13 @@ priority = 5
             .collect();
         assert_eq!(names, vec!["\"x\"".to_string()]);
         assert!(rewrite_in_file(dir.path(), &file, "nope", None).is_err());
+    }
+
+    #[test]
+    fn agent_globs_match_like_rules() {
+        assert!(agent_glob_matches("test*", "testagent"));
+        assert!(!agent_glob_matches("claude", "testagent"));
+        assert!(agent_glob_matches("it's", "it's"));
     }
 
     #[test]

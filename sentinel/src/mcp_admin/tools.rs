@@ -522,6 +522,7 @@ fn merge(spec: &mut Map<String, Value>, changes: &Map<String, Value>) {
 
 fn rules_create(ctx: &Context, a: &Value) -> Outcome {
     let dir = editable_dir(ctx)?;
+    let _lock = rules::lock_dir(&dir)?;
     let spec = a
         .as_object()
         .cloned()
@@ -539,6 +540,7 @@ fn rules_create(ctx: &Context, a: &Value) -> Outcome {
 
 fn rules_update(ctx: &Context, a: &Value) -> Outcome {
     let dir = editable_dir(ctx)?;
+    let _lock = rules::lock_dir(&dir)?;
     let name = req_str(a, "name")?;
     let changes = a
         .get("changes")
@@ -560,6 +562,7 @@ fn rules_update(ctx: &Context, a: &Value) -> Outcome {
 
 fn rules_delete(ctx: &Context, a: &Value) -> Outcome {
     let dir = editable_dir(ctx)?;
+    let _lock = rules::lock_dir(&dir)?;
     let name = req_str(a, "name")?;
     let mut specs = rules::read_admin(&dir)?;
     let before = specs.len();
@@ -663,6 +666,7 @@ fn rules_test(ctx: &Context, a: &Value) -> Outcome {
 
 fn rules_import(ctx: &Context, a: &Value) -> Outcome {
     let dir = editable_dir(ctx)?;
+    let _lock = rules::lock_dir(&dir)?;
     let text = req_str(a, "toml")?;
     let imported = rules::parse_rules("import", text)?;
     let replace = a.get("replace").and_then(Value::as_bool).unwrap_or(false);
@@ -1153,18 +1157,9 @@ fn policy_agent_trust(ctx: &Context, a: &Value) -> Outcome {
             .iter()
             .filter(|q| {
                 q["target"]["type"] == "agent"
-                    && q["target"]["pattern"].as_str().is_some_and(|p| {
-                        sentinel_policy::Policy::from_sources(&[(
-                            "q",
-                            format!(
-                                "[[rule]]\nname='q'\nkind='exec'\naction='deny'\nagent={}",
-                                rules_toml_str(p)
-                            ),
-                        )])
-                        .ok()
-                        .and_then(|pol| pol.rules().first().and_then(|r| r.agent.clone()))
-                        .is_some_and(|g| g.is_match(name))
-                    })
+                    && q["target"]["pattern"]
+                        .as_str()
+                        .is_some_and(|p| rules::agent_glob_matches(p, name))
             })
             .collect();
         let samples = baselines.agents.get(name).map_or(0, |b| b.samples);
@@ -1191,19 +1186,6 @@ fn policy_agent_trust(ctx: &Context, a: &Value) -> Outcome {
     Ok(
         json!({"agents": rows, "levels": "quarantined (an agent quarantine matches) > reduced (denials in the last 24 h) > learning (baseline below min_samples) > normal; change it with sentinel_quarantine_agent / sentinel_quarantine_lift"}),
     )
-}
-
-fn rules_toml_str(s: &str) -> String {
-    let mut spec = Map::new();
-    spec.insert("x".into(), json!(s));
-    rules::spec_to_toml(&spec)
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .nth(1)
-                .map(|l| l.trim_start_matches("x = ").to_string())
-        })
-        .unwrap_or_else(|| "''".into())
 }
 
 fn policy_report(ctx: &Context, a: &Value) -> Outcome {
