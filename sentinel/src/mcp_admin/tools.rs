@@ -1042,8 +1042,20 @@ fn policy_status(ctx: &Context) -> Outcome {
     Ok(v)
 }
 
+/// The anomaly baselines in the database (never created here: a missing
+/// database is an error, not an empty one).
+fn baselines_store(ctx: &Context) -> Result<BaselineStore, String> {
+    if !ctx.db.exists() {
+        return Err(format!(
+            "no database at {}; pass --db FILE to `sentinel mcp-admin`",
+            ctx.db.display()
+        ));
+    }
+    BaselineStore::open(&ctx.db).map_err(|e| e.to_string())
+}
+
 fn policy_baseline(ctx: &Context, a: &Value) -> Outcome {
-    let store = BaselineStore::open(&ctx.db).map_err(|e| e.to_string())?;
+    let store = baselines_store(ctx)?;
     let baselines = store.load().map_err(|e| e.to_string())?;
     let min = ScorerConfig::default().min_samples;
     let only = s(a, "agent");
@@ -1127,9 +1139,7 @@ fn policy_agent_trust(ctx: &Context, a: &Value) -> Outcome {
     let agents: BTreeMap<String, String> =
         serde_json::from_value(status["agents"].clone()).unwrap_or_default();
     let quarantines = info["quarantines"].as_array().cloned().unwrap_or_default();
-    let baselines = BaselineStore::open(&ctx.db)
-        .and_then(|s| s.load())
-        .map_err(|e| e.to_string())?;
+    let baselines = baselines_store(ctx)?.load().map_err(|e| e.to_string())?;
     let min = ScorerConfig::default().min_samples;
     let reader = reader(ctx)?;
     let since = hours_ago(24.0);
