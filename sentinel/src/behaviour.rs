@@ -58,6 +58,22 @@ impl Behaviour {
         scorer.set_mode(mode);
     }
 
+    /// Why the agent is still in auto-lockdown from an earlier run (the
+    /// latch survives restarts until the operator lifts it).
+    pub fn latched_lockdown(&self) -> Option<String> {
+        self.scorer
+            .lock()
+            .lockdown_state()
+            .map(|state| format!("{state:?}"))
+    }
+
+    pub fn set_thresholds(&self, t: sentinel_policy::AnomalyThresholds) -> Result<(), String> {
+        self.scorer
+            .lock()
+            .set_thresholds(t.into())
+            .map_err(|e| e.to_string())
+    }
+
     /// An auto-lockdown the scorer ordered (once, until lifted).
     pub fn take_lockdown(&self) -> Option<LockdownOrder> {
         self.scorer.lock().take_lockdown()

@@ -13,9 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sentinel_audit::{Body, Event};
 use sentinel_mcp::Store;
-use sentinel_policy::{
-    Action, AnomalyThresholds, Engine, Policy, QuarantineEntry, QuarantineTarget,
-};
+use sentinel_policy::{Action, AnomalyThresholds, Engine, QuarantineEntry, QuarantineTarget};
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -80,35 +78,19 @@ fn record_admin(core: &mut Core, reason: String) {
 }
 
 fn reload(core: &Arc<Mutex<Core>>, dir: &Path) -> serde_json::Value {
-    let policy = match Policy::load_dir(dir) {
-        Ok(p) => p,
-        Err(e) => {
-            return json!({"ok": false, "error": format!("policy not reloaded (the running policy is unchanged): {e}")})
-        }
-    };
-    let rules = policy.rules().len();
     let mut c = lock(core);
-    let old = lock(&c.engine).policy().clone();
-    lock(&c.engine).reload(policy);
-    if let Err(e) = c.recompile() {
-        lock(&c.engine).reload(old);
-        let _ = c.recompile();
-        return json!({"ok": false, "error": format!("policy not reloaded: compiling it into the kernel maps failed ({e}); the running policy is unchanged")});
+    match c.reload_policy(dir, "the operator") {
+        Ok(rules) => json!({
+            "ok": true,
+            "dir": dir,
+            "rules": rules,
+            "decided_in_kernel": c.maps.rules.iter().collect::<Vec<_>>(),
+            "decided_in_userspace": c.userspace_only,
+        }),
+        Err(e) => {
+            json!({"ok": false, "error": format!("policy not reloaded (the running policy is unchanged): {e}")})
+        }
     }
-    record_admin(
-        &mut c,
-        format!(
-            "policy reloaded from {} by the operator: {rules} rules",
-            dir.display()
-        ),
-    );
-    json!({
-        "ok": true,
-        "dir": dir,
-        "rules": rules,
-        "decided_in_kernel": c.maps.rules.iter().collect::<Vec<_>>(),
-        "decided_in_userspace": c.userspace_only,
-    })
 }
 
 fn policy_info(core: &Arc<Mutex<Core>>) -> serde_json::Value {
@@ -226,7 +208,9 @@ fn thresholds_set(core: &Arc<Mutex<Core>>, t: AnomalyThresholds) -> serde_json::
         return json!({"ok": false, "error": "thresholds must satisfy suspicious <= anomalous <= critical <= auto_lockdown <= 100"});
     }
     let mut c = lock(core);
-    lock(&c.engine).set_anomaly_thresholds(t);
+    if let Err(e) = c.set_thresholds(t) {
+        return json!({"ok": false, "error": format!("thresholds not set: {e}")});
+    }
     record_admin(
         &mut c,
         format!(

@@ -97,10 +97,19 @@ async fn run_async(config: RunConfig) -> Result<()> {
         .into_iter()
         .filter(|(uid, _)| config.agents.contains_key(uid))
         .collect();
+    let behaviour = Behaviour::open(&config.db, config.mode)?;
+    // An auto-lockdown stays until the operator lifts it, restarts included.
+    let mode = match behaviour.latched_lockdown() {
+        Some(why) => {
+            tracing::warn!("starting in lockdown: the auto-lockdown latch is set ({why}); lift it with `sentinel mode set MODE`");
+            Mode::Lockdown
+        }
+        None => config.mode,
+    };
+    behaviour.set_mode(mode, "start-up");
     let mut engine = Engine::new(policy);
     engine.set_homes(homes.clone());
-    engine.set_mode(config.mode);
-    let behaviour = Behaviour::open(&config.db, config.mode)?;
+    engine.set_mode(mode);
     engine.set_anomaly(behaviour.scorer());
     let engine = Arc::new(Mutex::new(engine));
 
@@ -117,7 +126,7 @@ async fn run_async(config: RunConfig) -> Result<()> {
     tracing::info!(
         "watching uids {:?} in mode {}; enforcement exec={} open={} connect={}",
         config.agents.keys().collect::<Vec<_>>(),
-        mode_name(config.mode),
+        mode_name(mode),
         sensor.mechanisms.exec,
         sensor.mechanisms.open,
         sensor.mechanisms.connect,
@@ -209,17 +218,16 @@ async fn run_async(config: RunConfig) -> Result<()> {
     Ok(())
 }
 
-/// SIGHUP: reloads the policy directory. A policy that does not load
-/// leaves the running one in place; either way the outcome is recorded.
+/// SIGHUP: reloads the policy directory (see [`Core::reload_policy`]).
 fn reload(core: &Arc<Mutex<Core>>, dir: Option<&Path>) {
-    let Some(dir) = dir else {
-        tracing::warn!(
+    match dir {
+        Some(dir) => {
+            let _ = lock(core).reload_policy(dir, "SIGHUP");
+        }
+        None => tracing::warn!(
             "SIGHUP: running on the embedded defaults, nothing to reload (start with --policy DIR)"
-        );
-        return;
-    };
-    let result = Policy::load_dir(dir).map_err(|e| e.to_string());
-    lock(core).reload_policy(result);
+        ),
+    }
 }
 
 /// Writes MCP call records into the daemon's one audit chain.

@@ -480,23 +480,25 @@ impl Core {
         }
     }
 
-    /// Puts a newly loaded policy in force (and into the kernel maps), or
-    /// records why the old one stays.
-    pub fn reload_policy(&mut self, loaded: Result<sentinel_policy::Policy, String>) {
-        let (severity, reason) = match loaded {
-            Ok(policy) => {
-                lock(&self.engine).reload(policy);
-                match self.recompile() {
-                    Ok(()) => ("info", "policy reloaded".to_string()),
-                    Err(e) => (
-                        "critical",
-                        format!("policy reloaded but the kernel maps were not updated: {e}"),
-                    ),
-                }
-            }
+    /// Loads the policy directory and puts it in force, kernel maps
+    /// included; if it does not load or compile, the running policy stays.
+    /// Either way the outcome is recorded. Returns the number of rules.
+    pub fn reload_policy(&mut self, dir: &std::path::Path, by: &str) -> Result<usize, String> {
+        let result = self.try_reload(dir);
+        let (severity, reason) = match &result {
+            Ok(rules) => (
+                "info",
+                format!(
+                    "policy reloaded from {} by {by}: {rules} rules",
+                    dir.display()
+                ),
+            ),
             Err(e) => (
                 "warning",
-                format!("policy reload failed, the previous policy stays in force: {e}"),
+                format!(
+                    "policy reload from {} by {by} failed, the previous policy stays in force: {e}",
+                    dir.display()
+                ),
             ),
         };
         tracing::info!("{reason}");
@@ -510,6 +512,30 @@ impl Core {
             },
             None,
         );
+        result
+    }
+
+    fn try_reload(&mut self, dir: &std::path::Path) -> Result<usize, String> {
+        let policy = sentinel_policy::Policy::load_dir(dir).map_err(|e| e.to_string())?;
+        let rules = policy.rules().len();
+        let old = lock(&self.engine).policy().clone();
+        lock(&self.engine).reload(policy);
+        if let Err(e) = self.recompile() {
+            lock(&self.engine).reload(old);
+            let _ = self.recompile();
+            return Err(format!("compiling it into the kernel maps failed: {e}"));
+        }
+        Ok(rules)
+    }
+
+    /// Sets the anomaly thresholds for the engine's escalation and the
+    /// scorer's auto-lockdown alike.
+    pub fn set_thresholds(&mut self, t: sentinel_policy::AnomalyThresholds) -> Result<(), String> {
+        if let Some(b) = &self.behaviour {
+            b.set_thresholds(t)?;
+        }
+        lock(&self.engine).set_anomaly_thresholds(t);
+        Ok(())
     }
 
     /// Switches the mode for kernel and MCP actions at once, recompiles the
