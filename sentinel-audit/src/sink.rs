@@ -583,11 +583,14 @@ impl Output for StdoutOutput {
     }
 }
 
-/// A file rotated by size: `path` → `path.1` → … → `path.keep`.
+/// A file rotated by size: `path` → `path.1` → … → `path.keep`. Only a
+/// regular file is rotated: a device or a FIFO (`--jsonl /dev/null`, a
+/// pipe to a shipper) is written to as it is, never renamed.
 struct FileOutput {
     path: PathBuf,
     file: Option<BufWriter<File>>,
     size: u64,
+    regular: bool,
     rotate_bytes: u64,
     keep: usize,
 }
@@ -598,6 +601,7 @@ impl FileOutput {
             path: path.to_path_buf(),
             file: None,
             size: 0,
+            regular: true,
             rotate_bytes,
             keep,
         };
@@ -611,7 +615,9 @@ impl FileOutput {
             .create(true)
             .mode(0o600)
             .open(&self.path)?;
-        self.size = file.metadata()?.len();
+        let meta = file.metadata()?;
+        self.regular = meta.file_type().is_file();
+        self.size = meta.len();
         self.file = Some(BufWriter::new(file));
         Ok(())
     }
@@ -646,7 +652,11 @@ impl Output for FileOutput {
         if self.file.is_none() {
             self.reopen()?;
         }
-        if self.rotate_bytes > 0 && self.size > 0 && self.size + len > self.rotate_bytes {
+        if self.regular
+            && self.rotate_bytes > 0
+            && self.size > 0
+            && self.size + len > self.rotate_bytes
+        {
             self.rotate()?;
         }
         let Some(file) = self.file.as_mut() else {

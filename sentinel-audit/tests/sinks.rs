@@ -278,6 +278,54 @@ fn jsonl_file_sink_rotates_by_size() {
     assert!(last.trim_end().ends_with(r#""seal":"00"}"#));
 }
 
+/// A FIFO (as `/dev/null` or a pipe to a log shipper would be) is written
+/// to but never rotated: renaming a device node away would break the host.
+#[test]
+fn a_file_sink_on_a_fifo_is_never_rotated() {
+    use std::io::Read;
+    use std::os::unix::fs::FileTypeExt;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fifo = dir.path().join("pipe");
+    let c_path = std::ffi::CString::new(fifo.to_str().expect("utf-8")).expect("path");
+    // SAFETY: mkfifo on a NUL-terminated path we own.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let reader_path = fifo.clone();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::fs::File::open(&reader_path)
+            .expect("open fifo")
+            .read_to_string(&mut text)
+            .expect("read fifo");
+        text
+    });
+    let sink = Sink::start(
+        SinkSpec::jsonl(fifo.to_str().expect("utf-8")).expect("spec"),
+        &SinkOptions {
+            rotate_bytes: 200,
+            rotate_keep: 2,
+            ..quick_options()
+        },
+    )
+    .expect("start");
+    for event in events(20) {
+        sink.send_event(Arc::new(event));
+    }
+    let stats = sink.shutdown();
+    assert_eq!((stats.sent, stats.dropped, stats.errors), (20, 0, 0));
+    let text = reader.join().expect("reader");
+    assert_eq!(
+        text.lines().count(),
+        20,
+        "every record went through the FIFO"
+    );
+    assert!(std::fs::metadata(&fifo)
+        .expect("fifo")
+        .file_type()
+        .is_fifo());
+    assert!(!dir.path().join("pipe.1").exists(), "never renamed");
+}
+
 #[test]
 fn unwritable_file_sink_fails_at_start_with_the_path() {
     let dir = tempfile::tempdir().expect("temp dir");
