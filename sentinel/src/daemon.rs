@@ -43,8 +43,11 @@ pub struct RunConfig {
     pub sink_options: SinkOptions,
     pub state_dir: PathBuf,
     pub db: PathBuf,
-    /// `None`: the embedded default policies.
-    pub policy: Option<PathBuf>,
+    /// The policy to start with, loaded (and so checked) by the caller.
+    pub policy: Policy,
+    /// Where it came from, for SIGHUP reloads; `None`: the embedded
+    /// defaults.
+    pub policy_dir: Option<PathBuf>,
     pub mode: Mode,
     pub approval_timeout: Duration,
     pub sensor: SensorOptions,
@@ -74,7 +77,7 @@ async fn run_async(config: RunConfig) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
-    let policy = load_policy(config.policy.as_deref())?;
+    let policy = config.policy.clone();
     std::fs::create_dir_all(&config.state_dir).with_context(|| {
         format!(
             "creating the state directory {}",
@@ -186,7 +189,7 @@ async fn run_async(config: RunConfig) -> Result<()> {
                 guard.clear_ready();
             }
             _ = tick.tick() => lock(&core).tick(),
-            _ = sighup.recv() => reload(&core, config.policy.as_deref()),
+            _ = sighup.recv() => reload(&core, config.policy_dir.as_deref()),
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }

@@ -236,16 +236,18 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(a) => a,
         Err(e) => return fail(2, e),
     };
-    if let Err(e) = daemon::load_policy(args.policy.as_deref()) {
-        return fail(1, format!("{e:#}"));
-    }
+    let policy = match daemon::load_policy(args.policy.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return fail(1, format!("{e:#}")),
+    };
     let config = daemon::RunConfig {
         agents,
         sinks: args.sinks.specs(),
         sink_options: args.sinks.options(),
         state_dir: args.state_dir,
         db: args.db,
-        policy: args.policy,
+        policy,
+        policy_dir: args.policy,
         mode: args.mode,
         approval_timeout: std::time::Duration::from_secs(args.approval_timeout),
         sensor: observe::SensorOptions {
