@@ -144,6 +144,16 @@ fn an_mcp_tool_call_is_linked_to_the_kernel_events_it_caused() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // The proxy must be talking to the daemon, not running on its own.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    if let Ok(Some(status)) = proxy.try_wait() {
+        let mut err = String::new();
+        let _ = std::io::Read::read_to_string(proxy.stderr.as_mut().unwrap(), &mut err);
+        panic!(
+            "the proxy exited ({status}): {err}\ndaemon: {}",
+            daemon.stderr()
+        );
+    }
     let mut stdin = proxy.stdin.take().unwrap();
     let mut stdout = BufReader::new(proxy.stdout.take().unwrap());
     let mut send = |line: &str, answer: bool| -> String {

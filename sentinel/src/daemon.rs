@@ -150,15 +150,7 @@ async fn run_async(config: RunConfig) -> Result<()> {
     })?;
     let core = Arc::new(Mutex::new(core));
 
-    let listener = control_socket
-        .listener
-        .take()
-        .context("control socket already taken")?;
-    let store_db = config.db.clone();
-    let control_task = tokio::spawn(control::serve(
-        listener,
-        control_ops::handler(core.clone(), config.agents.clone(), store_db),
-    ));
+    // The proxies' socket first: once `status` answers, everything does.
     let mcp_path = sentinel_mcp::daemon::socket_path(&config.state_dir);
     let mcp_task = match mcp_handler(&core, &engine, &config) {
         Ok(handler) => {
@@ -172,6 +164,15 @@ async fn run_async(config: RunConfig) -> Result<()> {
         }
     };
 
+    let listener = control_socket
+        .listener
+        .take()
+        .context("control socket already taken")?;
+    let store_db = config.db.clone();
+    let control_task = tokio::spawn(control::serve(
+        listener,
+        control_ops::handler(core.clone(), config.agents.clone(), store_db),
+    ));
     // SAFETY: the ring buffer owns its map fd, which stays open and the
     // same for as long as the AsyncFd owns the ring buffer.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
