@@ -58,6 +58,15 @@ impl Behaviour {
         scorer.set_mode(mode);
     }
 
+    /// Picks up a webhook the operator configured since (`sentinel alerts
+    /// webhook set`, `sentinel_alerts_configure_webhooks`): one read of the
+    /// database, a new sender only when the configuration changed.
+    pub fn reload_webhook(&mut self) {
+        if let Err(e) = self.alerts.reload_webhook() {
+            tracing::error!("reading the webhook configuration failed: {e}");
+        }
+    }
+
     /// Why the agent is still in auto-lockdown from an earlier run (the
     /// latch survives restarts until the operator lifts it).
     pub fn latched_lockdown(&self) -> Option<String> {

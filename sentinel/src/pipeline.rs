@@ -400,6 +400,9 @@ impl Core {
             tracing::warn!("{count} events lost: the ring buffer was full");
             self.push(OffsetDateTime::now_utc(), Body::Lost { count }, None);
         }
+        if let Some(b) = self.behaviour.as_mut() {
+            b.reload_webhook();
+        }
         for (p, resolution) in self.approvals.expire(&mut self.sensor) {
             self.push_resolution(&p, resolution, "timeout");
         }

@@ -1291,7 +1291,7 @@ fn webhook_json(c: Option<&WebhookConfig>) -> Value {
 
 fn alerts_webhook(ctx: &Context, a: &Value) -> Outcome {
     let mut m = open_alerts(ctx)?;
-    let note = "the running daemon reads the webhook when it starts; restart it to apply a change";
+    let note = "the running daemon picks the change up within a second";
     if a.get("clear").and_then(Value::as_bool).unwrap_or(false) {
         m.set_webhook(None).map_err(|e| e.to_string())?;
         return Ok(json!({"webhook": null, "note": note}));
