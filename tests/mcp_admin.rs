@@ -376,7 +376,9 @@ fn operator_tools_drive_the_running_daemon() {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|e| e["category"] == "admin")
+            // Reloads are recorded as `policy` alerts (SIGHUP and the tool
+            // share one path); the other admin changes as `admin`.
+            .filter(|e| e["category"] == "admin" || e["category"] == "policy")
             .map(|e| e["reason"].as_str().unwrap_or("").to_string())
             .collect();
         if reasons
