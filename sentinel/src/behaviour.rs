@@ -12,8 +12,8 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use sentinel_anomaly::{
-    AlertConfig, AlertManager, AnomalyEngine, Detector, LockdownOrder, Outcome, Raised,
-    ScorerConfig, SharedAnomalyEngine,
+    Alert, AlertConfig, AlertManager, AnomalyEngine, Detector, LockdownOrder, NewAlert, Outcome,
+    Raised, ScorerConfig, SharedAnomalyEngine,
 };
 use sentinel_audit::Event;
 use sentinel_policy::{Action, AnomalyScorer, Mode};
@@ -107,38 +107,29 @@ impl Behaviour {
         self.detector.call_finished(call_seq);
     }
 
-    /// Classifies one recorded event; returns the alert events to record
-    /// (new alerts only: duplicates and rate-limited ones are counted by
-    /// the manager; `next_seq` numbers them) and, for an event caused by an
-    /// MCP call in flight, the link ("tools/call read_file → openat(...)").
-    pub fn observe(
-        &mut self,
-        event: &Event,
-        mut next_seq: impl FnMut() -> u64,
-    ) -> (Vec<Event>, Option<String>) {
+    /// Classifies one recorded event; returns the new alerts to record
+    /// after it (duplicates and rate-limited ones are counted by the
+    /// manager) and, for an event caused by an MCP call in flight, the link
+    /// ("tools/call read_file → openat(...)").
+    pub fn observe(&mut self, event: &Event) -> (Vec<Alert>, Option<String>) {
         let now = SystemTime::now();
         let observation = self.detector.observe(event, now);
-        let mut out = Vec::new();
-        for detection in observation.detections {
-            if let Some(ev) = self.raise(detection.to_alert(), now, &mut next_seq) {
-                out.push(ev);
-            }
-        }
+        let alerts = observation
+            .detections
+            .into_iter()
+            .filter_map(|d| self.raise(d.to_alert(), now))
+            .collect();
         let link = observation
             .link
             .map(|l| format!("{} (mcp_call seq {})", l.summary, l.call_seq));
-        (out, link)
+        (alerts, link)
     }
 
-    /// Raises an alert from elsewhere (an auto-lockdown order).
-    pub fn raise(
-        &mut self,
-        alert: sentinel_anomaly::NewAlert,
-        now: SystemTime,
-        next_seq: &mut impl FnMut() -> u64,
-    ) -> Option<Event> {
+    /// Raises an alert (a detection, an auto-lockdown order); `Some` when
+    /// it is new and must be recorded.
+    pub fn raise(&mut self, alert: NewAlert, now: SystemTime) -> Option<Alert> {
         match self.alerts.raise(alert, now) {
-            Ok(Raised::New(alert)) => Some(alert.to_event(next_seq())),
+            Ok(Raised::New(alert)) => Some(alert),
             Ok(_) => None,
             Err(e) => {
                 tracing::error!("raising an alert failed: {e}");

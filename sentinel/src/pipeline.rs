@@ -246,16 +246,13 @@ impl Core {
         // until the operator lifts it.
         if let Some(order) = self.behaviour.as_ref().and_then(Behaviour::take_lockdown) {
             self.set_mode(Mode::Lockdown, &order.reason);
-            let mut seq = self.next_seq;
-            let alert = self.behaviour.as_mut().and_then(|b| {
-                b.raise(order.alert(), SystemTime::now(), &mut || {
-                    seq += 1;
-                    seq - 1
-                })
-            });
-            self.next_seq = seq;
+            let alert = self
+                .behaviour
+                .as_mut()
+                .and_then(|b| b.raise(order.alert(), SystemTime::now()));
             if let Some(alert) = alert {
-                self.audit.record(alert);
+                let event = alert.to_event(self.take_seq());
+                self.emit(event);
             }
         }
         if v.action == Decision::Deny {
@@ -361,12 +358,7 @@ impl Core {
         event.seq = self.take_seq();
         let alerts = match self.behaviour.as_mut() {
             Some(b) if !matches!(event.body, Body::Alert { .. }) => {
-                let mut seq = self.next_seq;
-                let (alerts, link) = b.observe(&event, || {
-                    seq += 1;
-                    seq - 1
-                });
-                self.next_seq = seq;
+                let (alerts, link) = b.observe(&event);
                 // The analyst sees which tool call caused a kernel action
                 // in that action's own record.
                 if let (Some(link), Some(v)) = (link, event.verdict.as_mut()) {
@@ -376,12 +368,17 @@ impl Core {
             }
             _ => Vec::new(),
         };
+        self.emit(event);
+        for alert in alerts {
+            let event = alert.to_event(self.take_seq());
+            self.emit(event);
+        }
+    }
+
+    /// Hands a numbered event to the audit writer.
+    fn emit(&mut self, event: Event) {
         self.audit.record(event);
         self.stats.emitted.fetch_add(1, Ordering::Relaxed);
-        for alert in alerts {
-            self.audit.record(alert);
-            self.stats.emitted.fetch_add(1, Ordering::Relaxed);
-        }
     }
 
     fn take_seq(&mut self) -> u64 {
