@@ -34,6 +34,8 @@ pub enum SensorError {
     },
     #[error("eBPF map {0} is missing from the object (rebuild with `cargo xtask build-ebpf`)")]
     MissingMap(&'static str),
+    #[error("eBPF program {0} is missing from the object (rebuild with `cargo xtask build-ebpf`)")]
+    MissingProgram(&'static str),
     #[error("eBPF map {name}: {source}")]
     Map {
         name: &'static str,
@@ -187,27 +189,10 @@ impl Sensor {
             tracing::warn!("tracepoint {category}:{name} does not exist on this kernel; skipped");
             return Ok(());
         }
-        let tp: &mut TracePoint = self
-            .ebpf
-            .program_mut(prog)
-            .ok_or(SensorError::MissingMap(prog))?
-            .try_into()
-            .map_err(|source| SensorError::Program {
-                name: prog,
-                what: "found as a tracepoint",
-                source,
-            })?;
-        tp.load().map_err(|source| SensorError::Program {
-            name: prog,
-            what: "loaded",
-            source,
-        })?;
+        let tp: &mut TracePoint = self.program(prog)?;
+        tp.load().map_err(failed(prog, "loaded"))?;
         tp.attach(category, name)
-            .map_err(|source| SensorError::Program {
-                name: prog,
-                what: "attached",
-                source,
-            })?;
+            .map_err(failed(prog, "attached"))?;
         self.attached.push(format!("tracepoint:{category}:{name}"));
         Ok(())
     }
@@ -223,72 +208,55 @@ impl Sensor {
             source: aya::programs::ProgramError::IOError(e),
         })?;
         for prog in progs {
-            let p: &mut CgroupSockAddr = self
-                .ebpf
-                .program_mut(prog)
-                .ok_or(SensorError::MissingMap(prog))?
-                .try_into()
-                .map_err(|source| SensorError::Program {
-                    name: prog,
-                    what: "found as a cgroup hook",
-                    source,
-                })?;
-            p.load().map_err(|source| SensorError::Program {
-                name: prog,
-                what: "loaded",
-                source,
-            })?;
+            let p: &mut CgroupSockAddr = self.program(prog)?;
+            p.load().map_err(failed(prog, "loaded"))?;
             // On kernels with BPF links (5.7+) aya attaches through a link,
             // which never displaces another tool's program and takes no
             // attach flags (the kernel refuses any with EINVAL).
             p.attach(&dir, CgroupAttachMode::Single)
-                .map_err(|source| SensorError::Program {
-                    name: prog,
-                    what: "attached",
-                    source,
-                })?;
+                .map_err(failed(prog, "attached"))?;
             self.attached
                 .push(format!("cgroup_sock_addr:{prog}:{}", cgroup.display()));
         }
         Ok(())
     }
 
+    /// A program of the object, as its type.
+    fn program<'a, P>(&'a mut self, name: &'static str) -> Result<&'a mut P, SensorError>
+    where
+        &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+    {
+        self.ebpf
+            .program_mut(name)
+            .ok_or(SensorError::MissingProgram(name))?
+            .try_into()
+            .map_err(failed(name, "used as the expected program type"))
+    }
+
     /// Tries the BPF LSM hooks; on any failure, unloads those that loaded
     /// and says why.
     fn attach_lsm(&mut self) -> Result<(), String> {
         let btf = Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
-        let mut done = Vec::new();
-        let mut failure = None;
         for hook in LSM_HOOKS {
-            let result = (|| -> Result<(), String> {
-                let p: &mut Lsm = self
-                    .ebpf
-                    .program_mut(hook)
-                    .ok_or("program missing from the object")?
-                    .try_into()
-                    .map_err(|e| format!("{e}"))?;
-                p.load(hook, &btf).map_err(|e| format!("load: {e}"))?;
-                p.attach().map_err(|e| format!("attach: {e}"))?;
-                Ok(())
-            })();
-            match result {
-                Ok(()) => done.push(*hook),
-                Err(e) => {
-                    failure = Some(format!("lsm/{hook}: {e}"));
-                    break;
+            let result = self
+                .program::<Lsm>(hook)
+                .map_err(|e| e.to_string())
+                .and_then(|p| {
+                    p.load(hook, &btf).map_err(|e| format!("load: {e}"))?;
+                    p.attach().map_err(|e| format!("attach: {e}"))?;
+                    Ok(())
+                });
+            if let Err(e) = result {
+                for hook in LSM_HOOKS {
+                    if let Ok(p) = self.program::<Lsm>(hook) {
+                        let _ = p.unload();
+                    }
                 }
+                return Err(format!("lsm/{hook}: {e}"));
             }
-        }
-        if let Some(why) = failure {
-            for hook in LSM_HOOKS {
-                if let Some(Ok(p)) = self.ebpf.program_mut(hook).map(<&mut Lsm>::try_from) {
-                    let _ = p.unload();
-                }
-            }
-            return Err(why);
         }
         self.attached
-            .extend(done.iter().map(|h| format!("lsm:{h}")));
+            .extend(LSM_HOOKS.iter().map(|h| format!("lsm:{h}")));
         Ok(())
     }
 
@@ -441,6 +409,14 @@ pub struct KernelCounters {
     pub ringbuf_full: u64,
     pub task_map_full: u64,
     pub kernel_decisions: u64,
+}
+
+/// Maps a program error to the sensor's, naming the program and the step.
+fn failed(
+    name: &'static str,
+    what: &'static str,
+) -> impl FnOnce(aya::programs::ProgramError) -> SensorError {
+    move |source| SensorError::Program { name, what, source }
 }
 
 /// The cgroup v2 mount point, from /proc/self/mountinfo (it is
