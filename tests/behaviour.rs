@@ -15,9 +15,7 @@ use common::*;
 fn secret_read_then_connect_raises_a_linked_critical_alert() {
     require_environment();
     let _lock = kernel_lock();
-    let policy = tempfile::tempdir().unwrap();
-    std::fs::write(policy.path().join("empty.toml"), "# observe only\n").unwrap();
-    let mut daemon = Daemon::start(&["--policy", policy.path().to_str().unwrap()]);
+    let mut daemon = Daemon::start_observing(&[]);
 
     let dir = scratch_dir();
     let ssh = dir.path().join(".ssh");
@@ -121,9 +119,7 @@ fn an_mcp_tool_call_is_linked_to_the_kernel_events_it_caused() {
 
     require_environment();
     let _lock = kernel_lock();
-    let policy = tempfile::tempdir().unwrap();
-    std::fs::write(policy.path().join("empty.toml"), "# observe only\n").unwrap();
-    let mut daemon = Daemon::start(&["--policy", policy.path().to_str().unwrap()]);
+    let mut daemon = Daemon::start_observing(&[]);
     let dir = scratch_dir();
     let server = dir.path().join("server.py");
     std::fs::write(&server, FILE_SERVER).unwrap();

@@ -12,17 +12,6 @@ use std::process::Command;
 use common::*;
 use serde_json::Value;
 
-/// The observer tests watch, they do not judge: a policy with no rules
-/// (the defaults would, rightly, kill `echo > /dev/tcp/...`).
-fn observe_only(extra: &[&str]) -> (tempfile::TempDir, Daemon) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("empty.toml"), "# no rules: observe only\n").unwrap();
-    let mut args = vec!["--policy", dir.path().to_str().unwrap()];
-    args.extend_from_slice(extra);
-    let daemon = Daemon::start(&args);
-    (dir, daemon)
-}
-
 fn is_exec_with_argv(ev: &Value, argv: &[&str]) -> bool {
     ev["kind"] == "exec"
         && ev["argv"].as_array().is_some_and(|a| {
@@ -36,7 +25,7 @@ fn is_exec_with_argv(ev: &Value, argv: &[&str]) -> bool {
 fn exec_open_and_connect_are_reported_exactly_for_the_watched_uid() {
     require_environment();
     let _lock = kernel_lock();
-    let (_policy, mut daemon) = observe_only(&[]);
+    let mut daemon = Daemon::start_observing(&[]);
     let mark = marker("exec");
     let dir = scratch_dir();
     let file = dir.path().join(format!("{mark}.txt"));
@@ -133,7 +122,7 @@ fn exec_open_and_connect_are_reported_exactly_for_the_watched_uid() {
 fn a_setuid_child_stays_attributed_to_the_agent() {
     require_environment();
     let _lock = kernel_lock();
-    let (_policy, mut daemon) = observe_only(&[]);
+    let mut daemon = Daemon::start_observing(&[]);
     let mark = marker("suid");
     // A setuid-root copy of setpriv: run by the agent, it becomes root for
     // real (setresuid 0), as sudo does.
@@ -162,7 +151,7 @@ fn a_setuid_child_stays_attributed_to_the_agent() {
 fn an_unwatched_uid_produces_no_events() {
     require_environment();
     let _lock = kernel_lock();
-    let (_policy, mut daemon) = observe_only(&[]);
+    let mut daemon = Daemon::start_observing(&[]);
     let mark = marker("other");
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -203,7 +192,7 @@ fn an_unwatched_uid_produces_no_events() {
 fn status_reports_attachments_and_counts() {
     require_environment();
     let _lock = kernel_lock();
-    let (_policy, mut daemon) = observe_only(&[]);
+    let mut daemon = Daemon::start_observing(&[]);
     sh_as(WATCHED_UID, "/bin/true");
     daemon.wait_for("exec of true", |e| {
         e["kind"] == "exec" && e["comm"] == "true"
@@ -251,7 +240,7 @@ fn a_full_ring_buffer_is_counted_and_reported_never_silent() {
     require_environment();
     let _lock = kernel_lock();
     // The smallest ring buffer (one page): a burst of opens overflows it.
-    let (_policy, mut daemon) = observe_only(&["--ring-buffer-bytes", "4096"]);
+    let mut daemon = Daemon::start_observing(&["--ring-buffer-bytes", "4096"]);
     sh_as(
         WATCHED_UID,
         "for i in $(seq 1 3000); do : < /etc/hostname; done",

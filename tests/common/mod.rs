@@ -75,6 +75,8 @@ pub fn scratch_dir() -> tempfile::TempDir {
 
 pub struct Daemon {
     child: Option<Child>,
+    /// The rule-less policy of `start_observing`, kept while it runs.
+    policy: Option<tempfile::TempDir>,
     pub state_dir: tempfile::TempDir,
     pub jsonl: PathBuf,
     pub stderr_path: PathBuf,
@@ -106,11 +108,30 @@ impl Daemon {
             .expect("starting sentinel");
         let mut daemon = Daemon {
             child: Some(child),
+            policy: None,
             state_dir,
             jsonl,
             stderr_path,
         };
         daemon.wait_ready();
+        daemon
+    }
+
+    /// `start` with a policy that has no rules: the daemon watches and
+    /// records, and decides nothing (the defaults would, rightly, kill
+    /// `echo > /dev/tcp/...`).
+    pub fn start_observing(extra: &[&str]) -> Daemon {
+        let policy = tempfile::tempdir().expect("a policy dir");
+        std::fs::write(
+            policy.path().join("empty.toml"),
+            "# no rules: observe only\n",
+        )
+        .expect("writing the policy");
+        let dir = policy.path().to_str().expect("utf-8").to_string();
+        let mut args = vec!["--policy", dir.as_str()];
+        args.extend_from_slice(extra);
+        let mut daemon = Daemon::start(&args);
+        daemon.policy = Some(policy);
         daemon
     }
 
