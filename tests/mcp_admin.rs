@@ -4,11 +4,13 @@
 //! enforced by the kernel, rules survive an export → delete → import round
 //! trip unchanged, a host quarantine is compiled into the kernel maps and
 //! lifted, a mode switch shows in `sentinel mode get`, the audit chain
-//! verifies through the tool, and anyone but root is refused.
+//! verifies through the tool, anyone but root is refused, and the bytes
+//! the agent's sockets moved (counted in the kernel) are reported per host.
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::{TcpListener, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -406,10 +408,6 @@ fn operator_tools_drive_the_running_daemon() {
     assert!(killed["count"].as_u64().unwrap() >= 1, "{killed}");
 
     every_other_tool_answers_from_real_state(&admin, &daemon, d);
-
-    // What nothing real backs is an error, not made-up data.
-    let msg = admin.err("sentinel_monitor_bandwidth", json!({}));
-    assert!(msg.contains("does not count bytes"), "{msg}");
 
     // Deleting a hand-written rule leaves the rest of its file.
     let deleted = admin.ok("sentinel_rules_delete", json!({"name": "base-log-curl"}));
@@ -826,4 +824,193 @@ fn every_other_tool_answers_from_real_state(admin: &Admin, daemon: &Daemon, scra
     );
     let cleared = admin.ok("sentinel_alerts_configure_webhooks", json!({"clear": true}));
     assert_eq!(cleared["webhook"], Value::Null);
+}
+
+/// A loopback peer that accepts one connection, reads exactly `expect`
+/// bytes, answers with `reply` bytes and closes. Returns the port and a
+/// handle that yields the bytes it read.
+fn exchange_server(
+    bind: &str,
+    expect: usize,
+    reply: usize,
+) -> (u16, std::thread::JoinHandle<usize>) {
+    let listener = TcpListener::bind(bind).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 65536];
+        let mut got = 0;
+        while got < expect {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+        conn.write_all(&vec![b'y'; reply]).unwrap();
+        got
+    });
+    (port, handle)
+}
+
+/// The row of `host` in the bandwidth report of `agent`, if any.
+fn bandwidth_row(report: &Value, agent: &str, host: &str) -> Option<Value> {
+    report["agents"]
+        .as_array()?
+        .iter()
+        .find(|a| a["agent"] == agent)?["hosts"]
+        .as_array()?
+        .iter()
+        .find(|h| h["host"] == host)
+        .cloned()
+}
+
+fn u(v: &Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+#[test]
+fn bandwidth_is_counted_in_the_kernel_per_agent_and_host() {
+    const SENT: usize = 1_000_000;
+    const RECEIVED: usize = 250_000;
+    const DATAGRAMS: u64 = 10;
+    require_environment();
+    let _lock = kernel_lock();
+    let scratch = scratch_dir();
+    let daemon = Daemon::start_observing(&[]);
+    let admin = Admin::new(scratch.path(), &daemon);
+    assert_eq!(daemon.status()["bandwidth"]["counting"], true);
+
+    // The agent: TCP over IPv4, then datagrams without connect().
+    let (v4, v4_server) = exchange_server("127.0.0.1:0", SENT, RECEIVED);
+    let out = sh_as(
+        WATCHED_UID,
+        &format!("exec 3<>/dev/tcp/127.0.0.1/{v4}; head -c {SENT} /dev/zero >&3; cat <&3 | wc -c"),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        RECEIVED.to_string(),
+        "{out:?}"
+    );
+    assert_eq!(v4_server.join().unwrap(), SENT);
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_port = udp.local_addr().unwrap().port();
+    let mut py = as_user(WATCHED_UID, "/usr/bin/python3");
+    py.args([
+        "-c",
+        &format!("import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor _ in range({DATAGRAMS}): s.sendto(b'z' * 1000, ('127.0.0.1', {udp_port}))"),
+    ]);
+    let out = run(py);
+    assert!(out.status.success(), "{out:?}");
+
+    // Its setuid-root child (as with sudo), over IPv6, gone at once.
+    let suid = scratch.path().join("suid-setpriv");
+    std::fs::copy("/usr/bin/setpriv", &suid).unwrap();
+    std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let (v6, v6_server) = exchange_server("[::1]:0", SENT, RECEIVED);
+    let out = sh_as(
+        WATCHED_UID,
+        &format!(
+            "{} --reuid=0 --regid=0 --clear-groups -- /bin/bash -c 'exec 3<>/dev/tcp/::1/{v6}; head -c {SENT} /dev/zero >&3; cat <&3 | wc -c'",
+            suid.display()
+        ),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        RECEIVED.to_string(),
+        "{out:?}"
+    );
+    assert_eq!(v6_server.join().unwrap(), SENT);
+
+    // Somebody else: not counted, and not hindered either.
+    let (other, other_server) = exchange_server("127.0.0.1:0", SENT, RECEIVED);
+    let out = sh_as(
+        OTHER_UID,
+        &format!(
+            "exec 3<>/dev/tcp/127.0.0.1/{other}; head -c {SENT} /dev/zero >&3; cat <&3 | wc -c"
+        ),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        RECEIVED.to_string(),
+        "{out:?}"
+    );
+    assert_eq!(other_server.join().unwrap(), SENT);
+
+    let (v4_host, v6_host) = (format!("127.0.0.1:{v4}"), format!("[::1]:{v6}"));
+    let udp_host = format!("127.0.0.1:{udp_port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let report = loop {
+        let r = admin.ok("sentinel_monitor_bandwidth", json!({"hours": 1}));
+        let complete = |host: &str, sent: usize, received: usize| {
+            bandwidth_row(&r, "testagent", host).is_some_and(|row| {
+                u(&row, "sent_bytes") >= sent as u64 && u(&row, "received_bytes") >= received as u64
+            })
+        };
+        if complete(&v4_host, SENT, RECEIVED)
+            && complete(&v6_host, SENT, RECEIVED)
+            && complete(&udp_host, 1000, 0)
+        {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent's transfers are not all in the report: {r}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+
+    // IP bytes: the payload plus headers and ACKs, not much more.
+    for host in [&v4_host, &v6_host] {
+        let row = bandwidth_row(&report, "testagent", host).unwrap();
+        assert_eq!(row["protocol"], "tcp", "{row}");
+        let (sent, received) = (u(&row, "sent_bytes"), u(&row, "received_bytes"));
+        assert!(
+            sent <= (SENT + SENT / 20) as u64,
+            "{host} sent {sent}: {row}"
+        );
+        assert!(
+            received <= (RECEIVED + RECEIVED / 20) as u64,
+            "{host} received {received}: {row}"
+        );
+        assert!(
+            u(&row, "sent_packets") > 0 && u(&row, "received_packets") > 0,
+            "{row}"
+        );
+    }
+    // A datagram is its payload plus 20 bytes of IPv4 and 8 of UDP header.
+    let row = bandwidth_row(&report, "testagent", &udp_host).unwrap();
+    assert_eq!(row["protocol"], "udp", "{row}");
+    assert_eq!(u(&row, "sent_packets"), DATAGRAMS, "{row}");
+    assert_eq!(u(&row, "sent_bytes"), DATAGRAMS * 1028, "{row}");
+    // The agent's totals cover its hosts; nobody else is in the report.
+    let agents = report["agents"].as_array().unwrap();
+    assert_eq!(agents.len(), 1, "only the agent: {report}");
+    let rows = agents[0]["hosts"].as_array().unwrap();
+    let sum: u64 = rows.iter().map(|h| u(h, "sent_bytes")).sum();
+    assert_eq!(u(&agents[0], "sent_bytes"), sum, "{report}");
+    assert!(
+        !report.to_string().contains(&format!(":{other}\"")),
+        "the unwatched user's transfer was counted: {report}"
+    );
+    let filtered = admin.ok(
+        "sentinel_monitor_bandwidth",
+        json!({"hours": 1, "agent": "someone-else"}),
+    );
+    assert_eq!(filtered["agents"], json!([]), "{filtered}");
+
+    // Released sockets are collected; what they moved stays reported.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while daemon.status()["bandwidth"]["sockets"] != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "released sockets are still counted: {}",
+            daemon.status()["bandwidth"]
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let after = admin.ok("sentinel_monitor_bandwidth", json!({"hours": 1}));
+    let row = bandwidth_row(&after, "testagent", &v4_host).unwrap();
+    assert!(u(&row, "sent_bytes") >= SENT as u64, "{after}");
 }

@@ -245,6 +245,36 @@ pub struct ExitEvent {
     pub header: EventHeader,
 }
 
+/// A socket of a watched process whose traffic the kernel counts, the
+/// value of the `FLOWS` map (keyed by the kernel's socket cookie). It is
+/// registered when a watched process connects it or sends a datagram from
+/// it (the first destination is kept), counted on every IP packet by the
+/// cgroup skb hooks, and marked closed when the socket is released; the
+/// daemon reads the counters and removes closed entries.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flow {
+    /// The process that connected it, and its UID at that moment.
+    pub pid: u32,
+    pub uid: u32,
+    /// AF_INET (2) or AF_INET6 (10).
+    pub family: u16,
+    /// Remote port, host byte order.
+    pub port: u16,
+    /// IPPROTO_TCP (6) or IPPROTO_UDP (17).
+    pub protocol: u32,
+    /// Remote address; IPv4 in the first four bytes.
+    pub addr: [u8; 16],
+    /// IP packets and their bytes (headers included), out and in.
+    pub tx_bytes: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub rx_packets: u64,
+    /// Non-zero once the socket was released.
+    pub closed: u32,
+    pub _pad: u32,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -254,4 +284,5 @@ mod pod {
     unsafe impl aya::Pod for PathRule {}
     unsafe impl aya::Pod for NetKeyData {}
     unsafe impl aya::Pod for NetRule {}
+    unsafe impl aya::Pod for Flow {}
 }

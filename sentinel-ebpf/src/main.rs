@@ -10,31 +10,41 @@
 //! - applying the decisions the daemon compiled into `PATH_RULES` and
 //!   `NET_RULES` (and the lockdown flag): EPERM from the LSM or cgroup hooks
 //!   where those are attached, SIGKILL from the syscall-entry tracepoint
-//!   where they are not, SIGSTOP for `ask`.
+//!   where they are not, SIGSTOP for `ask`;
+//! - counting the IP bytes and packets of the sockets watched processes
+//!   connect (`FLOWS`, keyed by socket cookie) for the daemon to read.
 //!
 //! The programs hold no policy of their own: every rule is a map entry
 //! written by the daemon from the one policy engine.
 #![no_std]
 #![no_main]
+// `atomic_xadd`: the bpfel target has no atomic types, but the
+// instruction set has an atomic add (BPF_XADD).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 use aya_ebpf::{
     bindings::bpf_sock_addr,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
         bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
-        bpf_probe_read_user_str_bytes, generated::bpf_send_signal,
+        bpf_probe_read_user_str_bytes,
+        generated::{bpf_get_socket_cookie, bpf_send_signal},
     },
-    macros::{cgroup_sock_addr, lsm, map, tracepoint},
+    macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr, lsm, map, tracepoint},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
-    programs::{LsmContext, SockAddrContext, TracePointContext},
+    programs::{LsmContext, SkBuffContext, SockAddrContext, SockContext, TracePointContext},
     EbpfContext,
 };
 use sentinel_common::{
     config, counter, decision, exec_flags, kernel_action, kind, path_key_kind, rule_id,
-    ConnectEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent, NetKeyData, NetRule, OpenEvent,
+    ConnectEvent, EventHeader, ExecEvent, ExitEvent, Flow, ForkEvent, NetKeyData, NetRule,
+    OpenEvent,
     PathKeyData, PathRule, PendingOpen, ARGV_MAX, ARG_LEN, NET_PORT_RANGES, PATH_KEY_PATH_LEN,
     PATH_LEN,
 };
+
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 const SIGKILL: u32 = 9;
 const SIGSTOP: u32 = 19;
@@ -93,6 +103,9 @@ static PENDING_OPEN: HashMap<u32, PendingOpen> = HashMap::with_max_entries(4096,
 static EXEC_SCRATCH: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static OPEN_SCRATCH: PerCpuArray<OpenEvent> = PerCpuArray::with_max_entries(1, 0);
+/// Sockets of watched processes by socket cookie, with their byte counts.
+#[map]
+static FLOWS: LruHashMap<u64, Flow> = LruHashMap::with_max_entries(16384, 0);
 #[map]
 static KEY_SCRATCH: PerCpuArray<Key<PathKeyData>> = PerCpuArray::with_max_entries(1, 0);
 
@@ -609,7 +622,10 @@ pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
 #[inline(always)]
 fn on_sock_addr(sa: *mut bpf_sock_addr, v6: bool, is_connect: bool) -> i32 {
     let Some(cur) = watched_task() else { return 1 };
-    if is_held(&cur) {
+    // With BPF LSM the `socket_connect` hook decided and reported this
+    // connect already; here it is only registered for counting.
+    let lsm_decided = is_connect && flag(config::flags::LSM_ENFORCES);
+    if is_held(&cur) && !lsm_decided {
         return 0;
     }
     let sa = unsafe { &*sa };
@@ -642,6 +658,10 @@ fn on_sock_addr(sa: *mut bpf_sock_addr, v6: bool, is_connect: bool) -> i32 {
     }
     let port = u16::from_be(sa.user_port as u16);
     let protocol = sa.protocol;
+    if lsm_decided {
+        register_flow(sa, &cur, family, port, protocol, &addr);
+        return 1;
+    }
     let (action, rule_id) = connect_decision(&cur, family, &addr, port, Hook::Refuse);
     if is_connect || action != kernel_action::NONE {
         emit_connect(&cur, family, port, protocol, &addr, action, rule_id);
@@ -649,8 +669,86 @@ fn on_sock_addr(sa: *mut bpf_sock_addr, v6: bool, is_connect: bool) -> i32 {
     if action == kernel_action::DENIED {
         0
     } else {
+        register_flow(sa, &cur, family, port, protocol, &addr);
         1
     }
+}
+
+// ---------------------------------------------------------------------------
+// Byte counts of the sockets watched processes use.
+
+/// Starts counting a socket a watched process connects or sends from; a
+/// socket already counted keeps its counters (and first destination).
+#[inline(always)]
+fn register_flow(
+    sa: &bpf_sock_addr,
+    cur: &Current,
+    family: u16,
+    port: u16,
+    protocol: u32,
+    addr: &[u8; 16],
+) {
+    let cookie = unsafe { bpf_get_socket_cookie(sa as *const bpf_sock_addr as *mut _) };
+    if cookie == 0 || unsafe { FLOWS.get(&cookie) }.is_some() {
+        return;
+    }
+    let flow = Flow {
+        pid: cur.tgid,
+        uid: cur.uid,
+        family,
+        port,
+        protocol,
+        addr: *addr,
+        ..Flow::default()
+    };
+    const BPF_NOEXIST: u64 = 1;
+    let _ = FLOWS.insert(&cookie, &flow, BPF_NOEXIST);
+}
+
+/// Adds one IP packet to its socket's counters when the socket is counted.
+/// Unwatched sockets pay one cookie read and one hash lookup.
+#[inline(always)]
+fn count_packet(ctx: &SkBuffContext, egress: bool) {
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    if cookie == 0 {
+        return;
+    }
+    let Some(flow) = FLOWS.get_ptr_mut(&cookie) else {
+        return;
+    };
+    let len = u64::from(ctx.len());
+    // Both directions of a socket can be counted on two CPUs at once.
+    unsafe {
+        let (bytes, packets) = if egress {
+            (&raw mut (*flow).tx_bytes, &raw mut (*flow).tx_packets)
+        } else {
+            (&raw mut (*flow).rx_bytes, &raw mut (*flow).rx_packets)
+        };
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(bytes, len);
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(packets, 1);
+    }
+}
+
+#[cgroup_skb(egress)]
+pub fn flow_egress(ctx: SkBuffContext) -> i32 {
+    count_packet(&ctx, true);
+    1
+}
+
+#[cgroup_skb(ingress)]
+pub fn flow_ingress(ctx: SkBuffContext) -> i32 {
+    count_packet(&ctx, false);
+    1
+}
+
+/// Marks a counted socket closed, for the daemon to collect and remove.
+#[cgroup_sock(sock_release)]
+pub fn flow_release(ctx: SockContext) -> i32 {
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    if let Some(flow) = FLOWS.get_ptr_mut(&cookie) {
+        unsafe { (*flow).closed = 1 };
+    }
+    1
 }
 
 /// Where a connect is decided: a hook that can refuse the call (cgroup,

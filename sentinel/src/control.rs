@@ -69,6 +69,15 @@ pub enum Request {
     ThresholdsSet {
         thresholds: AnomalyThresholds,
     },
+    /// Bytes and packets per agent and host over the last `hours`.
+    Bandwidth {
+        hours: f64,
+        /// Only this agent.
+        #[serde(default)]
+        agent: Option<String>,
+        /// Hosts per agent.
+        limit: usize,
+    },
 }
 
 pub type Handler = Arc<dyn Fn(Request) -> Value + Send + Sync>;

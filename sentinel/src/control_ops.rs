@@ -58,6 +58,11 @@ pub fn handler(
             json!({"ok": true, "thresholds": t})
         }
         Request::ThresholdsSet { thresholds } => thresholds_set(&core, thresholds),
+        Request::Bandwidth {
+            hours,
+            agent,
+            limit,
+        } => bandwidth(&core, hours, agent.as_deref(), limit),
     })
 }
 
@@ -245,6 +250,23 @@ fn resolve(core: &Arc<Mutex<Core>>, db: &Path, id: &str, approve: bool) -> serde
     }
 }
 
+fn bandwidth(
+    core: &Arc<Mutex<Core>>,
+    hours: f64,
+    agent: Option<&str>,
+    limit: usize,
+) -> serde_json::Value {
+    let c = lock(core);
+    if let Some(why) = &c.sensor.flows_unavailable {
+        return json!({"ok": false, "error": format!("bandwidth is not counted on this machine: {why}")});
+    }
+    let now = OffsetDateTime::now_utc();
+    let since = now - time::Duration::seconds_f64(hours.clamp(0.0, 1e6) * 3600.0);
+    let mut report = c.bandwidth.report(since, agent, limit, now);
+    report["ok"] = json!(true);
+    report
+}
+
 fn status(core: &Arc<Mutex<Core>>, agents: &BTreeMap<u32, String>) -> serde_json::Value {
     let mut c = lock(core);
     let counters = c.sensor.counters().unwrap_or_default();
@@ -279,6 +301,12 @@ fn status(core: &Arc<Mutex<Core>>, agents: &BTreeMap<u32, String>) -> serde_json
             "untracked_children": counters.task_map_full,
         },
         "kernel_decisions": counters.kernel_decisions,
+        "bandwidth": {
+            "counting": c.sensor.flows_unavailable.is_none(),
+            "unavailable": c.sensor.flows_unavailable,
+            "sockets": c.bandwidth.sockets(),
+            "total": c.bandwidth.total(),
+        },
         "sinks": sinks,
         "audit": {
             "recorded": audit.recorded,

@@ -3,6 +3,7 @@
 //! the documented exit code: 0 success, 1 a check failed, 2 a usage or
 //! environment error.
 
+mod bandwidth;
 mod behaviour;
 mod clock;
 mod control;

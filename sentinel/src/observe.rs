@@ -1,7 +1,8 @@
 //! The kernel sensor: loads the embedded eBPF object, attaches what this
 //! kernel allows (BPF LSM where it can, cgroup v2 hooks, tracepoints), and
 //! owns the maps the rest of the daemon reads and writes (watched UIDs and
-//! tasks, configuration, counters, compiled rules, held processes).
+//! tasks, configuration, counters, compiled rules, held processes, the
+//! byte counts of watched sockets).
 //!
 //! Dropping the [`Sensor`] detaches every program: aya's links are owned
 //! by the loaded object, so no exit path leaves anything attached.
@@ -13,9 +14,11 @@ use aya::maps::{
     lpm_trie::{Key, LpmTrie},
     Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf,
 };
-use aya::programs::{CgroupAttachMode, CgroupSockAddr, Lsm, TracePoint};
+use aya::programs::{
+    CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, Lsm, TracePoint,
+};
 use aya::{Btf, Ebpf, EbpfLoader};
-use sentinel_common::{config, counter, NetKeyData, NetRule, PathKeyData, PathRule};
+use sentinel_common::{config, counter, Flow, NetKeyData, NetRule, PathKeyData, PathRule};
 use serde::Serialize;
 use thiserror::Error;
 
@@ -71,6 +74,8 @@ pub struct Sensor {
     pub mechanisms: Mechanisms,
     /// Why LSM is not used, when it is not.
     pub lsm_unavailable: Option<String>,
+    /// Why the bytes of watched sockets are not counted, when they are not.
+    pub flows_unavailable: Option<String>,
     flags: u64,
 }
 
@@ -115,6 +120,7 @@ impl Sensor {
                 connect: "cgroup",
             },
             lsm_unavailable: None,
+            flows_unavailable: None,
             flags: config::flags::DENY_IO_URING,
         };
         sensor.write_config(config::SELF_TGID, u64::from(std::process::id()))?;
@@ -148,9 +154,10 @@ impl Sensor {
                     connect: "lsm",
                 };
                 // UDP datagrams without connect() still go through the
-                // cgroup sendmsg hooks.
+                // cgroup sendmsg hooks; the connect hooks only register
+                // sockets for counting (the LSM hook decided already).
                 if let Some(cg) = cgroup2_root() {
-                    sensor.attach_cgroup(&cg, &["sendmsg4", "sendmsg6"])?;
+                    sensor.attach_cgroup(&cg, &["connect4", "connect6", "sendmsg4", "sendmsg6"])?;
                 }
             }
             Err(why) => {
@@ -169,6 +176,15 @@ impl Sensor {
                     }
                 }
             }
+        }
+        match cgroup2_root() {
+            Some(cg) => {
+                if let Err(why) = sensor.attach_flow_counters(&cg) {
+                    tracing::warn!("bytes of watched sockets are not counted: {why}");
+                    sensor.flows_unavailable = Some(why);
+                }
+            }
+            None => sensor.flows_unavailable = Some("no cgroup v2 hierarchy is mounted".into()),
         }
         sensor.write_config(config::FLAGS, sensor.flags)?;
         for (prog, category, name) in TRACEPOINTS {
@@ -202,11 +218,7 @@ impl Sensor {
         cgroup: &PathBuf,
         progs: &[&'static str],
     ) -> Result<(), SensorError> {
-        let dir = File::open(cgroup).map_err(|e| SensorError::Program {
-            name: "cgroup",
-            what: "opened",
-            source: aya::programs::ProgramError::IOError(e),
-        })?;
+        let dir = open_cgroup(cgroup)?;
         for prog in progs {
             let p: &mut CgroupSockAddr = self.program(prog)?;
             p.load().map_err(failed(prog, "loaded"))?;
@@ -219,6 +231,50 @@ impl Sensor {
                 .push(format!("cgroup_sock_addr:{prog}:{}", cgroup.display()));
         }
         Ok(())
+    }
+
+    /// The cgroup skb hooks that count the bytes of watched sockets, and
+    /// the release hook that marks them closed. Optional: on any failure
+    /// the ones attached are detached again and the reason returned.
+    fn attach_flow_counters(&mut self, cgroup: &PathBuf) -> Result<(), String> {
+        let result = (|| -> Result<(), SensorError> {
+            let dir = open_cgroup(cgroup)?;
+            for (prog, direction) in [
+                ("flow_egress", CgroupSkbAttachType::Egress),
+                ("flow_ingress", CgroupSkbAttachType::Ingress),
+            ] {
+                let p: &mut CgroupSkb = self.program(prog)?;
+                p.load().map_err(failed(prog, "loaded"))?;
+                p.attach(&dir, direction, CgroupAttachMode::Single)
+                    .map_err(failed(prog, "attached"))?;
+            }
+            let p: &mut CgroupSock = self.program("flow_release")?;
+            p.load().map_err(failed("flow_release", "loaded"))?;
+            p.attach(&dir, CgroupAttachMode::Single)
+                .map_err(failed("flow_release", "attached"))?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                self.attached.extend([
+                    format!("cgroup_skb:egress:{}", cgroup.display()),
+                    format!("cgroup_skb:ingress:{}", cgroup.display()),
+                    format!("cgroup_sock:sock_release:{}", cgroup.display()),
+                ]);
+                Ok(())
+            }
+            Err(e) => {
+                for prog in ["flow_egress", "flow_ingress"] {
+                    if let Ok(p) = self.program::<CgroupSkb>(prog) {
+                        let _ = p.unload();
+                    }
+                }
+                if let Ok(p) = self.program::<CgroupSock>("flow_release") {
+                    let _ = p.unload();
+                }
+                Err(e.to_string())
+            }
+        }
     }
 
     /// A program of the object, as its type.
@@ -300,8 +356,17 @@ impl Sensor {
 
     /// Removes `key` from a set-like map; a missing key is fine.
     fn set_remove(&mut self, name: &'static str, key: u32) -> Result<(), SensorError> {
-        let mut m: BpfHashMap<_, u32, u8> = self.map_mut(name)?;
-        match m.remove(&key) {
+        self.remove_key::<u32, u8>(name, &key)
+    }
+
+    /// Removes `key` from a hash map; a missing key is fine.
+    fn remove_key<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        key: &K,
+    ) -> Result<(), SensorError> {
+        let mut m: BpfHashMap<_, K, V> = self.map_mut(name)?;
+        match m.remove(key) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(source) => Err(SensorError::Map { name, source }),
         }
@@ -386,6 +451,25 @@ impl Sensor {
             kernel_decisions: sum(counter::KERNEL_DECISIONS),
         })
     }
+
+    /// Every counted socket of a watched process, by socket cookie.
+    pub fn flows(&mut self) -> Result<Vec<(u64, Flow)>, SensorError> {
+        let m: BpfHashMap<_, u64, Flow> = self.map_mut("FLOWS")?;
+        Ok(m.iter().filter_map(Result::ok).collect())
+    }
+
+    /// Stops counting a socket (it was released and its last counts read).
+    pub fn forget_flow(&mut self, cookie: u64) -> Result<(), SensorError> {
+        self.remove_key::<u64, Flow>("FLOWS", &cookie)
+    }
+}
+
+fn open_cgroup(cgroup: &PathBuf) -> Result<File, SensorError> {
+    File::open(cgroup).map_err(|e| SensorError::Program {
+        name: "cgroup",
+        what: "opened",
+        source: aya::programs::ProgramError::IOError(e),
+    })
 }
 
 /// The network tries: compiled deny/ask rules, and the lockdown allow-list.

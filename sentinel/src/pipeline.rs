@@ -23,6 +23,7 @@ use sentinel_policy::{open_flags_write, Action, Decision, Engine, Mode, Object, 
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::bandwidth::BandwidthMeter;
 use crate::behaviour::Behaviour;
 use crate::clock::WallClock;
 use crate::decode::{self, Header, KernelAction, KernelEvent};
@@ -92,6 +93,7 @@ pub struct Core {
     condemned: HashSet<u32>,
     lost_reported: u64,
     next_recompile: Option<SystemTime>,
+    pub bandwidth: BandwidthMeter,
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -126,6 +128,7 @@ impl Core {
             condemned: HashSet::new(),
             lost_reported: 0,
             next_recompile: None,
+            bandwidth: BandwidthMeter::new(OffsetDateTime::now_utc()),
         };
         core.recompile()?;
         Ok(core)
@@ -216,7 +219,9 @@ impl Core {
             },
             KernelEvent::Exit { header } => {
                 let process = t.info(header.pid, header.uid, &header.comm);
-                t.on_exit(header.pid);
+                let gone = t.on_exit(header.pid);
+                self.bandwidth
+                    .process_exited(header.pid, gone.and_then(|e| e.agent));
                 self.condemned.remove(&header.pid);
                 Body::Exit { process }
             }
@@ -386,9 +391,11 @@ impl Core {
         self.next_seq - 1
     }
 
-    /// Once a second: kernel drops become a `lost` event, timed-out
-    /// approvals are denied, expired quarantines recompiled.
+    /// Once a second: kernel drops become a `lost` event, the byte counts
+    /// of watched sockets are read, timed-out approvals are denied,
+    /// expired quarantines recompiled.
     pub fn tick(&mut self) {
+        self.read_bandwidth();
         let lost = self.sensor.counters().map(|c| c.ringbuf_full).unwrap_or(0);
         self.stats.lost.store(lost, Ordering::Relaxed);
         if lost > self.lost_reported {
@@ -406,6 +413,32 @@ impl Core {
         if self.next_recompile.is_some_and(|t| t <= SystemTime::now()) {
             if let Err(e) = self.recompile() {
                 tracing::error!("recompiling the kernel maps failed: {e}");
+            }
+        }
+    }
+
+    /// Reads the kernel's socket counters into the bandwidth meter and
+    /// stops counting released sockets whose counts have settled.
+    fn read_bandwidth(&mut self) {
+        if self.sensor.flows_unavailable.is_some() {
+            return;
+        }
+        let flows = match self.sensor.flows() {
+            Ok(flows) => flows,
+            Err(e) => {
+                tracing::warn!("reading the socket byte counts: {e}");
+                return;
+            }
+        };
+        let table = &self.table;
+        let settled = self
+            .bandwidth
+            .observe(&flows, OffsetDateTime::now_utc(), |pid, uid| {
+                table.agent_of(pid, uid)
+            });
+        for cookie in settled {
+            if let Err(e) = self.sensor.forget_flow(cookie) {
+                tracing::warn!("{e}");
             }
         }
     }

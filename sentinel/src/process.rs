@@ -52,6 +52,15 @@ impl ProcessTable {
             .or_else(|| self.procs.get(&ppid).and_then(|p| p.agent.clone()))
     }
 
+    /// The agent of a process the table may not have seen (a socket's
+    /// owner): its entry, else the agent of its UID or of its parent.
+    pub fn agent_of(&self, pid: u32, uid: u32) -> Option<String> {
+        match self.procs.get(&pid) {
+            Some(entry) => entry.agent.clone(),
+            None => self.attribute(uid, self.read_ppid(pid).unwrap_or(0)),
+        }
+    }
+
     /// A watched process forked `child`: it inherits the parent's identity
     /// until it execs.
     pub fn on_fork(&mut self, parent: u32, parent_uid: u32, parent_comm: &str, child: u32) {

@@ -1,6 +1,7 @@
 # BPF-LSM enforcement in a guest kernel that allows it (run by /init as root
 # under `sh -e`): a denied exec, open and connect of the watched UID fail
-# with EPERM from the LSM hooks; the unwatched UID is untouched.
+# with EPERM from the LSM hooks; the unwatched UID is untouched; an allowed
+# connect is reported once and its bytes are counted.
 G=/sentinel-guest
 fail() {
     echo "lsm-test: FAIL: $*"
@@ -47,6 +48,20 @@ if out=$(su -s /bin/sh -c 'echo hi | nc 127.0.0.1 9999' sentineltest 2>&1); then
 echo "$out" | grep -q "Operation not permitted" || fail "denied connect did not get EPERM: $out"
 kill $listener 2>/dev/null || true
 
+# An allowed connect is reported once (the LSM hook decided it; the cgroup
+# connect hook only registers the socket) and the bytes it moved are counted.
+mkdir -p /tmp/www
+head -c 100000 /dev/zero > /tmp/www/blob
+httpd -p 127.0.0.1:9998 -h /tmp/www
+as-user sentineltest wget -q -O /dev/null http://127.0.0.1:9998/blob \
+    || fail "an allowed download by the watched UID failed"
+sleep 2
+n=$(grep -c '"port":9998' /tmp/ev.jsonl) || true
+[ "$n" = 1 ] || fail "the allowed connect was reported $n times"
+sentinel status --json --state-dir /tmp/st > /tmp/status.json
+grep -A6 '"total"' /tmp/status.json | grep -Eq '"received_bytes": [1-9][0-9]{5}' \
+    || fail "the download's bytes were not counted: $(grep -A8 '"bandwidth"' /tmp/status.json)"
+
 # The stream says the kernel refused each of them.
 sleep 1
 for rule in guest-deny-exec guest-deny-open guest-deny-connect; do
@@ -57,4 +72,4 @@ grep -q "refused the call with EPERM" /tmp/ev.jsonl || fail "the stream does not
 
 kill -TERM $daemon
 wait $daemon || fail "the daemon did not exit cleanly"
-echo "lsm-test: exec, open and connect denied with EPERM by BPF LSM"
+echo "lsm-test: exec, open and connect denied with EPERM by BPF LSM; an allowed download counted"

@@ -110,6 +110,13 @@ fn window_props() -> Value {
     json!({"hours": {"type": "number", "default": 24, "description": "look back this many hours"}, "limit": {"type": "integer", "default": 20}})
 }
 
+fn bandwidth_props() -> Value {
+    let mut p = window_props();
+    p["limit"] = json!({"type": "integer", "default": 20, "description": "hosts listed per agent"});
+    p["agent"] = json!({"type": "string", "description": "one agent; omit for all"});
+    p
+}
+
 fn mode_props() -> Value {
     json!({"set": {"type": "string", "enum": ["silent-allow", "alert", "silent-deny", "lockdown"], "description": "switch to this mode; omit to read it"}})
 }
@@ -213,7 +220,7 @@ fn defs() -> Vec<Def> {
         def("sentinel_monitor_stats", "The daemon's counters: events seen, emitted, lost, kernel decisions, sinks, audit writer.", none, &[]),
         def("sentinel_monitor_top_tools", "MCP tools called most in a time window, with verdict counts.", window_props, &[]),
         def("sentinel_monitor_hosts", "Hosts (address:port) agents connected to in a time window, with verdict counts.", window_props, &[]),
-        def("sentinel_monitor_bandwidth", "Bytes sent and received per agent (not available: the sensor does not count bytes).", window_props, &[]),
+        def("sentinel_monitor_bandwidth", "Bytes and packets sent and received per agent in a time window, and the hosts they went to (IP packets of the agents' sockets, counted in the kernel).", bandwidth_props, &[]),
         def("sentinel_monitor_mode", "Read or switch the daemon's mode (recorded in the audit chain).", mode_props, &[]),
         def("sentinel_audit_query", "Audit records matching filters, oldest first.", filter_props, &[]),
         def("sentinel_audit_tail", "The newest audit records.", tail_props, &[]),
@@ -270,7 +277,7 @@ pub fn call(ctx: &Context, name: &str, a: &Value) -> Outcome {
         "sentinel_monitor_stats" => monitor_stats(ctx),
         "sentinel_monitor_top_tools" => monitor_top(ctx, a, "mcp_call"),
         "sentinel_monitor_hosts" => monitor_top(ctx, a, "connect"),
-        "sentinel_monitor_bandwidth" => Err("bandwidth is not available: the sensor records connects (address, port, verdict) but does not count bytes sent or received; use sentinel_monitor_hosts for who talks to whom".into()),
+        "sentinel_monitor_bandwidth" => monitor_bandwidth(ctx, a),
         "sentinel_monitor_mode" => monitor_mode(ctx, a),
         "sentinel_audit_query" => audit_query(ctx, a),
         "sentinel_audit_tail" => audit_tail(ctx, a),
@@ -797,6 +804,15 @@ fn verdict_name(e: &Event) -> String {
         .and_then(|v| serde_json::to_value(v.action).ok())
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_else(|| "none".into())
+}
+
+fn monitor_bandwidth(ctx: &Context, a: &Value) -> Outcome {
+    let request = Request::Bandwidth {
+        hours: number(a, "hours")?.unwrap_or(24.0),
+        agent: s(a, "agent").map(str::to_string),
+        limit: limit(a, 20, 1000)?,
+    };
+    daemon(ctx, &request).map(strip_ok)
 }
 
 fn monitor_top(ctx: &Context, a: &Value, kind: &str) -> Outcome {
