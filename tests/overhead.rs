@@ -10,11 +10,15 @@
 //! the conditions (so machine noise hits them alike), and reports the
 //! median of the rounds and the ratio to "off". Workloads: open+close of a
 //! file, fork+exec+wait of /bin/true, TCP connect+close to a loopback
-//! listener. Drain rate: the watched UID runs an open loop as fast as it
+//! listener, and a 64-byte TCP request/response over one loopback
+//! connection to an echo server in the driver (every packet passes the
+//! cgroup skb hooks that count the bytes of watched sockets; the echo
+//! server's own socket is unwatched in every condition). Drain rate: the watched UID runs an open loop as fast as it
 //! can; events seen per second of wall time, and the lost counter, come
 //! from the daemon's own status.
 
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -55,6 +59,16 @@ fn child(workload: &str, n: u64, port: Option<&String>) {
                 let _ = std::net::TcpStream::connect(("127.0.0.1", port));
             }
         }
+        "tcp-rr" => {
+            let port: u16 = port.expect("port").parse().expect("port");
+            let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            conn.set_nodelay(true).expect("nodelay");
+            let mut buf = [7u8; 64];
+            for _ in 0..n {
+                conn.write_all(&buf).expect("send");
+                conn.read_exact(&mut buf).expect("receive");
+            }
+        }
         "open-paced" => {
             // `port` carries the target rate (opens per second), paced in
             // batches of 100.
@@ -76,7 +90,7 @@ fn child(workload: &str, n: u64, port: Option<&String>) {
     println!("{}", start.elapsed().as_nanos() as u64 / n);
 }
 
-/// `arg` is the port for `connect` and the rate for `open-paced`.
+/// `arg` is the port for `connect` and `tcp-rr`, the rate for `open-paced`.
 fn run_child(uid: u32, workload: &str, n: u64, arg: u64) -> u64 {
     let out = Command::new(std::env::current_exe().unwrap())
         .args(["child", workload, &n.to_string(), &arg.to_string()])
@@ -159,19 +173,26 @@ fn driver() {
         .local_addr()
         .unwrap()
         .port();
-    let workloads: [(&str, u64); 3] = [("open", 200_000), ("exec", 400), ("connect", 50_000)];
+    let echo = echo_server();
+    let workloads: [(&str, u64, u16); 4] = [
+        ("open", 200_000, port),
+        ("exec", 400, port),
+        ("connect", 50_000, port),
+        ("tcp-rr", 50_000, echo),
+    ];
     println!("Sentinel overhead benchmark: {ROUNDS} interleaved rounds, median ns per iteration\n");
     println!(
         "| workload | off | on, unwatched UID | on, watched UID | unwatched/off | watched/off |"
     );
     println!("|---|---|---|---|---|---|");
-    for (workload, n) in workloads {
+    for (workload, n, port) in workloads {
+        let port = u64::from(port);
         let (mut off, mut unwatched, mut watched) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
-            off.push(run_child(UNWATCHED, workload, n, u64::from(port)));
+            off.push(run_child(UNWATCHED, workload, n, port));
             let daemon = Daemon::start();
-            unwatched.push(run_child(UNWATCHED, workload, n, u64::from(port)));
-            watched.push(run_child(WATCHED, workload, n, u64::from(port)));
+            unwatched.push(run_child(UNWATCHED, workload, n, port));
+            watched.push(run_child(WATCHED, workload, n, port));
             drop(daemon);
         }
         let (o, u, w) = (median(off), median(unwatched), median(watched));
@@ -199,6 +220,28 @@ fn driver() {
     let (read_per_s, lost) = drain(&daemon, 200_000, None);
     println!("| unpaced flood | {read_per_s:.0} | {lost} |");
     println!("\nSustained with zero loss: {best} events/s (highest paced rate without a drop)");
+}
+
+/// A loopback echo server (64-byte messages), one thread per connection;
+/// returns its port.
+fn echo_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("echo listener");
+    let port = listener.local_addr().expect("echo port").port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut conn = conn;
+                let _ = conn.set_nodelay(true);
+                let mut buf = [0u8; 64];
+                while conn.read_exact(&mut buf).is_ok() {
+                    if conn.write_all(&buf).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
 }
 
 /// Runs `n` opens as the watched UID (paced at `rate`/s, or as fast as

@@ -131,7 +131,7 @@ impl LocalDecider {
 
     fn call_body(&self, call: &ToolCall, outcome: &str) -> Body {
         let mut args = call.args.clone();
-        self.scanner.redact_value(&mut args);
+        self.scanner.redact_args(&mut args);
         let (ppid, comm, exe) = self.process_of(call.pid);
         Body::McpCall {
             process: ProcessInfo {

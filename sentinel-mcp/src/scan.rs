@@ -4,6 +4,10 @@
 //! Secrets are found by well-known formats (private key blocks, cloud keys,
 //! provider tokens, JWTs) and replaced by `[REDACTED:<kind>]`; injection
 //! markers are phrases and chat-template tokens that try to steer the model.
+//! Arguments written to the audit trail (or shown to an approver) are also
+//! stripped of every value whose field name says it is a credential
+//! (`password`, `api_key`, `access_token`, `Authorization`, ...), whatever
+//! its format: the call itself is forwarded unchanged.
 
 use regex::{Regex, RegexSet};
 use serde_json::Value;
@@ -169,6 +173,19 @@ impl Scanner {
         found
     }
 
+    /// Arguments as the audit trail keeps them: secrets redacted as in
+    /// [`Scanner::redact_value`], and every value under a credential-named
+    /// field replaced by `[REDACTED:sensitive-field]`. Returns the kinds
+    /// found.
+    pub fn redact_args(&self, value: &mut Value) -> Vec<&'static str> {
+        let mut found = self.redact_value(value);
+        if redact_sensitive_fields(value) {
+            found.push(SENSITIVE_FIELD);
+            found.sort_unstable();
+        }
+        found
+    }
+
     /// All secret kinds and injection markers anywhere in `value`.
     pub fn findings(&self, value: &Value) -> Findings {
         let mut findings = Findings::default();
@@ -203,6 +220,60 @@ fn walk_strings(value: &Value, f: &mut impl FnMut(&str)) {
         Value::Array(items) => items.iter().for_each(|v| walk_strings(v, f)),
         Value::Object(map) => map.values().for_each(|v| walk_strings(v, f)),
         _ => {}
+    }
+}
+
+const SENSITIVE_FIELD: &str = "sensitive-field";
+
+/// Field names (lower case, without `_` and `-`) that hold credentials,
+/// matched as the end of the name: `password`, `db_password`,
+/// `access_token`, `X-Api-Key`, but not `max_tokens`.
+const SENSITIVE_SUFFIXES: &[&str] = &[
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "token",
+    "apikey",
+    "accesskey",
+    "secretkey",
+    "privatekey",
+    "authorization",
+    "credential",
+    "credentials",
+    "cookie",
+    "sessionid",
+];
+
+fn is_sensitive_field(name: &str) -> bool {
+    let name: String = name
+        .chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect();
+    SENSITIVE_SUFFIXES.iter().any(|s| name.ends_with(s))
+}
+
+/// Replaces the value of every credential-named field (nested anywhere);
+/// returns whether any was found.
+fn redact_sensitive_fields(value: &mut Value) -> bool {
+    match value {
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |found, v| redact_sensitive_fields(v) | found),
+        Value::Object(map) => {
+            let mut found = false;
+            for (key, v) in map.iter_mut() {
+                if is_sensitive_field(key) && !v.is_null() {
+                    *v = Value::String(format!("[REDACTED:{SENSITIVE_FIELD}]"));
+                    found = true;
+                } else {
+                    found |= redact_sensitive_fields(v);
+                }
+            }
+            found
+        }
+        _ => false,
     }
 }
 
@@ -258,6 +329,32 @@ mod tests {
         assert_eq!(scanner.redact_value(&mut v), vec!["aws-access-key"]);
         assert_eq!(v["content"][0]["text"], "id [REDACTED:aws-access-key]");
         assert_eq!(v["n"], 1);
+    }
+
+    #[test]
+    fn audit_arguments_lose_credential_fields_whatever_their_format() {
+        let scanner = Scanner::new();
+        let mut v = json!({
+            "query": "select 1", "max_tokens": 50, "password": "hunter2",
+            "conn": {"db_password": 1234, "X-Api-Key": "k-1", "headers": [{"Authorization": "Basic abc"}]},
+            "access_token": {"value": "t"}, "note": "AKIAIOSFODNN7EXAMPLE", "token": null
+        });
+        assert_eq!(
+            scanner.redact_args(&mut v),
+            vec!["aws-access-key", "sensitive-field"]
+        );
+        let r = "[REDACTED:sensitive-field]";
+        assert_eq!(v["password"], r);
+        assert_eq!(v["conn"]["db_password"], r);
+        assert_eq!(v["conn"]["X-Api-Key"], r);
+        assert_eq!(v["conn"]["headers"][0]["Authorization"], r);
+        assert_eq!(v["access_token"], r);
+        assert_eq!(v["note"], "[REDACTED:aws-access-key]");
+        assert_eq!(v["query"], "select 1");
+        assert_eq!(v["max_tokens"], 50);
+        assert_eq!(v["token"], Value::Null);
+        let mut plain = json!({"path": "/srv/a.txt", "tokens": ["a"]});
+        assert!(scanner.redact_args(&mut plain).is_empty());
     }
 
     #[test]

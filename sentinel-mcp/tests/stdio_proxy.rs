@@ -496,6 +496,55 @@ fn secrets_in_a_resource_are_redacted_too() {
 }
 
 #[test]
+fn credentials_in_arguments_reach_the_server_but_not_the_audit_trail() {
+    let peers = peers();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy_dir(dir.path(), TEST_POLICY);
+    let db = dir.path().join("s.db");
+    let log = dir.path().join("calls.log");
+    let mut proxy = Session::spawn(
+        &proxy_bin(),
+        &proxy_args(&policy, &db, &[], &python_server(&peers)),
+        &[("SENTINEL_TEST_CALL_LOG", log.display().to_string())],
+    );
+    proxy.request(&initialize(1));
+    proxy.send(&initialized());
+    let args = json!({"text": "hunter2 is the password", "password": "hunter2", "auth": {"api_key": "k-314159"}});
+    let answer = proxy.request(&call(2, "echo", args));
+    assert_eq!(text_of(&answer), "hunter2 is the password", "{answer}");
+    assert!(proxy.finish().success());
+    assert_eq!(call_log(&log).len(), 1, "the call reached the server");
+
+    let reader = sentinel_audit::AuditReader::open(&db).unwrap();
+    let recorded: Vec<Value> = reader
+        .tail(100)
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.body {
+            sentinel_audit::Body::McpCall { args, .. } => Some(args),
+            _ => None,
+        })
+        .collect();
+    assert!(!recorded.is_empty(), "the call is in the audit trail");
+    for args in &recorded {
+        assert_eq!(args["password"], "[REDACTED:sensitive-field]", "{args}");
+        assert_eq!(
+            args["auth"]["api_key"], "[REDACTED:sensitive-field]",
+            "{args}"
+        );
+        // Free text is kept: only known secret formats are cut from it.
+        assert_eq!(args["text"], "hunter2 is the password", "{args}");
+    }
+    for file in ["s.db", "s.db-wal"] {
+        let bytes = std::fs::read(dir.path().join(file)).unwrap_or_default();
+        assert!(
+            !bytes.windows(8).any(|w| w == b"k-314159"),
+            "{file} holds the API key"
+        );
+    }
+}
+
+#[test]
 fn a_server_that_ignores_the_end_of_its_input_is_terminated() {
     let dir = tempfile::tempdir().unwrap();
     let policy = policy_dir(dir.path(), TEST_POLICY);

@@ -229,7 +229,7 @@ impl Proxy {
             call.server,
             verdict.rule.as_deref().unwrap_or("-"),
             verdict.reason,
-            crate::store::canonical_json(&self.redacted(&call.args)),
+            crate::store::canonical_json(&self.redacted_args(&call.args)),
         )
     }
 }

@@ -205,7 +205,7 @@ impl Proxy {
 
     fn record(&self, call: &ToolCall, verdict: &Verdict, outcome: &str) {
         let mut call = call.clone();
-        self.scanner.redact_value(&mut call.args);
+        self.scanner.redact_args(&mut call.args);
         let record = CallRecord {
             call,
             verdict: verdict.clone(),
@@ -442,9 +442,10 @@ impl Proxy {
         jsonrpc::result_response(id, tool_error_result(text, modern))
     }
 
-    fn redacted(&self, value: &Value) -> Value {
+    /// Arguments as an approver or the audit trail may see them.
+    fn redacted_args(&self, value: &Value) -> Value {
         let mut value = value.clone();
-        self.scanner.redact_value(&mut value);
+        self.scanner.redact_args(&mut value);
         value
     }
 
