@@ -223,6 +223,33 @@ fn status_reports_attachments_and_counts() {
     assert!(s["events"]["seen"].as_u64().unwrap() > 0);
     assert!(s["events"]["emitted"].as_u64().unwrap() > 0);
     assert_eq!(s["events"]["lost"], 0);
+    assert_eq!(s["bandwidth"]["counting"], true, "{}", s["bandwidth"]);
+    for hook in [
+        "cgroup_skb:egress:",
+        "cgroup_skb:ingress:",
+        "cgroup_sock:sock_release:",
+    ] {
+        assert!(
+            attached.iter().any(|a| a.starts_with(hook)),
+            "{hook} not in {attached:?}"
+        );
+    }
+    // Piped into a reader that is already gone (`| head` that has read
+    // enough), the report ends quietly instead of panicking on the write.
+    let piped = Command::new("/bin/bash")
+        .arg("-c")
+        .arg(format!(
+            "(sleep 0.3; exec {} status --json --state-dir {}) | true",
+            sentinel_bin().display(),
+            daemon.state_dir().display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        piped.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
     let state = daemon.state_dir().to_path_buf();
     assert!(daemon.stop().success());
     // Stopped: status says so and fails.

@@ -184,6 +184,12 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
     let cli = Cli::parse();
+    if !matches!(
+        cli.command,
+        Command::Run(_) | Command::McpProxy(_) | Command::McpAdmin { .. }
+    ) {
+        quiet_on_closed_stdout();
+    }
     match cli.command {
         Command::Run(args) => run(args),
         Command::Status { state_dir, json } => status(&state_dir, json),
@@ -216,6 +222,16 @@ fn main() -> ExitCode {
             policy,
         } => mcp_admin::run(&state_dir, &db, policy.as_deref()),
     }
+}
+
+/// A reporting command piped into `head` ends quietly when the reader
+/// goes away, as `cat` does, instead of panicking on the failed write. The
+/// long-running commands keep SIGPIPE ignored: a closed sink or peer is an
+/// error they report and survive.
+fn quiet_on_closed_stdout() {
+    // SAFETY: restoring the default disposition of one signal before any
+    // thread is started.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
 fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
