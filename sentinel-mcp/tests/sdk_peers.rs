@@ -231,18 +231,12 @@ reason = "deleting needs a human"
 
 #[test]
 fn an_ask_is_approved_once_and_not_twice() {
-    let peers = peers();
     let dir = tempfile::tempdir().unwrap();
-    let policy = policy_dir(dir.path(), ASK_POLICY);
-    let db = dir.path().join("s.db");
-    let log = dir.path().join("calls.log");
-    let mut proxy = Session::spawn(
-        &proxy_bin(),
-        &proxy_args(&policy, &db, &[], &python_server(&peers)),
-        &[("SENTINEL_TEST_CALL_LOG", log.display().to_string())],
-    );
-    proxy.request(&initialize(1));
-    proxy.send(&initialized());
+    let LoggedProxy {
+        session: mut proxy,
+        db,
+        log,
+    } = LoggedProxy::start(dir.path(), ASK_POLICY, &[]);
     let delete = |id| call(id, "delete_all", json!({"path": "/srv/tmp"}));
 
     let first = proxy.request(&delete(2));

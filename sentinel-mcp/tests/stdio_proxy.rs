@@ -88,22 +88,12 @@ fn allowed_calls_are_byte_identical_to_the_server_and_denied_ones_never_reach_it
 
 #[test]
 fn batches_duplicate_keys_long_lines_and_bad_utf8_are_refused_never_forwarded() {
-    let peers = peers();
     let dir = tempfile::tempdir().unwrap();
-    let policy = policy_dir(dir.path(), TEST_POLICY);
-    let log = dir.path().join("calls.log");
-    let mut proxy = Session::spawn(
-        &proxy_bin(),
-        &proxy_args(
-            &policy,
-            &dir.path().join("s.db"),
-            &["--max-line", "4096"],
-            &python_server(&peers),
-        ),
-        &[("SENTINEL_TEST_CALL_LOG", log.display().to_string())],
-    );
-    proxy.request(&initialize(1));
-    proxy.send(&initialized());
+    let LoggedProxy {
+        session: mut proxy,
+        log,
+        ..
+    } = LoggedProxy::start(dir.path(), TEST_POLICY, &["--max-line", "4096"]);
 
     // A batch smuggling a denied call behind an allowed one.
     proxy.send(&json!([
@@ -386,22 +376,12 @@ rate_limit = { max = 1, per_seconds = 3600 }
 
 #[test]
 fn a_tool_added_mid_session_after_list_changed_is_blocked_until_approved() {
-    let peers = peers();
     let dir = tempfile::tempdir().unwrap();
-    let policy = policy_dir(dir.path(), TEST_POLICY);
-    let log = dir.path().join("calls.log");
-    let mut proxy = Session::spawn(
-        &proxy_bin(),
-        &proxy_args(
-            &policy,
-            &dir.path().join("s.db"),
-            &[],
-            &python_server(&peers),
-        ),
-        &[("SENTINEL_TEST_CALL_LOG", log.display().to_string())],
-    );
-    proxy.request(&initialize(1));
-    proxy.send(&initialized());
+    let LoggedProxy {
+        session: mut proxy,
+        log,
+        ..
+    } = LoggedProxy::start(dir.path(), TEST_POLICY, &[]);
     proxy.request(&list(2)); // first sight: pinned
 
     proxy.send(&call(3, "install_update", json!({})));
@@ -497,18 +477,12 @@ fn secrets_in_a_resource_are_redacted_too() {
 
 #[test]
 fn credentials_in_arguments_reach_the_server_but_not_the_audit_trail() {
-    let peers = peers();
     let dir = tempfile::tempdir().unwrap();
-    let policy = policy_dir(dir.path(), TEST_POLICY);
-    let db = dir.path().join("s.db");
-    let log = dir.path().join("calls.log");
-    let mut proxy = Session::spawn(
-        &proxy_bin(),
-        &proxy_args(&policy, &db, &[], &python_server(&peers)),
-        &[("SENTINEL_TEST_CALL_LOG", log.display().to_string())],
-    );
-    proxy.request(&initialize(1));
-    proxy.send(&initialized());
+    let LoggedProxy {
+        session: mut proxy,
+        db,
+        log,
+    } = LoggedProxy::start(dir.path(), TEST_POLICY, &[]);
     let args = json!({"text": "hunter2 is the password", "password": "hunter2", "auth": {"api_key": "k-314159"}});
     let answer = proxy.request(&call(2, "echo", args));
     assert_eq!(text_of(&answer), "hunter2 is the password", "{answer}");

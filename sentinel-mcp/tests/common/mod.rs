@@ -261,6 +261,31 @@ pub fn proxy_args(policy: &Path, db: &Path, extra: &[&str], server: &[String]) -
     args
 }
 
+/// An initialized session through the standalone proxy (policy `toml`,
+/// database `DIR/s.db`, `extra` proxy flags) in front of the Python test
+/// server, which logs every call it receives to `DIR/calls.log`.
+pub struct LoggedProxy {
+    pub session: Session,
+    pub db: PathBuf,
+    pub log: PathBuf,
+}
+
+impl LoggedProxy {
+    pub fn start(dir: &Path, toml: &str, extra: &[&str]) -> LoggedProxy {
+        let policy = policy_dir(dir, toml);
+        let db = dir.join("s.db");
+        let log = dir.join("calls.log");
+        let mut session = Session::spawn(
+            &proxy_bin(),
+            &proxy_args(&policy, &db, extra, &python_server(&peers())),
+            &[("SENTINEL_TEST_CALL_LOG", log.display().to_string())],
+        );
+        session.request(&initialize(1));
+        session.send(&initialized());
+        LoggedProxy { session, db, log }
+    }
+}
+
 /// Writes a policy directory with one file.
 pub fn policy_dir(dir: &Path, toml: &str) -> PathBuf {
     let policy = dir.join("policy");
