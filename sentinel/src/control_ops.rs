@@ -20,13 +20,16 @@ use time::OffsetDateTime;
 use crate::control::{self, Request};
 use crate::pipeline::{lock, mode_name, Core};
 
+/// `policy_dir`: the directory the daemon runs from (absolute), `None`
+/// for the embedded defaults; `status` reports it for `mcp-admin`.
 pub fn handler(
     core: Arc<Mutex<Core>>,
     agents: BTreeMap<u32, String>,
     db: PathBuf,
+    policy_dir: Option<PathBuf>,
 ) -> control::Handler {
     Arc::new(move |req| match req {
-        Request::Status => status(&core, &agents),
+        Request::Status => status(&core, &agents, policy_dir.as_deref()),
         Request::ModeGet => {
             let c = lock(&core);
             let mode = lock(&c.engine).mode();
@@ -267,7 +270,11 @@ fn bandwidth(
     report
 }
 
-fn status(core: &Arc<Mutex<Core>>, agents: &BTreeMap<u32, String>) -> serde_json::Value {
+fn status(
+    core: &Arc<Mutex<Core>>,
+    agents: &BTreeMap<u32, String>,
+    policy_dir: Option<&Path>,
+) -> serde_json::Value {
     let mut c = lock(core);
     let counters = c.sensor.counters().unwrap_or_default();
     let stats = c.stats.snapshot();
@@ -284,6 +291,7 @@ fn status(core: &Arc<Mutex<Core>>, agents: &BTreeMap<u32, String>) -> serde_json
         "running": true,
         "pid": std::process::id(),
         "mode": mode_name(mode),
+        "policy_dir": policy_dir,
         "attached": c.sensor.attached,
         "enforcement": c.sensor.mechanisms,
         "lsm_unavailable": c.sensor.lsm_unavailable,

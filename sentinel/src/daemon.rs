@@ -171,7 +171,15 @@ async fn run_async(config: RunConfig) -> Result<()> {
     let store_db = config.db.clone();
     let control_task = tokio::spawn(control::serve(
         listener,
-        control_ops::handler(core.clone(), config.agents.clone(), store_db),
+        control_ops::handler(
+            core.clone(),
+            config.agents.clone(),
+            store_db,
+            config
+                .policy_dir
+                .as_deref()
+                .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.to_path_buf())),
+        ),
     ));
     // SAFETY: the ring buffer owns its map fd, which stays open and the
     // same for as long as the AsyncFd owns the ring buffer.

@@ -393,8 +393,7 @@ enum PolicySource {
 }
 
 /// The `--policy DIR` the daemon runs from: mcp-admin's own `--policy`,
-/// else the running daemon's command line (its pid from the control
-/// socket, its arguments from /proc).
+/// else what the running daemon reports in its status.
 fn policy_source(ctx: &Context) -> Result<PolicySource, String> {
     if let Some(dir) = &ctx.policy {
         return Ok(PolicySource::Dir(dir.clone()));
@@ -402,36 +401,10 @@ fn policy_source(ctx: &Context) -> Result<PolicySource, String> {
     let status = daemon(ctx, &Request::Status).map_err(|e| {
         format!("{e}; or pass `--policy DIR` to `sentinel mcp-admin` to manage the files directly")
     })?;
-    let pid = status["pid"]
-        .as_u64()
-        .ok_or("the daemon did not report its pid")?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map_err(|e| format!("cannot read the daemon's command line: {e}"))?;
-    let args: Vec<String> = cmdline
-        .split(|b| *b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    let mut dir = None;
-    for (i, arg) in args.iter().enumerate() {
-        if arg == "--policy" {
-            dir = args.get(i + 1).cloned();
-        } else if let Some(v) = arg.strip_prefix("--policy=") {
-            dir = Some(v.to_string());
-        }
-    }
-    match dir {
-        None => Ok(PolicySource::Embedded),
-        Some(d) => {
-            let path = PathBuf::from(&d);
-            if path.is_absolute() {
-                Ok(PolicySource::Dir(path))
-            } else {
-                let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"))
-                    .map_err(|e| format!("cannot resolve the daemon's policy dir {d}: {e}"))?;
-                Ok(PolicySource::Dir(cwd.join(path)))
-            }
-        }
-    }
+    Ok(match status["policy_dir"].as_str() {
+        Some(dir) => PolicySource::Dir(PathBuf::from(dir)),
+        None => PolicySource::Embedded,
+    })
 }
 
 fn editable_dir(ctx: &Context) -> Result<PathBuf, String> {
