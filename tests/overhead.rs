@@ -10,10 +10,13 @@
 //! the conditions (so machine noise hits them alike), and reports the
 //! median of the rounds and the ratio to "off". Workloads: open+close of a
 //! file, fork+exec+wait of /bin/true, TCP connect+close to a loopback
-//! listener, and a 64-byte TCP request/response over one loopback
-//! connection to an echo server in the driver (every packet passes the
-//! cgroup skb hooks that count the bytes of watched sockets; the echo
-//! server's own socket is unwatched in every condition). Drain rate: the watched UID runs an open loop as fast as it
+//! listener; and for the cgroup skb hooks that count the bytes of watched
+//! sockets (every packet on the host passes them), 64-byte datagrams sent
+//! on a connected UDP socket to a socket in the driver that never reads
+//! (one egress and one ingress hook run per datagram, no wake-ups), and a
+//! 64-byte TCP request/response over one loopback connection to an echo
+//! server in the driver (the driver's sockets are unwatched in every
+//! condition). Drain rate: the watched UID runs an open loop as fast as it
 //! can; events seen per second of wall time, and the lost counter, come
 //! from the daemon's own status.
 
@@ -59,6 +62,15 @@ fn child(workload: &str, n: u64, port: Option<&String>) {
                 let _ = std::net::TcpStream::connect(("127.0.0.1", port));
             }
         }
+        "udp-send" => {
+            let port: u16 = port.expect("port").parse().expect("port");
+            let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp bind");
+            sock.connect(("127.0.0.1", port)).expect("udp connect");
+            let buf = [7u8; 64];
+            for _ in 0..n {
+                let _ = sock.send(&buf);
+            }
+        }
         "tcp-rr" => {
             let port: u16 = port.expect("port").parse().expect("port");
             let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -90,7 +102,8 @@ fn child(workload: &str, n: u64, port: Option<&String>) {
     println!("{}", start.elapsed().as_nanos() as u64 / n);
 }
 
-/// `arg` is the port for `connect` and `tcp-rr`, the rate for `open-paced`.
+/// `arg` is the port for `connect`, `udp-send` and `tcp-rr`, the rate for
+/// `open-paced`.
 fn run_child(uid: u32, workload: &str, n: u64, arg: u64) -> u64 {
     let out = Command::new(std::env::current_exe().unwrap())
         .args(["child", workload, &n.to_string(), &arg.to_string()])
@@ -174,10 +187,15 @@ fn driver() {
         .unwrap()
         .port();
     let echo = echo_server();
-    let workloads: [(&str, u64, u16); 4] = [
+    // Datagrams to it are dropped at its full receive queue, after the
+    // ingress hook.
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp sink");
+    let sink_port = sink.local_addr().expect("udp sink port").port();
+    let workloads: [(&str, u64, u16); 5] = [
         ("open", 200_000, port),
         ("exec", 400, port),
         ("connect", 50_000, port),
+        ("udp-send", 200_000, sink_port),
         ("tcp-rr", 50_000, echo),
     ];
     println!("Sentinel overhead benchmark: {ROUNDS} interleaved rounds, median ns per iteration\n");
