@@ -23,6 +23,8 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
+
 use aya_ebpf::{
     bindings::bpf_sock_addr,
     helpers::{
@@ -39,12 +41,9 @@ use aya_ebpf::{
 use sentinel_common::{
     config, counter, decision, exec_flags, kernel_action, kind, path_key_kind, rule_id,
     ConnectEvent, EventHeader, ExecEvent, ExitEvent, Flow, ForkEvent, NetKeyData, NetRule,
-    OpenEvent,
-    PathKeyData, PathRule, PendingOpen, ARGV_MAX, ARG_LEN, NET_PORT_RANGES, PATH_KEY_PATH_LEN,
-    PATH_LEN,
+    OpenEvent, PathKeyData, PathRule, PendingOpen, ARGV_MAX, ARG_LEN, NET_PORT_RANGES,
+    PATH_KEY_PATH_LEN, PATH_LEN,
 };
-
-use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 const SIGKILL: u32 = 9;
 const SIGSTOP: u32 = 19;
@@ -689,6 +688,9 @@ fn register_flow(
     addr: &[u8; 16],
 ) {
     let cookie = unsafe { bpf_get_socket_cookie(sa as *const bpf_sock_addr as *mut _) };
+    // Look first: an update of an LRU map takes a free node (evicting
+    // another socket when the map is full) before it sees the key exists,
+    // and an unconnected UDP socket comes here for every datagram.
     if cookie == 0 || unsafe { FLOWS.get(&cookie) }.is_some() {
         return;
     }
@@ -701,6 +703,7 @@ fn register_flow(
         addr: *addr,
         ..Flow::default()
     };
+    // BPF_NOEXIST: a socket another CPU registered meanwhile keeps its counts.
     const BPF_NOEXIST: u64 = 1;
     let _ = FLOWS.insert(&cookie, &flow, BPF_NOEXIST);
 }
