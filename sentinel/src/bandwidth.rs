@@ -13,19 +13,21 @@
 //! [`MAX_ENTRIES`] (agent, host) rows; a report says from when it counted.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::SocketAddr;
 
 use sentinel_common::Flow;
 use serde::Serialize;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
+use crate::clock::rfc3339;
+use crate::decode::ip_addr;
+
 /// A day of per-minute buckets.
 pub const RETENTION_MINUTES: i64 = 24 * 60;
 /// (agent, host) rows kept over all buckets.
 pub const MAX_ENTRIES: usize = 200_000;
 
-const AF_INET: u16 = 2;
 const IPPROTO_UDP: u32 = 17;
 
 /// Packets and bytes each way.
@@ -142,7 +144,6 @@ impl BandwidthMeter {
         let mut present = HashSet::with_capacity(flows.len());
         let mut settled = Vec::new();
         for (cookie, flow) in flows {
-            present.insert(*cookie);
             let exited = &self.exited;
             let socket = self.sockets.entry(*cookie).or_insert_with(|| Socket {
                 usage: Usage {
@@ -161,17 +162,19 @@ impl BandwidthMeter {
             let counts = Counts::of(flow);
             let delta = counts.since(socket.last);
             socket.last = counts;
-            if flow.closed != 0 && delta.is_zero() {
-                settled.push(*cookie);
-            }
-            if !delta.is_zero() {
+            if delta.is_zero() {
+                if flow.closed != 0 {
+                    settled.push(*cookie);
+                    continue;
+                }
+            } else {
                 let usage = socket.usage.clone();
                 self.add(minute, usage, delta);
             }
+            present.insert(*cookie);
         }
-        // Gone from the map: evicted by the kernel's LRU, or settled.
-        self.sockets
-            .retain(|cookie, _| present.contains(cookie) && !settled.contains(cookie));
+        // Forgotten: settled, or evicted from the map by the kernel's LRU.
+        self.sockets.retain(|cookie, _| present.contains(cookie));
         self.exited.clear();
         self.expire(minute);
         settled
@@ -287,27 +290,17 @@ fn merge(out: &mut Value, counts: &Counts) {
     }
 }
 
+/// `addr:port`, IPv6 as `[addr]:port`.
 fn host(flow: &Flow) -> String {
-    let addr = if flow.family == AF_INET {
-        let [a, b, c, d, ..] = flow.addr;
-        IpAddr::V4(Ipv4Addr::new(a, b, c, d))
-    } else {
-        IpAddr::V6(Ipv6Addr::from(flow.addr))
-    };
-    match addr {
-        IpAddr::V4(a) => format!("{a}:{}", flow.port),
-        IpAddr::V6(a) => format!("[{a}]:{}", flow.port),
-    }
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    SocketAddr::new(ip_addr(flow.family, flow.addr), flow.port).to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv6Addr;
+
+    const AF_INET: u16 = 2;
 
     fn flow(pid: u32, uid: u32, port: u16, tx: u64, rx: u64) -> Flow {
         let mut addr = [0u8; 16];

@@ -3,6 +3,12 @@
 
 use time::OffsetDateTime;
 
+/// A time as the stream and the reports write it.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct WallClock {
     /// Wall-clock nanoseconds minus monotonic nanoseconds, at start.

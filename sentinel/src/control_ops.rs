@@ -17,6 +17,7 @@ use sentinel_policy::{Action, AnomalyThresholds, Engine, QuarantineEntry, Quaran
 use serde_json::json;
 use time::OffsetDateTime;
 
+use crate::clock::rfc3339;
 use crate::control::{self, Request};
 use crate::pipeline::{lock, mode_name, Core};
 
@@ -153,8 +154,7 @@ fn quarantine_list(engine: &Engine) -> Vec<serde_json::Value> {
             let expires = e.expires.map(|t| {
                 let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
                 OffsetDateTime::from_unix_timestamp(secs as i64)
-                    .ok()
-                    .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                    .map(rfc3339)
                     .unwrap_or_default()
             });
             json!({"target": e.target, "description": e.target.to_string(), "expires": expires, "reason": e.reason})

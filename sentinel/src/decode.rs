@@ -112,6 +112,16 @@ fn read<T: Copy>(bytes: &[u8], kind: u32) -> Result<T, DecodeError> {
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
+/// An address as the kernel records it: AF_INET (2) with the IPv4 address
+/// in the first four bytes, else IPv6.
+pub fn ip_addr(family: u16, addr: [u8; 16]) -> IpAddr {
+    if family == 2 {
+        IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(addr))
+    }
+}
+
 /// A NUL-terminated (or full) C string buffer as UTF-8, lossily.
 pub fn c_str(buf: &[u8]) -> String {
     let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
@@ -156,16 +166,9 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
         }
         kind::CONNECT => {
             let ev: ConnectEvent = read(bytes, raw.kind)?;
-            let addr = if ev.family == 2 {
-                IpAddr::V4(Ipv4Addr::new(
-                    ev.addr[0], ev.addr[1], ev.addr[2], ev.addr[3],
-                ))
-            } else {
-                IpAddr::V6(Ipv6Addr::from(ev.addr))
-            };
             KernelEvent::Connect {
                 header: header(&ev.header),
-                addr,
+                addr: ip_addr(ev.family, ev.addr),
                 port: ev.port,
                 protocol: ev.protocol,
             }

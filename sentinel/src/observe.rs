@@ -145,6 +145,7 @@ impl Sensor {
         } else {
             sensor.attach_lsm()
         };
+        let cgroup = cgroup2_root();
         match lsm {
             Ok(()) => {
                 sensor.flags |= config::flags::LSM_ENFORCES;
@@ -153,33 +154,27 @@ impl Sensor {
                     open: "lsm",
                     connect: "lsm",
                 };
-                // UDP datagrams without connect() still go through the
-                // cgroup sendmsg hooks; the connect hooks only register
-                // sockets for counting (the LSM hook decided already).
-                if let Some(cg) = cgroup2_root() {
-                    sensor.attach_cgroup(&cg, &["connect4", "connect6", "sendmsg4", "sendmsg6"])?;
-                }
             }
             Err(why) => {
                 sensor.lsm_unavailable = Some(why);
-                match cgroup2_root() {
-                    Some(cg) => sensor
-                        .attach_cgroup(&cg, &["connect4", "connect6", "sendmsg4", "sendmsg6"])?,
-                    None => {
-                        sensor.flags |= config::flags::CONNECT_VIA_TRACEPOINT;
-                        sensor.mechanisms.connect = "sigkill";
-                        sensor.attach_tracepoint(
-                            "sys_enter_connect",
-                            "syscalls",
-                            "sys_enter_connect",
-                        )?;
-                    }
+                if cgroup.is_none() {
+                    sensor.flags |= config::flags::CONNECT_VIA_TRACEPOINT;
+                    sensor.mechanisms.connect = "sigkill";
+                    sensor.attach_tracepoint(
+                        "sys_enter_connect",
+                        "syscalls",
+                        "sys_enter_connect",
+                    )?;
                 }
             }
         }
-        match cgroup2_root() {
+        match &cgroup {
             Some(cg) => {
-                if let Err(why) = sensor.attach_flow_counters(&cg) {
+                // Under BPF LSM the connect hooks only register sockets for
+                // counting (the LSM hook decided already); UDP datagrams
+                // without connect() go through the sendmsg hooks either way.
+                sensor.attach_cgroup(cg, &["connect4", "connect6", "sendmsg4", "sendmsg6"])?;
+                if let Err(why) = sensor.attach_flow_counters(cg) {
                     tracing::warn!("bytes of watched sockets are not counted: {why}");
                     sensor.flows_unavailable = Some(why);
                 }

@@ -25,6 +25,7 @@ use time::OffsetDateTime;
 
 use super::rules;
 use super::Context;
+use crate::clock::rfc3339;
 use crate::control::{self, ClientError, Request};
 
 type Outcome = Result<Value, String>;
@@ -347,11 +348,6 @@ fn strip_ok(mut v: Value) -> Value {
         m.remove("ok");
     }
     v
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 fn hours_ago(hours: f64) -> OffsetDateTime {
