@@ -826,30 +826,40 @@ fn every_other_tool_answers_from_real_state(admin: &Admin, daemon: &Daemon, scra
     assert_eq!(cleared["webhook"], Value::Null);
 }
 
-/// A loopback peer that accepts one connection, reads exactly `expect`
-/// bytes, answers with `reply` bytes and closes. Returns the port and a
-/// handle that yields the bytes it read.
-fn exchange_server(
-    bind: &str,
-    expect: usize,
-    reply: usize,
-) -> (u16, std::thread::JoinHandle<usize>) {
-    let listener = TcpListener::bind(bind).unwrap();
+/// Bytes each bandwidth-test client sends, and its peer answers.
+const SENT: usize = 1_000_000;
+const RECEIVED: usize = 250_000;
+
+/// One full exchange over loopback TCP: a peer on `ip` (this test, root)
+/// reads exactly `SENT` bytes and answers with `RECEIVED`; the client is a
+/// bash line run as `uid`, which `wrap` may put inside another command.
+/// Checks that both ends got everything; returns the peer's port.
+fn tcp_exchange(uid: u32, ip: &str, wrap: impl FnOnce(String) -> String) -> u16 {
+    let listener = TcpListener::bind((ip, 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let handle = std::thread::spawn(move || {
+    let peer = std::thread::spawn(move || {
         let (mut conn, _) = listener.accept().unwrap();
         let mut buf = vec![0u8; 65536];
         let mut got = 0;
-        while got < expect {
+        while got < SENT {
             match conn.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => got += n,
             }
         }
-        conn.write_all(&vec![b'y'; reply]).unwrap();
+        conn.write_all(&vec![b'y'; RECEIVED]).unwrap();
         got
     });
-    (port, handle)
+    let client =
+        format!("exec 3<>/dev/tcp/{ip}/{port}; head -c {SENT} /dev/zero >&3; cat <&3 | wc -c");
+    let out = sh_as(uid, &wrap(client));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        RECEIVED.to_string(),
+        "{out:?}"
+    );
+    assert_eq!(peer.join().unwrap(), SENT);
+    port
 }
 
 /// The row of `host` in the bandwidth report of `agent`, if any.
@@ -872,8 +882,6 @@ fn u(v: &Value, key: &str) -> u64 {
 
 #[test]
 fn bandwidth_is_counted_in_the_kernel_per_agent_and_host() {
-    const SENT: usize = 1_000_000;
-    const RECEIVED: usize = 250_000;
     const DATAGRAMS: u64 = 10;
     require_environment();
     let _lock = kernel_lock();
@@ -883,17 +891,7 @@ fn bandwidth_is_counted_in_the_kernel_per_agent_and_host() {
     assert_eq!(daemon.status()["bandwidth"]["counting"], true);
 
     // The agent: TCP over IPv4, then datagrams without connect().
-    let (v4, v4_server) = exchange_server("127.0.0.1:0", SENT, RECEIVED);
-    let out = sh_as(
-        WATCHED_UID,
-        &format!("exec 3<>/dev/tcp/127.0.0.1/{v4}; head -c {SENT} /dev/zero >&3; cat <&3 | wc -c"),
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        RECEIVED.to_string(),
-        "{out:?}"
-    );
-    assert_eq!(v4_server.join().unwrap(), SENT);
+    let v4 = tcp_exchange(WATCHED_UID, "127.0.0.1", |client| client);
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let udp_port = udp.local_addr().unwrap().port();
     let mut py = as_user(WATCHED_UID, "/usr/bin/python3");
@@ -908,35 +906,15 @@ fn bandwidth_is_counted_in_the_kernel_per_agent_and_host() {
     let suid = scratch.path().join("suid-setpriv");
     std::fs::copy("/usr/bin/setpriv", &suid).unwrap();
     std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
-    let (v6, v6_server) = exchange_server("[::1]:0", SENT, RECEIVED);
-    let out = sh_as(
-        WATCHED_UID,
-        &format!(
-            "{} --reuid=0 --regid=0 --clear-groups -- /bin/bash -c 'exec 3<>/dev/tcp/::1/{v6}; head -c {SENT} /dev/zero >&3; cat <&3 | wc -c'",
+    let v6 = tcp_exchange(WATCHED_UID, "::1", |client| {
+        format!(
+            "{} --reuid=0 --regid=0 --clear-groups -- /bin/bash -c '{client}'",
             suid.display()
-        ),
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        RECEIVED.to_string(),
-        "{out:?}"
-    );
-    assert_eq!(v6_server.join().unwrap(), SENT);
+        )
+    });
 
     // Somebody else: not counted, and not hindered either.
-    let (other, other_server) = exchange_server("127.0.0.1:0", SENT, RECEIVED);
-    let out = sh_as(
-        OTHER_UID,
-        &format!(
-            "exec 3<>/dev/tcp/127.0.0.1/{other}; head -c {SENT} /dev/zero >&3; cat <&3 | wc -c"
-        ),
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        RECEIVED.to_string(),
-        "{out:?}"
-    );
-    assert_eq!(other_server.join().unwrap(), SENT);
+    let other = tcp_exchange(OTHER_UID, "127.0.0.1", |client| client);
 
     let (v4_host, v6_host) = (format!("127.0.0.1:{v4}"), format!("[::1]:{v6}"));
     let udp_host = format!("127.0.0.1:{udp_port}");

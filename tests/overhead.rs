@@ -21,7 +21,7 @@
 //! from the daemon's own status.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -34,14 +34,20 @@ const ROUNDS: usize = 5;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("child") {
-        child(&args[2], args[3].parse().expect("iterations"), args.get(4));
+        child(
+            &args[2],
+            args[3].parse().expect("iterations"),
+            args[4].parse().expect("a port or rate"),
+        );
         return;
     }
     driver();
 }
 
 /// The workload loop; prints ns per iteration.
-fn child(workload: &str, n: u64, port: Option<&String>) {
+/// `arg` is what `run_child` passed: a port, or a rate for `open-paced`.
+fn child(workload: &str, n: u64, arg: u64) {
+    let port = || u16::try_from(arg).expect("a port");
     let start = Instant::now();
     match workload {
         "open" => {
@@ -57,23 +63,20 @@ fn child(workload: &str, n: u64, port: Option<&String>) {
         "connect" => {
             // A closed loopback port: the kernel answers at once (RST), so
             // the loop measures the connect path, not a listener.
-            let port: u16 = port.expect("port").parse().expect("port");
             for _ in 0..n {
-                let _ = std::net::TcpStream::connect(("127.0.0.1", port));
+                let _ = TcpStream::connect(("127.0.0.1", port()));
             }
         }
         "udp-send" => {
-            let port: u16 = port.expect("port").parse().expect("port");
-            let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp bind");
-            sock.connect(("127.0.0.1", port)).expect("udp connect");
+            let sock = UdpSocket::bind("127.0.0.1:0").expect("udp bind");
+            sock.connect(("127.0.0.1", port())).expect("udp connect");
             let buf = [7u8; 64];
             for _ in 0..n {
                 let _ = sock.send(&buf);
             }
         }
         "tcp-rr" => {
-            let port: u16 = port.expect("port").parse().expect("port");
-            let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            let mut conn = TcpStream::connect(("127.0.0.1", port())).expect("connect");
             conn.set_nodelay(true).expect("nodelay");
             let mut buf = [7u8; 64];
             for _ in 0..n {
@@ -82,10 +85,9 @@ fn child(workload: &str, n: u64, port: Option<&String>) {
             }
         }
         "open-paced" => {
-            // `port` carries the target rate (opens per second), paced in
+            // `arg` is the target rate (opens per second), paced in
             // batches of 100.
-            let rate: u64 = port.expect("rate").parse().expect("rate");
-            let per_batch = Duration::from_nanos(100 * 1_000_000_000 / rate.max(1));
+            let per_batch = Duration::from_nanos(100 * 1_000_000_000 / arg.max(1));
             let mut next = Instant::now();
             for i in 0..n {
                 drop(std::fs::File::open("/etc/hostname").expect("open"));
@@ -189,7 +191,7 @@ fn driver() {
     let echo = echo_server();
     // Datagrams to it are dropped at its full receive queue, after the
     // ingress hook.
-    let sink = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp sink");
+    let sink = UdpSocket::bind("127.0.0.1:0").expect("udp sink");
     let sink_port = sink.local_addr().expect("udp sink port").port();
     let workloads: [(&str, u64, u16); 5] = [
         ("open", 200_000, port),
