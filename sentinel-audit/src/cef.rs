@@ -134,6 +134,17 @@ pub fn event_line(event: &Event) -> String {
                 .put("fname", file_name)
                 .labelled("cn2", "flags", flags);
         }
+        Body::FileChange {
+            op, path, source, ..
+        } => {
+            let file_name = path.rsplit('/').next().unwrap_or(path);
+            ext.put("filePath", path)
+                .put("fname", file_name)
+                .labelled("cs5", "op", op);
+            if let Some(source) = source {
+                ext.put("oldFilePath", source);
+            }
+        }
         Body::Connect {
             addr, port, family, ..
         } => {

@@ -6,6 +6,10 @@
 //! `comm`, `exe`, `agent`; exec `argv`; open `path`, `flags`; connect
 //! `addr`, `port`, `family`; MCP `server`, `tool`, `args`; `verdict`;
 //! alerts `severity`, `category`, `reason`, `related`.
+//!
+//! Paths are the objects the kernel resolved (after symlinks, `..`,
+//! relative paths and descriptors); what the process typed is kept in
+//! `path_requested` when it differs.
 
 use sentinel_policy::Verdict;
 use serde::{Deserialize, Serialize};
@@ -48,13 +52,37 @@ pub enum Body {
         /// True when argv was cut to fit the kernel's bounds.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         argv_truncated: bool,
+        /// The filename as passed to execve, when it differs from `exe`
+        /// (the binary the kernel resolved and runs).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path_requested: Option<String>,
     },
     Open {
         #[serde(flatten)]
         process: ProcessInfo,
+        /// The resolved path of the object opened.
         path: String,
+        /// The path as the process passed it, when it differs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path_requested: Option<String>,
         /// The open(2) flags, as the kernel saw them.
         flags: u32,
+    },
+    /// A change to the file system: `op` is `rename`, `link`, `unlink`,
+    /// `rmdir`, `truncate`, `chmod`, `chown`, `mkdir`, `symlink` or
+    /// `mknod`; `path` the object changed or the name created; `source`
+    /// rename's and link's other name.
+    FileChange {
+        #[serde(flatten)]
+        process: ProcessInfo,
+        op: String,
+        path: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path_requested: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source_requested: Option<String>,
     },
     Connect {
         #[serde(flatten)]
@@ -103,6 +131,7 @@ impl Event {
         match self.body {
             Body::Exec { .. } => "exec",
             Body::Open { .. } => "open",
+            Body::FileChange { .. } => "file_change",
             Body::Connect { .. } => "connect",
             Body::Exit { .. } => "exit",
             Body::McpCall { .. } => "mcp_call",
@@ -117,6 +146,7 @@ impl Event {
         match &self.body {
             Body::Exec { process, .. }
             | Body::Open { process, .. }
+            | Body::FileChange { process, .. }
             | Body::Connect { process, .. }
             | Body::Exit { process }
             | Body::McpCall { process, .. } => Some(process),
@@ -145,6 +175,7 @@ mod tests {
                 },
                 argv: vec!["ls".into(), "-l".into()],
                 argv_truncated: false,
+                path_requested: None,
             },
             verdict: None,
         };

@@ -32,6 +32,9 @@ use crate::enforce::{self, Approvals, CompiledMaps, PendingApproval, Resolution}
 use crate::observe::Sensor;
 use crate::process::ProcessTable;
 
+/// How often protected objects are looked for on disk again.
+const IDENTIFY_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Counters shared with the control socket (`sentinel status`).
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -93,6 +96,10 @@ pub struct Core {
     condemned: HashSet<u32>,
     lost_reported: u64,
     next_recompile: Option<SystemTime>,
+    /// The compiled policy the maps were laid out from, kept to find
+    /// protected objects created or replaced on disk since.
+    kernel_policy: sentinel_policy::KernelPolicy,
+    next_identify: std::time::Instant,
     pub bandwidth: BandwidthMeter,
 }
 
@@ -128,6 +135,8 @@ impl Core {
             condemned: HashSet::new(),
             lost_reported: 0,
             next_recompile: None,
+            kernel_policy: sentinel_policy::KernelPolicy::default(),
+            next_identify: std::time::Instant::now(),
             bandwidth: BandwidthMeter::new(OffsetDateTime::now_utc()),
         };
         core.recompile()?;
@@ -139,14 +148,31 @@ impl Core {
     pub fn recompile(&mut self) -> Result<(), crate::observe::SensorError> {
         let kp = lock(&self.engine).kernel_policy(&self.homes, SystemTime::now());
         self.next_recompile = kp.next_expiry;
-        let maps = enforce::compile_maps(&kp);
+        let mut maps = enforce::compile_maps(&kp);
+        enforce::identify(&kp, &mut maps);
         for skipped in &maps.skipped {
             tracing::warn!("{skipped}");
         }
-        enforce::apply(&mut self.sensor, &maps)?;
+        enforce::apply(&mut self.sensor, &mut maps)?;
         self.maps = maps;
-        self.userspace_only = kp.userspace_only;
+        self.userspace_only = kp.userspace_only.clone();
+        self.kernel_policy = kp;
         Ok(())
+    }
+
+    /// Looks for protected objects that appeared or were replaced on disk
+    /// since the maps were written (a key created later, a file renamed
+    /// over another) and updates the kernel when anything changed.
+    pub fn reidentify(&mut self) {
+        let mut maps = enforce::compile_maps(&self.kernel_policy);
+        enforce::identify(&self.kernel_policy, &mut maps);
+        if maps.inodes == self.maps.inodes && maps.paths.len() == self.maps.paths.len() {
+            return;
+        }
+        match enforce::apply(&mut self.sensor, &mut maps) {
+            Ok(()) => self.maps = maps,
+            Err(e) => tracing::error!("updating the protected objects failed: {e}"),
+        }
     }
 
     /// Handles one ring-buffer record.
@@ -164,10 +190,11 @@ impl Core {
     pub fn handle(&mut self, event: KernelEvent) {
         let ts = self.clock.wall(event.header().ktime_ns);
         let header = event.header().clone();
+        let approval = enforce::approval_key(&event);
         let Some(body) = self.enrich(event) else {
             return;
         };
-        let verdict = self.verdict_and_enforce(&body, &header);
+        let verdict = self.verdict_and_enforce(&body, &header, approval);
         self.push(ts, body, verdict);
     }
 
@@ -187,28 +214,78 @@ impl Core {
             KernelEvent::Exec {
                 header,
                 ppid,
+                binary,
                 filename,
                 argv,
                 argv_truncated,
                 ..
             } => {
-                t.on_exec(header.pid, ppid, header.uid, &header.comm, &filename);
+                // The binary the kernel resolved is the truth; the name
+                // passed is kept when it differs (a symlink, a script,
+                // /proc/self/fd/N).
+                let exe = if binary.path.is_empty() {
+                    &filename
+                } else {
+                    &binary.path
+                };
+                t.on_exec(header.pid, ppid, header.uid, &header.comm, exe);
+                let process = t.info(header.pid, header.uid, &header.comm);
+                let path_requested =
+                    (!filename.is_empty() && filename != process.exe).then_some(filename);
                 Body::Exec {
-                    process: t.info(header.pid, header.uid, &header.comm),
+                    process,
                     argv,
                     argv_truncated,
+                    path_requested,
                 }
             }
             KernelEvent::Open {
                 header,
-                path,
+                file,
+                requested,
                 flags,
                 dfd,
-            } => Body::Open {
-                path: t.resolve_path(header.pid, dfd, &path),
-                process: t.info(header.pid, header.uid, &header.comm),
-                flags,
-            },
+                ..
+            } => {
+                let path = if file.path.is_empty() {
+                    t.resolve_path(header.pid, dfd, &requested)
+                } else {
+                    file.path
+                };
+                Body::Open {
+                    path_requested: (!requested.is_empty() && requested != path)
+                        .then_some(requested),
+                    path,
+                    process: t.info(header.pid, header.uid, &header.comm),
+                    flags,
+                }
+            }
+            KernelEvent::Change {
+                header,
+                op,
+                target,
+                target_requested,
+                source,
+                source_requested,
+                ..
+            } => {
+                let path = t.change_path(header.pid, &target, &target_requested);
+                let source = source.map(|s| t.change_path(header.pid, &s, &source_requested));
+                Body::FileChange {
+                    process: t.info(header.pid, header.uid, &header.comm),
+                    op: op.name().to_string(),
+                    path_requested: (!target_requested.is_empty() && target_requested != path)
+                        .then_some(target_requested),
+                    path,
+                    source_requested: match &source {
+                        Some(s) if !source_requested.is_empty() && source_requested != *s => {
+                            Some(source_requested)
+                        }
+                        _ => None,
+                    },
+                    source,
+                }
+            }
             KernelEvent::Connect {
                 header, addr, port, ..
             } => Body::Connect {
@@ -242,11 +319,26 @@ impl Core {
 
     /// The engine's verdict, reconciled with what the kernel already did,
     /// and carried out where the kernel could not.
-    fn verdict_and_enforce(&mut self, body: &Body, header: &Header) -> Option<Verdict> {
+    fn verdict_and_enforce(
+        &mut self,
+        body: &Body,
+        header: &Header,
+        approval: Option<sentinel_common::ApprovalKey>,
+    ) -> Option<Verdict> {
         let action = action_for(body)?;
         let mut v = lock(&self.engine)
             .assess(&action, SystemTime::now())
             .verdict;
+        // A rename or link changes its source name too: the stricter
+        // verdict of the two stands.
+        if let Some(source) = source_action_for(body) {
+            let sv = lock(&self.engine)
+                .assess(&source, SystemTime::now())
+                .verdict;
+            if strictness(sv.action) > strictness(v.action) {
+                v = sv;
+            }
+        }
         // The scorer latches an auto-lockdown once (not while learning)
         // until the operator lifts it.
         if let Some(order) = self.behaviour.as_ref().and_then(Behaviour::take_lockdown) {
@@ -291,13 +383,26 @@ impl Core {
                     v.rule = Some(self.maps.rule_name(header.rule_id));
                 }
                 v.enforced = true;
-                let id = self.hold(pid, body, v.rule.clone());
+                let id = self.hold(pid, body, v.rule.clone(), approval);
                 v.reason = format!(
                     "{}; held by the kernel: `sentinel approve {id}` resumes it, `sentinel deny {id}` kills it",
                     v.reason
                 );
             }
             KernelAction::None => match v.action {
+                Decision::Deny
+                    if v.rule
+                        .as_ref()
+                        .is_some_and(|r| self.maps.refused.contains(r)) =>
+                {
+                    let killed = self.kill_tree(pid);
+                    v.enforced = false;
+                    v.reason = format!(
+                        "{}; the kernel refused this rule's map entries, so it was decided in userspace: {}",
+                        v.reason,
+                        if killed { "the daemon killed the process after the call" } else { "the process had already exited" }
+                    );
+                }
                 Decision::Deny => {
                     let killed = self.kill_tree(pid);
                     v.enforced = false;
@@ -317,7 +422,7 @@ impl Core {
                     // SAFETY: kill has no memory-safety preconditions.
                     let stopped = unsafe { libc::kill(pid as i32, libc::SIGSTOP) } == 0;
                     let _ = self.sensor.hold(pid);
-                    let id = self.hold(pid, body, v.rule.clone());
+                    let id = self.hold(pid, body, v.rule.clone(), None);
                     v.enforced = false;
                     v.reason = format!(
                         "{}; decided in userspace, {}: `sentinel approve {id}` / `sentinel deny {id}`",
@@ -344,8 +449,14 @@ impl Core {
         killed
     }
 
-    fn hold(&mut self, pid: u32, body: &Body, rule: Option<String>) -> u64 {
-        self.approvals.hold(pid, describe(body), rule)
+    fn hold(
+        &mut self,
+        pid: u32,
+        body: &Body,
+        rule: Option<String>,
+        approval: Option<sentinel_common::ApprovalKey>,
+    ) -> u64 {
+        self.approvals.hold(pid, describe(body), rule, approval)
     }
 
     fn push(&mut self, ts: OffsetDateTime, body: Body, verdict: Option<Verdict>) {
@@ -396,6 +507,10 @@ impl Core {
     /// expired quarantines recompiled.
     pub fn tick(&mut self) {
         self.read_bandwidth();
+        if self.next_identify <= std::time::Instant::now() {
+            self.reidentify();
+            self.next_identify = std::time::Instant::now() + IDENTIFY_EVERY;
+        }
         let lost = self.sensor.counters().map(|c| c.ringbuf_full).unwrap_or(0);
         self.stats.lost.store(lost, Ordering::Relaxed);
         if lost > self.lost_reported {
@@ -632,8 +747,43 @@ pub fn mode_name(mode: Mode) -> String {
         .unwrap_or_default()
 }
 
+/// How far a decision goes, to pick the stricter of two verdicts.
+fn strictness(d: Decision) -> u8 {
+    match d {
+        Decision::Allow => 0,
+        Decision::LogOnly => 1,
+        Decision::Ask => 2,
+        Decision::Deny => 3,
+    }
+}
+
+/// The other name a rename or link changes, as a write to it.
+fn source_action_for(body: &Body) -> Option<Action> {
+    let Body::FileChange {
+        process,
+        op,
+        source: Some(source),
+        ..
+    } = body
+    else {
+        return None;
+    };
+    if op != "rename" {
+        return None;
+    }
+    Some(Action {
+        agent: process.agent.clone(),
+        uid: process.uid,
+        pid: process.pid,
+        object: Object::Open {
+            path: source.clone(),
+            write: true,
+        },
+    })
+}
+
 /// The engine's view of a kernel event; `None` for kinds that are not
-/// actions (exit, alerts).
+/// actions (exit, alerts). A file-system change is a write to its path.
 fn action_for(body: &Body) -> Option<Action> {
     let (process, object) = match body {
         Body::Exec { process, argv, .. } => (
@@ -647,11 +797,19 @@ fn action_for(body: &Body) -> Option<Action> {
             process,
             path,
             flags,
+            ..
         } => (
             process,
             Object::Open {
                 path: path.clone(),
                 write: open_flags_write(*flags),
+            },
+        ),
+        Body::FileChange { process, path, .. } => (
+            process,
+            Object::Open {
+                path: path.clone(),
+                write: true,
             },
         ),
         Body::Connect {
@@ -681,6 +839,13 @@ fn describe(body: &Body) -> String {
     match body {
         Body::Exec { process, .. } => format!("exec {}", process.exe),
         Body::Open { path, .. } => format!("open {path}"),
+        Body::FileChange {
+            op,
+            path,
+            source: Some(source),
+            ..
+        } => format!("{op} {source} -> {path}"),
+        Body::FileChange { op, path, .. } => format!("{op} {path}"),
         Body::Connect { addr, port, .. } => format!("connect {addr}:{port}"),
         other => format!("{other:?}"),
     }
@@ -708,6 +873,7 @@ mod tests {
             process: info(),
             argv: vec!["curl".into(), "x".into()],
             argv_truncated: false,
+            path_requested: None,
         };
         let a = action_for(&exec).unwrap();
         assert_eq!(a.agent.as_deref(), Some("claude"));
@@ -715,6 +881,7 @@ mod tests {
         let open = Body::Open {
             process: info(),
             path: "/etc/shadow".into(),
+            path_requested: None,
             flags: 0o1101,
         };
         assert!(matches!(
