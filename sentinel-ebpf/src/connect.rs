@@ -230,7 +230,8 @@ pub fn socket_connect(ctx: LsmContext) -> i32 {
     if is_held(&cur) {
         return -crate::act::EPERM;
     }
-    let Some((family, port, addr)) = sockaddr(ctx.arg(1), false) else {
+    let Some((family, port, addr)) = sockaddr(crate::kernel::lsm_arg(&ctx, 1) as *const u8, false)
+    else {
         return 0;
     };
     let d = connect_decision(family, &addr, port);

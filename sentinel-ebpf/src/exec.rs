@@ -115,7 +115,7 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
     let Some(ev) = exec_record(cur.tid, &cur) else {
         return 0;
     };
-    let bprm: u64 = ctx.arg(0);
+    let bprm: u64 = crate::kernel::lsm_arg(&ctx, 0);
     let hit = resolve_binary(&l, bprm, ev);
     let d = exec_decision(&ev.path, &hit);
     let (ret, action) = refuse(&cur, &d, &file_approval(approval_kind::EXEC, &ev.obj));

@@ -17,6 +17,17 @@ pub fn read<T: Copy + Default>(addr: u64) -> T {
     unsafe { bpf_probe_read_kernel(addr as *const T) }.unwrap_or_default()
 }
 
+/// Argument `n` of an LSM hook as a plain number. BTF-typed hooks hand
+/// their arguments over as typed pointers, and the verifier refuses
+/// arithmetic with the daemon's (variable) offsets on those; read through
+/// the helper, they are just numbers.
+#[inline(always)]
+pub fn lsm_arg(ctx: &aya_ebpf::programs::LsmContext, n: usize) -> u64 {
+    use aya_ebpf::EbpfContext;
+    let args = ctx.as_ptr() as u64;
+    read::<u64>(args + 8 * n as u64)
+}
+
 /// Reads a kernel pointer (as a number; 0 when unreadable).
 #[inline(always)]
 pub fn ptr(addr: u64) -> u64 {

@@ -77,10 +77,16 @@ pub static FLOWS: LruHashMap<u64, Flow> = LruHashMap::with_max_entries(16384, 0)
 /// volatile accesses, so the verifier sees unknown values at each loop
 /// head instead of one state per path taken so far: the walks verify in
 /// time linear in their bound.
+pub const NAME_SLOTS: usize = 64;
+const _: () = assert!(NAME_SLOTS.is_power_of_two() && NAME_SLOTS >= WALK_DEPTH);
+
 #[repr(C)]
 pub struct WalkNames {
-    pub name: [u64; WALK_DEPTH],
-    pub len: [u32; WALK_DEPTH],
+    /// `NAME_SLOTS` entries (a power of two), of which `WALK_DEPTH` are
+    /// used: an index masked with `NAME_SLOTS - 1` is in bounds where the
+    /// verifier can see it.
+    pub name: [u64; NAME_SLOTS],
+    pub len: [u32; NAME_SLOTS],
     /// Names recorded.
     pub n: u64,
     pub dentry: u64,

@@ -245,7 +245,14 @@ pub fn path_unlink(ctx: LsmContext) -> i32 {
     if prev != 0 {
         return prev;
     }
-    lsm_change(mutate_op::UNLINK, 0, mnt_of(ctx.arg(0)), ctx.arg(1), 0, 0)
+    lsm_change(
+        mutate_op::UNLINK,
+        0,
+        mnt_of(crate::kernel::lsm_arg(&ctx, 0)),
+        crate::kernel::lsm_arg(&ctx, 1),
+        0,
+        0,
+    )
 }
 
 /// `path_rmdir(const struct path *dir, struct dentry *dentry)`.
@@ -255,7 +262,14 @@ pub fn path_rmdir(ctx: LsmContext) -> i32 {
     if prev != 0 {
         return prev;
     }
-    lsm_change(mutate_op::RMDIR, 0, mnt_of(ctx.arg(0)), ctx.arg(1), 0, 0)
+    lsm_change(
+        mutate_op::RMDIR,
+        0,
+        mnt_of(crate::kernel::lsm_arg(&ctx, 0)),
+        crate::kernel::lsm_arg(&ctx, 1),
+        0,
+        0,
+    )
 }
 
 /// `path_rename(const struct path *old_dir, struct dentry *old_dentry,
@@ -271,10 +285,10 @@ pub fn path_rename(ctx: LsmContext) -> i32 {
     lsm_change(
         mutate_op::RENAME,
         flags,
-        mnt_of(ctx.arg(2)),
-        ctx.arg(3),
-        mnt_of(ctx.arg(0)),
-        ctx.arg(1),
+        mnt_of(crate::kernel::lsm_arg(&ctx, 2)),
+        crate::kernel::lsm_arg(&ctx, 3),
+        mnt_of(crate::kernel::lsm_arg(&ctx, 0)),
+        crate::kernel::lsm_arg(&ctx, 1),
     )
 }
 
@@ -286,8 +300,15 @@ pub fn path_link(ctx: LsmContext) -> i32 {
     if prev != 0 {
         return prev;
     }
-    let mnt = mnt_of(ctx.arg(1));
-    lsm_change(mutate_op::LINK, 0, mnt, ctx.arg(2), mnt, ctx.arg(0))
+    let mnt = mnt_of(crate::kernel::lsm_arg(&ctx, 1));
+    lsm_change(
+        mutate_op::LINK,
+        0,
+        mnt,
+        crate::kernel::lsm_arg(&ctx, 2),
+        mnt,
+        crate::kernel::lsm_arg(&ctx, 0),
+    )
 }
 
 /// `path_truncate(const struct path *path)`.
@@ -297,7 +318,7 @@ pub fn path_truncate(ctx: LsmContext) -> i32 {
     if prev != 0 {
         return prev;
     }
-    let (vfs, dentry) = path_arg(ctx.arg(0));
+    let (vfs, dentry) = path_arg(crate::kernel::lsm_arg(&ctx, 0));
     lsm_change(mutate_op::TRUNCATE, 0, vfs, dentry, 0, 0)
 }
 
@@ -309,7 +330,7 @@ pub fn path_chmod(ctx: LsmContext) -> i32 {
         return prev;
     }
     let mode: u32 = ctx.arg(1);
-    let (vfs, dentry) = path_arg(ctx.arg(0));
+    let (vfs, dentry) = path_arg(crate::kernel::lsm_arg(&ctx, 0));
     lsm_change(mutate_op::CHMOD, mode & 0xffff, vfs, dentry, 0, 0)
 }
 
@@ -321,7 +342,7 @@ pub fn path_chown(ctx: LsmContext) -> i32 {
         return prev;
     }
     let uid: u32 = ctx.arg(1);
-    let (vfs, dentry) = path_arg(ctx.arg(0));
+    let (vfs, dentry) = path_arg(crate::kernel::lsm_arg(&ctx, 0));
     lsm_change(mutate_op::CHOWN, uid, vfs, dentry, 0, 0)
 }
 
@@ -337,8 +358,8 @@ pub fn path_mkdir(ctx: LsmContext) -> i32 {
     lsm_change(
         mutate_op::MKDIR,
         mode & 0xffff,
-        mnt_of(ctx.arg(0)),
-        ctx.arg(1),
+        mnt_of(crate::kernel::lsm_arg(&ctx, 0)),
+        crate::kernel::lsm_arg(&ctx, 1),
         0,
         0,
     )
@@ -352,7 +373,14 @@ pub fn path_symlink(ctx: LsmContext) -> i32 {
     if prev != 0 {
         return prev;
     }
-    lsm_change(mutate_op::SYMLINK, 0, mnt_of(ctx.arg(0)), ctx.arg(1), 0, 0)
+    lsm_change(
+        mutate_op::SYMLINK,
+        0,
+        mnt_of(crate::kernel::lsm_arg(&ctx, 0)),
+        crate::kernel::lsm_arg(&ctx, 1),
+        0,
+        0,
+    )
 }
 
 /// `path_mknod(const struct path *dir, struct dentry *dentry, umode_t mode,
@@ -367,8 +395,8 @@ pub fn path_mknod(ctx: LsmContext) -> i32 {
     lsm_change(
         mutate_op::MKNOD,
         mode & 0xffff,
-        mnt_of(ctx.arg(0)),
-        ctx.arg(1),
+        mnt_of(crate::kernel::lsm_arg(&ctx, 0)),
+        crate::kernel::lsm_arg(&ctx, 1),
         0,
         0,
     )

@@ -183,7 +183,7 @@ pub fn file_open(ctx: LsmContext) -> i32 {
         bump(counter::UNRESOLVED);
         return 0;
     };
-    let file: u64 = ctx.arg(0);
+    let file: u64 = crate::kernel::lsm_arg(&ctx, 0);
     let f_flags: u32 = read(file + l.file_flags);
     if f_flags & FMODE_EXEC_FLAG != 0 {
         // execve opening the binary: bprm_check_security decides.

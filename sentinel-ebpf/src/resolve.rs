@@ -20,7 +20,7 @@ use sentinel_common::{
 };
 
 use crate::kernel::{ptr, read, Layout};
-use crate::maps::{WalkNames, INODE_RULES, WALK_SCRATCH};
+use crate::maps::{WalkNames, INODE_RULES, NAME_SLOTS, WALK_SCRATCH};
 
 const AT_FDCWD: i32 = -100;
 /// The longest name a dentry has (NAME_MAX) plus its NUL.
@@ -199,18 +199,21 @@ extern "C" fn walk_up(_index: u32, ctx: *mut core::ffi::c_void) -> i64 {
         return 0;
     }
     let parent = ptr(d + l.dentry_parent);
-    if parent == d || parent == 0 {
-        // The root of a tree mounted nowhere (memfd, pipe, socket).
-        set!(st.done, 1);
+    if n as usize >= WALK_DEPTH || parent == 0 {
         return 1;
     }
-    let k = n as usize;
-    if k >= WALK_DEPTH {
-        return 1;
-    }
+    // Masked where the verifier can see it (black_box keeps the compiler
+    // from dropping a mask it can prove redundant).
+    let k = core::hint::black_box(n as usize) & (NAME_SLOTS - 1);
     set!(st.name[k], ptr(d + l.dentry_name_ptr));
     set!(st.len[k], read::<u32>(d + l.dentry_name_len));
     set!(st.n, n + 1);
+    if parent == d {
+        // A dentry of its own, mounted nowhere (memfd, a disconnected
+        // handle): its name is the whole path, `/memfd:NAME`.
+        set!(st.done, 1);
+        return 1;
+    }
     set!(st.dentry, parent);
     0
 }
@@ -227,10 +230,7 @@ extern "C" fn walk_down(index: u32, ctx: *mut core::ffi::c_void) -> i64 {
     if j >= n || n > WALK_DEPTH {
         return 1;
     }
-    let k = n - 1 - j;
-    if k >= WALK_DEPTH {
-        return 1;
-    }
+    let k = core::hint::black_box(n - 1 - j) & (NAME_SLOTS - 1);
     let pos = get!(st.pos) as usize;
     if pos > LAST_NAME_AT {
         set!(st.done, 0);

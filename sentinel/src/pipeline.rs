@@ -793,6 +793,9 @@ fn action_for(body: &Body) -> Option<Action> {
                 argv: argv.clone(),
             },
         ),
+        // An O_PATH handle reads nothing; reopening it through
+        // /proc/self/fd is an open of its own and decided then.
+        Body::Open { flags, .. } if flags & (libc::O_PATH as u32) != 0 => return None,
         Body::Open {
             process,
             path,

@@ -68,6 +68,9 @@ pub struct GuestSpec {
     pub script: String,
     /// Wall-clock limit for boot, script and power-off together.
     pub timeout: Duration,
+    /// `lsm=` for this boot instead of the kernel's own list (with `bpf`
+    /// added when it lacks it), e.g. a list without `bpf`.
+    pub lsm: Option<String>,
 }
 
 /// What the guest reported.
@@ -106,6 +109,10 @@ pub fn run_guest_test(root: &Path, spec: &GuestSpec) -> Result<GuestOutcome> {
         let nonce = nonce();
         let initrd = build_initramfs(&run_dir, spec, &nonce)
             .context("building the guest initramfs failed")?;
+        let mut kernel = kernel.clone();
+        if let Some(lsm) = &spec.lsm {
+            kernel.extra_cmdline = format!("lsm={lsm}");
+        }
         boot(&kernel, &initrd, &nonce, spec.timeout)
     })();
     if std::env::var_os("SENTINEL_GUEST_KEEP").is_none() {
@@ -135,6 +142,7 @@ pub fn self_test(root: &Path) -> Result<()> {
         extra_files: vec![(extra, PathBuf::from("/sentinel-guest/selftest-extra.txt"))],
         script: SELFTEST_SCRIPT.to_string(),
         timeout: Duration::from_secs(180),
+        lsm: None,
     };
     let outcome = run_guest_test(root, &spec)?;
     if !outcome.passed {

@@ -146,6 +146,11 @@ fn cargo(root: &Path, args: &[&str]) -> Result<()> {
         .env("SENTINEL_EBPF_OBJECT", ebpf_object(root))
         // The MCP proxy tests drive the real `sentinel mcp-proxy` binary.
         .env("SENTINEL_BIN", root.join("target/release/sentinel"))
+        // The evasion tests try every route with this tool.
+        .env(
+            "SENTINEL_EVASION_BIN",
+            root.join("target/release/sentinel-evasion"),
+        )
         .args(args)
         .status()
         .with_context(|| format!("running cargo {}", args.join(" ")))?;
@@ -157,7 +162,18 @@ fn cargo(root: &Path, args: &[&str]) -> Result<()> {
 
 fn build(root: &Path) -> Result<()> {
     build_ebpf(root)?;
-    cargo(root, &["build", "--locked", "--release", "-p", "sentinel"])
+    cargo(
+        root,
+        &[
+            "build",
+            "--locked",
+            "--release",
+            "-p",
+            "sentinel",
+            "-p",
+            "sentinel-evasion",
+        ],
+    )
 }
 
 fn test(root: &Path, lint: bool) -> Result<()> {
