@@ -15,7 +15,6 @@ use time::OffsetDateTime;
 use crate::cef;
 use crate::error::AuditError;
 use crate::log::{AuditLog, Retention};
-use crate::sink::{SinkOptions, SinkSpec};
 use crate::store::{AuditReader, QueryFilter, Stats};
 use crate::verify::{verify_with_keys, AnchorStatus};
 
@@ -145,42 +144,6 @@ pub enum AuditCommand {
         #[command(flatten)]
         filters: Filters,
     },
-}
-
-/// Live export options for `sentinel run`; flatten into its arguments.
-#[derive(Debug, Clone, Args)]
-pub struct SinkArgs {
-    /// Stream events as JSONL to a file (rotated by size) or `-` (stdout).
-    #[arg(long = "jsonl", value_name = "PATH|-", value_parser = SinkSpec::jsonl)]
-    pub jsonl: Vec<SinkSpec>,
-    /// Stream events as CEF to a file, `-`, or syslog (RFC 5424) over
-    /// udp://HOST:PORT or tcp://HOST:PORT.
-    #[arg(long = "cef", value_name = "PATH|-|udp://HOST:PORT|tcp://HOST:PORT", value_parser = SinkSpec::cef)]
-    pub cef: Vec<SinkSpec>,
-    /// Rotate file sinks past this many bytes (0: never).
-    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
-    pub sink_rotate_bytes: u64,
-    /// Rotated files to keep.
-    #[arg(long, value_name = "N", default_value_t = 5)]
-    pub sink_rotate_keep: usize,
-    /// Records buffered per sink before drops (counted) begin.
-    #[arg(long, value_name = "N", default_value_t = 8192)]
-    pub sink_queue: usize,
-}
-
-impl SinkArgs {
-    pub fn specs(&self) -> Vec<SinkSpec> {
-        self.jsonl.iter().chain(&self.cef).cloned().collect()
-    }
-
-    pub fn options(&self) -> SinkOptions {
-        SinkOptions {
-            queue_capacity: self.sink_queue,
-            rotate_bytes: self.sink_rotate_bytes,
-            rotate_keep: self.sink_rotate_keep,
-            ..SinkOptions::default()
-        }
-    }
 }
 
 /// Runs one `sentinel audit` command.

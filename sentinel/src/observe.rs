@@ -453,6 +453,23 @@ impl Sensor {
         Ok(m.iter().filter_map(Result::ok).collect())
     }
 
+    /// Run time and run count of each program, while the kernel counts
+    /// them (`kernel.bpf_stats_enabled = 1`); empty otherwise.
+    pub fn program_stats(&self) -> Vec<(String, std::time::Duration, u64)> {
+        let on = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+            .is_ok_and(|v| v.trim() == "1");
+        if !on {
+            return Vec::new();
+        }
+        self.ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let info = p.info().ok()?;
+                Some((name.to_string(), info.run_time(), info.run_count()))
+            })
+            .collect()
+    }
+
     /// Stops counting a socket (it was released and its last counts read).
     pub fn forget_flow(&mut self, cookie: u64) -> Result<(), SensorError> {
         self.remove_key::<u64, Flow>("FLOWS", &cookie)

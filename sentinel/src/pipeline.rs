@@ -12,7 +12,7 @@
 //! buffer fills, and the kernel counts the drops: backpressure ends in a
 //! counted, reported loss, never a silent one.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,6 +28,7 @@ use crate::behaviour::Behaviour;
 use crate::clock::WallClock;
 use crate::decode::{self, Header, KernelAction, KernelEvent};
 use crate::enforce::{self, Approvals, CompiledMaps, PendingApproval, Resolution};
+use crate::metrics::Metrics;
 
 use crate::observe::Sensor;
 use crate::process::ProcessTable;
@@ -94,6 +95,69 @@ pub struct Core {
     lost_reported: u64,
     next_recompile: Option<SystemTime>,
     pub bandwidth: BandwidthMeter,
+    pub metrics: Arc<Metrics>,
+    /// The policy directory in force (absolute); `None`: the embedded
+    /// defaults.
+    pub policy_dir: Option<PathBuf>,
+    /// The newest events, for `sentinel top`'s live feed.
+    pub feed: Feed,
+    /// Per agent: the risk of its latest verdict, the highest, and how
+    /// many events it had.
+    pub agent_risk: BTreeMap<String, AgentRisk>,
+}
+
+/// One agent's risk as its verdicts report it.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct AgentRisk {
+    pub last: u8,
+    pub max: u8,
+    pub events: u64,
+}
+
+/// The newest recorded events, kept in memory for the dashboard; older
+/// ones are in the audit chain.
+#[derive(Debug, Default)]
+pub struct Feed {
+    events: VecDeque<Event>,
+}
+
+impl Feed {
+    const CAPACITY: usize = 4096;
+
+    fn push(&mut self, event: &Event) {
+        if self.events.len() == Self::CAPACITY {
+            self.events.pop_front();
+        }
+        self.events.push_back(event.clone());
+    }
+
+    /// Events after `after` whose JSON contains `filter` (any case), the
+    /// newest `limit` of them, and how many matching ones were left out.
+    pub fn since(
+        &self,
+        after: u64,
+        filter: Option<&str>,
+        limit: usize,
+    ) -> (Vec<serde_json::Value>, usize) {
+        let needle = filter.map(str::to_lowercase).filter(|f| !f.is_empty());
+        let matching: Vec<serde_json::Value> = self
+            .events
+            .iter()
+            .filter(|e| e.seq > after)
+            .filter_map(|e| serde_json::to_value(e).ok())
+            .filter(|v| {
+                needle
+                    .as_deref()
+                    .is_none_or(|n| v.to_string().to_lowercase().contains(n))
+            })
+            .collect();
+        let skipped = matching.len().saturating_sub(limit);
+        (matching.into_iter().skip(skipped).collect(), skipped)
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.events.back().map_or(0, |e| e.seq)
+    }
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -108,6 +172,8 @@ pub struct CoreParts {
     pub audit: AuditWriter,
     pub behaviour: Option<Behaviour>,
     pub approvals: Approvals,
+    pub metrics: Arc<Metrics>,
+    pub policy_dir: Option<PathBuf>,
 }
 
 impl Core {
@@ -129,6 +195,10 @@ impl Core {
             lost_reported: 0,
             next_recompile: None,
             bandwidth: BandwidthMeter::new(OffsetDateTime::now_utc()),
+            metrics: parts.metrics,
+            policy_dir: parts.policy_dir,
+            feed: Feed::default(),
+            agent_risk: BTreeMap::new(),
         };
         core.recompile()?;
         Ok(core)
@@ -380,8 +450,20 @@ impl Core {
         }
     }
 
-    /// Hands a numbered event to the audit writer.
+    /// Hands a numbered event to the audit writer, counting it for the
+    /// metrics and keeping it for the live feed.
     fn emit(&mut self, event: Event) {
+        self.metrics.observe(&event);
+        if let (Some(agent), Some(v)) = (
+            event.process().and_then(|p| p.agent.as_ref()),
+            &event.verdict,
+        ) {
+            let r = self.agent_risk.entry(agent.clone()).or_default();
+            r.last = v.risk;
+            r.max = r.max.max(v.risk);
+            r.events += 1;
+        }
+        self.feed.push(&event);
         self.audit.record(event);
         self.stats.emitted.fetch_add(1, Ordering::Relaxed);
     }
@@ -558,6 +640,7 @@ impl Core {
             let _ = self.recompile();
             return Err(format!("compiling it into the kernel maps failed: {e}"));
         }
+        self.policy_dir = Some(std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()));
         Ok(rules)
     }
 
@@ -595,6 +678,45 @@ impl Core {
             },
             None,
         );
+    }
+
+    /// Records a configuration reload's outcome (category `config`).
+    pub fn record_config_alert(&mut self, severity: &str, reason: String) {
+        self.push(
+            OffsetDateTime::now_utc(),
+            Body::Alert {
+                severity: severity.into(),
+                category: "config".into(),
+                reason,
+                related: Vec::new(),
+            },
+            None,
+        );
+    }
+
+    /// Publishes to new sinks from now on (SIGHUP).
+    pub fn replace_sinks(&self, sinks: sentinel_audit::Sinks) {
+        self.audit.replace_sinks(sinks);
+    }
+
+    /// Sets (or clears) the alert webhook the configuration file names.
+    pub fn set_webhook(
+        &mut self,
+        config: Option<sentinel_anomaly::WebhookConfig>,
+    ) -> Result<(), String> {
+        match self.behaviour.as_mut() {
+            Some(b) => b.set_webhook(config),
+            None => Err("alerts are not raised by this daemon".into()),
+        }
+    }
+
+    /// The alerts store, for the control socket (`sentinel top`).
+    pub fn behaviour_mut(&mut self) -> Option<&mut Behaviour> {
+        self.behaviour.as_mut()
+    }
+
+    pub fn tracked_processes(&self) -> usize {
+        self.table.len()
     }
 
     pub fn audit_stats(&self) -> sentinel_audit::AuditWriterStats {
