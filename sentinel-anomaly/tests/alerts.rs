@@ -560,26 +560,45 @@ fn cli_lists_acks_and_resolves_on_the_database() {
 
     // Webhook configuration through the CLI.
     let err = run(AlertsCommand::Webhook(WebhookCommand::Set {
-        url: "https://hooks.slack.example/x".into(),
+        url: "ftp://hooks.example/x".into(),
         backup: None,
         min_severity: Severity::Warning,
         retries: 3,
         backoff_ms: 500,
+        ca_file: None,
+        format: Default::default(),
     }))
     .unwrap_err();
-    assert!(err.contains("http://"), "{err}");
+    assert!(err.contains("https://"), "{err}");
+    // A CA file that holds no certificate is refused when it is set.
+    let not_pem = dir.path().join("not-a-ca.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    let err = run(AlertsCommand::Webhook(WebhookCommand::Set {
+        url: "https://127.0.0.1:9/hook".into(),
+        backup: None,
+        min_severity: Severity::Warning,
+        retries: 3,
+        backoff_ms: 500,
+        ca_file: Some(not_pem),
+        format: Default::default(),
+    }))
+    .unwrap_err();
+    assert!(err.contains("not-a-ca.pem"), "{err}");
     run(AlertsCommand::Webhook(WebhookCommand::Set {
         url: "http://127.0.0.1:9/hook".into(),
         backup: Some("http://[::1]:9/hook".into()),
         min_severity: Severity::Critical,
         retries: 1,
         backoff_ms: 10,
+        ca_file: None,
+        format: "slack".parse().unwrap(),
     }))
     .unwrap();
     let shown = run(AlertsCommand::Webhook(WebhookCommand::Show)).unwrap();
     assert!(
         shown.contains("primary http://127.0.0.1:9/hook")
-            && shown.contains("min severity critical"),
+            && shown.contains("min severity critical")
+            && shown.contains("format slack"),
         "{shown}"
     );
     run(AlertsCommand::Webhook(WebhookCommand::Clear)).unwrap();
@@ -627,7 +646,8 @@ fn webhook_posts_over_https_with_the_operators_ca_in_slack_format() {
         "{head}"
     );
     // Slack takes `text` and `blocks`; nothing else is sent.
-    let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+    let mut keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+    keys.sort();
     assert_eq!(keys, ["blocks", "text"]);
     assert!(body["text"]
         .as_str()
