@@ -136,8 +136,8 @@ impl AuditWriter {
     }
 
     /// Publishes to `sinks` from the next committed batch on; the old
-    /// sinks deliver what they hold and stop on a thread of their own.
-    /// Their counters leave `stats` with them.
+    /// sinks first deliver what they hold and stop. Their counters leave
+    /// `stats` with them.
     pub fn replace_sinks(&self, sinks: Sinks) {
         let monitor = sinks.monitor();
         let sent = self
@@ -247,10 +247,12 @@ impl Worker {
                     Command::ReplaceSinks(sinks) => {
                         // What is batched so far goes to the old sinks.
                         self.commit(&mut batch);
+                        // The old sinks deliver what they hold before the
+                        // new ones write (a file sink may be the same file
+                        // in both); this waits at most their shutdown
+                        // timeout for an unreachable network sink.
                         if let Some(old) = self.sinks.replace(sinks) {
-                            let _ = std::thread::Builder::new()
-                                .name("retired sinks".into())
-                                .spawn(move || drop(old.shutdown()));
+                            old.shutdown();
                         }
                     }
                 }

@@ -221,7 +221,8 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
                 programs: c.sensor.program_stats(),
             }
         });
-        tokio::spawn(metrics::serve(listener, metrics.clone(), snapshot))
+        let agents = config.agents.keys().copied().collect();
+        tokio::spawn(metrics::serve(listener, metrics.clone(), snapshot, agents))
     });
     // SAFETY: the ring buffer owns its map fd, which stays open and the
     // same for as long as the AsyncFd owns the ring buffer.

@@ -8,7 +8,9 @@
 //! processes, ring-buffer fill, per-program BPF run time) is read when
 //! Prometheus scrapes. Labels an agent can choose (MCP server and tool
 //! names) are capped, so a flood of invented names cannot grow the
-//! series without bound.
+//! series without bound, and a connection from a watched agent's UID
+//! (found in the kernel's socket table, not in anything it sends) is
+//! refused: the agent does not get to watch the watcher.
 //!
 //! The `prometheus` crate is used rather than `prometheus-client`: the
 //! latter writes only OpenMetrics, which this Debian's `promtool check
@@ -262,16 +264,21 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 /// Serves `GET /metrics` until the task is dropped; `snapshot` reads the
-/// daemon when a scrape arrives.
+/// daemon when a scrape arrives. Connections from `refused_uids` (the
+/// watched agents) get 403.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     snapshot: Arc<dyn Fn() -> Snapshot + Send + Sync>,
+    refused_uids: HashSet<u32>,
 ) {
+    let refused_uids = Arc::new(refused_uids);
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
+        let Ok((mut stream, peer)) = listener.accept().await else {
             continue;
         };
+        let local = stream.local_addr().ok();
+        let refused = Arc::clone(&refused_uids);
         let metrics = Arc::clone(&metrics);
         let snapshot = Arc::clone(&snapshot);
         tokio::spawn(async move {
@@ -294,7 +301,15 @@ pub async fn serve(
             let line = String::from_utf8_lossy(&request);
             let mut parts = line.split_whitespace();
             let (method, path) = (parts.next(), parts.next());
+            let agent = local
+                .and_then(|local| peer_uid(peer, local))
+                .filter(|uid| refused.contains(uid));
             let (status, content_type, body) = match (method, path) {
+                _ if agent.is_some() => (
+                    "403 Forbidden",
+                    "text/plain; charset=utf-8",
+                    "watched agents may not read the metrics\n".to_string(),
+                ),
                 (Some("GET"), Some(p)) if p == "/metrics" || p.starts_with("/metrics?") => {
                     let snap = tokio::task::spawn_blocking(move || snapshot())
                         .await
@@ -325,6 +340,50 @@ pub async fn serve(
             let _ = stream.shutdown().await;
         });
     }
+}
+
+/// The UID owning the client end of a TCP connection to this host, from
+/// /proc/net/tcp(6): the row whose local address is the peer's and whose
+/// remote address is ours.
+fn peer_uid(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
+    let (file, peer_hex, local_hex) = match (peer, local) {
+        (SocketAddr::V4(p), SocketAddr::V4(l)) => (
+            "/proc/net/tcp",
+            format!(
+                "{:08X}:{:04X}",
+                u32::from_le_bytes(p.ip().octets()),
+                p.port()
+            ),
+            format!(
+                "{:08X}:{:04X}",
+                u32::from_le_bytes(l.ip().octets()),
+                l.port()
+            ),
+        ),
+        (SocketAddr::V6(p), SocketAddr::V6(l)) => {
+            let hex = |ip: std::net::Ipv6Addr, port: u16| {
+                let words: String = ip
+                    .octets()
+                    .chunks(4)
+                    .map(|c| format!("{:08X}", u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+                    .collect();
+                format!("{words}:{port:04X}")
+            };
+            (
+                "/proc/net/tcp6",
+                hex(*p.ip(), p.port()),
+                hex(*l.ip(), l.port()),
+            )
+        }
+        _ => return None,
+    };
+    let table = std::fs::read_to_string(file).ok()?;
+    table.lines().skip(1).find_map(|row| {
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        (cols.get(1) == Some(&peer_hex.as_str()) && cols.get(2) == Some(&local_hex.as_str()))
+            .then(|| cols.get(7)?.parse().ok())
+            .flatten()
+    })
 }
 
 /// The ring buffer's fill level, read from its producer and consumer
@@ -430,6 +489,43 @@ mod tests {
                 }
             );
         }
+        // Decided MCP calls are counted with their server, tool and action.
+        let call = Event {
+            seq: 1,
+            ts: time::OffsetDateTime::now_utc(),
+            body: Body::McpCall {
+                process: sentinel_audit::ProcessInfo {
+                    pid: 1,
+                    ppid: 0,
+                    uid: 2001,
+                    comm: "proxy".into(),
+                    exe: "/usr/bin/sentinel".into(),
+                    agent: Some("claude".into()),
+                },
+                server: "fs".into(),
+                tool: "t1".into(),
+                args: serde_json::json!({}),
+                outcome: None,
+            },
+            verdict: Some(sentinel_policy::Verdict {
+                action: sentinel_policy::Decision::Deny,
+                rule: None,
+                reason: String::new(),
+                risk: 0,
+                enforced: false,
+                alert: false,
+                factors: Vec::new(),
+            }),
+        };
+        m.observe(&call);
+        let text = m.render(&Snapshot::default());
+        assert!(
+            text.contains("sentinel_mcp_calls_total{action=\"deny\",server=\"fs\",tool=\"t1\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "sentinel_verdicts_total{action=\"deny\",enforced=\"false\",kind=\"mcp_call\"} 1"
+        ));
         // A pair seen before keeps its own label.
         assert_eq!(m.mcp_tool_label("s", "t0"), "t0");
         let text = m.render(&Snapshot {
