@@ -64,6 +64,9 @@ pub struct RunConfig {
     pub reloader: Option<config::Reloader>,
 }
 
+/// Ring-buffer records handled per hold of the core lock.
+const RING_BATCH: usize = 512;
+
 pub fn run(config: RunConfig) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -232,13 +235,28 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
+                // A batch at a time: under a flood the core lock is let go
+                // between batches, so the control socket (status, top,
+                // approvals) and the proxies' verdicts still get answers.
                 let mut guard = guard?;
                 let rb = guard.get_inner_mut();
                 let mut c = lock(&core);
-                while let Some(item) = rb.next() {
-                    c.handle_raw(&item);
+                let mut drained = false;
+                for _ in 0..RING_BATCH {
+                    match rb.next() {
+                        Some(item) => c.handle_raw(&item),
+                        None => {
+                            drained = true;
+                            break;
+                        }
+                    }
                 }
-                guard.clear_ready();
+                drop(c);
+                if drained {
+                    guard.clear_ready();
+                } else {
+                    tokio::task::yield_now().await;
+                }
             }
             _ = tick.tick() => lock(&core).tick(),
             _ = sighup.recv() => reload(&core, &mut config),

@@ -275,8 +275,14 @@ impl Approvals {
         }
     }
 
-    /// Registers a held process; returns the approval id.
+    /// Registers a held process; returns the approval id. A process that
+    /// already waits (adopted before its late event arrived) keeps its id.
     pub fn hold(&mut self, pid: u32, action: String, rule: Option<String>) -> u64 {
+        if let Some(p) = self.pending.values_mut().find(|p| p.pid == pid) {
+            p.action = action;
+            p.rule = rule;
+            return p.id;
+        }
         let id = self.next_id;
         self.next_id += 1;
         self.pending.insert(
@@ -291,6 +297,11 @@ impl Approvals {
             },
         );
         id
+    }
+
+    /// Whether `pid` waits for an answer.
+    pub fn holds(&self, pid: u32) -> bool {
+        self.pending.values().any(|p| p.pid == pid)
     }
 
     pub fn list(&self) -> Vec<PendingApproval> {

@@ -489,7 +489,8 @@ mod tests {
                 }
             );
         }
-        // Decided MCP calls are counted with their server, tool and action.
+        // Decided MCP calls are counted with their server, tool and action;
+        // this pair is past the cap, so its tool is `other`.
         let call = Event {
             seq: 1,
             ts: time::OffsetDateTime::now_utc(),
@@ -520,7 +521,9 @@ mod tests {
         m.observe(&call);
         let text = m.render(&Snapshot::default());
         assert!(
-            text.contains("sentinel_mcp_calls_total{action=\"deny\",server=\"fs\",tool=\"t1\"} 1"),
+            text.contains(
+                "sentinel_mcp_calls_total{action=\"deny\",server=\"fs\",tool=\"other\"} 1"
+            ),
             "{text}"
         );
         assert!(text.contains(

@@ -392,6 +392,12 @@ impl Sensor {
         self.set_insert("HELD", pid)
     }
 
+    /// Processes the kernel holds (stopped for an approval).
+    pub fn held_pids(&mut self) -> Result<Vec<u32>, SensorError> {
+        let m: BpfHashMap<_, u32, u8> = self.map_mut("HELD")?;
+        Ok(m.keys().filter_map(Result::ok).collect())
+    }
+
     /// Forgets a held process before the daemon resumes it, so the kernel
     /// does not take the resume for a bypass.
     pub fn release_held(&mut self, pid: u32) -> Result<(), SensorError> {

@@ -104,6 +104,8 @@ pub struct Core {
     /// Per agent: the risk of its latest verdict, the highest, and how
     /// many events it had.
     pub agent_risk: BTreeMap<String, AgentRisk>,
+    /// Held by the kernel without an approval at the last tick.
+    orphans: HashSet<u32>,
 }
 
 /// One agent's risk as its verdicts report it.
@@ -199,6 +201,7 @@ impl Core {
             policy_dir: parts.policy_dir,
             feed: Feed::default(),
             agent_risk: BTreeMap::new(),
+            orphans: HashSet::new(),
         };
         core.recompile()?;
         Ok(core)
@@ -489,6 +492,7 @@ impl Core {
         if let Some(b) = self.behaviour.as_mut() {
             b.reload_webhook();
         }
+        self.adopt_orphans();
         for (p, resolution) in self.approvals.expire(&mut self.sensor) {
             self.push_resolution(&p, resolution, "timeout");
         }
@@ -497,6 +501,49 @@ impl Core {
                 tracing::error!("recompiling the kernel maps failed: {e}");
             }
         }
+    }
+
+    /// A process the kernel stopped for an approval whose event was lost
+    /// (ring buffer full) would wait forever unseen: one held for two
+    /// ticks without an approval gets one, times out like any other, and
+    /// the loss is recorded.
+    fn adopt_orphans(&mut self) {
+        let held = match self.sensor.held_pids() {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!("reading the held processes: {e}");
+                return;
+            }
+        };
+        let waiting: HashSet<u32> = held
+            .into_iter()
+            .filter(|pid| !self.approvals.holds(*pid))
+            .collect();
+        let adopt: Vec<u32> = waiting.intersection(&self.orphans).copied().collect();
+        for pid in adopt {
+            let id = self.approvals.hold(
+                pid,
+                format!(
+                    "a held action of pid {pid} (its event was lost: the ring buffer was full)"
+                ),
+                None,
+            );
+            let reason = format!(
+                "pid {pid} is held by the kernel but its event was lost; approval {id}: `sentinel approve {id}` / `sentinel deny {id}`"
+            );
+            tracing::warn!("{reason}");
+            self.push(
+                OffsetDateTime::now_utc(),
+                Body::Alert {
+                    severity: "warning".into(),
+                    category: "approval".into(),
+                    reason,
+                    related: Vec::new(),
+                },
+                None,
+            );
+        }
+        self.orphans = waiting;
     }
 
     /// Reads the kernel's socket counters into the bandwidth meter and
