@@ -382,7 +382,7 @@ impl ChainChecker {
         self.prev_hash = row.hash.clone();
         self.prev_epoch = Some(row.epoch);
         self.count += 1;
-        if self.count % 4096 == 0 {
+        if self.count.is_multiple_of(4096) {
             if let Some(progress) = &self.progress {
                 progress(self.count);
             }

@@ -240,18 +240,20 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
                 // approvals) and the proxies' verdicts still get answers.
                 let mut guard = guard?;
                 let rb = guard.get_inner_mut();
-                let mut c = lock(&core);
-                let mut drained = false;
-                for _ in 0..RING_BATCH {
-                    match rb.next() {
-                        Some(item) => c.handle_raw(&item),
-                        None => {
-                            drained = true;
-                            break;
+                let drained = {
+                    let mut c = lock(&core);
+                    let mut drained = false;
+                    for _ in 0..RING_BATCH {
+                        match rb.next() {
+                            Some(item) => c.handle_raw(&item),
+                            None => {
+                                drained = true;
+                                break;
+                            }
                         }
                     }
-                }
-                drop(c);
+                    drained
+                };
                 if drained {
                     guard.clear_ready();
                 } else {

@@ -217,10 +217,8 @@ impl App {
             KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => self.quit = true,
             KeyCode::Tab => self.pane = self.pane.next(),
             KeyCode::BackTab => self.pane = self.pane.prev(),
-            KeyCode::Down | KeyCode::Char('j') => {
-                if self.selected[i] + 1 < self.pane_len() {
-                    self.selected[i] += 1;
-                }
+            KeyCode::Down | KeyCode::Char('j') if self.selected[i] + 1 < self.pane_len() => {
+                self.selected[i] += 1;
             }
             KeyCode::Up => self.selected[i] = self.selected[i].saturating_sub(1),
             KeyCode::Char('/') => self.editing = Some(self.filter.clone()),
@@ -674,7 +672,6 @@ mod tests {
         app.key(KeyEvent::from(KeyCode::Enter), &mut ask);
         assert_eq!(app.filter, "curl");
         assert!(app.feed.is_empty());
-        drop(ask);
         assert!(daemon.asked.contains(&"approve".to_string()));
         assert!(daemon.asked.contains(&"alert-ack".to_string()));
     }
