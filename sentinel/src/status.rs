@@ -34,8 +34,36 @@ pub fn run(state_dir: &Path, as_json: bool) -> ExitCode {
     }
 }
 
-fn n(v: &Value) -> u64 {
+/// A number from the daemon's answer (0 when absent).
+pub fn n(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
+}
+
+/// One watched agent as `status` reports it.
+pub struct AgentRow<'a> {
+    pub uid: &'a str,
+    pub name: &'a str,
+    /// `{last, max, events}`; null before its first event.
+    pub risk: &'a Value,
+}
+
+/// The watched agents with their risk, from a status answer.
+pub fn agent_rows(a: &Value) -> Vec<AgentRow<'_>> {
+    a["agents"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(uid, name)| {
+                    let name = name.as_str().unwrap_or("?");
+                    AgentRow {
+                        uid,
+                        name,
+                        risk: &a["agent_risk"][name],
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The human summary of a status answer.
@@ -50,28 +78,22 @@ pub fn summary(a: &Value) -> String {
         a["pid"],
         a["mode"].as_str().unwrap_or("?")
     );
-    let risk = &a["agent_risk"];
-    let agents: Vec<String> = a["agents"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(uid, name)| {
-                    let name = name.as_str().unwrap_or("?");
-                    let r = &risk[name];
-                    if r.is_object() {
-                        format!(
-                            "{name} (uid {uid}, risk {} now, {} at most, {} events)",
-                            n(&r["last"]),
-                            n(&r["max"]),
-                            n(&r["events"])
-                        )
-                    } else {
-                        format!("{name} (uid {uid}, no events yet)")
-                    }
-                })
-                .collect()
+    let agents: Vec<String> = agent_rows(a)
+        .into_iter()
+        .map(|row| {
+            let (name, uid, r) = (row.name, row.uid, row.risk);
+            if r.is_object() {
+                format!(
+                    "{name} (uid {uid}, risk {} now, {} at most, {} events)",
+                    n(&r["last"]),
+                    n(&r["max"]),
+                    n(&r["events"])
+                )
+            } else {
+                format!("{name} (uid {uid}, no events yet)")
+            }
         })
-        .unwrap_or_default();
+        .collect();
     let _ = writeln!(out, "  agents:    {}", agents.join("; "));
     let attached = a["attached"].as_array().map_or(0, Vec::len);
     let _ = writeln!(

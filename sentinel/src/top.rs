@@ -29,6 +29,7 @@ use ratatui::Frame;
 use serde_json::Value;
 
 use crate::control::{self, Request};
+use crate::status::{agent_rows, n};
 
 /// New events asked for per refresh.
 const FEED_BATCH: usize = 400;
@@ -283,10 +284,6 @@ fn answer_line(done: &str, answer: Result<Value, String>) -> String {
     }
 }
 
-fn n(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
-}
-
 /// One line for a feed event.
 fn event_line(e: &Value) -> Line<'static> {
     let kind = e["kind"].as_str().unwrap_or("?").to_string();
@@ -388,25 +385,20 @@ pub fn draw(frame: &mut Frame, app: &App) {
         header,
     );
 
-    let risk = &s["agent_risk"];
-    let agents: Vec<ListItem> = s["agents"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(uid, name)| {
-                    let name = name.as_str().unwrap_or("?");
-                    let r = &risk[name];
-                    ListItem::new(format!(
-                        "{name:<16} uid {uid:<7} mode {:<12} risk {:>3} (max {:>3})  {} events",
-                        s["mode"].as_str().unwrap_or("?"),
-                        n(&r["last"]),
-                        n(&r["max"]),
-                        n(&r["events"])
-                    ))
-                })
-                .collect()
+    let agents: Vec<ListItem> = agent_rows(s)
+        .into_iter()
+        .map(|row| {
+            ListItem::new(format!(
+                "{:<16} uid {:<7} mode {:<12} risk {:>3} (max {:>3})  {} events",
+                row.name,
+                row.uid,
+                s["mode"].as_str().unwrap_or("?"),
+                n(&row.risk["last"]),
+                n(&row.risk["max"]),
+                n(&row.risk["events"])
+            ))
         })
-        .unwrap_or_default();
+        .collect();
     frame.render_widget(
         List::new(agents).block(Block::default().borders(Borders::ALL).title("Agents")),
         agents_area,
