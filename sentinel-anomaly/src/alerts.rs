@@ -334,7 +334,7 @@ impl AlertManager {
         };
         if let Some(webhook) = &self.webhook {
             if stored.severity >= webhook.config.min_severity {
-                webhook.enqueue(payload(&stored));
+                webhook.enqueue(payload(&stored, webhook.config.format));
             }
         }
         Ok(Raised::New(stored))
@@ -484,6 +484,17 @@ pub(crate) fn open_store(db: &Path) -> Result<Connection, AlertError> {
             timeout_ms INTEGER NOT NULL
         );",
     )?;
+    // Columns added later: a database from an older version gains them.
+    for column in ["ca_file TEXT", "format TEXT"] {
+        match conn.execute(
+            &format!("ALTER TABLE anomaly_webhook ADD COLUMN {column}"),
+            [],
+        ) {
+            Ok(_) => {}
+            Err(e) if e.to_string().contains("duplicate column") => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     Ok(conn)
 }
 
@@ -604,7 +615,8 @@ pub(crate) fn resolve_alert(
 pub(crate) fn load_webhook(conn: &Connection) -> Result<Option<WebhookConfig>, AlertError> {
     let row = conn
         .query_row(
-            "SELECT primary_url, backup_url, min_severity, retries, backoff_ms, timeout_ms
+            "SELECT primary_url, backup_url, min_severity, retries, backoff_ms, timeout_ms,
+                    ca_file, format
              FROM anomaly_webhook WHERE id = 1",
             [],
             |row| {
@@ -615,11 +627,15 @@ pub(crate) fn load_webhook(conn: &Connection) -> Result<Option<WebhookConfig>, A
                     row.get::<_, i64>(3)?,
                     row.get::<_, i64>(4)?,
                     row.get::<_, i64>(5)?,
+                    row.get::<_, Option<String>>(6)?,
+                    row.get::<_, Option<String>>(7)?,
                 ))
             },
         )
         .optional()?;
-    let Some((primary, backup, min_severity, retries, backoff_ms, timeout_ms)) = row else {
+    let Some((primary, backup, min_severity, retries, backoff_ms, timeout_ms, ca_file, format)) =
+        row
+    else {
         return Ok(None);
     };
     let corrupt = |field| AlertError::Corrupt { id: 0, field };
@@ -630,6 +646,12 @@ pub(crate) fn load_webhook(conn: &Connection) -> Result<Option<WebhookConfig>, A
         retries: u32::try_from(retries).map_err(|_| corrupt("retries"))?,
         backoff: Duration::from_millis(backoff_ms.max(0) as u64),
         timeout: Duration::from_millis(timeout_ms.max(1) as u64),
+        ca_file: ca_file.map(Into::into),
+        format: format
+            .as_deref()
+            .unwrap_or("sentinel")
+            .parse()
+            .map_err(|_| corrupt("format"))?,
     };
     config.validate()?;
     Ok(Some(config))
@@ -647,17 +669,21 @@ pub(crate) fn save_webhook(
             c.validate()?;
             conn.execute(
                 "INSERT INTO anomaly_webhook
-                    (id, primary_url, backup_url, min_severity, retries, backoff_ms, timeout_ms)
-                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)
+                    (id, primary_url, backup_url, min_severity, retries, backoff_ms, timeout_ms,
+                     ca_file, format)
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT(id) DO UPDATE SET primary_url = ?1, backup_url = ?2,
-                    min_severity = ?3, retries = ?4, backoff_ms = ?5, timeout_ms = ?6",
+                    min_severity = ?3, retries = ?4, backoff_ms = ?5, timeout_ms = ?6,
+                    ca_file = ?7, format = ?8",
                 params![
                     c.primary,
                     c.backup,
                     c.min_severity.as_str(),
                     i64::from(c.retries),
                     i64::try_from(c.backoff.as_millis()).unwrap_or(i64::MAX),
-                    i64::try_from(c.timeout.as_millis()).unwrap_or(i64::MAX)
+                    i64::try_from(c.timeout.as_millis()).unwrap_or(i64::MAX),
+                    c.ca_file.as_ref().map(|p| p.display().to_string()),
+                    c.format.as_str()
                 ],
             )?;
         }

@@ -57,9 +57,9 @@ pub enum AlertsCommand {
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum WebhookCommand {
-    /// Post alerts to URL (Slack-compatible JSON), with an optional backup.
+    /// Post alerts to URL as JSON, with an optional backup.
     Set {
-        /// `http://host[:port]/path`
+        /// `https://host[:port]/path` (or `http://`)
         url: String,
         /// Tried when every attempt on URL failed.
         #[arg(long)]
@@ -73,6 +73,13 @@ pub enum WebhookCommand {
         /// Milliseconds before the first retry (doubled each time).
         #[arg(long, default_value_t = 500)]
         backoff_ms: u64,
+        /// CA certificates (PEM) to trust for https:// besides the system's.
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<std::path::PathBuf>,
+        /// `sentinel` (every field of the alert) or `slack` (text and
+        /// blocks, for a Slack incoming webhook).
+        #[arg(long, default_value = "sentinel")]
+        format: crate::webhook::PayloadFormat,
     },
     /// Stop posting alerts.
     Clear,
@@ -142,12 +149,19 @@ pub fn execute(cmd: &AlertsCommand, db: &Path, out: &mut dyn Write) -> Result<()
             min_severity,
             retries,
             backoff_ms,
+            ca_file,
+            format,
         }) => {
+            if let Some(ca) = ca_file {
+                sentinel_audit::tls::client_config(Some(ca)).map_err(|e| e.to_string())?;
+            }
             let mut config =
                 WebhookConfig::new(url, backup.as_deref()).map_err(|e| e.to_string())?;
             config.min_severity = *min_severity;
             config.retries = *retries;
             config.backoff = Duration::from_millis(*backoff_ms);
+            config.ca_file = ca_file.clone();
+            config.format = *format;
             save_webhook(&conn, Some(&config)).map_err(|e| e.to_string())?;
             writeln!(
                 out,
@@ -171,12 +185,16 @@ pub fn execute(cmd: &AlertsCommand, db: &Path, out: &mut dyn Write) -> Result<()
                 None => writeln!(out, "no alert webhook configured").map_err(io)?,
                 Some(c) => writeln!(
                     out,
-                    "primary {}\nbackup {}\nmin severity {}\nretries {}\nbackoff {} ms",
+                    "primary {}\nbackup {}\nmin severity {}\nretries {}\nbackoff {} ms\nca file {}\nformat {}",
                     c.primary,
                     c.backup.as_deref().unwrap_or("-"),
                     c.min_severity,
                     c.retries,
-                    c.backoff.as_millis()
+                    c.backoff.as_millis(),
+                    c.ca_file
+                        .as_ref()
+                        .map_or("-".to_string(), |p| p.display().to_string()),
+                    c.format
                 )
                 .map_err(io)?,
             }
@@ -199,8 +217,8 @@ pub fn execute(cmd: &AlertsCommand, db: &Path, out: &mut dyn Write) -> Result<()
                 acknowledged_by: None,
                 resolved_by: None,
             };
-            let report =
-                webhook::deliver(&config, &webhook::payload(&test)).map_err(|e| e.to_string())?;
+            let report = webhook::deliver(&config, &webhook::payload(&test, config.format))
+                .map_err(|e| e.to_string())?;
             writeln!(
                 out,
                 "delivered to {} (HTTP {}) after {} attempt(s)",

@@ -41,7 +41,7 @@ pub enum AlertError {
 /// Errors from webhook configuration and delivery.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
-    #[error("webhook URL {0:?} is not an http:// URL; the built-in client speaks plain HTTP, so point it at a relay on this host (http://127.0.0.1:PORT/...)")]
+    #[error("webhook URL {0:?} is not an https:// (or http://) URL")]
     UnsupportedUrl(String),
     #[error("webhook {url}: {reason}")]
     Attempt { url: String, reason: String },

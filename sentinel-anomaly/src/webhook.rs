@@ -1,6 +1,9 @@
-//! Webhook delivery: a Slack-compatible JSON POST (`{"text": ...}` plus the
-//! alert's fields) over a small blocking HTTP/1.1 client on std's
-//! `TcpStream`, with retries, exponential backoff and a backup URL.
+//! Webhook delivery: a JSON POST — the alert's fields with a `text`
+//! summary, or with `format = slack` exactly what a Slack incoming webhook
+//! takes (`text` and `blocks`) — over a small blocking HTTP/1.1 client on
+//! std's `TcpStream`, `https://` through rustls (system roots plus an
+//! optional CA file; a certificate that does not verify is an error, never
+//! a plaintext retry), with retries, exponential backoff and a backup URL.
 //!
 //! Targets are set by the operator only (the daemon's root-only control
 //! path or `sentinel alerts webhook set`, which write the root-owned
@@ -10,6 +13,8 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -27,10 +32,48 @@ const QUEUE_DEPTH: usize = 1024;
 /// Most of a response the client reads (it only needs the status line).
 const MAX_RESPONSE: u64 = 64 * 1024;
 
+/// The shape of the JSON posted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PayloadFormat {
+    /// Every field of the alert plus a `text` summary.
+    #[default]
+    Sentinel,
+    /// What a Slack incoming webhook takes: `text` and `blocks` only.
+    Slack,
+}
+
+impl PayloadFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayloadFormat::Sentinel => "sentinel",
+            PayloadFormat::Slack => "slack",
+        }
+    }
+}
+
+impl FromStr for PayloadFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "sentinel" | "json" => Ok(PayloadFormat::Sentinel),
+            "slack" => Ok(PayloadFormat::Slack),
+            other => Err(format!(
+                "unknown payload format {other:?}; use sentinel or slack"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for PayloadFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Where and how alerts are posted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookConfig {
-    /// `http://host[:port]/path`.
+    /// `https://host[:port]/path` (or `http://`).
     pub primary: String,
     /// Tried after every attempt on the primary failed.
     pub backup: Option<String>,
@@ -42,6 +85,9 @@ pub struct WebhookConfig {
     pub backoff: Duration,
     /// Connect and read/write timeout per attempt (default 5 s).
     pub timeout: Duration,
+    /// CA certificates (PEM) trusted for `https://` besides the system's.
+    pub ca_file: Option<PathBuf>,
+    pub format: PayloadFormat,
 }
 
 impl WebhookConfig {
@@ -54,6 +100,8 @@ impl WebhookConfig {
             retries: 3,
             backoff: Duration::from_millis(500),
             timeout: Duration::from_secs(5),
+            ca_file: None,
+            format: PayloadFormat::Sentinel,
         };
         config.validate()?;
         Ok(config)
@@ -78,26 +126,41 @@ pub struct DeliveryReport {
     pub used_backup: bool,
 }
 
-/// The Slack-compatible body for `alert`: `text` for Slack, the rest for
-/// anything that parses it.
-pub fn payload(alert: &Alert) -> Value {
+/// The body posted for `alert` in `format`.
+pub fn payload(alert: &Alert, format: PayloadFormat) -> Value {
+    let text = format!(
+        "[{}] sentinel {} alert #{}: {}",
+        alert.severity.as_str().to_uppercase(),
+        alert.category,
+        alert.id,
+        alert.reason
+    );
+    let ts = time::OffsetDateTime::from(alert.created)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    if format == PayloadFormat::Slack {
+        return json!({
+            "text": text,
+            "blocks": [
+                {"type": "section", "text": {"type": "mrkdwn", "text": format!(
+                    "*{}* sentinel alert #{}: {}",
+                    alert.severity.as_str().to_uppercase(), alert.id, alert.reason
+                )}},
+                {"type": "context", "elements": [{"type": "mrkdwn", "text": format!(
+                    "category `{}` · source `{}` · {}", alert.category, alert.source, ts
+                )}]},
+            ],
+        });
+    }
     json!({
-        "text": format!(
-            "[{}] sentinel {} alert #{}: {}",
-            alert.severity.as_str().to_uppercase(),
-            alert.category,
-            alert.id,
-            alert.reason
-        ),
+        "text": text,
         "alert_id": alert.id,
         "severity": alert.severity.as_str(),
         "category": alert.category,
         "reason": alert.reason,
         "source": alert.source,
         "related": alert.related,
-        "ts": time::OffsetDateTime::from(alert.created)
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
+        "ts": ts,
     })
 }
 
@@ -108,6 +171,21 @@ pub fn deliver(config: &WebhookConfig, body: &Value) -> Result<DeliveryReport, W
         url: config.primary.clone(),
         reason: format!("cannot encode the payload: {e}"),
     })?;
+    let tls = if std::iter::once(&config.primary)
+        .chain(config.backup.as_ref())
+        .any(|u| u.starts_with("https://"))
+    {
+        Some(
+            sentinel_audit::tls::client_config(config.ca_file.as_deref()).map_err(|e| {
+                WebhookError::Attempt {
+                    url: config.primary.clone(),
+                    reason: e.to_string(),
+                }
+            })?,
+        )
+    } else {
+        None
+    };
     let targets = std::iter::once((&config.primary, false))
         .chain(config.backup.iter().map(|url| (url, true)));
     let mut attempts = 0;
@@ -120,7 +198,7 @@ pub fn deliver(config: &WebhookConfig, body: &Value) -> Result<DeliveryReport, W
                 wait = wait.saturating_mul(2);
             }
             attempts += 1;
-            match post(url, &bytes, config.timeout) {
+            match post(url, &bytes, config.timeout, tls.as_ref()) {
                 Ok(status) if (200..300).contains(&status) => {
                     return Ok(DeliveryReport {
                         url: url.clone(),
@@ -139,8 +217,14 @@ pub fn deliver(config: &WebhookConfig, body: &Value) -> Result<DeliveryReport, W
     ))
 }
 
-/// One POST; returns the response status.
-fn post(url: &str, body: &[u8], timeout: Duration) -> Result<u16, WebhookError> {
+/// One POST; returns the response status. `tls` is set when any URL is
+/// `https://`.
+fn post(
+    url: &str,
+    body: &[u8],
+    timeout: Duration,
+    tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
+) -> Result<u16, WebhookError> {
     let fail = |reason: String| WebhookError::Attempt {
         url: url.to_owned(),
         reason,
@@ -162,11 +246,19 @@ fn post(url: &str, body: &[u8], timeout: Duration) -> Result<u16, WebhookError> 
             Err(e) => last_error = format!("connect {addr}: {e}"),
         }
     }
-    let mut stream = stream.ok_or_else(|| fail(last_error))?;
+    let stream = stream.ok_or_else(|| fail(last_error))?;
     stream
         .set_read_timeout(Some(timeout))
         .and_then(|()| stream.set_write_timeout(Some(timeout)))
         .map_err(|e| fail(e.to_string()))?;
+    let mut stream: Box<dyn ReadWrite> = match (target.https, tls) {
+        (false, _) => Box::new(stream),
+        (true, Some(config)) => Box::new(
+            sentinel_audit::tls::connect(config, &target.host, stream)
+                .map_err(|e| fail(e.to_string()))?,
+        ),
+        (true, None) => return Err(fail("no TLS configuration for an https:// URL".into())),
+    };
     let head = format!(
         "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: sentinel\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         target.path,
@@ -180,7 +272,7 @@ fn post(url: &str, body: &[u8], timeout: Duration) -> Result<u16, WebhookError> 
         .map_err(|e| fail(format!("send: {e}")))?;
     let mut response = Vec::new();
     // A server may close as soon as it has answered; what was read is enough.
-    let read = stream.take(MAX_RESPONSE).read_to_end(&mut response);
+    let read = (&mut stream).take(MAX_RESPONSE).read_to_end(&mut response);
     let status_line = response.split(|b| *b == b'\n').next().unwrap_or_default();
     let status_line = String::from_utf8_lossy(status_line);
     let mut parts = status_line.split_whitespace();
@@ -193,7 +285,11 @@ fn post(url: &str, body: &[u8], timeout: Duration) -> Result<u16, WebhookError> 
     }
 }
 
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
 struct Target {
+    https: bool,
     host: String,
     authority: String,
     path: String,
@@ -208,15 +304,17 @@ impl Target {
         if has_port {
             self.authority.clone()
         } else {
-            format!("{}:80", self.authority)
+            format!("{}:{}", self.authority, if self.https { 443 } else { 80 })
         }
     }
 }
 
 fn parse_url(url: &str) -> Result<Target, WebhookError> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| WebhookError::UnsupportedUrl(url.to_owned()))?;
+    let (https, rest) = match url.split_once("://") {
+        Some(("https", rest)) => (true, rest),
+        Some(("http", rest)) => (false, rest),
+        _ => return Err(WebhookError::UnsupportedUrl(url.to_owned())),
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -232,6 +330,7 @@ fn parse_url(url: &str) -> Result<Target, WebhookError> {
         None => authority.split(':').next().unwrap_or_default().to_owned(),
     };
     Ok(Target {
+        https,
         host,
         authority: authority.to_owned(),
         path: path.to_owned(),
@@ -320,7 +419,9 @@ mod tests {
 
     #[test]
     fn urls_are_checked() {
-        assert!(parse_url("https://hooks.example/x").is_err());
+        assert!(parse_url("ftp://hooks.example/x").is_err());
+        let t = parse_url("https://hooks.example/x").unwrap();
+        assert_eq!(t.authority_with_port(), "hooks.example:443");
         assert!(parse_url("http://user@host/x").is_err());
         let t = parse_url("http://127.0.0.1:8080/hook?x=1").unwrap();
         assert_eq!(t.authority_with_port(), "127.0.0.1:8080");

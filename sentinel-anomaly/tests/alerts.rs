@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,6 +13,9 @@ use sentinel_anomaly::{
     Alert, AlertConfig, AlertFilter, AlertManager, AlertStatus, NewAlert, Raised, Severity,
     WebhookConfig,
 };
+
+#[path = "../../sentinel-audit/tests/pki/mod.rs"]
+mod pki;
 
 fn t(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_795_392_000 + secs)
@@ -251,6 +254,9 @@ fn an_alert_becomes_an_audit_record_with_the_contract_fields() {
 
 /// An HTTP server on 127.0.0.1 that answers `statuses` in turn, one per
 /// connection, and sends each request body back to the test.
+trait ReadWrite: Read + Write + Send {}
+impl<T: Read + Write + Send> ReadWrite for T {}
+
 struct Receiver {
     url: String,
     bodies: mpsc::Receiver<(String, Vec<u8>)>,
@@ -259,8 +265,18 @@ struct Receiver {
 
 impl Receiver {
     fn start(statuses: Vec<u16>) -> Receiver {
+        Self::start_with(statuses, None)
+    }
+
+    /// An HTTPS receiver with `tls`; a connection whose handshake fails
+    /// is reported as a request with head `handshake failed: …`.
+    fn start_with(statuses: Vec<u16>, tls: Option<Arc<rustls::ServerConfig>>) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hooks/sentinel", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!(
+            "{scheme}://{}/hooks/sentinel",
+            listener.local_addr().unwrap()
+        );
         let (tx, bodies) = mpsc::channel();
         let thread = std::thread::spawn(move || {
             for status in statuses {
@@ -270,6 +286,25 @@ impl Receiver {
                 stream
                     .set_read_timeout(Some(Duration::from_secs(10)))
                     .unwrap();
+                let stream: Box<dyn ReadWrite> = match &tls {
+                    None => Box::new(stream),
+                    Some(config) => {
+                        let mut conn = rustls::ServerConnection::new(config.clone()).unwrap();
+                        let mut stream = stream;
+                        let mut failed = None;
+                        while conn.is_handshaking() {
+                            if let Err(e) = conn.complete_io(&mut stream) {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                        if let Some(e) = failed {
+                            let _ = tx.send((format!("handshake failed: {e}"), Vec::new()));
+                            continue;
+                        }
+                        Box::new(rustls::StreamOwned::new(conn, stream))
+                    }
+                };
                 let mut reader = BufReader::new(stream);
                 let mut head = String::new();
                 let mut length = 0;
@@ -300,11 +335,14 @@ impl Receiver {
     }
 
     fn next(&self) -> (String, serde_json::Value) {
-        let (head, body) = self
-            .bodies
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the receiver got no request");
+        let (head, body) = self.next_raw();
         (head, serde_json::from_slice(&body).expect("JSON body"))
+    }
+
+    fn next_raw(&self) -> (String, Vec<u8>) {
+        self.bodies
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the receiver got no request")
     }
 }
 
@@ -347,7 +385,7 @@ fn fast(config: WebhookConfig) -> WebhookConfig {
 fn webhook_posts_slack_compatible_json() {
     let receiver = Receiver::start(vec![200]);
     let config = fast(WebhookConfig::new(&receiver.url, None).unwrap());
-    let report = deliver(&config, &payload(&sample_alert())).unwrap();
+    let report = deliver(&config, &payload(&sample_alert(), Default::default())).unwrap();
     assert_eq!(report.status, 200);
     assert_eq!(report.attempts, 1);
     assert!(!report.used_backup);
@@ -375,7 +413,7 @@ fn webhook_retries_then_falls_back_to_the_backup() {
     let backup = Receiver::start(vec![200]);
     let mut config = fast(WebhookConfig::new(&primary.url, Some(&backup.url)).unwrap());
     config.retries = 2;
-    let report = deliver(&config, &payload(&sample_alert())).unwrap();
+    let report = deliver(&config, &payload(&sample_alert(), Default::default())).unwrap();
     assert!(report.used_backup);
     assert_eq!(report.url, backup.url);
     assert_eq!(report.attempts, 4, "3 on the primary, 1 on the backup");
@@ -391,7 +429,7 @@ fn webhook_retries_then_falls_back_to_the_backup() {
     let backup = Receiver::start(vec![200]);
     let mut config = fast(WebhookConfig::new(&dead_url, Some(&backup.url)).unwrap());
     config.retries = 1;
-    let report = deliver(&config, &payload(&sample_alert())).unwrap();
+    let report = deliver(&config, &payload(&sample_alert(), Default::default())).unwrap();
     assert!(report.used_backup);
     assert_eq!(report.attempts, 3);
     backup.next();
@@ -399,12 +437,12 @@ fn webhook_retries_then_falls_back_to_the_backup() {
     // Everything down: an error that names the last failure.
     let mut config = fast(WebhookConfig::new(&dead_url, None).unwrap());
     config.retries = 0;
-    let err = deliver(&config, &payload(&sample_alert()))
+    let err = deliver(&config, &payload(&sample_alert(), Default::default()))
         .unwrap_err()
         .to_string();
     assert!(err.contains("failed on every target"), "{err}");
 
-    assert!(WebhookConfig::new("https://hooks.slack.example/x", None).is_err());
+    assert!(WebhookConfig::new("ftp://hooks.example/x", None).is_err());
 }
 
 #[test]
@@ -522,26 +560,45 @@ fn cli_lists_acks_and_resolves_on_the_database() {
 
     // Webhook configuration through the CLI.
     let err = run(AlertsCommand::Webhook(WebhookCommand::Set {
-        url: "https://hooks.slack.example/x".into(),
+        url: "ftp://hooks.example/x".into(),
         backup: None,
         min_severity: Severity::Warning,
         retries: 3,
         backoff_ms: 500,
+        ca_file: None,
+        format: Default::default(),
     }))
     .unwrap_err();
-    assert!(err.contains("http://"), "{err}");
+    assert!(err.contains("https://"), "{err}");
+    // A CA file that holds no certificate is refused when it is set.
+    let not_pem = dir.path().join("not-a-ca.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    let err = run(AlertsCommand::Webhook(WebhookCommand::Set {
+        url: "https://127.0.0.1:9/hook".into(),
+        backup: None,
+        min_severity: Severity::Warning,
+        retries: 3,
+        backoff_ms: 500,
+        ca_file: Some(not_pem),
+        format: Default::default(),
+    }))
+    .unwrap_err();
+    assert!(err.contains("not-a-ca.pem"), "{err}");
     run(AlertsCommand::Webhook(WebhookCommand::Set {
         url: "http://127.0.0.1:9/hook".into(),
         backup: Some("http://[::1]:9/hook".into()),
         min_severity: Severity::Critical,
         retries: 1,
         backoff_ms: 10,
+        ca_file: None,
+        format: "slack".parse().unwrap(),
     }))
     .unwrap();
     let shown = run(AlertsCommand::Webhook(WebhookCommand::Show)).unwrap();
     assert!(
         shown.contains("primary http://127.0.0.1:9/hook")
-            && shown.contains("min severity critical"),
+            && shown.contains("min severity critical")
+            && shown.contains("format slack"),
         "{shown}"
     );
     run(AlertsCommand::Webhook(WebhookCommand::Clear)).unwrap();
@@ -571,4 +628,65 @@ fn cli_parses_with_clap() {
     let cli = Cli::try_parse_from(["sentinel", "ack", "12"]).unwrap();
     assert!(matches!(cli.alerts, AlertsCommand::Ack { id: 12 }));
     assert!(Cli::try_parse_from(["sentinel", "resolve", "x"]).is_err());
+}
+
+#[test]
+fn webhook_posts_over_https_with_the_operators_ca_in_slack_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki::Pki::make(dir.path());
+    let receiver = Receiver::start_with(vec![200], Some(pki.server_config()));
+    let mut config = fast(WebhookConfig::new(&receiver.url, None).unwrap());
+    config.ca_file = Some(pki.ca.clone());
+    config.format = "slack".parse().unwrap();
+    let report = deliver(&config, &payload(&sample_alert(), config.format)).unwrap();
+    assert_eq!(report.status, 200);
+    let (head, body) = receiver.next();
+    assert!(
+        head.starts_with("POST /hooks/sentinel HTTP/1.1\r\n"),
+        "{head}"
+    );
+    // Slack takes `text` and `blocks`; nothing else is sent.
+    let mut keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["blocks", "text"]);
+    assert!(body["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("[CRITICAL] sentinel exfiltration alert #7"));
+    assert_eq!(body["blocks"][0]["type"], "section");
+}
+
+#[test]
+fn an_untrusted_certificate_is_a_clear_error_and_nothing_goes_in_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    // The server's certificate is signed by a CA the client was not given
+    // (nor is it among the system roots).
+    let pki = pki::Pki::make_untrusted(dir.path());
+    let receiver = Receiver::start_with(vec![200, 200], Some(pki.server_config()));
+    let mut config = fast(WebhookConfig::new(&receiver.url, None).unwrap());
+    config.retries = 1;
+    config.ca_file = Some(pki.ca.clone());
+    let err = deliver(&config, &payload(&sample_alert(), Default::default()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("certificate"), "{err}");
+    assert!(err.contains("not trusted"), "{err}");
+    for _ in 0..2 {
+        let (head, body) = receiver.next_raw();
+        assert!(head.starts_with("handshake failed"), "{head}");
+        assert!(body.is_empty());
+    }
+
+    // An https:// URL pointing at a plain-HTTP server: an error, not a
+    // plaintext retry (the plain receiver would have accepted it).
+    let plain = Receiver::start(vec![200]);
+    let url = plain.url.replacen("http://", "https://", 1);
+    let mut config = fast(WebhookConfig::new(&url, None).unwrap());
+    config.retries = 0;
+    assert!(deliver(&config, &payload(&sample_alert(), Default::default())).is_err());
+    let (head, _) = plain.next_raw();
+    assert!(
+        !head.contains("POST"),
+        "a plaintext POST reached the server: {head}"
+    );
 }

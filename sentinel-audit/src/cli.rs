@@ -9,15 +9,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sentinel_policy::Decision;
 use time::OffsetDateTime;
 
 use crate::cef;
 use crate::error::AuditError;
 use crate::log::{AuditLog, Retention};
-use crate::sink::{SinkOptions, SinkSpec};
 use crate::store::{AuditReader, QueryFilter, Stats};
-use crate::verify::{verify_with_keys, AnchorStatus};
+use crate::verify::{verify_with_progress, AnchorStatus};
 
 pub const DEFAULT_DB: &str = "/var/lib/sentinel/sentinel.db";
 pub const DEFAULT_STATE_DIR: &str = "/run/sentinel";
@@ -147,42 +147,6 @@ pub enum AuditCommand {
     },
 }
 
-/// Live export options for `sentinel run`; flatten into its arguments.
-#[derive(Debug, Clone, Args)]
-pub struct SinkArgs {
-    /// Stream events as JSONL to a file (rotated by size) or `-` (stdout).
-    #[arg(long = "jsonl", value_name = "PATH|-", value_parser = SinkSpec::jsonl)]
-    pub jsonl: Vec<SinkSpec>,
-    /// Stream events as CEF to a file, `-`, or syslog (RFC 5424) over
-    /// udp://HOST:PORT or tcp://HOST:PORT.
-    #[arg(long = "cef", value_name = "PATH|-|udp://HOST:PORT|tcp://HOST:PORT", value_parser = SinkSpec::cef)]
-    pub cef: Vec<SinkSpec>,
-    /// Rotate file sinks past this many bytes (0: never).
-    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
-    pub sink_rotate_bytes: u64,
-    /// Rotated files to keep.
-    #[arg(long, value_name = "N", default_value_t = 5)]
-    pub sink_rotate_keep: usize,
-    /// Records buffered per sink before drops (counted) begin.
-    #[arg(long, value_name = "N", default_value_t = 8192)]
-    pub sink_queue: usize,
-}
-
-impl SinkArgs {
-    pub fn specs(&self) -> Vec<SinkSpec> {
-        self.jsonl.iter().chain(&self.cef).cloned().collect()
-    }
-
-    pub fn options(&self) -> SinkOptions {
-        SinkOptions {
-            queue_capacity: self.sink_queue,
-            rotate_bytes: self.sink_rotate_bytes,
-            rotate_keep: self.sink_rotate_keep,
-            ..SinkOptions::default()
-        }
-    }
-}
-
 /// Runs one `sentinel audit` command.
 pub fn run(cmd: AuditCommand) -> ExitCode {
     let name = match &cmd {
@@ -238,7 +202,15 @@ fn execute(cmd: AuditCommand) -> Result<ExitCode, CliError> {
             key,
             json,
         } => {
-            let report = verify_with_keys(&location.db, &location.state_dir, &key)?;
+            let bar = progress_bar(&location.db, "verifying");
+            let tick = bar.clone();
+            let report = verify_with_progress(
+                &location.db,
+                &location.state_dir,
+                &key,
+                Some(Box::new(move |n| tick.set_position(n))),
+            )?;
+            bar.finish_and_clear();
             let mut out = stdout.lock();
             if json {
                 serde_json::to_writer(&mut out, &report).map_err(io::Error::from)?;
@@ -305,7 +277,7 @@ fn execute(cmd: AuditCommand) -> Result<ExitCode, CliError> {
         } => {
             let reader = AuditReader::open(&location.db)?;
             let mut out = BufWriter::new(stdout.lock());
-            stream(&reader, &filters, format, &mut out)?;
+            stream(&reader, &filters, format, &mut out, &ProgressBar::hidden())?;
             out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
@@ -358,6 +330,7 @@ fn execute(cmd: AuditCommand) -> Result<ExitCode, CliError> {
             filters,
         } => {
             let reader = AuditReader::open(&location.db)?;
+            let bar = progress_bar(&location.db, "exporting");
             match out {
                 Some(path) => {
                     let file = OpenOptions::new()
@@ -368,7 +341,7 @@ fn execute(cmd: AuditCommand) -> Result<ExitCode, CliError> {
                         .open(&path)
                         .map_err(|e| AuditError::io(&path, e))?;
                     let mut out = BufWriter::new(file);
-                    stream(&reader, &filters, format, &mut out)?;
+                    stream(&reader, &filters, format, &mut out, &bar)?;
                     out.into_inner()
                         .map_err(|e| AuditError::io(&path, e.into_error()))?
                         .sync_all()
@@ -376,13 +349,35 @@ fn execute(cmd: AuditCommand) -> Result<ExitCode, CliError> {
                 }
                 None => {
                     let mut out = BufWriter::new(stdout.lock());
-                    stream(&reader, &filters, format, &mut out)?;
+                    stream(&reader, &filters, format, &mut out, &bar)?;
                     out.flush()?;
                 }
             }
+            bar.finish_and_clear();
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A progress bar on stderr for a long operation over the chain in `db`,
+/// drawn only when stderr is a terminal (quiet in pipes and logs).
+fn progress_bar(db: &std::path::Path, what: &'static str) -> ProgressBar {
+    use std::io::IsTerminal;
+    if !io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let total = AuditReader::open(db)
+        .and_then(|r| r.stats(&QueryFilter::default()))
+        .map(|s| s.records)
+        .unwrap_or(0);
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len} records ({per_sec}, {eta} left)")
+    {
+        bar.set_style(style);
+    }
+    bar.set_message(what);
+    bar
 }
 
 fn stream(
@@ -390,9 +385,11 @@ fn stream(
     filters: &Filters,
     format: ExportFormat,
     out: &mut impl Write,
+    bar: &ProgressBar,
 ) -> Result<(), CliError> {
     let mut write_error = None;
     let result = reader.query_each(&filters.to_query(), |event| {
+        bar.inc(1);
         write_event(out, format, &event).map_err(|e| {
             let message = e.to_string();
             write_error = Some(e);

@@ -1,5 +1,7 @@
 //! Live export sinks: JSONL (file with size rotation, or stdout) and CEF
-//! (file, stdout, or RFC 5424 syslog over UDP or TCP).
+//! (file, stdout, or RFC 5424 syslog over UDP, TCP, or TLS as RFC 5425
+//! specifies: `tls://HOST:PORT`, the server's certificate checked against
+//! the system roots and an optional CA file, never a plaintext fallback).
 //!
 //! Each sink runs on its own thread behind a bounded queue. The caller only
 //! ever `try_send`s: a slow or unreachable sink never blocks enforcement.
@@ -32,12 +34,23 @@ use crate::syslog;
 pub enum Target {
     Stdout,
     File(PathBuf),
-    Udp { host: String, port: u16 },
-    Tcp { host: String, port: u16 },
+    Udp {
+        host: String,
+        port: u16,
+    },
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    /// RFC 5425: octet-counted RFC 5424 frames over TLS.
+    Tls {
+        host: String,
+        port: u16,
+    },
 }
 
 /// What a sink writes, and where: `--jsonl PATH|-` or
-/// `--cef PATH|-|udp://HOST:PORT|tcp://HOST:PORT`.
+/// `--cef PATH|-|udp://HOST:PORT|tcp://HOST:PORT|tls://HOST:PORT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SinkSpec {
     Jsonl(Target),
@@ -48,12 +61,12 @@ pub enum SinkSpec {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SinkSpecError {
     #[error(
-        "empty sink target; give a file path, `-` for stdout, or udp://HOST:PORT / tcp://HOST:PORT"
+        "empty sink target; give a file path, `-` for stdout, or udp://, tcp:// or tls://HOST:PORT"
     )]
     Empty,
-    #[error("`{0}`: JSONL goes to a file or `-`; use --cef for udp:// or tcp://")]
+    #[error("`{0}`: JSONL goes to a file or `-`; use --cef for udp://, tcp:// or tls://")]
     JsonlOverNetwork(String),
-    #[error("`{0}`: unknown scheme; use a file path, `-`, udp://HOST:PORT or tcp://HOST:PORT")]
+    #[error("`{0}`: unknown scheme; use a file path, `-`, udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT")]
     UnknownScheme(String),
     #[error("`{0}`: expected HOST:PORT after the scheme (IPv6 in brackets: [::1]:514)")]
     BadAddress(String),
@@ -67,7 +80,7 @@ impl SinkSpec {
     /// Parses a `--jsonl` argument.
     pub fn jsonl(arg: &str) -> Result<SinkSpec, SinkSpecError> {
         match parse_target(arg)? {
-            Target::Udp { .. } | Target::Tcp { .. } => {
+            Target::Udp { .. } | Target::Tcp { .. } | Target::Tls { .. } => {
                 Err(SinkSpecError::JsonlOverNetwork(arg.to_string()))
             }
             target => Ok(SinkSpec::Jsonl(target)),
@@ -113,6 +126,7 @@ impl fmt::Display for Target {
             Target::File(path) => write!(f, "{}", path.display()),
             Target::Udp { host, port } => write!(f, "udp://{}:{port}", bracket(host)),
             Target::Tcp { host, port } => write!(f, "tcp://{}:{port}", bracket(host)),
+            Target::Tls { host, port } => write!(f, "tls://{}:{port}", bracket(host)),
         }
     }
 }
@@ -141,6 +155,7 @@ fn parse_target(arg: &str) -> Result<Target, SinkSpecError> {
     match scheme {
         "udp" => Ok(Target::Udp { host, port }),
         "tcp" => Ok(Target::Tcp { host, port }),
+        "tls" => Ok(Target::Tls { host, port }),
         _ => Err(SinkSpecError::UnknownScheme(arg.to_string())),
     }
 }
@@ -178,6 +193,8 @@ pub struct SinkOptions {
     pub backoff_max: Duration,
     /// How long `shutdown` keeps trying to deliver what is queued.
     pub shutdown_timeout: Duration,
+    /// CA certificates (PEM) trusted for `tls://` besides the system's.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for SinkOptions {
@@ -189,6 +206,7 @@ impl Default for SinkOptions {
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(5),
+            tls_ca_file: None,
         }
     }
 }
@@ -213,6 +231,12 @@ pub enum SinkError {
         target: String,
         #[source]
         source: io::Error,
+    },
+    #[error("sink {target}: {source}")]
+    Tls {
+        target: String,
+        #[source]
+        source: crate::tls::TlsError,
     },
 }
 
@@ -283,8 +307,21 @@ impl Sink {
                 address: (host.clone(), *port),
                 socket: None,
             }),
-            Target::Tcp { host, port } => Box::new(TcpOutput {
+            Target::Tcp { host, port } => Box::new(StreamOutput {
                 address: (host.clone(), *port),
+                tls: None,
+                stream: None,
+            }),
+            Target::Tls { host, port } => Box::new(StreamOutput {
+                address: (host.clone(), *port),
+                tls: Some(
+                    crate::tls::client_config(options.tls_ca_file.as_deref()).map_err(
+                        |source| SinkError::Tls {
+                            target: spec.to_string(),
+                            source,
+                        },
+                    )?,
+                ),
                 stream: None,
             }),
         };
@@ -547,7 +584,13 @@ impl Worker {
                     if errors == 0 || errors.is_power_of_two() {
                         tracing::warn!("export sink: {e} ({} errors so far)", errors + 1);
                     }
-                    if !self.output.retries() || self.deadline.expired() {
+                    // A certificate the roots do not vouch for will not
+                    // fix itself by retrying this record: it is dropped
+                    // (counted) and the next record tries again.
+                    if !self.output.retries()
+                        || crate::tls::is_permanent(&e)
+                        || self.deadline.expired()
+                    {
                         self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                         return;
                     }
@@ -734,21 +777,36 @@ impl Output for UdpOutput {
     }
 }
 
-/// RFC 5424 messages with RFC 6587 octet-counting framing. Unbuffered: a
-/// frame counts as sent only once the kernel has taken all of it, so a
+/// RFC 5424 messages with RFC 6587 octet-counting framing over TCP, or
+/// over TLS (RFC 5425, the same framing). Unbuffered: a frame counts as
+/// sent only once the kernel (or the TLS layer) has taken all of it, so a
 /// broken connection cannot swallow frames counted as sent from a buffer.
-struct TcpOutput {
+struct StreamOutput {
     address: (String, u16),
-    stream: Option<TcpStream>,
+    /// `Some`: TLS with this configuration; there is no plaintext fallback.
+    tls: Option<Arc<rustls::ClientConfig>>,
+    stream: Option<Box<dyn Write + Send>>,
 }
 
-impl Output for TcpOutput {
+impl StreamOutput {
+    fn connect(&self) -> io::Result<Box<dyn Write + Send>> {
+        let target = resolve(&self.address)?;
+        let tcp = TcpStream::connect_timeout(&target, Duration::from_secs(3))?;
+        tcp.set_write_timeout(Some(Duration::from_secs(5)))?;
+        match &self.tls {
+            None => Ok(Box::new(tcp)),
+            Some(config) => {
+                tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+                Ok(Box::new(crate::tls::connect(config, &self.address.0, tcp)?))
+            }
+        }
+    }
+}
+
+impl Output for StreamOutput {
     fn write(&mut self, record: &Rendered, sender: &syslog::Sender) -> io::Result<()> {
         if self.stream.is_none() {
-            let target = resolve(&self.address)?;
-            let stream = TcpStream::connect_timeout(&target, Duration::from_secs(3))?;
-            stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-            self.stream = Some(stream);
+            self.stream = Some(self.connect()?);
         }
         let frame = sender.frame(
             record.syslog_severity,
@@ -758,9 +816,9 @@ impl Output for TcpOutput {
         );
         let bytes = syslog::octet_counted(&frame);
         let Some(stream) = self.stream.as_mut() else {
-            return Err(io::Error::other("tcp sink is not connected"));
+            return Err(io::Error::other("stream sink is not connected"));
         };
-        let written = stream.write_all(&bytes);
+        let written = stream.write_all(&bytes).and_then(|()| stream.flush());
         if written.is_err() {
             self.stream = None;
         }
@@ -818,6 +876,17 @@ mod tests {
                 port: 6514
             }))
         );
+        assert_eq!(
+            SinkSpec::cef("tls://siem.example:6514"),
+            Ok(SinkSpec::Cef(Target::Tls {
+                host: "siem.example".into(),
+                port: 6514
+            }))
+        );
+        assert!(matches!(
+            SinkSpec::jsonl("tls://h:6514"),
+            Err(SinkSpecError::JsonlOverNetwork(_))
+        ));
         assert_eq!(
             "cef:tcp://siem.example:601"
                 .parse::<SinkSpec>()

@@ -124,6 +124,17 @@ pub fn verify_with_keys(
     state_dir: &Path,
     key_files: &[PathBuf],
 ) -> Result<VerifyReport, AuditError> {
+    verify_with_progress(db, state_dir, key_files, None)
+}
+
+/// [`verify_with_keys`], telling `progress` how many records were checked
+/// every few thousand (for a progress bar on a terminal).
+pub fn verify_with_progress(
+    db: &Path,
+    state_dir: &Path,
+    key_files: &[PathBuf],
+    progress: Option<Progress>,
+) -> Result<VerifyReport, AuditError> {
     // The anchor is read before the snapshot: the writer publishes it after
     // committing, so the snapshot is never behind it.
     let anchor = read_anchor(state_dir)?;
@@ -159,6 +170,7 @@ pub fn verify_with_keys(
         }
     };
     report.retained_through = checker.expected_seq.checked_sub(1).filter(|s| *s > 0);
+    checker.progress = progress;
     if let Some(bad) = checker.check_records(&tx, None)? {
         report.first_bad = Some(bad);
         report.count = checker.count;
@@ -247,7 +259,12 @@ pub(crate) struct ChainChecker {
     first_seq: Option<u64>,
     count: u64,
     unsealed: u64,
+    /// Told the number of records checked so far, every few thousand.
+    progress: Option<Progress>,
 }
+
+/// Reports how many records a long verification has checked.
+pub type Progress = Box<dyn Fn(u64)>;
 
 impl ChainChecker {
     /// Checks the retention checkpoints and returns a checker positioned at
@@ -295,6 +312,7 @@ impl ChainChecker {
             first_seq: None,
             count: 0,
             unsealed: 0,
+            progress: None,
         }))
     }
 
@@ -364,6 +382,11 @@ impl ChainChecker {
         self.prev_hash = row.hash.clone();
         self.prev_epoch = Some(row.epoch);
         self.count += 1;
+        if self.count.is_multiple_of(4096) {
+            if let Some(progress) = &self.progress {
+                progress(self.count);
+            }
+        }
         None
     }
 

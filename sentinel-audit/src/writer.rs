@@ -5,9 +5,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::AuditError;
@@ -15,8 +15,12 @@ use crate::event::Event;
 use crate::log::{AuditLog, WriterHealth};
 use crate::sink::{SinkMonitor, SinkStats, Sinks};
 
+/// Told how long each committed batch took and how many events it held
+/// (the daemon's `sentinel_audit_append_seconds`).
+pub type CommitObserver = Arc<dyn Fn(Duration, usize) + Send + Sync>;
+
 /// Tunables of the writer thread.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AuditWriterOptions {
     /// Events buffered before `try_record` refuses (and counts) them.
     pub queue_capacity: usize,
@@ -24,6 +28,18 @@ pub struct AuditWriterOptions {
     pub max_batch: usize,
     /// Attempts to commit a batch before its events are counted as failed.
     pub commit_attempts: u32,
+    pub observer: Option<CommitObserver>,
+}
+
+impl std::fmt::Debug for AuditWriterOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditWriterOptions")
+            .field("queue_capacity", &self.queue_capacity)
+            .field("max_batch", &self.max_batch)
+            .field("commit_attempts", &self.commit_attempts)
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
 }
 
 impl Default for AuditWriterOptions {
@@ -32,6 +48,7 @@ impl Default for AuditWriterOptions {
             queue_capacity: 65_536,
             max_batch: 1024,
             commit_attempts: 3,
+            observer: None,
         }
     }
 }
@@ -71,6 +88,8 @@ enum Command {
     Record(Event),
     /// Answered once everything queued before it is committed.
     Flush(SyncSender<Checkpoint>),
+    /// From the next batch on, publish to these sinks (SIGHUP).
+    ReplaceSinks(Sinks),
 }
 
 /// Handle to the writer thread.
@@ -78,7 +97,7 @@ pub struct AuditWriter {
     tx: Option<SyncSender<Command>>,
     worker: Option<JoinHandle<()>>,
     counters: Arc<Counters>,
-    sinks: SinkMonitor,
+    sinks: Arc<Mutex<SinkMonitor>>,
 }
 
 impl AuditWriter {
@@ -102,6 +121,7 @@ impl AuditWriter {
             counters: Arc::clone(&counters),
             max_batch: options.max_batch.max(1),
             attempts: options.commit_attempts.max(1),
+            observer: options.observer,
         };
         let handle = std::thread::Builder::new()
             .name("audit writer".into())
@@ -111,8 +131,22 @@ impl AuditWriter {
             tx: Some(tx),
             worker: Some(handle),
             counters,
-            sinks: monitor,
+            sinks: Arc::new(Mutex::new(monitor)),
         })
+    }
+
+    /// Publishes to `sinks` from the next committed batch on; the old
+    /// sinks first deliver what they hold and stop. Their counters leave
+    /// `stats` with them.
+    pub fn replace_sinks(&self, sinks: Sinks) {
+        let monitor = sinks.monitor();
+        let sent = self
+            .tx
+            .as_ref()
+            .is_some_and(|tx| tx.send(Command::ReplaceSinks(sinks)).is_ok());
+        if sent {
+            *self.sinks.lock().unwrap_or_else(|p| p.into_inner()) = monitor;
+        }
     }
 
     /// Queues an event without blocking; `false` (and a counted drop) when
@@ -164,7 +198,7 @@ impl AuditWriter {
                 new_key_segment: Some(c.new_key_segment.load(Ordering::Relaxed))
                     .filter(|e| *e != u64::MAX),
             },
-            sinks: self.sinks.stats(),
+            sinks: self.sinks.lock().unwrap_or_else(|p| p.into_inner()).stats(),
         }
     }
 
@@ -197,6 +231,7 @@ struct Worker {
     counters: Arc<Counters>,
     max_batch: usize,
     attempts: u32,
+    observer: Option<CommitObserver>,
 }
 
 impl Worker {
@@ -209,6 +244,17 @@ impl Worker {
                 match command {
                     Command::Record(event) => batch.push(event),
                     Command::Flush(reply) => flushes.push(reply),
+                    Command::ReplaceSinks(sinks) => {
+                        // What is batched so far goes to the old sinks.
+                        self.commit(&mut batch);
+                        // The old sinks deliver what they hold before the
+                        // new ones write (a file sink may be the same file
+                        // in both); this waits at most their shutdown
+                        // timeout for an unreachable network sink.
+                        if let Some(old) = self.sinks.replace(sinks) {
+                            old.shutdown();
+                        }
+                    }
                 }
                 if batch.len() >= self.max_batch {
                     self.commit(&mut batch);
@@ -231,6 +277,7 @@ impl Worker {
             return;
         }
         let mut attempt = 1;
+        let started = Instant::now();
         let result = loop {
             match self.log.append_batch(batch) {
                 Ok(checkpoint) => break Ok(checkpoint),
@@ -245,6 +292,9 @@ impl Worker {
         let n = batch.len() as u64;
         match result {
             Ok(checkpoint) => {
+                if let Some(observe) = &self.observer {
+                    observe(started.elapsed(), batch.len());
+                }
                 self.counters.recorded.fetch_add(n, Ordering::Relaxed);
                 self.counters
                     .last_seq

@@ -67,6 +67,20 @@ impl Behaviour {
         }
     }
 
+    /// Sets the webhook from the configuration file (stored like one set
+    /// with `sentinel alerts webhook set`).
+    pub fn set_webhook(
+        &mut self,
+        config: Option<sentinel_anomaly::WebhookConfig>,
+    ) -> Result<(), String> {
+        self.alerts.set_webhook(config).map_err(|e| e.to_string())
+    }
+
+    /// The alert store (list, acknowledge, resolve).
+    pub fn alerts(&mut self) -> &mut AlertManager {
+        &mut self.alerts
+    }
+
     /// Why the agent is still in auto-lockdown from an earlier run (the
     /// latch survives restarts until the operator lifts it).
     pub fn latched_lockdown(&self) -> Option<String> {

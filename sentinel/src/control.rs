@@ -69,6 +69,27 @@ pub enum Request {
     ThresholdsSet {
         thresholds: AnomalyThresholds,
     },
+    /// The newest recorded events after `after` (a `seq`), at most
+    /// `limit`, only those whose JSON contains `filter` (`sentinel top`).
+    Events {
+        #[serde(default)]
+        after: u64,
+        #[serde(default)]
+        filter: Option<String>,
+        limit: usize,
+    },
+    /// The newest alerts.
+    Alerts {
+        limit: usize,
+    },
+    AlertAck {
+        id: i64,
+    },
+    AlertResolve {
+        id: i64,
+    },
+    /// MCP approvals (tool pins, asks) waiting for an operator.
+    McpPending,
     /// Bytes and packets per agent and host over the last `hours`.
     Bandwidth {
         hours: f64,

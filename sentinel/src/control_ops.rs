@@ -21,16 +21,14 @@ use crate::clock::rfc3339;
 use crate::control::{self, Request};
 use crate::pipeline::{lock, mode_name, Core};
 
-/// `policy_dir`: the directory the daemon runs from (absolute), `None`
-/// for the embedded defaults; `status` reports it for `mcp-admin`.
+/// `status` reports the core's policy directory for `mcp-admin`.
 pub fn handler(
     core: Arc<Mutex<Core>>,
     agents: BTreeMap<u32, String>,
     db: PathBuf,
-    policy_dir: Option<PathBuf>,
 ) -> control::Handler {
     Arc::new(move |req| match req {
-        Request::Status => status(&core, &agents, policy_dir.as_deref()),
+        Request::Status => status(&core, &agents),
         Request::ModeGet => {
             let c = lock(&core);
             let mode = lock(&c.engine).mode();
@@ -67,7 +65,49 @@ pub fn handler(
             agent,
             limit,
         } => bandwidth(&core, hours, agent.as_deref(), limit),
+        Request::Events {
+            after,
+            filter,
+            limit,
+        } => {
+            let c = lock(&core);
+            let (events, skipped) = c.feed.since(after, filter.as_deref(), limit.min(5000));
+            json!({"ok": true, "events": events, "skipped": skipped, "last_seq": c.feed.last_seq()})
+        }
+        Request::Alerts { limit } => alerts(&core, |a| {
+            a.list(sentinel_anomaly::AlertFilter {
+                status: None,
+                limit: limit.min(1000),
+            })
+            .map(|list| json!({"ok": true, "alerts": list}))
+        }),
+        Request::AlertAck { id } => alerts(&core, |a| {
+            a.ack(id, "operator (control socket)", SystemTime::now())
+                .map(|alert| json!({"ok": true, "alert": alert}))
+        }),
+        Request::AlertResolve { id } => alerts(&core, |a| {
+            a.resolve(id, "operator (control socket)", SystemTime::now())
+                .map(|alert| json!({"ok": true, "alert": alert}))
+        }),
+        Request::McpPending => match Store::open(&db).and_then(|s| s.pending()) {
+            Ok(list) => json!({"ok": true, "approvals": list}),
+            Err(e) => json!({"ok": false, "error": e.to_string()}),
+        },
     })
+}
+
+/// Runs `f` on the daemon's alert store.
+fn alerts(
+    core: &Arc<Mutex<Core>>,
+    f: impl FnOnce(
+        &mut sentinel_anomaly::AlertManager,
+    ) -> Result<serde_json::Value, sentinel_anomaly::AlertError>,
+) -> serde_json::Value {
+    let mut c = lock(core);
+    match c.behaviour_mut() {
+        Some(b) => f(b.alerts()).unwrap_or_else(|e| json!({"ok": false, "error": e.to_string()})),
+        None => json!({"ok": false, "error": "this daemon raises no alerts"}),
+    }
 }
 
 /// Records an operator change in the audit chain (an `info` alert of
@@ -270,11 +310,7 @@ fn bandwidth(
     report
 }
 
-fn status(
-    core: &Arc<Mutex<Core>>,
-    agents: &BTreeMap<u32, String>,
-    policy_dir: Option<&Path>,
-) -> serde_json::Value {
+fn status(core: &Arc<Mutex<Core>>, agents: &BTreeMap<u32, String>) -> serde_json::Value {
     let mut c = lock(core);
     let counters = c.sensor.counters().unwrap_or_default();
     let stats = c.stats.snapshot();
@@ -291,12 +327,14 @@ fn status(
         "running": true,
         "pid": std::process::id(),
         "mode": mode_name(mode),
-        "policy_dir": policy_dir,
+        "policy_dir": c.policy_dir,
         "attached": c.sensor.attached,
         "enforcement": c.sensor.mechanisms,
         "lsm_unavailable": c.sensor.lsm_unavailable,
         "watched_uids": agents.keys().collect::<Vec<_>>(),
         "agents": agents,
+        "agent_risk": c.agent_risk,
+        "tracked_processes": c.tracked_processes(),
         "decided_in_kernel": kernel_rules,
         "decided_in_userspace": c.userspace_only,
         "approvals": c.approvals.list(),

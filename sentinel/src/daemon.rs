@@ -2,7 +2,10 @@
 //! engine, the audit chain and the sinks, loads the sensor, watches the
 //! requested UIDs, then runs until SIGINT or SIGTERM: the ring-buffer
 //! reader (which drives the [`Core`] data path), the control socket, the
-//! MCP decision socket, and a once-a-second housekeeping tick. On the way
+//! MCP decision socket, the metrics endpoint, and a once-a-second
+//! housekeeping tick. SIGHUP reloads the configuration file (see
+//! [`reload`]): policy, mode, sinks and webhook change in place; what
+//! needs a restart is named. On the way
 //! out it drains the ring buffer, flushes the chain and the sinks, and
 //! detaches every program (dropping the sensor does that on every path).
 
@@ -25,9 +28,11 @@ use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::behaviour::Behaviour;
+use crate::config::{self, Settings};
 use crate::control;
 use crate::control_ops;
 use crate::enforce::Approvals;
+use crate::metrics::{self, Metrics};
 use crate::observe::{Sensor, SensorOptions};
 use crate::pipeline::{lock, mode_name, Core, CoreParts};
 use crate::preflight;
@@ -51,7 +56,16 @@ pub struct RunConfig {
     pub mode: Mode,
     pub approval_timeout: Duration,
     pub sensor: SensorOptions,
+    /// `--metrics ADDR`.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// The webhook the configuration file names, if it names one.
+    pub webhook: Option<sentinel_anomaly::WebhookConfig>,
+    /// Re-reads the configuration on SIGHUP.
+    pub reloader: Option<config::Reloader>,
 }
+
+/// Ring-buffer records handled per hold of the core lock.
+const RING_BATCH: usize = 512;
 
 pub fn run(config: RunConfig) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -71,7 +85,7 @@ pub fn load_policy(dir: Option<&Path>) -> Result<Policy> {
     }
 }
 
-async fn run_async(config: RunConfig) -> Result<()> {
+async fn run_async(mut config: RunConfig) -> Result<()> {
     // Handlers first: a signal that arrives while starting up must not
     // take the default action (SIGHUP would kill the daemon).
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -94,13 +108,18 @@ async fn run_async(config: RunConfig) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("opening the audit chain {}: {e}", config.db.display()))?;
     let sinks = Sinks::start(&config.sinks, &config.sink_options)
         .map_err(|e| anyhow::anyhow!("starting the export sinks: {e}"))?;
+    let metrics_listener = match config.metrics {
+        Some(addr) => Some(metrics::bind(addr).await?),
+        None => None,
+    };
+    let metrics = Metrics::new();
 
     let homes: HashMap<u32, PathBuf> = homes_from_passwd(Path::new("/etc/passwd"))
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .into_iter()
         .filter(|(uid, _)| config.agents.contains_key(uid))
         .collect();
-    let behaviour = Behaviour::open(&config.db, config.mode)?;
+    let mut behaviour = Behaviour::open(&config.db, config.mode)?;
     // An auto-lockdown stays until the operator lifts it, restarts included.
     let mode = match behaviour.latched_lockdown() {
         Some(why) => {
@@ -110,6 +129,11 @@ async fn run_async(config: RunConfig) -> Result<()> {
         None => config.mode,
     };
     behaviour.set_mode(mode, "start-up");
+    if config.webhook.is_some() {
+        behaviour
+            .set_webhook(config.webhook.clone())
+            .map_err(|e| anyhow::anyhow!("setting the webhook from the configuration: {e}"))?;
+    }
     let mut engine = Engine::new(policy);
     engine.set_homes(homes.clone());
     engine.set_mode(mode);
@@ -126,6 +150,7 @@ async fn run_async(config: RunConfig) -> Result<()> {
         sensor.watch_task(pid)?;
     }
     let ring = sensor.take_events()?;
+    let ring_usage = metrics::ring_usage(&ring);
     tracing::info!(
         "watching uids {:?} in mode {}; enforcement exec={} open={} connect={}",
         config.agents.keys().collect::<Vec<_>>(),
@@ -143,10 +168,22 @@ async fn run_async(config: RunConfig) -> Result<()> {
         engine: engine.clone(),
         homes,
         table,
-        audit: AuditWriter::spawn(audit, sinks, AuditWriterOptions::default())
-            .map_err(|e| anyhow::anyhow!("starting the audit writer: {e}"))?,
+        audit: AuditWriter::spawn(
+            audit,
+            sinks,
+            AuditWriterOptions {
+                observer: Some(metrics.commit_observer()),
+                ..AuditWriterOptions::default()
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("starting the audit writer: {e}"))?,
         behaviour: Some(behaviour),
         approvals: Approvals::new(config.approval_timeout),
+        metrics: metrics.clone(),
+        policy_dir: config
+            .policy_dir
+            .as_deref()
+            .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.to_path_buf())),
     })?;
     let core = Arc::new(Mutex::new(core));
 
@@ -171,16 +208,25 @@ async fn run_async(config: RunConfig) -> Result<()> {
     let store_db = config.db.clone();
     let control_task = tokio::spawn(control::serve(
         listener,
-        control_ops::handler(
-            core.clone(),
-            config.agents.clone(),
-            store_db,
-            config
-                .policy_dir
-                .as_deref()
-                .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.to_path_buf())),
-        ),
+        control_ops::handler(core.clone(), config.agents.clone(), store_db),
     ));
+    let metrics_task = metrics_listener.map(|listener| {
+        let snapshot_core = core.clone();
+        let usage = Mutex::new(ring_usage);
+        let snapshot = Arc::new(move || {
+            let mut c = lock(&snapshot_core);
+            metrics::Snapshot {
+                lost: c.sensor.counters().map(|k| k.ringbuf_full).unwrap_or(0),
+                audit_records: c.audit_stats().recorded,
+                held: c.approvals.list().len(),
+                tracked: c.tracked_processes(),
+                ringbuf_used: lock(&usage).as_ref().map(metrics::RingUsage::used),
+                programs: c.sensor.program_stats(),
+            }
+        });
+        let agents = config.agents.keys().copied().collect();
+        tokio::spawn(metrics::serve(listener, metrics.clone(), snapshot, agents))
+    });
     // SAFETY: the ring buffer owns its map fd, which stays open and the
     // same for as long as the AsyncFd owns the ring buffer.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
@@ -189,16 +235,33 @@ async fn run_async(config: RunConfig) -> Result<()> {
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
+                // A batch at a time: under a flood the core lock is let go
+                // between batches, so the control socket (status, top,
+                // approvals) and the proxies' verdicts still get answers.
                 let mut guard = guard?;
                 let rb = guard.get_inner_mut();
-                let mut c = lock(&core);
-                while let Some(item) = rb.next() {
-                    c.handle_raw(&item);
+                let drained = {
+                    let mut c = lock(&core);
+                    let mut drained = false;
+                    for _ in 0..RING_BATCH {
+                        match rb.next() {
+                            Some(item) => c.handle_raw(&item),
+                            None => {
+                                drained = true;
+                                break;
+                            }
+                        }
+                    }
+                    drained
+                };
+                if drained {
+                    guard.clear_ready();
+                } else {
+                    tokio::task::yield_now().await;
                 }
-                guard.clear_ready();
             }
             _ = tick.tick() => lock(&core).tick(),
-            _ = sighup.recv() => reload(&core, config.policy_dir.as_deref()),
+            _ = sighup.recv() => reload(&core, &mut config),
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
@@ -213,6 +276,9 @@ async fn run_async(config: RunConfig) -> Result<()> {
         }
     }
     control_task.abort();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     if let Some(task) = mcp_task {
         task.abort();
         let _ = std::fs::remove_file(&mcp_path);
@@ -230,16 +296,100 @@ async fn run_async(config: RunConfig) -> Result<()> {
     Ok(())
 }
 
-/// SIGHUP: reloads the policy directory (see [`Core::reload_policy`]).
-fn reload(core: &Arc<Mutex<Core>>, dir: Option<&Path>) {
-    match dir {
-        Some(dir) => {
-            let _ = lock(core).reload_policy(dir, "SIGHUP");
+/// SIGHUP: re-reads the configuration file and its overlays (when the
+/// daemon was started from one) and applies what changed that a running
+/// daemon can take — mode, sinks, webhook, the policy directory — then
+/// reloads the policy directory (see [`Core::reload_policy`]). A
+/// configuration that does not check leaves everything as it was; keys
+/// that need a restart are named. Every outcome is recorded.
+fn reload(core: &Arc<Mutex<Core>>, config: &mut RunConfig) {
+    if let Some(reloader) = config.reloader.as_mut() {
+        match reloader.reload() {
+            Err(e) => {
+                let reason = format!(
+                    "SIGHUP: the configuration was not reloaded, the running one stays: {e}"
+                );
+                tracing::error!("{reason}");
+                lock(core).record_config_alert("warning", reason);
+            }
+            Ok((settings, live, restart)) => apply(core, config, &settings, &live, &restart),
         }
-        None => tracing::warn!(
-            "SIGHUP: running on the embedded defaults, nothing to reload (start with --policy DIR)"
-        ),
     }
+    match config.policy_dir.clone() {
+        Some(dir) => {
+            let _ = lock(core).reload_policy(&dir, "SIGHUP");
+        }
+        None => tracing::info!("SIGHUP: running on the embedded default policy (set `policy` to a directory to change it)"),
+    }
+}
+
+/// Applies the changed keys `live` of a reloaded configuration.
+fn apply(
+    core: &Arc<Mutex<Core>>,
+    config: &mut RunConfig,
+    new: &Settings,
+    live: &[&str],
+    restart: &[&str],
+) {
+    let mut applied = Vec::new();
+    let mut failed = Vec::new();
+    let changed = |keys: &[&str]| live.iter().any(|k| keys.iter().any(|p| k.starts_with(p)));
+    if changed(&["mode"]) {
+        lock(core).set_mode(new.mode, "SIGHUP (configuration)");
+        config.mode = new.mode;
+        applied.push("mode");
+    }
+    if changed(&["jsonl", "cef", "sink_", "syslog_ca_file"]) {
+        match Sinks::start(&new.sinks, &new.sink_options) {
+            Ok(sinks) => {
+                lock(core).replace_sinks(sinks);
+                config.sinks = new.sinks.clone();
+                config.sink_options = new.sink_options.clone();
+                applied.push("sinks");
+            }
+            Err(e) => failed.push(format!("sinks ({e}; the running sinks stay)")),
+        }
+    }
+    if changed(&["webhook."]) {
+        match lock(core).set_webhook(new.webhook.clone()) {
+            Ok(()) => applied.push("webhook"),
+            Err(e) => failed.push(format!("webhook ({e})")),
+        }
+    }
+    if changed(&["policy"]) {
+        match &new.policy {
+            Some(dir) => {
+                config.policy_dir = Some(dir.clone());
+                applied.push("policy");
+            }
+            None => failed
+                .push("policy (going back to the embedded defaults needs a restart)".to_string()),
+        }
+    }
+    let mut reason = format!(
+        "SIGHUP: configuration reloaded; changed in place: {}",
+        if applied.is_empty() {
+            "nothing".to_string()
+        } else {
+            applied.join(", ")
+        }
+    );
+    if !failed.is_empty() {
+        reason.push_str(&format!("; not changed: {}", failed.join(", ")));
+    }
+    if !restart.is_empty() {
+        reason.push_str(&format!(
+            "; needs a restart to take effect: {}",
+            restart.join(", ")
+        ));
+        tracing::warn!(
+            "SIGHUP: {} changed in the configuration; restart the daemon for that",
+            restart.join(", ")
+        );
+    }
+    tracing::info!("{reason}");
+    let severity = if failed.is_empty() { "info" } else { "warning" };
+    lock(core).record_config_alert(severity, reason);
 }
 
 /// Writes MCP call records into the daemon's one audit chain.

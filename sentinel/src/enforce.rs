@@ -447,7 +447,8 @@ impl Approvals {
         }
     }
 
-    /// Registers a held process; returns the approval id.
+    /// Registers a held process; returns the approval id. A process that
+    /// already waits (adopted before its late event arrived) keeps its id.
     pub fn hold(
         &mut self,
         pid: u32,
@@ -455,6 +456,14 @@ impl Approvals {
         rule: Option<String>,
         kernel_key: Option<ApprovalKey>,
     ) -> u64 {
+        if let Some(p) = self.pending.values_mut().find(|p| p.pid == pid) {
+            p.action = action;
+            p.rule = rule;
+            if kernel_key.is_some() {
+                p.kernel_key = kernel_key;
+            }
+            return p.id;
+        }
         let id = self.next_id;
         self.next_id += 1;
         self.pending.insert(
@@ -470,6 +479,11 @@ impl Approvals {
             },
         );
         id
+    }
+
+    /// Whether `pid` waits for an answer.
+    pub fn holds(&self, pid: u32) -> bool {
+        self.pending.values().any(|p| p.pid == pid)
     }
 
     pub fn list(&self) -> Vec<PendingApproval> {

@@ -6,26 +6,30 @@
 mod bandwidth;
 mod behaviour;
 mod clock;
+mod config;
 mod control;
 mod control_ops;
 mod daemon;
 mod decode;
+mod doctor;
 mod enforce;
 mod kernel_layout;
 mod mcp_admin;
+mod metrics;
 mod observe;
 mod paths;
 mod pipeline;
 mod preflight;
 mod process;
+mod status;
+mod top;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-const DEFAULT_STATE_DIR: &str = "/run/sentinel";
-const DEFAULT_DB: &str = "/var/lib/sentinel/sentinel.db";
+use config::{DEFAULT_DB, DEFAULT_STATE_DIR};
 
 #[derive(Parser)]
 #[command(
@@ -43,6 +47,25 @@ enum Command {
     /// Watch one or more agent UIDs (and their descendants), decide every
     /// action with the policy, enforce in the kernel, audit and export.
     Run(RunArgs),
+    /// Show the configuration `run` would use, merged from the file, its
+    /// overlays and the defaults, with where each value came from.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// A live dashboard of the running daemon: agents, events, alerts,
+    /// held actions and approvals (root; talks to the control socket).
+    Top {
+        #[arg(long, default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+    /// Check this host and say how each kind of action will be enforced
+    /// here, and what to change to do better.
+    Doctor {
+        #[arg(long, default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        /// Print the checks as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Report whether the daemon is running, what is attached, how each
     /// kind of action is enforced, and event counts. Exits 0 only when it
     /// is running with its programs attached.
@@ -103,6 +126,19 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the merged configuration, each value with its file:line.
+    Show {
+        /// The configuration file (default /etc/sentinel/sentinel.toml,
+        /// when it exists); overlays come from NAME.d/*.toml beside it.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum ModeCommand {
     /// Print the current mode.
     Get,
@@ -114,53 +150,155 @@ enum ModeCommand {
 }
 
 fn parse_mode(s: &str) -> Result<sentinel_policy::Mode, String> {
-    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
-        format!("unknown mode {s:?}: use silent-allow, alert, silent-deny or lockdown")
-    })
+    config::parse_mode(s)
 }
 
+/// `sentinel run`. Every flag has a key of the same name in the
+/// configuration file; a flag given here beats the file. Defaults are
+/// in `sentinel config show`.
 #[derive(clap::Args)]
 struct RunArgs {
+    /// The configuration file (default /etc/sentinel/sentinel.toml, when
+    /// it exists); overlays come from NAME.d/*.toml beside it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// A UID to watch; repeat for more. Its agent name is the user name.
     #[arg(long = "uid", value_name = "UID")]
     uids: Vec<u32>,
     /// A named agent: NAME=UID (also watches UID); repeat for more.
     #[arg(long = "agent", value_name = "NAME=UID", value_parser = parse_agent)]
     agents: Vec<(String, u32)>,
-    #[command(flatten)]
-    sinks: sentinel_audit::cli::SinkArgs,
-    /// Where the control socket, MCP socket and audit anchors live.
-    #[arg(long, default_value = DEFAULT_STATE_DIR)]
-    state_dir: PathBuf,
-    /// The audit database.
-    #[arg(long, default_value = DEFAULT_DB)]
-    db: PathBuf,
+    /// Stream events as JSONL to a file (rotated by size) or `-` (stdout).
+    #[arg(long = "jsonl", value_name = "PATH|-")]
+    jsonl: Vec<String>,
+    /// Stream events as CEF to a file, `-`, or syslog (RFC 5424) over
+    /// udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT (RFC 5425).
+    #[arg(long = "cef", value_name = "PATH|-|udp://|tcp://|tls://HOST:PORT")]
+    cef: Vec<String>,
+    /// Rotate file sinks past this many bytes (0: never; default 64 MiB).
+    #[arg(long, value_name = "BYTES")]
+    sink_rotate_bytes: Option<u64>,
+    /// Rotated files to keep (default 5).
+    #[arg(long, value_name = "N")]
+    sink_rotate_keep: Option<u64>,
+    /// Records buffered per sink before drops (counted) begin (default 8192).
+    #[arg(long, value_name = "N")]
+    sink_queue: Option<u64>,
+    /// CA certificates (PEM) trusted for tls:// syslog besides the system's.
+    #[arg(long, value_name = "FILE")]
+    syslog_ca_file: Option<PathBuf>,
+    /// Where the control socket, MCP socket and audit anchors live
+    /// (default /run/sentinel).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// The audit database (default /var/lib/sentinel/sentinel.db).
+    #[arg(long, value_name = "FILE")]
+    db: Option<PathBuf>,
     /// A directory of policy files; without it, the embedded defaults.
     #[arg(long, value_name = "DIR")]
     policy: Option<PathBuf>,
-    /// The mode to start in.
-    #[arg(long, default_value = "alert", value_parser = parse_mode)]
-    mode: sentinel_policy::Mode,
+    /// The mode to start in: silent-allow, alert (default), silent-deny
+    /// or lockdown.
+    #[arg(long)]
+    mode: Option<String>,
     /// Seconds a held action waits for `sentinel approve` before it is
-    /// denied.
-    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
-    approval_timeout: u64,
+    /// denied (default 120).
+    #[arg(long, value_name = "SECONDS")]
+    approval_timeout: Option<u64>,
     /// Do not use BPF LSM even where the kernel allows it.
     #[arg(long)]
     no_lsm: bool,
     /// Ring buffer size in bytes (a power of two; default 16 MiB).
-    #[arg(long, value_name = "BYTES", value_parser = parse_ring_size)]
-    ring_buffer_bytes: Option<u32>,
+    #[arg(long, value_name = "BYTES")]
+    ring_buffer_bytes: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics: PORT (loopback),
+    /// or HOST:PORT.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
 }
 
-fn parse_ring_size(s: &str) -> Result<u32, String> {
-    let n: u32 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of bytes"))?;
-    if n < 4096 || !n.is_power_of_two() {
-        return Err("the ring buffer size must be a power of two of at least 4096".into());
+impl RunArgs {
+    /// The flags given, as configuration values (flags beat files).
+    fn flags(&self) -> Vec<config::FlagValue> {
+        let mut out: Vec<config::FlagValue> = Vec::new();
+        let text = |p: &PathBuf| toml::Value::String(p.display().to_string());
+        let int = |n: u64| toml::Value::Integer(i64::try_from(n).unwrap_or(i64::MAX));
+        if !self.uids.is_empty() {
+            let list = self.uids.iter().map(|u| int(u64::from(*u))).collect();
+            out.push(("uid", "--uid".into(), toml::Value::Array(list)));
+        }
+        if !self.agents.is_empty() {
+            let list = self
+                .agents
+                .iter()
+                .map(|(name, uid)| {
+                    let mut t = toml::map::Map::new();
+                    t.insert("name".into(), name.clone().into());
+                    t.insert("uid".into(), int(u64::from(*uid)));
+                    toml::Value::Table(t)
+                })
+                .collect();
+            out.push(("agent", "--agent".into(), toml::Value::Array(list)));
+        }
+        for (key, flag, items) in [
+            ("jsonl", "--jsonl", &self.jsonl),
+            ("cef", "--cef", &self.cef),
+        ] {
+            if !items.is_empty() {
+                let list = items.iter().map(|s| s.clone().into()).collect();
+                out.push((key, flag.into(), toml::Value::Array(list)));
+            }
+        }
+        for (key, flag, value) in [
+            (
+                "sink_rotate_bytes",
+                "--sink-rotate-bytes",
+                self.sink_rotate_bytes,
+            ),
+            (
+                "sink_rotate_keep",
+                "--sink-rotate-keep",
+                self.sink_rotate_keep,
+            ),
+            ("sink_queue", "--sink-queue", self.sink_queue),
+            (
+                "approval_timeout",
+                "--approval-timeout",
+                self.approval_timeout,
+            ),
+            (
+                "ring_buffer_bytes",
+                "--ring-buffer-bytes",
+                self.ring_buffer_bytes,
+            ),
+        ] {
+            if let Some(n) = value {
+                out.push((key, flag.into(), int(n)));
+            }
+        }
+        for (key, flag, value) in [
+            ("syslog_ca_file", "--syslog-ca-file", &self.syslog_ca_file),
+            ("state_dir", "--state-dir", &self.state_dir),
+            ("db", "--db", &self.db),
+            ("policy", "--policy", &self.policy),
+        ] {
+            if let Some(p) = value {
+                out.push((key, flag.into(), text(p)));
+            }
+        }
+        for (key, flag, value) in [
+            ("mode", "--mode", &self.mode),
+            ("metrics", "--metrics", &self.metrics),
+        ] {
+            if let Some(v) = value {
+                out.push((key, flag.into(), v.clone().into()));
+            }
+        }
+        if self.no_lsm {
+            out.push(("no_lsm", "--no-lsm".into(), true.into()));
+        }
+        out
     }
-    Ok(n)
 }
 
 fn parse_agent(s: &str) -> Result<(String, u32), String> {
@@ -188,13 +326,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(
         cli.command,
-        Command::Run(_) | Command::McpProxy(_) | Command::McpAdmin { .. }
+        Command::Run(_) | Command::McpProxy(_) | Command::McpAdmin { .. } | Command::Top { .. }
     ) {
         quiet_on_closed_stdout();
     }
     match cli.command {
         Command::Run(args) => run(args),
-        Command::Status { state_dir, json } => status(&state_dir, json),
+        Command::Config(ConfigCommand::Show { config, json }) => config_show(config, json),
+        Command::Top { state_dir } => top::run(&state_dir),
+        Command::Doctor { state_dir, json } => doctor::run(&state_dir, json),
+        Command::Status { state_dir, json } => status::run(&state_dir, json),
         Command::Mode { command, state_dir } => {
             let request = match command {
                 ModeCommand::Get => control::Request::ModeGet,
@@ -241,9 +382,47 @@ fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(code)
 }
 
+fn config_show(file: Option<PathBuf>, as_json: bool) -> ExitCode {
+    let merged = match config::Merged::load(&config::Source::from_flag(file)) {
+        Ok(m) => m,
+        Err(e) => return fail(2, e),
+    };
+    // The values are checked too: `show` says what `run` would refuse.
+    let checked = merged.settings();
+    if as_json {
+        let mut out = merged.render_json();
+        out["valid"] = serde_json::json!(checked.is_ok());
+        if let Err(e) = &checked {
+            out["error"] = serde_json::json!(e.to_string());
+        }
+        println!("{out:#}");
+    } else {
+        print!("{}", merged.render_text());
+    }
+    match checked {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => fail(2, e),
+    }
+}
+
 fn run(args: RunArgs) -> ExitCode {
-    if args.uids.is_empty() && args.agents.is_empty() {
-        return fail(2, "nothing to watch: pass --uid UID or --agent NAME=UID");
+    // The configuration is checked before anything else: a bad one is one
+    // error naming file:line, and nothing starts.
+    let source = config::Source::from_flag(args.config.clone());
+    let flags = args.flags();
+    let merged = config::Merged::load(&source).map(|mut m| {
+        m.apply_flags(flags.clone());
+        m
+    });
+    let (merged, settings) = match merged.and_then(|m| m.settings().map(|s| (m, s))) {
+        Ok(pair) => pair,
+        Err(e) => return fail(2, e),
+    };
+    if settings.uids.is_empty() && settings.agents.is_empty() {
+        return fail(
+            2,
+            "nothing to watch: pass --uid UID or --agent NAME=UID, or set uid / [[agent]] in the configuration file",
+        );
     }
     if let Err(e) = preflight::require_root("run")
         .and_then(|()| preflight::require_kernel_support())
@@ -251,28 +430,31 @@ fn run(args: RunArgs) -> ExitCode {
     {
         return fail(2, e);
     }
-    let agents = match daemon::resolve_agents(&args.uids, &args.agents) {
+    let agents = match daemon::resolve_agents(&settings.uids, &settings.agents) {
         Ok(a) => a,
         Err(e) => return fail(2, e),
     };
-    let policy = match daemon::load_policy(args.policy.as_deref()) {
+    let policy = match daemon::load_policy(settings.policy.as_deref()) {
         Ok(p) => p,
         Err(e) => return fail(1, format!("{e:#}")),
     };
     let config = daemon::RunConfig {
         agents,
-        sinks: args.sinks.specs(),
-        sink_options: args.sinks.options(),
-        state_dir: args.state_dir,
-        db: args.db,
+        sinks: settings.sinks,
+        sink_options: settings.sink_options,
+        state_dir: settings.state_dir,
+        db: settings.db,
         policy,
-        policy_dir: args.policy,
-        mode: args.mode,
-        approval_timeout: std::time::Duration::from_secs(args.approval_timeout),
+        policy_dir: settings.policy,
+        mode: settings.mode,
+        approval_timeout: settings.approval_timeout,
         sensor: observe::SensorOptions {
-            no_lsm: args.no_lsm,
-            ring_buffer_bytes: args.ring_buffer_bytes,
+            no_lsm: settings.no_lsm,
+            ring_buffer_bytes: settings.ring_buffer_bytes,
         },
+        metrics: settings.metrics,
+        webhook: settings.webhook,
+        reloader: Some(config::Reloader::new(source, flags, merged)),
     };
     match daemon::run(config) {
         Ok(()) => ExitCode::SUCCESS,
@@ -293,28 +475,5 @@ fn ask_daemon(
         }
         Ok(a) => fail(1, a["error"].as_str().unwrap_or("the daemon refused")),
         Err(e) => fail(2, e),
-    }
-}
-
-fn status(state_dir: &std::path::Path, as_json: bool) -> ExitCode {
-    let answer = match control::call(state_dir, &control::Request::Status) {
-        Ok(a) => a,
-        Err(e) => return fail(1, e),
-    };
-    let attached = answer["attached"].as_array().map_or(0, Vec::len);
-    if as_json {
-        println!("{answer:#}");
-    } else {
-        println!("sentinel running (pid {})", answer["pid"]);
-        println!("  watched uids: {}", answer["watched_uids"]);
-        println!("  attached:     {attached} programs");
-        println!("  mode:         {}", answer["mode"]);
-        println!("  enforcement:  {}", answer["enforcement"]);
-        println!("  events:       {}", answer["events"]);
-    }
-    if answer["running"] == true && attached > 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
     }
 }

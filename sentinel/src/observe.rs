@@ -615,6 +615,12 @@ impl Sensor {
             })
     }
 
+    /// Processes the kernel holds (stopped for an approval).
+    pub fn held_pids(&mut self) -> Result<Vec<u32>, SensorError> {
+        let m: BpfHashMap<_, u32, u64> = self.map_mut("HELD")?;
+        Ok(m.keys().filter_map(Result::ok).collect())
+    }
+
     /// Forgets a held process before the daemon resumes it, so the kernel
     /// does not take the resume for a bypass.
     pub fn release_held(&mut self, pid: u32) -> Result<(), SensorError> {
@@ -722,6 +728,23 @@ impl Sensor {
     pub fn flows(&mut self) -> Result<Vec<(u64, Flow)>, SensorError> {
         let m: BpfHashMap<_, u64, Flow> = self.map_mut("FLOWS")?;
         Ok(m.iter().filter_map(Result::ok).collect())
+    }
+
+    /// Run time and run count of each program, while the kernel counts
+    /// them (`kernel.bpf_stats_enabled = 1`); empty otherwise.
+    pub fn program_stats(&self) -> Vec<(String, std::time::Duration, u64)> {
+        let on = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+            .is_ok_and(|v| v.trim() == "1");
+        if !on {
+            return Vec::new();
+        }
+        self.ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let info = p.info().ok()?;
+                Some((name.to_string(), info.run_time(), info.run_count()))
+            })
+            .collect()
     }
 
     /// Stops counting a socket (it was released and its last counts read).

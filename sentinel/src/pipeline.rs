@@ -12,7 +12,7 @@
 //! buffer fills, and the kernel counts the drops: backpressure ends in a
 //! counted, reported loss, never a silent one.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,6 +28,7 @@ use crate::behaviour::Behaviour;
 use crate::clock::WallClock;
 use crate::decode::{self, Header, KernelAction, KernelEvent};
 use crate::enforce::{self, Approvals, CompiledMaps, PendingApproval, Resolution};
+use crate::metrics::Metrics;
 
 use crate::observe::Sensor;
 use crate::process::ProcessTable;
@@ -101,6 +102,71 @@ pub struct Core {
     kernel_policy: sentinel_policy::KernelPolicy,
     next_identify: std::time::Instant,
     pub bandwidth: BandwidthMeter,
+    pub metrics: Arc<Metrics>,
+    /// The policy directory in force (absolute); `None`: the embedded
+    /// defaults.
+    pub policy_dir: Option<PathBuf>,
+    /// The newest events, for `sentinel top`'s live feed.
+    pub feed: Feed,
+    /// Per agent: the risk of its latest verdict, the highest, and how
+    /// many events it had.
+    pub agent_risk: BTreeMap<String, AgentRisk>,
+    /// Held by the kernel without an approval at the last tick.
+    orphans: HashSet<u32>,
+}
+
+/// One agent's risk as its verdicts report it.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct AgentRisk {
+    pub last: u8,
+    pub max: u8,
+    pub events: u64,
+}
+
+/// The newest recorded events, kept in memory for the dashboard; older
+/// ones are in the audit chain.
+#[derive(Debug, Default)]
+pub struct Feed {
+    events: VecDeque<Event>,
+}
+
+impl Feed {
+    const CAPACITY: usize = 4096;
+
+    fn push(&mut self, event: &Event) {
+        if self.events.len() == Self::CAPACITY {
+            self.events.pop_front();
+        }
+        self.events.push_back(event.clone());
+    }
+
+    /// Events after `after` whose JSON contains `filter` (any case), the
+    /// newest `limit` of them, and how many matching ones were left out.
+    pub fn since(
+        &self,
+        after: u64,
+        filter: Option<&str>,
+        limit: usize,
+    ) -> (Vec<serde_json::Value>, usize) {
+        let needle = filter.map(str::to_lowercase).filter(|f| !f.is_empty());
+        let matching: Vec<serde_json::Value> = self
+            .events
+            .iter()
+            .filter(|e| e.seq > after)
+            .filter_map(|e| serde_json::to_value(e).ok())
+            .filter(|v| {
+                needle
+                    .as_deref()
+                    .is_none_or(|n| v.to_string().to_lowercase().contains(n))
+            })
+            .collect();
+        let skipped = matching.len().saturating_sub(limit);
+        (matching.into_iter().skip(skipped).collect(), skipped)
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.events.back().map_or(0, |e| e.seq)
+    }
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -115,6 +181,8 @@ pub struct CoreParts {
     pub audit: AuditWriter,
     pub behaviour: Option<Behaviour>,
     pub approvals: Approvals,
+    pub metrics: Arc<Metrics>,
+    pub policy_dir: Option<PathBuf>,
 }
 
 impl Core {
@@ -138,6 +206,11 @@ impl Core {
             kernel_policy: sentinel_policy::KernelPolicy::default(),
             next_identify: std::time::Instant::now(),
             bandwidth: BandwidthMeter::new(OffsetDateTime::now_utc()),
+            metrics: parts.metrics,
+            policy_dir: parts.policy_dir,
+            feed: Feed::default(),
+            agent_risk: BTreeMap::new(),
+            orphans: HashSet::new(),
         };
         core.recompile()?;
         Ok(core)
@@ -491,8 +564,20 @@ impl Core {
         }
     }
 
-    /// Hands a numbered event to the audit writer.
+    /// Hands a numbered event to the audit writer, counting it for the
+    /// metrics and keeping it for the live feed.
     fn emit(&mut self, event: Event) {
+        self.metrics.observe(&event);
+        if let (Some(agent), Some(v)) = (
+            event.process().and_then(|p| p.agent.as_ref()),
+            &event.verdict,
+        ) {
+            let r = self.agent_risk.entry(agent.clone()).or_default();
+            r.last = v.risk;
+            r.max = r.max.max(v.risk);
+            r.events += 1;
+        }
+        self.feed.push(&event);
         self.audit.record(event);
         self.stats.emitted.fetch_add(1, Ordering::Relaxed);
     }
@@ -522,6 +607,7 @@ impl Core {
         if let Some(b) = self.behaviour.as_mut() {
             b.reload_webhook();
         }
+        self.adopt_orphans();
         for (p, resolution) in self.approvals.expire(&mut self.sensor) {
             self.push_resolution(&p, resolution, "timeout");
         }
@@ -530,6 +616,50 @@ impl Core {
                 tracing::error!("recompiling the kernel maps failed: {e}");
             }
         }
+    }
+
+    /// A process the kernel stopped for an approval whose event was lost
+    /// (ring buffer full) would wait forever unseen: one held for two
+    /// ticks without an approval gets one, times out like any other, and
+    /// the loss is recorded.
+    fn adopt_orphans(&mut self) {
+        let held = match self.sensor.held_pids() {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!("reading the held processes: {e}");
+                return;
+            }
+        };
+        let waiting: HashSet<u32> = held
+            .into_iter()
+            .filter(|pid| !self.approvals.holds(*pid))
+            .collect();
+        let adopt: Vec<u32> = waiting.intersection(&self.orphans).copied().collect();
+        for pid in adopt {
+            let id = self.approvals.hold(
+                pid,
+                format!(
+                    "a held action of pid {pid} (its event was lost: the ring buffer was full)"
+                ),
+                None,
+                None,
+            );
+            let reason = format!(
+                "pid {pid} is held by the kernel but its event was lost; approval {id}: `sentinel approve {id}` / `sentinel deny {id}`"
+            );
+            tracing::warn!("{reason}");
+            self.push(
+                OffsetDateTime::now_utc(),
+                Body::Alert {
+                    severity: "warning".into(),
+                    category: "approval".into(),
+                    reason,
+                    related: Vec::new(),
+                },
+                None,
+            );
+        }
+        self.orphans = waiting;
     }
 
     /// Reads the kernel's socket counters into the bandwidth meter and
@@ -673,6 +803,7 @@ impl Core {
             let _ = self.recompile();
             return Err(format!("compiling it into the kernel maps failed: {e}"));
         }
+        self.policy_dir = Some(std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()));
         Ok(rules)
     }
 
@@ -710,6 +841,45 @@ impl Core {
             },
             None,
         );
+    }
+
+    /// Records a configuration reload's outcome (category `config`).
+    pub fn record_config_alert(&mut self, severity: &str, reason: String) {
+        self.push(
+            OffsetDateTime::now_utc(),
+            Body::Alert {
+                severity: severity.into(),
+                category: "config".into(),
+                reason,
+                related: Vec::new(),
+            },
+            None,
+        );
+    }
+
+    /// Publishes to new sinks from now on (SIGHUP).
+    pub fn replace_sinks(&self, sinks: sentinel_audit::Sinks) {
+        self.audit.replace_sinks(sinks);
+    }
+
+    /// Sets (or clears) the alert webhook the configuration file names.
+    pub fn set_webhook(
+        &mut self,
+        config: Option<sentinel_anomaly::WebhookConfig>,
+    ) -> Result<(), String> {
+        match self.behaviour.as_mut() {
+            Some(b) => b.set_webhook(config),
+            None => Err("alerts are not raised by this daemon".into()),
+        }
+    }
+
+    /// The alerts store, for the control socket (`sentinel top`).
+    pub fn behaviour_mut(&mut self) -> Option<&mut Behaviour> {
+        self.behaviour.as_mut()
+    }
+
+    pub fn tracked_processes(&self) -> usize {
+        self.table.len()
     }
 
     pub fn audit_stats(&self) -> sentinel_audit::AuditWriterStats {

@@ -36,6 +36,11 @@ impl ProcessTable {
         Self::with_proc_root(agents, PathBuf::from("/proc"))
     }
 
+    /// Processes tracked now.
+    pub fn len(&self) -> usize {
+        self.procs.len()
+    }
+
     pub fn with_proc_root(agents: HashMap<u32, String>, proc_root: PathBuf) -> Self {
         Self {
             procs: HashMap::new(),

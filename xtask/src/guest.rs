@@ -212,7 +212,7 @@ impl Apt {
     }
 }
 
-fn apt_lock_args() -> [&'static str; 2] {
+pub(crate) fn apt_lock_args() -> [&'static str; 2] {
     // Other helpers may run apt at the same time: wait for the lock.
     ["-o", "DPkg::Lock::Timeout=600"]
 }
@@ -251,7 +251,7 @@ fn ensure_host_tools(apt: &mut Apt) -> Result<()> {
     Ok(())
 }
 
-fn dpkg_installed(pkg: &str) -> bool {
+pub(crate) fn dpkg_installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", pkg])
         .stderr(Stdio::null())

@@ -8,6 +8,7 @@
 mod guest;
 mod guest_lsm;
 mod mcp_peers;
+mod package;
 mod setup;
 mod toolchain;
 
@@ -51,6 +52,8 @@ enum Task {
     GuestSelfTest,
     /// Run the benchmarks and print their figures.
     Bench,
+    /// Build the Debian package (target/debian/sentinel_VERSION_ARCH.deb).
+    Package,
 }
 
 fn main() -> ExitCode {
@@ -90,6 +93,7 @@ fn run(task: Task) -> Result<()> {
             guest_lsm::run(&root)
         }
         Task::Bench => bench(&root),
+        Task::Package => package::build(&root).map(drop),
     }
 }
 
@@ -151,6 +155,8 @@ fn cargo(root: &Path, args: &[&str]) -> Result<()> {
             "SENTINEL_EVASION_BIN",
             root.join("target/release/sentinel-evasion"),
         )
+        // The package test installs the package `test` builds.
+        .env("SENTINEL_DEB", package::deb_path(root)?)
         .args(args)
         .status()
         .with_context(|| format!("running cargo {}", args.join(" ")))?;
@@ -178,7 +184,8 @@ fn build(root: &Path) -> Result<()> {
 
 fn test(root: &Path, lint: bool) -> Result<()> {
     setup::all(root)?;
-    build(root)?;
+    // Builds the binary too; the package test installs it.
+    package::build(root)?;
     if lint {
         cargo(root, &["fmt", "--all", "--check"])?;
         // The eBPF crate is outside the workspace; its files are formatted

@@ -17,6 +17,51 @@ pub fn all(root: &Path) -> Result<()> {
     kernel_mounts()?;
     test_users()?;
     crate::mcp_peers::ensure_mcp_peers(root)?;
+    debian_packages(CONSOLE_PACKAGES)?;
+    Ok(())
+}
+
+/// Debian packages the operator-console tests drive for real: Prometheus
+/// (and promtool) scraping the daemon, rsyslog with its GnuTLS driver
+/// receiving syslog over TLS, tmux for the dashboard, systemd for
+/// `systemd-analyze verify` of the unit.
+pub const CONSOLE_PACKAGES: &[&str] =
+    &["prometheus", "rsyslog", "rsyslog-gnutls", "tmux", "systemd"];
+
+/// Installs the packages that are missing (`apt-get update` first, only
+/// when something is missing); nothing when all are there.
+pub fn debian_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| !crate::guest::dpkg_installed(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("setup: apt-get install {}", missing.join(" "));
+    let update = Command::new("apt-get")
+        .args(crate::guest::apt_lock_args())
+        .arg("update")
+        .status()
+        .context("running apt-get update")?;
+    if !update.success() {
+        bail!("apt-get update failed: check the network and /etc/apt/sources.list");
+    }
+    let install = Command::new("apt-get")
+        .args(crate::guest::apt_lock_args())
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("running apt-get install")?;
+    if !install.success() {
+        bail!(
+            "installing {} failed: run `apt-get install -y {}` as root and retry",
+            missing.join(" "),
+            missing.join(" ")
+        );
+    }
     Ok(())
 }
 

@@ -1321,7 +1321,8 @@ fn alerts_test(ctx: &Context) -> Outcome {
         acknowledged_by: None,
         resolved_by: None,
     };
-    let report = webhook::deliver(&config, &webhook::payload(&test)).map_err(|e| e.to_string())?;
+    let report = webhook::deliver(&config, &webhook::payload(&test, config.format))
+        .map_err(|e| e.to_string())?;
     Ok(
         json!({"delivered_to": report.url, "http_status": report.status, "attempts": report.attempts}),
     )
