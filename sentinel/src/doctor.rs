@@ -40,6 +40,10 @@ pub fn describe_mechanism(kind: &str, mechanism: &str) -> (String, Option<String
             format!("the process is killed at the {kind} syscall (SIGKILL from the tracepoint); the call is not refused with an error"),
             Some(lsm_advice),
         ),
+        "sigkill-after" => (
+            format!("the {kind} completes and the process is killed before it returns to user space (SIGKILL from the syscall tracepoint); the daemon reports it and puts back what it has a copy of"),
+            Some(lsm_advice),
+        ),
         other => (format!("{kind} is enforced by {other}"), None),
     }
 }
