@@ -90,6 +90,11 @@ pub enum Request {
     },
     /// MCP approvals (tool pins, asks) waiting for an operator.
     McpPending,
+    /// A record from the LLM proxy (`sentinel llm-proxy`, run by root):
+    /// an `llm_call` or an `llm-*` alert, appended to the audit chain.
+    LlmRecord {
+        event: Box<sentinel_audit::Event>,
+    },
     /// Bytes and packets per agent and host over the last `hours`.
     Bandwidth {
         hours: f64,

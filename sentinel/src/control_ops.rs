@@ -60,6 +60,7 @@ pub fn handler(
             json!({"ok": true, "thresholds": t})
         }
         Request::ThresholdsSet { thresholds } => thresholds_set(&core, thresholds),
+        Request::LlmRecord { event } => llm_record(&core, *event),
         Request::Bandwidth {
             hours,
             agent,
@@ -291,6 +292,21 @@ fn resolve(core: &Arc<Mutex<Core>>, db: &Path, id: &str, approve: bool) -> serde
         Ok(a) => json!({"ok": true, "id": id, "approval": format!("{a:?}")}),
         Err(e) => json!({"ok": false, "error": e.to_string()}),
     }
+}
+
+/// Only what the LLM proxy produces is taken: its call records and its
+/// `llm-*` alerts.
+fn llm_record(core: &Arc<Mutex<Core>>, event: Event) -> serde_json::Value {
+    let ours = match &event.body {
+        Body::LlmCall { .. } => true,
+        Body::Alert { category, .. } => category.starts_with("llm-"),
+        _ => false,
+    };
+    if !ours {
+        return json!({"ok": false, "error": "only llm_call records and llm-* alerts are taken"});
+    }
+    lock(core).record(event);
+    json!({"ok": true})
 }
 
 fn bandwidth(

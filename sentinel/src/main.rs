@@ -13,6 +13,7 @@ mod daemon;
 mod decode;
 mod doctor;
 mod enforce;
+mod llm_link;
 mod mcp_admin;
 mod metrics;
 mod observe;
@@ -109,6 +110,9 @@ enum Command {
     /// The MCP proxy: put it in the agent's MCP config in place of the
     /// server command (`sentinel mcp-proxy --agent NAME -- SERVER ARGS...`).
     McpProxy(sentinel_mcp::cli::McpProxyArgs),
+    /// The LLM API proxy: agents use a virtual key with an OpenAI- or
+    /// Anthropic-compatible SDK; the vault holds the real keys.
+    LlmProxy(sentinel_llm::LlmProxyArgs),
     /// The operator's management tools as an MCP server on stdio (root
     /// only): rules, monitor, audit, policy, alerts, quarantine.
     McpAdmin {
@@ -324,7 +328,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(
         cli.command,
-        Command::Run(_) | Command::McpProxy(_) | Command::McpAdmin { .. } | Command::Top { .. }
+        Command::Run(_) | Command::McpProxy(_) | Command::LlmProxy(_) | Command::McpAdmin { .. } | Command::Top { .. }
     ) {
         quiet_on_closed_stdout();
     }
@@ -357,6 +361,10 @@ fn main() -> ExitCode {
         Command::Audit(cmd) => sentinel_audit::cli::run(cmd),
         Command::Alerts { command, db } => sentinel_anomaly::cli::run(&command, &db),
         Command::McpProxy(args) => sentinel_mcp::cli::run(args),
+        Command::LlmProxy(args) => {
+            let state_dir = args.state_dir.clone();
+            sentinel_llm::run(args, || llm_link::gate(state_dir))
+        }
         Command::McpAdmin {
             state_dir,
             db,
