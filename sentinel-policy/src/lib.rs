@@ -38,7 +38,7 @@ pub use check::{check_dir, dry_run, homes_from_passwd, summarize, PolicySummary}
 pub use engine::{AnomalyScore, AnomalyScorer, AnomalyThresholds, Assessment, Engine};
 pub use error::PolicyError;
 pub use kernel::{KernelPolicy, NetMatch, PathMatch, UserspaceOnly};
-pub use pattern::KernelPath;
+pub use pattern::{expand_braces, KernelPath};
 pub use policy::{parse_net, LockdownAllow, Policy, DEFAULT_PRIORITY};
 pub use quarantine::{QuarantineEntry, QuarantineTarget};
 pub use rate::RateLimit;

@@ -163,7 +163,25 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
         tracing::info!("BPF LSM not used ({why}); cgroup hooks and SIGKILL instead");
     }
 
+    // Identity file baselines live next to the audit database (root-only).
+    let baseline_dir = config
+        .db
+        .parent()
+        .unwrap_or(Path::new("/var/lib/sentinel"))
+        .join("baselines");
+    let identity_homes: Vec<(u32, PathBuf)> = homes.iter().map(|(u, h)| (*u, h.clone())).collect();
+    let (identity, identity_alerts) = {
+        let files = config.policy.identity();
+        if files.is_empty() {
+            (None, Vec::new())
+        } else {
+            let (m, a) = crate::identity::IdentityMonitor::open(&baseline_dir, files, identity_homes)
+                .with_context(|| format!("opening the identity baselines in {}", baseline_dir.display()))?;
+            (Some(m), a)
+        }
+    };
     let core = Core::new(CoreParts {
+        identity,
         sensor,
         engine: engine.clone(),
         homes,
@@ -185,6 +203,8 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
             .as_deref()
             .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.to_path_buf())),
     })?;
+    let mut core = core;
+    core.raise_identity(identity_alerts);
     let core = Arc::new(Mutex::new(core));
 
     // The proxies' socket first: once `status` answers, everything does.
@@ -290,7 +310,11 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
             .into_inner()
             .unwrap_or_else(|p| p.into_inner())
             .shutdown(),
-        Err(core) => lock(&core).flush(),
+        Err(core) => {
+            let c = lock(&core);
+            c.guards.shutdown();
+            c.flush();
+        }
     }
     tracing::info!("stopped; all programs detached");
     Ok(())

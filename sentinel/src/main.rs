@@ -13,6 +13,8 @@ mod daemon;
 mod decode;
 mod doctor;
 mod enforce;
+mod guards;
+mod identity;
 mod llm_link;
 mod mcp_admin;
 mod metrics;
@@ -20,6 +22,7 @@ mod observe;
 mod pipeline;
 mod preflight;
 mod process;
+mod respond;
 mod status;
 mod top;
 
@@ -110,6 +113,22 @@ enum Command {
     /// The MCP proxy: put it in the agent's MCP config in place of the
     /// server command (`sentinel mcp-proxy --agent NAME -- SERVER ARGS...`).
     McpProxy(sentinel_mcp::cli::McpProxyArgs),
+    /// Identity file baselines: list, accept the current content, restore
+    /// the shadow copy.
+    Baseline {
+        #[command(subcommand)]
+        command: BaselineCommand,
+        #[arg(long, default_value = DEFAULT_STATE_DIR, global = true)]
+        state_dir: PathBuf,
+    },
+    /// Response playbooks: list responses, approve or deny a gated one,
+    /// undo one.
+    Respond {
+        #[command(subcommand)]
+        command: RespondCommand,
+        #[arg(long, default_value = DEFAULT_STATE_DIR, global = true)]
+        state_dir: PathBuf,
+    },
     /// The LLM API proxy: agents use a virtual key with an OpenAI- or
     /// Anthropic-compatible SDK; the vault holds the real keys.
     LlmProxy(sentinel_llm::LlmProxyArgs),
@@ -125,6 +144,29 @@ enum Command {
         #[arg(long)]
         policy: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum BaselineCommand {
+    /// Every identity file, its baseline, and whether it matches.
+    List,
+    /// The file as it is now becomes its baseline.
+    Accept { path: PathBuf },
+    /// Puts the baseline's shadow copy back.
+    Restore { path: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum RespondCommand {
+    /// Every response since the daemon started.
+    List,
+    /// Carries out a response waiting for approval.
+    Approve { id: u64 },
+    /// Skips a response waiting for approval.
+    Deny { id: u64 },
+    /// Reverses a response (suspend, cut-network, quarantine-agent,
+    /// lockdown; a kill cannot be undone).
+    Undo { id: u64 },
 }
 
 #[derive(Subcommand)]
@@ -357,6 +399,29 @@ fn main() -> ExitCode {
                 format!("{}", a.get("resolution").or(a.get("approval")).unwrap_or(a))
             })
         }
+        Command::Baseline { command, state_dir } => {
+            let request = match command {
+                BaselineCommand::List => control::Request::BaselineList,
+                BaselineCommand::Accept { path } => control::Request::BaselineAccept {
+                    path: absolute(path),
+                },
+                BaselineCommand::Restore { path } => control::Request::BaselineRestore {
+                    path: absolute(path),
+                },
+            };
+            ask_daemon(&state_dir, &request, show_detail)
+        }
+        Command::Respond { command, state_dir } => {
+            let request = match command {
+                RespondCommand::List => control::Request::RespondList,
+                RespondCommand::Approve { id } => {
+                    control::Request::RespondDecide { id, approve: true }
+                }
+                RespondCommand::Deny { id } => control::Request::RespondDecide { id, approve: false },
+                RespondCommand::Undo { id } => control::Request::RespondUndo { id },
+            };
+            ask_daemon(&state_dir, &request, show_detail)
+        }
         Command::Policy(cmd) => sentinel_policy::cli::run(cmd),
         Command::Audit(cmd) => sentinel_audit::cli::run(cmd),
         Command::Alerts { command, db } => sentinel_anomaly::cli::run(&command, &db),
@@ -465,6 +530,24 @@ fn run(args: RunArgs) -> ExitCode {
     match daemon::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(2, format!("{e:#}")),
+    }
+}
+
+fn absolute(path: PathBuf) -> PathBuf {
+    std::path::absolute(&path).unwrap_or(path)
+}
+
+/// The `detail` line of an answer, or the whole answer as JSON (lists).
+fn show_detail(answer: &serde_json::Value) -> String {
+    match answer["detail"].as_str() {
+        Some(detail) => detail.to_string(),
+        None => {
+            let mut a = answer.clone();
+            if let Some(o) = a.as_object_mut() {
+                o.remove("ok");
+            }
+            format!("{a:#}")
+        }
     }
 }
 
