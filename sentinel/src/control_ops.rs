@@ -367,7 +367,7 @@ fn bandwidth(
     report
 }
 
-fn status(core: &Arc<Mutex<Core>>, agents: &BTreeMap<u32, String>) -> serde_json::Value {
+pub(crate) fn status(core: &Arc<Mutex<Core>>, agents: &BTreeMap<u32, String>) -> serde_json::Value {
     let mut c = lock(core);
     let counters = c.sensor.counters().unwrap_or_default();
     let stats = c.stats.snapshot();

@@ -55,6 +55,8 @@ pub struct RunConfig {
     pub policy_dir: Option<PathBuf>,
     pub mode: Mode,
     pub approval_timeout: Duration,
+    /// Between posture scans; zero: none.
+    pub scan_interval: Duration,
     pub sensor: SensorOptions,
     /// `--metrics ADDR`.
     pub metrics: Option<std::net::SocketAddr>,
@@ -252,6 +254,19 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("polling the ring buffer: {}", e.into_parts().1))?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut posture_tick = tokio::time::interval(if config.scan_interval.is_zero() {
+        Duration::from_secs(u64::MAX / 4)
+    } else {
+        config.scan_interval
+    });
+    let posture_tracker = Arc::new(Mutex::new(crate::posture::Tracker::open(
+        config
+            .db
+            .parent()
+            .unwrap_or(Path::new("/var/lib/sentinel"))
+            .join("posture-findings.json"),
+    )));
+    let mut posture_running: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -281,6 +296,11 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
                 }
             }
             _ = tick.tick() => lock(&core).tick(),
+            _ = posture_tick.tick(), if !config.scan_interval.is_zero() => {
+                if posture_running.as_ref().is_none_or(|t| t.is_finished()) {
+                    posture_running = Some(spawn_posture_scan(&core, &config, &posture_tracker));
+                }
+            }
             _ = sighup.recv() => reload(&core, &mut config),
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
@@ -318,6 +338,44 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
     }
     tracing::info!("stopped; all programs detached");
     Ok(())
+}
+
+/// Runs the posture checks off the data path (they walk directories) and
+/// raises an alert for each new, changed or fixed finding.
+fn spawn_posture_scan(
+    core: &Arc<Mutex<Core>>,
+    config: &RunConfig,
+    tracker: &Arc<Mutex<crate::posture::Tracker>>,
+) -> tokio::task::JoinHandle<()> {
+    let status = crate::control_ops::status(core, &config.agents);
+    let gate = {
+        let c = lock(core);
+        let engine = lock(&c.engine);
+        engine.policy().sudo().clone()
+    };
+    let ctx = crate::posture::ScanContext {
+        agents: crate::posture::agents(&config.agents),
+        gate,
+        sentinel: crate::posture::SentinelFacts {
+            status: Some(status),
+            db: config.db.clone(),
+            state_dir: config.state_dir.clone(),
+            policy_dir: config.policy_dir.clone(),
+        },
+        suid_baseline: crate::posture::suid_baseline_path(&config.db),
+        suid_roots: crate::posture::SUID_ROOTS.iter().map(PathBuf::from).collect(),
+        root_path: std::env::var("PATH").unwrap_or_default(),
+    };
+    let core = core.clone();
+    let tracker = tracker.clone();
+    tokio::task::spawn_blocking(move || {
+        let findings = crate::posture::scan(&ctx);
+        let changes = lock(&tracker).update(&findings);
+        let mut c = lock(&core);
+        for change in changes {
+            c.raise(&change.severity, "posture", change.reason, Vec::new(), None);
+        }
+    })
 }
 
 /// SIGHUP: re-reads the configuration file and its overlays (when the

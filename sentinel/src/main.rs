@@ -20,6 +20,7 @@ mod mcp_admin;
 mod metrics;
 mod observe;
 mod pipeline;
+mod posture;
 mod preflight;
 mod process;
 mod respond;
@@ -113,6 +114,10 @@ enum Command {
     /// The MCP proxy: put it in the agent's MCP config in place of the
     /// server command (`sentinel mcp-proxy --agent NAME -- SERVER ARGS...`).
     McpProxy(sentinel_mcp::cli::McpProxyArgs),
+    /// Posture checks: what on this host would let an agent get around
+    /// Sentinel or outlast it. Exit 1 when a warning or critical finding
+    /// is found.
+    Scan(posture::ScanArgs),
     /// Identity file baselines: list, accept the current content, restore
     /// the shadow copy.
     Baseline {
@@ -252,6 +257,10 @@ struct RunArgs {
     /// Do not use BPF LSM even where the kernel allows it.
     #[arg(long)]
     no_lsm: bool,
+    /// Seconds between posture scans (0: none); each new or changed
+    /// finding is an alert.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    scan_interval: u64,
     /// Ring buffer size in bytes (a power of two; default 16 MiB).
     #[arg(long, value_name = "BYTES")]
     ring_buffer_bytes: Option<u64>,
@@ -422,6 +431,7 @@ fn main() -> ExitCode {
             };
             ask_daemon(&state_dir, &request, show_detail)
         }
+        Command::Scan(args) => posture::run_cli(args),
         Command::Policy(cmd) => sentinel_policy::cli::run(cmd),
         Command::Audit(cmd) => sentinel_audit::cli::run(cmd),
         Command::Alerts { command, db } => sentinel_anomaly::cli::run(&command, &db),
@@ -479,6 +489,7 @@ fn config_show(file: Option<PathBuf>, as_json: bool) -> ExitCode {
 fn run(args: RunArgs) -> ExitCode {
     // The configuration is checked before anything else: a bad one is one
     // error naming file:line, and nothing starts.
+    let scan_interval = args.scan_interval;
     let source = config::Source::from_flag(args.config.clone());
     let flags = args.flags();
     let merged = config::Merged::load(&source).map(|mut m| {
@@ -519,6 +530,7 @@ fn run(args: RunArgs) -> ExitCode {
         policy_dir: settings.policy,
         mode: settings.mode,
         approval_timeout: settings.approval_timeout,
+        scan_interval: std::time::Duration::from_secs(scan_interval),
         sensor: observe::SensorOptions {
             no_lsm: settings.no_lsm,
             ring_buffer_bytes: settings.ring_buffer_bytes,
