@@ -700,13 +700,13 @@ fn the_daemon_scans_periodically_and_alerts_new_findings() {
     };
     let mut alert = None;
     wait_long("the posture alert for the new SUID binary", || {
-        alert = daemon.events().into_iter().find(posture("critical"));
+        alert = daemon.events().iter().find(|e| posture("critical")(e)).cloned();
         alert.is_some()
     });
     let alert = alert.unwrap();
     assert_eq!(alert["severity"], "critical");
     std::fs::remove_file(&suid).unwrap();
-    wait_long("the fixed note", || daemon.events().into_iter().any(posture("info")));
+    wait_long("the fixed note", || daemon.events().iter().any(posture("info")));
 }
 
 fn wait_long(what: &str, mut ok: impl FnMut() -> bool) {
