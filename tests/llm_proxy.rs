@@ -24,7 +24,11 @@ fn root() -> PathBuf {
 
 fn python() -> PathBuf {
     let p = root().join("target/llm-peers/venv/bin/python");
-    assert!(p.exists(), "{} is missing: run `cargo xtask setup`", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo xtask setup`",
+        p.display()
+    );
     p
 }
 
@@ -124,13 +128,20 @@ fn daemon_linked_llm_proxy_obeys_lockdown_and_audits() {
     assert!(set.status.success(), "{set:?}");
     let refused = sdk(port, &release, "Say hello again");
     assert_eq!(refused["status"], 403, "{refused}");
-    assert!(refused["message"].as_str().unwrap().contains("lockdown"), "{refused}");
+    assert!(
+        refused["message"].as_str().unwrap().contains("lockdown"),
+        "{refused}"
+    );
     let ev = daemon.wait_for("the refused llm_call", |e| {
         e["kind"] == "llm_call" && e["outcome"] == "refused"
     });
     assert_eq!(ev["verdict"]["rule"], "lockdown");
     assert_eq!(ev["model"], "gpt-test");
     let upstream_saw = std::fs::read_to_string(dir.path().join("upstream.jsonl")).unwrap();
-    assert_eq!(upstream_saw.lines().count(), 1, "lockdown let a request through: {upstream_saw}");
+    assert_eq!(
+        upstream_saw.lines().count(),
+        1,
+        "lockdown let a request through: {upstream_saw}"
+    );
     assert!(upstream_saw.contains(REAL) && !upstream_saw.contains(VIRTUAL));
 }

@@ -47,7 +47,12 @@ const ENDPOINTS: &[(&str, &str, &str, bool)] = &[
     ("POST", "/v1/responses", "responses", true),
     ("POST", "/v1/embeddings", "embeddings", true),
     ("POST", "/v1/messages", "messages", true),
-    ("POST", "/v1/messages/count_tokens", "messages.count_tokens", true),
+    (
+        "POST",
+        "/v1/messages/count_tokens",
+        "messages.count_tokens",
+        true,
+    ),
     ("GET", "/v1/models", "models", false),
 ];
 
@@ -75,7 +80,10 @@ pub fn endpoint(method: &Method, path: &str) -> Option<Endpoint> {
 
 /// The `model` and `stream` fields of a request body.
 pub fn model_and_stream(body: &Value) -> (Option<String>, bool) {
-    let model = body.get("model").and_then(Value::as_str).map(str::to_string);
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     (model, stream)
 }
@@ -96,11 +104,19 @@ mod tests {
     #[test]
     fn endpoints_and_keys() {
         assert_eq!(
-            endpoint(&Method::POST, "/v1/chat/completions").unwrap().name,
+            endpoint(&Method::POST, "/v1/chat/completions")
+                .unwrap()
+                .name,
             "chat.completions"
         );
-        assert_eq!(endpoint(&Method::POST, "/v1/messages").unwrap().name, "messages");
-        assert_eq!(endpoint(&Method::GET, "/v1/models/gpt-x").unwrap().name, "models");
+        assert_eq!(
+            endpoint(&Method::POST, "/v1/messages").unwrap().name,
+            "messages"
+        );
+        assert_eq!(
+            endpoint(&Method::GET, "/v1/models/gpt-x").unwrap().name,
+            "models"
+        );
         assert!(endpoint(&Method::GET, "/v1/chat/completions").is_none());
         assert!(endpoint(&Method::POST, "/v1/files").is_none());
         assert!(endpoint(&Method::POST, "/v1/chat/completions/../files").is_none());

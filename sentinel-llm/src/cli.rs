@@ -117,7 +117,10 @@ pub fn run(args: LlmProxyArgs, daemon_gate: impl FnOnce() -> Result<Gate, String
     };
     let (gate, label) = match &args.db {
         Some(db) => match standalone_gate(&args, db) {
-            Ok(g) => (g, format!("its own engine and audit chain {}", db.display())),
+            Ok(g) => (
+                g,
+                format!("its own engine and audit chain {}", db.display()),
+            ),
             Err(e) => return fail(e),
         },
         None => match daemon_gate() {

@@ -136,33 +136,72 @@ impl LlmProxy {
         let (parts, body) = request.into_parts();
         // 1. The key.
         let Some((presented, style)) = api::presented_key(&parts.headers) else {
-            return self.refuse(StatusCode::UNAUTHORIZED, "unauthorized", "no API key: send the virtual key Sentinel gave you as the API key", None);
+            return self.refuse(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "no API key: send the virtual key Sentinel gave you as the API key",
+                None,
+            );
         };
         let Some(key) = self.vault.lookup(&presented).cloned() else {
-            return self.refuse(StatusCode::UNAUTHORIZED, "unauthorized", "unknown API key", None);
+            return self.refuse(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "unknown API key",
+                None,
+            );
         };
         if key.agent.is_some() {
             call.agent.clone_from(&key.agent);
         }
-        let upstream = key.upstream.clone().unwrap_or_else(|| self.config.upstream.clone());
+        let upstream = key
+            .upstream
+            .clone()
+            .unwrap_or_else(|| self.config.upstream.clone());
         call.upstream = host_of(&upstream);
         if key.expired(OffsetDateTime::now_utc()) {
-            return self.refuse(StatusCode::UNAUTHORIZED, "key-expired", "this virtual key has expired; ask the operator for a new one", None);
+            return self.refuse(
+                StatusCode::UNAUTHORIZED,
+                "key-expired",
+                "this virtual key has expired; ask the operator for a new one",
+                None,
+            );
         }
         // 2. The endpoint.
         let path = parts.uri.path().to_string();
         let Some(endpoint) = api::endpoint(&parts.method, &path) else {
-            return self.refuse(StatusCode::NOT_FOUND, "not-proxied", &format!("{} {path} is not an API the Sentinel LLM proxy forwards", parts.method), None);
+            return self.refuse(
+                StatusCode::NOT_FOUND,
+                "not-proxied",
+                &format!(
+                    "{} {path} is not an API the Sentinel LLM proxy forwards",
+                    parts.method
+                ),
+                None,
+            );
         };
         call.endpoint = endpoint.name.to_string();
         if !key.allows_path(&path) {
-            return self.refuse(StatusCode::FORBIDDEN, "path-not-allowed", &format!("this virtual key may not call {path}"), None);
+            return self.refuse(
+                StatusCode::FORBIDDEN,
+                "path-not-allowed",
+                &format!("this virtual key may not call {path}"),
+                None,
+            );
         }
         // 3. The body.
         let bytes = match Limited::new(body, self.config.max_request).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(_) => {
-                return self.refuse(StatusCode::PAYLOAD_TOO_LARGE, "too-large", &format!("request bodies are limited to {} bytes", self.config.max_request), None);
+                return self.refuse(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too-large",
+                    &format!(
+                        "request bodies are limited to {} bytes",
+                        self.config.max_request
+                    ),
+                    None,
+                );
             }
         };
         call.request_bytes = bytes.len() as u64;
@@ -171,7 +210,12 @@ impl LlmProxy {
             json = match serde_json::from_slice(&bytes) {
                 Ok(v) => v,
                 Err(e) => {
-                    return self.refuse(StatusCode::BAD_REQUEST, "bad-request", &format!("the request body is not JSON: {e}"), None);
+                    return self.refuse(
+                        StatusCode::BAD_REQUEST,
+                        "bad-request",
+                        &format!("the request body is not JSON: {e}"),
+                        None,
+                    );
                 }
             };
             (call.model, call.stream) = api::model_and_stream(&json);
@@ -191,18 +235,50 @@ impl LlmProxy {
             let kinds = secrets.join(", ");
             match self.config.secrets {
                 FindingAction::Block => {
-                    self.alert("warning", "llm-secret", format!("{} sent a secret ({kinds}) to {} {}: refused, not forwarded", agent_name(call), call.upstream, call.endpoint));
+                    self.alert(
+                        "warning",
+                        "llm-secret",
+                        format!(
+                            "{} sent a secret ({kinds}) to {} {}: refused, not forwarded",
+                            agent_name(call),
+                            call.upstream,
+                            call.endpoint
+                        ),
+                    );
                     let message = format!("refused by Sentinel: the request contains a secret ({kinds}); remove it and try again");
-                    return self.refuse(StatusCode::FORBIDDEN, "blocked-secret", &message, Some(verdict));
+                    return self.refuse(
+                        StatusCode::FORBIDDEN,
+                        "blocked-secret",
+                        &message,
+                        Some(verdict),
+                    );
                 }
                 FindingAction::Redact => {
                     self.scanner.redact_value(&mut json);
                     body = Bytes::from(serde_json::to_vec(&json).unwrap_or_default());
                     outcome = "redacted";
-                    self.alert("warning", "llm-secret", format!("{} sent a secret ({kinds}) to {} {}: redacted before forwarding", agent_name(call), call.upstream, call.endpoint));
+                    self.alert(
+                        "warning",
+                        "llm-secret",
+                        format!(
+                            "{} sent a secret ({kinds}) to {} {}: redacted before forwarding",
+                            agent_name(call),
+                            call.upstream,
+                            call.endpoint
+                        ),
+                    );
                 }
                 _ => {
-                    self.alert("critical", "llm-secret", format!("{} sent a secret ({kinds}) to {} {}: forwarded (flag only)", agent_name(call), call.upstream, call.endpoint));
+                    self.alert(
+                        "critical",
+                        "llm-secret",
+                        format!(
+                            "{} sent a secret ({kinds}) to {} {}: forwarded (flag only)",
+                            agent_name(call),
+                            call.upstream,
+                            call.endpoint
+                        ),
+                    );
                 }
             }
         }
@@ -215,12 +291,24 @@ impl LlmProxy {
         }
         let forward = match forward.body(Full::new(body)) {
             Ok(r) => r,
-            Err(e) => return self.refuse(StatusCode::BAD_REQUEST, "bad-request", &format!("cannot forward this request: {e}"), Some(verdict)),
+            Err(e) => {
+                return self.refuse(
+                    StatusCode::BAD_REQUEST,
+                    "bad-request",
+                    &format!("cannot forward this request: {e}"),
+                    Some(verdict),
+                )
+            }
         };
         let answer = match self.connector.send(forward).await {
             Ok(answer) => answer,
             Err(e) => {
-                return self.refuse(StatusCode::BAD_GATEWAY, "upstream-error", &format!("the upstream {} failed: {e}", call.upstream), Some(verdict));
+                return self.refuse(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream-error",
+                    &format!("the upstream {} failed: {e}", call.upstream),
+                    Some(verdict),
+                );
             }
         };
         // 7. The answer.
@@ -251,22 +339,51 @@ impl LlmProxy {
                 let found = proxy.scanner.injection_in(&String::from_utf8_lossy(&tail));
                 let mut call = call;
                 if !found.is_empty() {
-                    proxy.alert("warning", "llm-injection", format!("the streamed answer to {} from {} {} carries injection markers ({})", agent_name(&call), call.upstream, call.endpoint, found.join(", ")));
+                    proxy.alert(
+                        "warning",
+                        "llm-injection",
+                        format!(
+                            "the streamed answer to {} from {} {} carries injection markers ({})",
+                            agent_name(&call),
+                            call.upstream,
+                            call.endpoint,
+                            found.join(", ")
+                        ),
+                    );
                     call.findings.extend(found.iter().map(|s| s.to_string()));
                 }
                 let outcome = if complete { outcome } else { "stream-cut" };
-                proxy.record(&call, Ending { status, outcome, response_bytes: bytes, verdict: Some(verdict) });
+                proxy.record(
+                    &call,
+                    Ending {
+                        status,
+                        outcome,
+                        response_bytes: bytes,
+                        verdict: Some(verdict),
+                    },
+                );
             }));
             let body = tracked.boxed_unsync();
-            let response = builder
-                .body(body)
-                .unwrap_or_else(|_| plain(StatusCode::BAD_GATEWAY, &api::error_body("upstream-error", "bad upstream headers")));
+            let response = builder.body(body).unwrap_or_else(|_| {
+                plain(
+                    StatusCode::BAD_GATEWAY,
+                    &api::error_body("upstream-error", "bad upstream headers"),
+                )
+            });
             return (response, None);
         }
-        let full = match Limited::new(incoming, self.config.max_response).collect().await {
+        let full = match Limited::new(incoming, self.config.max_response)
+            .collect()
+            .await
+        {
             Ok(c) => c.to_bytes(),
             Err(e) => {
-                return self.refuse(StatusCode::BAD_GATEWAY, "upstream-error", &format!("the upstream answer could not be read: {e}"), Some(verdict));
+                return self.refuse(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream-error",
+                    &format!("the upstream answer could not be read: {e}"),
+                    Some(verdict),
+                );
             }
         };
         let full = Bytes::from(scrub(&full, &scrub_pairs(&self.vault)));
@@ -277,12 +394,31 @@ impl LlmProxy {
         };
         if !injection.is_empty() {
             let kinds = injection.join(", ");
-            call.findings.extend(injection.iter().map(|s| s.to_string()));
+            call.findings
+                .extend(injection.iter().map(|s| s.to_string()));
             if self.config.injection == FindingAction::Block {
-                self.alert("warning", "llm-injection", format!("the answer to {} from {} {} carries injection markers ({kinds}): withheld", agent_name(call), call.upstream, call.endpoint));
+                self.alert(
+                    "warning",
+                    "llm-injection",
+                    format!(
+                        "the answer to {} from {} {} carries injection markers ({kinds}): withheld",
+                        agent_name(call),
+                        call.upstream,
+                        call.endpoint
+                    ),
+                );
                 return self.refuse(StatusCode::BAD_GATEWAY, "blocked-injection", &format!("Sentinel withheld the answer: it carries prompt-injection markers ({kinds})"), Some(verdict));
             }
-            self.alert("warning", "llm-injection", format!("the answer to {} from {} {} carries injection markers ({kinds})", agent_name(call), call.upstream, call.endpoint));
+            self.alert(
+                "warning",
+                "llm-injection",
+                format!(
+                    "the answer to {} from {} {} carries injection markers ({kinds})",
+                    agent_name(call),
+                    call.upstream,
+                    call.endpoint
+                ),
+            );
         }
         let ending = Ending {
             status: head.status,
@@ -291,8 +427,17 @@ impl LlmProxy {
             verdict: Some(verdict),
         };
         let response = builder
-            .body(Full::new(full).map_err(|never| match never {}).boxed_unsync())
-            .unwrap_or_else(|_| plain(StatusCode::BAD_GATEWAY, &api::error_body("upstream-error", "bad upstream headers")));
+            .body(
+                Full::new(full)
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            )
+            .unwrap_or_else(|_| {
+                plain(
+                    StatusCode::BAD_GATEWAY,
+                    &api::error_body("upstream-error", "bad upstream headers"),
+                )
+            });
         (response, Some(ending))
     }
 
@@ -420,9 +565,7 @@ fn plain(status: StatusCode, body: &Value) -> Response<ProxyBody> {
 /// and query.
 fn join_uri(base: &Uri, request: &Uri) -> String {
     let prefix = base.path().trim_end_matches('/');
-    let path_and_query = request
-        .path_and_query()
-        .map_or("/", |p| p.as_str());
+    let path_and_query = request.path_and_query().map_or("/", |p| p.as_str());
     format!(
         "{}://{}{prefix}{path_and_query}",
         base.scheme_str().unwrap_or("http"),
@@ -459,7 +602,10 @@ fn copy_request_headers(from: &HeaderMap, to: &mut HeaderMap) {
             to.append(name.clone(), value.clone());
         }
     }
-    to.insert(hyper::header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    to.insert(
+        hyper::header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
 }
 
 fn copy_response_headers(from: &HeaderMap, to: &mut HeaderMap) {
@@ -490,7 +636,12 @@ fn put_key(headers: &mut HeaderMap, key: &VaultKey, style: KeyStyle) {
 fn scrub_pairs(vault: &Vault) -> Vec<(Vec<u8>, Vec<u8>)> {
     vault
         .real_keys()
-        .map(|k| (k.real_key.as_bytes().to_vec(), k.virtual_key.as_bytes().to_vec()))
+        .map(|k| {
+            (
+                k.real_key.as_bytes().to_vec(),
+                k.virtual_key.as_bytes().to_vec(),
+            )
+        })
         .collect()
 }
 

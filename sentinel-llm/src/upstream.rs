@@ -60,7 +60,10 @@ impl Connector {
     /// with the body still streaming.
     pub async fn send(&self, request: Request<Full<Bytes>>) -> Result<Response<Incoming>, String> {
         let uri = request.uri().clone();
-        let host = uri.host().ok_or("the upstream URL has no host")?.to_string();
+        let host = uri
+            .host()
+            .ok_or("the upstream URL has no host")?
+            .to_string();
         let https = uri.scheme_str() == Some("https");
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let tcp = TcpStream::connect((host.as_str(), port))
@@ -99,7 +102,10 @@ fn origin_form(mut request: Request<Full<Bytes>>, uri: &Uri) -> Request<Full<Byt
     request
 }
 
-async fn exchange<T>(io: TokioIo<T>, request: Request<Full<Bytes>>) -> Result<Response<Incoming>, String>
+async fn exchange<T>(
+    io: TokioIo<T>,
+    request: Request<Full<Bytes>>,
+) -> Result<Response<Incoming>, String>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -116,7 +122,9 @@ where
 }
 
 /// The certificates in a PEM file.
-fn rustls_pemfile_certs(pem: &[u8]) -> Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>> {
+fn rustls_pemfile_certs(
+    pem: &[u8],
+) -> Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>> {
     use tokio_rustls::rustls::pki_types::pem::PemObject;
     tokio_rustls::rustls::pki_types::CertificateDer::pem_slice_iter(pem)
         .filter_map(Result::ok)

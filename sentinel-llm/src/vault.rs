@@ -199,7 +199,11 @@ pub fn parse_upstream(url: &str) -> Result<hyper::Uri, String> {
         .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
     match uri.scheme_str() {
         Some("http") | Some("https") => {}
-        _ => return Err(format!("`{url}`: the upstream must be an http:// or https:// URL")),
+        _ => {
+            return Err(format!(
+                "`{url}`: the upstream must be an http:// or https:// URL"
+            ))
+        }
     }
     if uri.host().is_none() {
         return Err(format!("`{url}`: no host"));

@@ -20,11 +20,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use sentinel_audit::{AuditLog, AuditReader, Body};
+use sentinel_llm::upstream::Connector;
+use sentinel_llm::{Gate, LlmProxy, ProxyConfig, Vault};
 use sentinel_mcp::inprocess::{AuditWriter, SharedEngine};
 use sentinel_mcp::FindingAction;
 use sentinel_policy::{Engine, Mode, Policy, QuarantineEntry, QuarantineTarget};
-use sentinel_llm::upstream::Connector;
-use sentinel_llm::{Gate, LlmProxy, ProxyConfig, Vault};
 use serde_json::{json, Value};
 
 const OPENAI_VIRTUAL: &str = "sk-sentinel-virtual-openai-0001";
@@ -271,9 +271,19 @@ fn real_sdks_through_the_proxy() {
         ask(main, "anthropic-stream", ANTHROPIC_VIRTUAL, "Say hello"),
         ask(main, "openai-echo-key", OPENAI_VIRTUAL, "x"),
         ask(main, "openai-chat", OPENAI_VIRTUAL, &secret_prompt),
-        ask(main, "anthropic-messages", ANTHROPIC_VIRTUAL, "token ghp_0123456789abcdefghijABCDEFGHIJ012345"),
+        ask(
+            main,
+            "anthropic-messages",
+            ANTHROPIC_VIRTUAL,
+            "token ghp_0123456789abcdefghijABCDEFGHIJ012345",
+        ),
         ask(main, "openai-chat", "sk-sentinel-virtual-not-in-vault", "x"),
-        ask(main, "openai-chat", OPENAI_REAL, "the real key is not a key the proxy takes"),
+        ask(
+            main,
+            "openai-chat",
+            OPENAI_REAL,
+            "the real key is not a key the proxy takes",
+        ),
         ask(main, "openai-chat", EXPIRED_VIRTUAL, "x"),
         ask(main, "openai-chat", MESSAGES_ONLY_VIRTUAL, "x"),
         ask(main, "openai-inject", OPENAI_VIRTUAL, "x"),
@@ -292,7 +302,8 @@ fn real_sdks_through_the_proxy() {
         assert_eq!(by(i)["text"], hello, "{}", by(i));
         assert_eq!(by(i)["pieces"], 4, "{}", by(i));
         assert_eq!(
-            by(i)["first_before_release"], true,
+            by(i)["first_before_release"],
+            true,
             "the stream must reach the client while the upstream still holds it open: {}",
             by(i)
         );
@@ -307,7 +318,11 @@ fn real_sdks_through_the_proxy() {
     for i in [8, 9] {
         assert_eq!(by(i)["error"], "PermissionDeniedError", "{}", by(i));
         assert_eq!(by(i)["status"], 403);
-        assert!(by(i)["message"].as_str().unwrap().contains("secret"), "{}", by(i));
+        assert!(
+            by(i)["message"].as_str().unwrap().contains("secret"),
+            "{}",
+            by(i)
+        );
     }
     for i in [10, 11, 12] {
         assert_eq!(by(i)["error"], "AuthenticationError", "{}", by(i));
@@ -315,11 +330,21 @@ fn real_sdks_through_the_proxy() {
     }
     assert_eq!(by(13)["status"], 403, "{}", by(13));
     // Injection in an answer is flagged, the answer passes.
-    assert!(by(14)["text"].as_str().unwrap().contains("Ignore all previous"));
+    assert!(by(14)["text"]
+        .as_str()
+        .unwrap()
+        .contains("Ignore all previous"));
     // Lockdown and quarantine refuse everything.
     for i in [15, 16, 17] {
         assert_eq!(by(i)["status"], 403, "{}", by(i));
-        assert!(by(i)["message"].as_str().unwrap().contains("refused by Sentinel"), "{}", by(i));
+        assert!(
+            by(i)["message"]
+                .as_str()
+                .unwrap()
+                .contains("refused by Sentinel"),
+            "{}",
+            by(i)
+        );
     }
     assert!(by(15)["message"].as_str().unwrap().contains("lockdown"));
     assert!(by(17)["message"].as_str().unwrap().contains("quarantined"));
@@ -337,13 +362,21 @@ fn real_sdks_through_the_proxy() {
     for r in &received {
         let headers = r["headers"].to_string();
         let body = r["body"].as_str().unwrap();
-        assert!(!headers.contains("sk-sentinel-virtual"), "a virtual key went upstream: {headers}");
-        assert!(!body.contains(AWS_KEY) && !body.contains("ghp_"), "a secret left: {body}");
+        assert!(
+            !headers.contains("sk-sentinel-virtual"),
+            "a virtual key went upstream: {headers}"
+        );
+        assert!(
+            !body.contains(AWS_KEY) && !body.contains("ghp_"),
+            "a secret left: {body}"
+        );
         let auth = r["headers"]
             .as_object()
             .unwrap()
             .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("authorization") || k.eq_ignore_ascii_case("x-api-key"))
+            .find(|(k, _)| {
+                k.eq_ignore_ascii_case("authorization") || k.eq_ignore_ascii_case("x-api-key")
+            })
             .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str().unwrap().to_string()))
             .expect("a key upstream");
         // The real key, in the header style the client used (this SDK
@@ -359,9 +392,10 @@ fn real_sdks_through_the_proxy() {
         };
         assert_eq!(auth.1, expected, "{r}");
     }
-    assert!(received
-        .iter()
-        .any(|r| r["body"].as_str().unwrap().contains("[REDACTED:aws-access-key]")));
+    assert!(received.iter().any(|r| r["body"]
+        .as_str()
+        .unwrap()
+        .contains("[REDACTED:aws-access-key]")));
 
     // One audit record per request, with agent, model, sizes and verdict.
     proxy.flush();
@@ -376,8 +410,17 @@ fn real_sdks_through_the_proxy() {
             _ => unreachable!(),
         })
         .collect();
-    for outcome in ["forwarded", "blocked-secret", "unauthorized", "key-expired", "path-not-allowed"] {
-        assert!(outcomes.iter().any(|o| o == outcome), "{outcome} missing: {outcomes:?}");
+    for outcome in [
+        "forwarded",
+        "blocked-secret",
+        "unauthorized",
+        "key-expired",
+        "path-not-allowed",
+    ] {
+        assert!(
+            outcomes.iter().any(|o| o == outcome),
+            "{outcome} missing: {outcomes:?}"
+        );
     }
     match &calls[1].body {
         Body::LlmCall {
@@ -404,15 +447,21 @@ fn real_sdks_through_the_proxy() {
         .iter()
         .find(|e| matches!(&e.body, Body::LlmCall { outcome, .. } if outcome == "blocked-secret"))
         .unwrap();
-    assert!(matches!(&blocked.body, Body::LlmCall { findings, .. } if findings.contains(&"aws-access-key".to_string())));
+    assert!(
+        matches!(&blocked.body, Body::LlmCall { findings, .. } if findings.contains(&"aws-access-key".to_string()))
+    );
     let lock_calls = llm_calls(&lockdown_db);
     assert_eq!(lock_calls.len(), 2);
     assert!(lock_calls
         .iter()
         .all(|e| e.verdict.as_ref().unwrap().rule.as_deref() == Some("lockdown")));
     let all = AuditReader::open(&db).unwrap().tail(1000).unwrap();
-    assert!(all.iter().any(|e| matches!(&e.body, Body::Alert { category, .. } if category == "llm-secret")));
-    assert!(all.iter().any(|e| matches!(&e.body, Body::Alert { category, .. } if category == "llm-injection")));
+    assert!(all
+        .iter()
+        .any(|e| matches!(&e.body, Body::Alert { category, .. } if category == "llm-secret")));
+    assert!(all
+        .iter()
+        .any(|e| matches!(&e.body, Body::Alert { category, .. } if category == "llm-injection")));
     let report = sentinel_audit::verify(&db, &db.with_extension("state")).unwrap();
     assert!(report.ok, "{report:?}");
 }

@@ -106,7 +106,10 @@ impl Playbook {
             .min_severity
             .as_deref()
             .is_none_or(|min| severity_rank(severity) >= severity_rank(min));
-        let category_ok = self.categories.as_ref().is_none_or(|g| g.is_match(category));
+        let category_ok = self
+            .categories
+            .as_ref()
+            .is_none_or(|g| g.is_match(category));
         let agent_ok = match &self.agents {
             None => true,
             Some(g) => agent.is_some_and(|a| g.is_match(a)),

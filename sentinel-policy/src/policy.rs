@@ -22,12 +22,12 @@ use crate::action::{Decision, Kind};
 use crate::breaker::BreakerConfig;
 use crate::error::PolicyError;
 use crate::identity::IdentityFiles;
-use crate::playbook::{Playbook, RawPlaybook};
-use crate::sudo::{GateRule, SudoGate};
 use crate::pattern::{kernel_paths, KernelPath, NameGlobs, PathGlobs, PathIndex};
+use crate::playbook::{Playbook, RawPlaybook};
 use crate::rate::RateLimit;
 use crate::rule::{default_risk, Matcher, Rule, Subject};
 use crate::schedule::{parse_clock, parse_days, Schedule};
+use crate::sudo::{GateRule, SudoGate};
 
 /// Priority of a rule without a `priority` key.
 pub const DEFAULT_PRIORITY: i64 = 100;
@@ -229,10 +229,9 @@ impl Policy {
                     .compile()
                     .map_err(|m| file.error(span.clone(), m))?;
                 if policy.playbooks.iter().any(|p| p.name == playbook.name) {
-                    return Err(file.error(
-                        span,
-                        format!("duplicate playbook name `{}`", playbook.name),
-                    ));
+                    return Err(
+                        file.error(span, format!("duplicate playbook name `{}`", playbook.name))
+                    );
                 }
                 policy.playbooks.push(playbook);
             }
@@ -616,7 +615,10 @@ impl FileParser<'_> {
         if let Some(unmatched) = raw.unmatched {
             into.unmatched = *unmatched.get_ref();
             if into.unmatched == Decision::LogOnly {
-                return Err(self.error(unmatched.span(), "[sudo] unmatched takes allow, ask or deny"));
+                return Err(self.error(
+                    unmatched.span(),
+                    "[sudo] unmatched takes allow, ask or deny",
+                ));
             }
         }
         for rule in raw.rule {
@@ -629,7 +631,10 @@ impl FileParser<'_> {
             }
             let action = *rule.action.get_ref();
             if action == Decision::LogOnly {
-                return Err(self.error(rule.action.span(), "[[sudo.rule]] action takes allow, ask or deny"));
+                return Err(self.error(
+                    rule.action.span(),
+                    "[[sudo.rule]] action takes allow, ask or deny",
+                ));
             }
             let command = self
                 .name_globs(Some(rule.command))?

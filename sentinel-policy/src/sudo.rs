@@ -179,7 +179,9 @@ impl SudoGate {
             return GateVerdict {
                 action: Decision::Deny,
                 rule: format!("{GATE_RULE}:loader-environment"),
-                reason: format!("`{var}` makes the elevated program load code of the caller's choosing"),
+                reason: format!(
+                    "`{var}` makes the elevated program load code of the caller's choosing"
+                ),
                 risk: 95,
                 command: var.clone(),
             };
@@ -303,9 +305,28 @@ pub fn parse_elevator(binary: &str, argv: &[String]) -> Elevated {
 fn parse_sudo(args: &[String]) -> Elevated {
     // Options that take a value (short and long).
     const VALUED: &[&str] = &[
-        "-u", "-g", "-h", "-p", "-C", "-r", "-t", "-T", "-U", "-D", "-R", "--user", "--group",
-        "--host", "--prompt", "--close-from", "--role", "--type", "--command-timeout",
-        "--other-user", "--chdir", "--chroot",
+        "-u",
+        "-g",
+        "-h",
+        "-p",
+        "-C",
+        "-r",
+        "-t",
+        "-T",
+        "-U",
+        "-D",
+        "-R",
+        "--user",
+        "--group",
+        "--host",
+        "--prompt",
+        "--close-from",
+        "--role",
+        "--type",
+        "--command-timeout",
+        "--other-user",
+        "--chdir",
+        "--chroot",
     ];
     let mut shell = false;
     let mut harmless = false;
@@ -325,9 +346,8 @@ fn parse_sudo(args: &[String]) -> Elevated {
             };
             match key {
                 "shell" | "login" => shell = true,
-                "list" | "validate" | "reset-timestamp" | "remove-timestamp" | "version" | "help" => {
-                    harmless = true
-                }
+                "list" | "validate" | "reset-timestamp" | "remove-timestamp" | "version"
+                | "help" => harmless = true,
                 "edit" => edit = true,
                 _ => {}
             }
@@ -378,24 +398,19 @@ fn parse_sudo(args: &[String]) -> Elevated {
         };
     }
     match rest.split_first() {
-        Some((cmd, more)) => Elevated {
-            // `sudo -s CMD` runs CMD through the shell: judge CMD.
+        // `sudo -s CMD` runs CMD through the caller's $SHELL, which the
+        // caller picks: judged as a shell, whatever CMD is.
+        Some((cmd, more)) if !shell => Elevated {
             command: Some(cmd.clone()),
             args: more.to_vec(),
             env,
             harmless: false,
         },
-        None if shell => Elevated {
+        _ => Elevated {
             command: None,
             args: Vec::new(),
             env,
-            harmless: false,
-        },
-        None => Elevated {
-            command: None,
-            args: Vec::new(),
-            env,
-            harmless,
+            harmless: harmless && !shell && rest.is_empty(),
         },
     }
 }
@@ -503,12 +518,34 @@ mod tests {
     #[test]
     fn reads_elevator_command_lines() {
         let p = |argv: &[&str]| parse_elevator("/usr/bin/sudo", &v(argv));
-        assert_eq!(p(&["sudo", "vim", "/etc/x"]).command.as_deref(), Some("vim"));
-        assert_eq!(p(&["sudo", "-u", "root", "--", "less", "f"]).command.as_deref(), Some("less"));
-        assert_eq!(p(&["sudo", "-Eu", "root", "env"]).command.as_deref(), Some("env"));
-        assert_eq!(p(&["sudo", "-nE", "find", "/"]).command.as_deref(), Some("find"));
-        assert_eq!(p(&["sudo", "--user=root", "bash"]).command.as_deref(), Some("bash"));
+        assert_eq!(
+            p(&["sudo", "vim", "/etc/x"]).command.as_deref(),
+            Some("vim")
+        );
+        assert_eq!(
+            p(&["sudo", "-u", "root", "--", "less", "f"])
+                .command
+                .as_deref(),
+            Some("less")
+        );
+        assert_eq!(
+            p(&["sudo", "-Eu", "root", "env"]).command.as_deref(),
+            Some("env")
+        );
+        assert_eq!(
+            p(&["sudo", "-nE", "find", "/"]).command.as_deref(),
+            Some("find")
+        );
+        assert_eq!(
+            p(&["sudo", "--user=root", "bash"]).command.as_deref(),
+            Some("bash")
+        );
         assert_eq!(p(&["sudo", "-s"]).command, None);
+        assert_eq!(
+            p(&["sudo", "-s", "true"]).command,
+            None,
+            "$SHELL is the caller's"
+        );
         assert_eq!(p(&["sudo", "-i"]).command, None);
         assert!(!p(&["sudo", "-i"]).harmless);
         assert!(p(&["sudo", "-l"]).harmless);
@@ -516,17 +553,31 @@ mod tests {
         let e = p(&["sudo", "LD_PRELOAD=/tmp/x.so", "true"]);
         assert_eq!(e.env, v(&["LD_PRELOAD=/tmp/x.so"]));
         assert_eq!(e.command.as_deref(), Some("true"));
-        assert_eq!(p(&["sudo", "-e", "/etc/hosts"]).command.as_deref(), Some("sudoedit"));
+        assert_eq!(
+            p(&["sudo", "-e", "/etc/hosts"]).command.as_deref(),
+            Some("sudoedit")
+        );
         let su = |argv: &[&str]| parse_elevator("/usr/bin/su", &v(argv));
         assert_eq!(su(&["su"]).command, None);
         assert_eq!(su(&["su", "-", "root"]).command, None);
-        assert_eq!(su(&["su", "-c", "vim /etc/x", "root"]).command.as_deref(), Some("vim"));
+        assert_eq!(
+            su(&["su", "-c", "vim /etc/x", "root"]).command.as_deref(),
+            Some("vim")
+        );
         let doas = parse_elevator("/usr/bin/doas", &v(&["doas", "-u", "root", "less", "x"]));
         assert_eq!(doas.command.as_deref(), Some("less"));
-        assert_eq!(parse_elevator("/usr/bin/doas", &v(&["doas", "-s"])).command, None);
-        assert_eq!(parse_elevator("/usr/bin/pkexec", &v(&["pkexec"])).command, None);
         assert_eq!(
-            parse_elevator("/usr/bin/pkexec", &v(&["pkexec", "--user", "root", "bash"])).command.as_deref(),
+            parse_elevator("/usr/bin/doas", &v(&["doas", "-s"])).command,
+            None
+        );
+        assert_eq!(
+            parse_elevator("/usr/bin/pkexec", &v(&["pkexec"])).command,
+            None
+        );
+        assert_eq!(
+            parse_elevator("/usr/bin/pkexec", &v(&["pkexec", "--user", "root", "bash"]))
+                .command
+                .as_deref(),
             Some("bash")
         );
     }

@@ -717,7 +717,14 @@ fn compiled_entries_agree_with_userspace_for_the_defaults() {
             // The kernel holds every elevator exec; the gate's verdict on
             // the command (here: none, a root shell) decides.
             assert_eq!(entry.decision, Decision::Ask, "{entry:?}");
-            assert!(verdict.rule.as_deref().unwrap_or("").starts_with("sudo-gate:"), "{verdict:?}");
+            assert!(
+                verdict
+                    .rule
+                    .as_deref()
+                    .unwrap_or("")
+                    .starts_with("sudo-gate:"),
+                "{verdict:?}"
+            );
             continue;
         }
         assert_eq!(verdict.action, entry.decision, "{entry:?}");

@@ -328,9 +328,16 @@ fn baseline(core: &Arc<Mutex<Core>>, path: &Path, accept: bool) -> serde_json::V
     let Some(m) = c.guards.identity.as_mut() else {
         return json!({"ok": false, "error": "the policy names no identity files ([identity])"});
     };
-    let result = if accept { m.accept(path) } else { m.restore(path) };
+    let result = if accept {
+        m.accept(path)
+    } else {
+        m.restore(path)
+    };
     if let Ok(detail) = &result {
-        record_admin(&mut c, format!("identity baseline: {detail} (by the operator)"));
+        record_admin(
+            &mut c,
+            format!("identity baseline: {detail} (by the operator)"),
+        );
     }
     answer(result)
 }

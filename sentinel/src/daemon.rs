@@ -177,8 +177,14 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
         if files.is_empty() {
             (None, Vec::new())
         } else {
-            let (m, a) = crate::identity::IdentityMonitor::open(&baseline_dir, files, identity_homes)
-                .with_context(|| format!("opening the identity baselines in {}", baseline_dir.display()))?;
+            let (m, a) =
+                crate::identity::IdentityMonitor::open(&baseline_dir, files, identity_homes)
+                    .with_context(|| {
+                        format!(
+                            "opening the identity baselines in {}",
+                            baseline_dir.display()
+                        )
+                    })?;
             (Some(m), a)
         }
     };
@@ -363,7 +369,10 @@ fn spawn_posture_scan(
             policy_dir: config.policy_dir.clone(),
         },
         suid_baseline: crate::posture::suid_baseline_path(&config.db),
-        suid_roots: crate::posture::SUID_ROOTS.iter().map(PathBuf::from).collect(),
+        suid_roots: crate::posture::SUID_ROOTS
+            .iter()
+            .map(PathBuf::from)
+            .collect(),
         root_path: std::env::var("PATH").unwrap_or_default(),
     };
     let core = core.clone();

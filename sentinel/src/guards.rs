@@ -291,7 +291,11 @@ impl Core {
                     continue;
                 };
                 if r.action.targets_agent() && r.agent.is_none() {
-                    self.settle(id, State::Skipped, "the alert names no agent to act on".into());
+                    self.settle(
+                        id,
+                        State::Skipped,
+                        "the alert names no agent to act on".into(),
+                    );
                     continue;
                 }
                 match r.state {
@@ -323,7 +327,8 @@ impl Core {
         let outcome: Result<String, String> = match r.action {
             ResponseAction::Suspend => {
                 let table = &self.table;
-                stopped = respond::suspend(|| respond::processes(&uids, &table.pids_of_agent(&agent)));
+                stopped =
+                    respond::suspend(|| respond::processes(&uids, &table.pids_of_agent(&agent)));
                 for (pid, _) in &stopped {
                     let _ = self.sensor.hold(*pid);
                 }
@@ -335,7 +340,9 @@ impl Core {
             ResponseAction::Kill => {
                 let table = &self.table;
                 let n = respond::kill(|| respond::processes(&uids, &table.pids_of_agent(&agent)));
-                Ok(format!("killed {n} processes of agent {agent} (uids {uids:?})"))
+                Ok(format!(
+                    "killed {n} processes of agent {agent} (uids {uids:?})"
+                ))
             }
             ResponseAction::CutNetwork => {
                 if uids.is_empty() {
@@ -349,7 +356,11 @@ impl Core {
                             } else {
                                 format!(
                                     " except to {}",
-                                    r.allow.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
+                                    r.allow
+                                        .iter()
+                                        .map(|n| n.to_string())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
                                 )
                             }
                         )
@@ -362,7 +373,9 @@ impl Core {
                     expires: None,
                     reason: format!("{} after alert {}", r.describe(), r.alert_seq),
                 };
-                let added = lock(&self.engine).quarantine(entry).map_err(|e| e.to_string());
+                let added = lock(&self.engine)
+                    .quarantine(entry)
+                    .map_err(|e| e.to_string());
                 added.and_then(|()| {
                     self.recompile().map_err(|e| e.to_string())?;
                     Ok(format!(
@@ -374,7 +387,10 @@ impl Core {
                 let mode = lock(&self.engine).mode();
                 previous_mode = Some(mode);
                 self.set_mode(Mode::Lockdown, &r.describe());
-                Ok(format!("lockdown (was {})", crate::pipeline::mode_name(mode)))
+                Ok(format!(
+                    "lockdown (was {})",
+                    crate::pipeline::mode_name(mode)
+                ))
             }
         };
         if let Some(resp) = self.guards.responses.get_mut(id) {
@@ -420,7 +436,12 @@ impl Core {
         } else {
             self.settle(id, State::Skipped, "denied by the operator".into());
         }
-        Ok(self.guards.responses.get(id).map(|r| r.detail.clone()).unwrap_or_default())
+        Ok(self
+            .guards
+            .responses
+            .get(id)
+            .map(|r| r.detail.clone())
+            .unwrap_or_default())
     }
 
     /// `sentinel respond undo ID`.
@@ -432,7 +453,9 @@ impl Core {
             .cloned()
             .ok_or_else(|| format!("no response {id}"))?;
         if r.state != State::Done {
-            return Err(format!("response {id} was not carried out; nothing to undo"));
+            return Err(format!(
+                "response {id} was not carried out; nothing to undo"
+            ));
         }
         let detail = match r.action {
             ResponseAction::Suspend => {
@@ -459,7 +482,11 @@ impl Core {
                 format!("mode back to {}", crate::pipeline::mode_name(mode))
             }
         };
-        self.settle(id, State::Undone, format!("undone by the operator: {detail}"));
+        self.settle(
+            id,
+            State::Undone,
+            format!("undone by the operator: {detail}"),
+        );
         Ok(detail)
     }
 }

@@ -68,8 +68,13 @@ struct DaemonAudit(PathBuf);
 
 impl AuditSink for DaemonAudit {
     fn append(&self, event: Event) -> Result<(), String> {
-        let answer = control::call(&self.0, &Request::LlmRecord { event: Box::new(event) })
-            .map_err(|e| e.to_string())?;
+        let answer = control::call(
+            &self.0,
+            &Request::LlmRecord {
+                event: Box::new(event),
+            },
+        )
+        .map_err(|e| e.to_string())?;
         if answer["ok"] == true {
             Ok(())
         } else {

@@ -33,7 +33,14 @@ pub struct Finding {
     pub fix: String,
 }
 
-fn finding(check: &str, subject: &str, severity: &str, title: String, explanation: &str, fix: String) -> Finding {
+fn finding(
+    check: &str,
+    subject: &str,
+    severity: &str,
+    title: String,
+    explanation: &str,
+    fix: String,
+) -> Finding {
     Finding {
         check: check.into(),
         id: format!("{check}:{subject}"),
@@ -78,8 +85,19 @@ pub struct ScanContext {
 
 /// Directories walked for SUID/SGID files by default.
 pub const SUID_ROOTS: &[&str] = &[
-    "/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local", "/usr/lib", "/usr/libexec", "/opt", "/tmp",
-    "/var/tmp", "/dev/shm", "/home", "/srv",
+    "/usr/bin",
+    "/usr/sbin",
+    "/bin",
+    "/sbin",
+    "/usr/local",
+    "/usr/lib",
+    "/usr/libexec",
+    "/opt",
+    "/tmp",
+    "/var/tmp",
+    "/dev/shm",
+    "/home",
+    "/srv",
 ];
 
 /// Runs every check.
@@ -127,24 +145,60 @@ fn changeable(path: &Path, agent: &Agent) -> Option<&'static str> {
     let sticky = pmeta.mode() & 0o1000 != 0;
     let owns = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.uid() == agent.uid);
     if writable_by(&pmeta, agent) && (!sticky || pmeta.uid() == agent.uid || owns(path)) {
-        return Some(if path.exists() { "replaceable" } else { "creatable" });
+        return Some(if path.exists() {
+            "replaceable"
+        } else {
+            "creatable"
+        });
     }
     None
 }
 
 const SYSTEM_PERSISTENCE: &[&str] = &[
-    "/etc/crontab", "/etc/cron.d", "/etc/cron.hourly", "/etc/cron.daily", "/etc/cron.weekly", "/etc/cron.monthly",
-    "/var/spool/cron/crontabs", "/etc/anacrontab", "/etc/systemd/system", "/lib/systemd/system",
-    "/usr/lib/systemd/system", "/etc/init.d", "/etc/rc.local", "/etc/ld.so.preload", "/etc/ld.so.conf",
-    "/etc/ld.so.conf.d", "/etc/profile", "/etc/profile.d", "/etc/bash.bashrc", "/etc/environment",
-    "/etc/sudoers", "/etc/sudoers.d", "/root/.ssh/authorized_keys", "/root/.bashrc", "/root/.profile",
-    "/etc/xdg/autostart", "/etc/update-motd.d", "/etc/pam.d",
+    "/etc/crontab",
+    "/etc/cron.d",
+    "/etc/cron.hourly",
+    "/etc/cron.daily",
+    "/etc/cron.weekly",
+    "/etc/cron.monthly",
+    "/var/spool/cron/crontabs",
+    "/etc/anacrontab",
+    "/etc/systemd/system",
+    "/lib/systemd/system",
+    "/usr/lib/systemd/system",
+    "/etc/init.d",
+    "/etc/rc.local",
+    "/etc/ld.so.preload",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/profile",
+    "/etc/profile.d",
+    "/etc/bash.bashrc",
+    "/etc/environment",
+    "/etc/sudoers",
+    "/etc/sudoers.d",
+    "/root/.ssh/authorized_keys",
+    "/root/.bashrc",
+    "/root/.profile",
+    "/etc/xdg/autostart",
+    "/etc/update-motd.d",
+    "/etc/pam.d",
 ];
 
 const HOME_PERSISTENCE: &[&str] = &[
-    ".bashrc", ".bash_profile", ".bash_login", ".profile", ".zshrc", ".zprofile", ".zshenv",
-    ".config/fish/config.fish", ".config/systemd/user", ".config/autostart", ".ssh/authorized_keys",
-    ".ssh/rc", ".pam_environment",
+    ".bashrc",
+    ".bash_profile",
+    ".bash_login",
+    ".profile",
+    ".zshrc",
+    ".zprofile",
+    ".zshenv",
+    ".config/fish/config.fish",
+    ".config/systemd/user",
+    ".config/autostart",
+    ".ssh/authorized_keys",
+    ".ssh/rc",
+    ".pam_environment",
 ];
 
 fn persistence(ctx: &ScanContext, out: &mut Vec<Finding>) {
@@ -267,7 +321,10 @@ fn sudoers_lines() -> Vec<(String, String)> {
             .map(|e| e.path())
             .filter(|p| {
                 // sudo skips names with a dot or ending in ~.
-                let n = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let n = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 !n.contains('.') && !n.ends_with('~')
             })
             .collect();
@@ -320,11 +377,8 @@ fn sudoers(ctx: &ScanContext, out: &mut Vec<Finding>) {
             let applies = who.split(',').map(str::trim).any(|w| {
                 w == "ALL"
                     || w == agent.user
-                    || w.strip_prefix('%').is_some_and(|g| {
-                        groups
-                            .get(g)
-                            .is_some_and(|gid| agent.gids.contains(gid))
-                    })
+                    || w.strip_prefix('%')
+                        .is_some_and(|g| groups.get(g).is_some_and(|gid| agent.gids.contains(gid)))
             });
             if !applies {
                 continue;
@@ -358,7 +412,9 @@ fn sudoers(ctx: &ScanContext, out: &mut Vec<Finding>) {
                     continue;
                 }
                 let words: Vec<String> = cmd.split_whitespace().map(str::to_string).collect();
-                let Some(binary) = words.first() else { continue };
+                let Some(binary) = words.first() else {
+                    continue;
+                };
                 let verdict = ctx.gate.decide_command(binary, &words);
                 if verdict.action == Decision::Deny {
                     out.push(finding(
@@ -400,7 +456,10 @@ fn group_names() -> BTreeMap<String, u32> {
 /// Supplementary and primary groups of `user` (from /etc/group, /etc/passwd).
 pub fn groups_of(user: &str, primary: u32) -> Vec<u32> {
     let mut gids = vec![primary];
-    for line in std::fs::read_to_string("/etc/group").unwrap_or_default().lines() {
+    for line in std::fs::read_to_string("/etc/group")
+        .unwrap_or_default()
+        .lines()
+    {
         let f: Vec<&str> = line.split(':').collect();
         if f.len() >= 4 && f[3].split(',').any(|m| m == user) {
             if let Ok(gid) = f[2].parse() {
@@ -431,7 +490,9 @@ fn suid(ctx: &ScanContext, out: &mut Vec<Finding>) {
         let mut stack = vec![(root.clone(), 0u32)];
         let mut seen = 0usize;
         while let Some((dir, depth)) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
             for e in entries.flatten() {
                 seen += 1;
                 if seen > 300_000 {
@@ -479,14 +540,20 @@ fn suid(ctx: &ScanContext, out: &mut Vec<Finding>) {
                 .map_err(std::io::Error::other)
                 .and_then(|bytes| std::fs::write(&ctx.suid_baseline, bytes))
                 .and_then(|()| {
-                    std::fs::set_permissions(&ctx.suid_baseline, std::fs::Permissions::from_mode(0o600))
+                    std::fs::set_permissions(
+                        &ctx.suid_baseline,
+                        std::fs::Permissions::from_mode(0o600),
+                    )
                 });
             if let Err(e) = written {
                 out.push(finding(
                     "suid",
                     "baseline",
                     "warning",
-                    format!("the SUID baseline could not be stored in {}: {e}", ctx.suid_baseline.display()),
+                    format!(
+                        "the SUID baseline could not be stored in {}: {e}",
+                        ctx.suid_baseline.display()
+                    ),
                     "Without a baseline, SUID/SGID binaries added later cannot be told apart.",
                     "run the scan as root with a writable database directory".into(),
                 ));
@@ -520,19 +587,34 @@ fn root_path_entries(ctx: &ScanContext) -> Vec<(String, String)> {
             out.push((d.to_string(), from.to_string()));
         }
     };
-    for line in std::fs::read_to_string("/etc/environment").unwrap_or_default().lines() {
+    for line in std::fs::read_to_string("/etc/environment")
+        .unwrap_or_default()
+        .lines()
+    {
         if let Some(v) = line.trim().strip_prefix("PATH=") {
             add(v, "/etc/environment");
         }
     }
-    for line in std::fs::read_to_string("/etc/login.defs").unwrap_or_default().lines() {
+    for line in std::fs::read_to_string("/etc/login.defs")
+        .unwrap_or_default()
+        .lines()
+    {
         if let Some(v) = line.trim().strip_prefix("ENV_SUPATH") {
-            add(v.trim().trim_start_matches("PATH="), "/etc/login.defs ENV_SUPATH");
+            add(
+                v.trim().trim_start_matches("PATH="),
+                "/etc/login.defs ENV_SUPATH",
+            );
         }
     }
     for (file, line) in sudoers_lines() {
         if let Some(pos) = line.find("secure_path=") {
-            add(line[pos + "secure_path=".len()..].split_whitespace().next().unwrap_or(""), &file);
+            add(
+                line[pos + "secure_path=".len()..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or(""),
+                &file,
+            );
         }
     }
     out
@@ -551,7 +633,9 @@ fn root_path(ctx: &ScanContext, out: &mut Vec<Finding>) {
             ));
             continue;
         }
-        let Ok(meta) = std::fs::metadata(&dir) else { continue };
+        let Ok(meta) = std::fs::metadata(&dir) else {
+            continue;
+        };
         let world = meta.mode() & 0o002 != 0;
         let by_agent: Vec<&str> = ctx
             .agents
@@ -589,7 +673,10 @@ fn ld_preload(out: &mut Vec<Finding>) {
             ));
         }
     }
-    for line in std::fs::read_to_string("/etc/environment").unwrap_or_default().lines() {
+    for line in std::fs::read_to_string("/etc/environment")
+        .unwrap_or_default()
+        .lines()
+    {
         if line.trim_start().starts_with("LD_PRELOAD=") {
             out.push(finding(
                 "ld-preload",
@@ -644,7 +731,9 @@ const CONTAINER_SOCKETS: &[&str] = &[
 
 fn container_sockets(ctx: &ScanContext, out: &mut Vec<Finding>) {
     for sock in CONTAINER_SOCKETS {
-        let Ok(meta) = std::fs::metadata(sock) else { continue };
+        let Ok(meta) = std::fs::metadata(sock) else {
+            continue;
+        };
         for agent in &ctx.agents {
             if writable_by(&meta, agent) {
                 out.push(finding(
@@ -663,11 +752,17 @@ fn container_sockets(ctx: &ScanContext, out: &mut Vec<Finding>) {
 fn sentinel_files(ctx: &ScanContext, out: &mut Vec<Finding>) {
     let facts = &ctx.sentinel;
     let mut check = |path: &Path, what: &str, private: bool| {
-        let Ok(meta) = std::fs::metadata(path) else { return };
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
         let shown = path.display();
         let mode = meta.mode() & 0o7777;
         let bad_owner = meta.uid() != 0;
-        let bad_mode = if private { mode & 0o077 != 0 } else { mode & 0o022 != 0 };
+        let bad_mode = if private {
+            mode & 0o077 != 0
+        } else {
+            mode & 0o022 != 0
+        };
         if bad_owner || bad_mode {
             out.push(finding(
                 "sentinel-files",
@@ -798,7 +893,11 @@ mod tests {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         assert_eq!(changeable(&f, &agent), Some("replaceable"));
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
-        assert_eq!(changeable(&f, &agent), None, "sticky: only the owner may replace");
+        assert_eq!(
+            changeable(&f, &agent),
+            None,
+            "sticky: only the owner may replace"
+        );
     }
 }
 
@@ -834,7 +933,11 @@ impl Tracker {
             if f.severity == "info" || before.get(id) == Some(f) {
                 continue;
             }
-            let what = if before.contains_key(id) { "changed" } else { "new" };
+            let what = if before.contains_key(id) {
+                "changed"
+            } else {
+                "new"
+            };
             changes.push(Change {
                 severity: f.severity.clone(),
                 reason: format!("posture ({what}, {}): {}; fix: {}", f.check, f.title, f.fix),
@@ -851,9 +954,14 @@ impl Tracker {
         let saved = serde_json::to_vec(&now)
             .map_err(std::io::Error::other)
             .and_then(|b| std::fs::write(&self.path, b))
-            .and_then(|()| std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o600)));
+            .and_then(|()| {
+                std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o600))
+            });
         if let Err(e) = saved {
-            tracing::warn!("saving the posture findings to {}: {e}", self.path.display());
+            tracing::warn!(
+                "saving the posture findings to {}: {e}",
+                self.path.display()
+            );
         }
         self.previous = Some(now);
         changes
@@ -868,8 +976,13 @@ pub fn agents(named: &BTreeMap<u32, String>) -> Vec<Agent> {
         .map(|(uid, name)| {
             let entry = passwd.lines().find_map(|l| {
                 let f: Vec<&str> = l.split(':').collect();
-                (f.len() >= 7 && f[2].parse::<u32>().ok() == Some(*uid))
-                    .then(|| (f[0].to_string(), f[3].parse::<u32>().unwrap_or(*uid), f[5].to_string()))
+                (f.len() >= 7 && f[2].parse::<u32>().ok() == Some(*uid)).then(|| {
+                    (
+                        f[0].to_string(),
+                        f[3].parse::<u32>().unwrap_or(*uid),
+                        f[5].to_string(),
+                    )
+                })
             });
             let (user, gid, home) = entry.unwrap_or((name.clone(), *uid, String::new()));
             Agent {
@@ -950,10 +1063,16 @@ pub fn run_cli(args: ScanArgs) -> std::process::ExitCode {
     };
     let findings = scan(&ctx);
     if args.json {
-        println!("{}", serde_json::json!({"agents": named, "findings": findings}));
+        println!(
+            "{}",
+            serde_json::json!({"agents": named, "findings": findings})
+        );
     } else {
         for f in &findings {
-            println!("[{}] {}\n    why: {}\n    fix: {}", f.severity, f.title, f.explanation, f.fix);
+            println!(
+                "[{}] {}\n    why: {}\n    fix: {}",
+                f.severity, f.title, f.explanation, f.fix
+            );
         }
         let count = |s: &str| findings.iter().filter(|f| f.severity == s).count();
         println!(
@@ -972,5 +1091,7 @@ pub fn run_cli(args: ScanArgs) -> std::process::ExitCode {
 }
 
 pub fn suid_baseline_path(db: &Path) -> PathBuf {
-    db.parent().unwrap_or(Path::new("/var/lib/sentinel")).join("posture-suid.json")
+    db.parent()
+        .unwrap_or(Path::new("/var/lib/sentinel"))
+        .join("posture-suid.json")
 }

@@ -11,7 +11,7 @@
 //! hold mark, so a process resumed by anyone but the daemon is killed at
 //! its next hooked syscall), [`kill`], and [`Netfilter`] for `cut-network`
 //! (an nftables chain per response: the agent's UIDs may reach only the
-//! allow-list, so `connect()` fails with EPERM in the kernel).
+//! allow-list; anything else is refused in the kernel's output hook).
 //! `quarantine-agent` and `lockdown` are engine changes the pipeline makes.
 
 use std::collections::BTreeMap;
@@ -153,7 +153,11 @@ pub fn processes(uids: &[u32], extra: &[u32]) -> Vec<u32> {
     let mut out: Vec<u32> = extra.to_vec();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for entry in entries.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
                 continue;
             };
             let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
@@ -271,8 +275,8 @@ impl Netfilter {
     }
 
     /// Refuses every outgoing packet of sockets owned by `uids`, except to
-    /// `allow`; locally generated packets dropped in the output hook make
-    /// `connect()` and `sendmsg()` fail with EPERM.
+    /// `allow`: TCP connects are answered with a reset by the kernel
+    /// (ECONNREFUSED), everything else with an ICMP admin-prohibited.
     pub fn cut(&self, id: u64, uids: &[u32], allow: &[IpNet]) -> Result<(), String> {
         let chain = format!("response_{id}");
         let mut script = format!(
@@ -281,14 +285,20 @@ impl Netfilter {
         );
         for uid in uids {
             for net in allow {
-                let family = if matches!(net, IpNet::V4(_)) { "ip" } else { "ip6" };
+                let family = if matches!(net, IpNet::V4(_)) {
+                    "ip"
+                } else {
+                    "ip6"
+                };
                 script.push_str(&format!(
                     "add rule inet {t} {chain} meta skuid {uid} {family} daddr {net} accept\n",
                     t = self.table
                 ));
             }
+            // Rejected rather than dropped, so a connect fails at once
+            // (ECONNREFUSED) instead of timing out.
             script.push_str(&format!(
-                "add rule inet {t} {chain} meta skuid {uid} counter drop\n",
+                "add rule inet {t} {chain} meta skuid {uid} meta l4proto tcp counter reject with tcp reset\nadd rule inet {t} {chain} meta skuid {uid} counter reject with icmpx type admin-prohibited\n",
                 t = self.table
             ));
         }

@@ -37,7 +37,11 @@ pub fn ensure_mcp_peers(root: &Path) -> Result<()> {
     let peers = root.join(PEERS_DIR);
     fs::create_dir_all(&peers).with_context(|| format!("cannot create {}", peers.display()))?;
 
-    ensure_venv(&spec.join("requirements.txt"), &peers.join("venv"), "the Python MCP SDK")?;
+    ensure_venv(
+        &spec.join("requirements.txt"),
+        &peers.join("venv"),
+        "the Python MCP SDK",
+    )?;
 
     let node = peers.join("node");
     fs::create_dir_all(&node)?;
@@ -93,7 +97,8 @@ fn ensure_venv(requirements: &Path, venv: &Path, what: &str) -> Result<()> {
     }
     eprintln!("peers: installing {what} into {}", venv.display());
     if let Some(parent) = venv.parent() {
-        fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
     }
     run(
         Command::new("python3").arg("-m").arg("venv").arg(venv),
