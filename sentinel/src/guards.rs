@@ -168,7 +168,20 @@ impl Core {
         if !gate.configured || !gate.is_elevator(&parent) || gate.is_elevator(&process.exe) {
             return;
         }
-        let g = gate.decide_command(&process.exe, argv);
+        // What it resolved to, and what the name it was started by
+        // resolves to now (the exe read from /proc may already be the
+        // next program if it exec'd again at once).
+        let mut g = gate.decide_command(&process.exe, argv);
+        if let Some(resolved) = argv
+            .first()
+            .filter(|a| a.starts_with('/'))
+            .and_then(|a| std::fs::canonicalize(a).ok())
+        {
+            let other = gate.decide_command(&resolved.to_string_lossy(), argv);
+            if strictness(other.action) > strictness(g.action) {
+                g = other;
+            }
+        }
         drop(engine);
         if matches!(g.action, Decision::Deny | Decision::Ask) {
             v.action = g.action;
@@ -239,6 +252,29 @@ impl Core {
             v.reason = format!("{}; held by the kernel until the gate allowed it", v.reason);
         }
         true
+    }
+
+    /// A protected identity file the agent was refused a write to is put
+    /// back from its baseline when the write took effect anyway (the
+    /// fallback's kill lands after an `O_TRUNC` or `O_CREAT`; without BPF
+    /// LSM a rename, unlink or truncate(2) has happened when it is seen).
+    pub(crate) fn put_back_identity(&mut self, body: &Body, v: &mut Verdict) {
+        if v.action != Decision::Deny || v.rule.as_deref() != Some(sentinel_policy::PROTECTED_RULE)
+        {
+            return;
+        }
+        let path = match body {
+            Body::Open { path, .. } => path,
+            _ => return,
+        };
+        let Some(monitor) = self.guards.identity.as_mut() else {
+            return;
+        };
+        match monitor.put_back(std::path::Path::new(path)) {
+            Ok(Some(detail)) => v.reason = format!("{}; {detail}", v.reason),
+            Ok(None) => {}
+            Err(e) => v.reason = format!("{}; could not put it back: {e}", v.reason),
+        }
     }
 
     /// Once a second: identity file changes, response timeouts.
@@ -488,6 +524,15 @@ impl Core {
             format!("undone by the operator: {detail}"),
         );
         Ok(detail)
+    }
+}
+
+fn strictness(d: Decision) -> u8 {
+    match d {
+        Decision::Deny => 3,
+        Decision::Ask => 2,
+        Decision::LogOnly => 1,
+        Decision::Allow => 0,
     }
 }
 

@@ -643,6 +643,22 @@ impl IdentityMonitor {
         ))
     }
 
+    /// Restores a protected file that no longer matches its baseline;
+    /// `None` when it still matches (nothing to do).
+    pub fn put_back(&mut self, path: &Path) -> Result<Option<String>, String> {
+        if self.classify(path).map(|(c, _)| c) != Some(Class::Protected) {
+            return Ok(None);
+        }
+        let Some(baseline) = self.baselines.get(path) else {
+            return Ok(None);
+        };
+        if matches!(read(path), Content::File { ref hash, .. } if *hash == baseline.hash) {
+            return Ok(None);
+        }
+        self.restore(path)
+            .map(|_| Some("the file was put back from its baseline".to_string()))
+    }
+
     /// Every identity file with its class and baseline.
     pub fn list(&self) -> serde_json::Value {
         let files: Vec<serde_json::Value> = self

@@ -247,7 +247,10 @@ impl Core {
         let Some(body) = self.enrich(event) else {
             return;
         };
-        let verdict = self.verdict_and_enforce(&body, &header);
+        let mut verdict = self.verdict_and_enforce(&body, &header);
+        if let Some(v) = verdict.as_mut() {
+            self.put_back_identity(&body, v);
+        }
         let seq = self.next_seq;
         self.push(ts, body, verdict);
         self.emit_followups(seq);

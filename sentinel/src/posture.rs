@@ -855,8 +855,13 @@ fn enforcement(ctx: &ScanContext, out: &mut Vec<Finding>) {
             "raise --ring-buffer-bytes".into(),
         ));
     }
+    // `WriterHealth { key_write_errors: 0, ... }`: any non-zero count.
     let health = status["audit"]["health"].as_str().unwrap_or("");
-    if !health.is_empty() && health != "Healthy" {
+    let failing = health
+        .split("errors: ")
+        .skip(1)
+        .any(|rest| !rest.starts_with('0'));
+    if failing {
         out.push(finding(
             "enforcement",
             "audit",
