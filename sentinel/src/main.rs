@@ -379,7 +379,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(
         cli.command,
-        Command::Run(_) | Command::McpProxy(_) | Command::LlmProxy(_) | Command::McpAdmin { .. } | Command::Top { .. }
+        Command::Run(_)
+            | Command::McpProxy(_)
+            | Command::LlmProxy(_)
+            | Command::McpAdmin { .. }
+            | Command::Top { .. }
     ) {
         quiet_on_closed_stdout();
     }
@@ -426,7 +430,9 @@ fn main() -> ExitCode {
                 RespondCommand::Approve { id } => {
                     control::Request::RespondDecide { id, approve: true }
                 }
-                RespondCommand::Deny { id } => control::Request::RespondDecide { id, approve: false },
+                RespondCommand::Deny { id } => {
+                    control::Request::RespondDecide { id, approve: false }
+                }
                 RespondCommand::Undo { id } => control::Request::RespondUndo { id },
             };
             ask_daemon(&state_dir, &request, show_detail)
