@@ -167,6 +167,30 @@ pub fn event_line(event: &Event) -> String {
                 ext.put("outcome", outcome);
             }
         }
+        Body::LlmCall {
+            upstream,
+            endpoint,
+            model,
+            stream,
+            request_bytes,
+            response_bytes,
+            status,
+            outcome,
+            findings,
+            ..
+        } => {
+            ext.labelled("cs5", "llmUpstream", upstream)
+                .labelled("cs6", "llmEndpoint", endpoint)
+                .labelled("cs4", "model", model.as_deref().unwrap_or(""))
+                .put("out", request_bytes)
+                .put("in", response_bytes)
+                .labelled("cn2", "httpStatus", status)
+                .labelled("flexString1", "stream", stream)
+                .put("outcome", outcome);
+            if !findings.is_empty() {
+                ext.put("msg", findings.join(","));
+            }
+        }
         Body::Alert {
             severity,
             category,

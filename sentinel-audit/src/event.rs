@@ -107,6 +107,32 @@ pub enum Body {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         outcome: Option<String>,
     },
+    /// One request through the LLM API proxy (`sentinel llm-proxy`):
+    /// which agent called which model, how big the request and the answer
+    /// were, and what was done with it. The process is the proxy's.
+    LlmCall {
+        #[serde(flatten)]
+        process: ProcessInfo,
+        /// The upstream host the request was (or would have been) sent to.
+        upstream: String,
+        /// `chat.completions`, `responses`, `messages`, ...
+        endpoint: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        stream: bool,
+        request_bytes: u64,
+        response_bytes: u64,
+        /// The HTTP status the agent received.
+        status: u16,
+        /// `forwarded`, `refused`, `blocked-secret`, `redacted`,
+        /// `blocked-injection`, `upstream-error`, `unauthorized`, ...
+        outcome: String,
+        /// Secret kinds found in the request, injection markers in the
+        /// answer.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        findings: Vec<String>,
+    },
     Alert {
         /// `info`, `warning` or `critical`.
         severity: String,
@@ -135,6 +161,7 @@ impl Event {
             Body::Connect { .. } => "connect",
             Body::Exit { .. } => "exit",
             Body::McpCall { .. } => "mcp_call",
+            Body::LlmCall { .. } => "llm_call",
             Body::Alert { .. } => "alert",
             Body::Lost { .. } => "lost",
             Body::ModeChange { .. } => "mode_change",
@@ -149,7 +176,8 @@ impl Event {
             | Body::FileChange { process, .. }
             | Body::Connect { process, .. }
             | Body::Exit { process }
-            | Body::McpCall { process, .. } => Some(process),
+            | Body::McpCall { process, .. }
+            | Body::LlmCall { process, .. } => Some(process),
             _ => None,
         }
     }

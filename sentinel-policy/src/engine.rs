@@ -368,6 +368,20 @@ fn decide(
         rules[index].matches_with(&subject, now, path_hit)
     });
     let base = match matched.map(|index| &rules[index]) {
+        // The sudo gate answers for the elevator execs its rule catches.
+        Some(rule) if rule.name == crate::sudo::GATE_RULE => match &action.object {
+            Object::Exec { binary, argv } => {
+                let gate = engine.policy.sudo().decide(binary, argv);
+                let alert = alerts && gate.action != Decision::Allow;
+                let reason = format!("{} (`{}`)", gate.reason, gate.command);
+                let v = verdict(gate.action, &gate.rule, reason, gate.risk, alert);
+                if v.action == Decision::Deny {
+                    return (v, matched);
+                }
+                v
+            }
+            _ => rule_verdict(rule, alerts),
+        },
         Some(rule) if rule.action == Decision::Deny => {
             return (rule_verdict(rule, alerts), matched);
         }

@@ -55,6 +55,8 @@ pub struct RunConfig {
     pub policy_dir: Option<PathBuf>,
     pub mode: Mode,
     pub approval_timeout: Duration,
+    /// Between posture scans; zero: none.
+    pub scan_interval: Duration,
     pub sensor: SensorOptions,
     /// `--metrics ADDR`.
     pub metrics: Option<std::net::SocketAddr>,
@@ -163,7 +165,31 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
         tracing::info!("BPF LSM not used ({why}); cgroup hooks and SIGKILL instead");
     }
 
+    // Identity file baselines live next to the audit database (root-only).
+    let baseline_dir = config
+        .db
+        .parent()
+        .unwrap_or(Path::new("/var/lib/sentinel"))
+        .join("baselines");
+    let identity_homes: Vec<(u32, PathBuf)> = homes.iter().map(|(u, h)| (*u, h.clone())).collect();
+    let (identity, identity_alerts) = {
+        let files = config.policy.identity();
+        if files.is_empty() {
+            (None, Vec::new())
+        } else {
+            let (m, a) =
+                crate::identity::IdentityMonitor::open(&baseline_dir, files, identity_homes)
+                    .with_context(|| {
+                        format!(
+                            "opening the identity baselines in {}",
+                            baseline_dir.display()
+                        )
+                    })?;
+            (Some(m), a)
+        }
+    };
     let core = Core::new(CoreParts {
+        identity,
         sensor,
         engine: engine.clone(),
         homes,
@@ -185,6 +211,8 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
             .as_deref()
             .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.to_path_buf())),
     })?;
+    let mut core = core;
+    core.raise_identity(identity_alerts);
     let core = Arc::new(Mutex::new(core));
 
     // The proxies' socket first: once `status` answers, everything does.
@@ -232,6 +260,19 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("polling the ring buffer: {}", e.into_parts().1))?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut posture_tick = tokio::time::interval(if config.scan_interval.is_zero() {
+        Duration::from_secs(u64::MAX / 4)
+    } else {
+        config.scan_interval
+    });
+    let posture_tracker = Arc::new(Mutex::new(crate::posture::Tracker::open(
+        config
+            .db
+            .parent()
+            .unwrap_or(Path::new("/var/lib/sentinel"))
+            .join("posture-findings.json"),
+    )));
+    let mut posture_running: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -261,6 +302,11 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
                 }
             }
             _ = tick.tick() => lock(&core).tick(),
+            _ = posture_tick.tick(), if !config.scan_interval.is_zero() => {
+                if posture_running.as_ref().is_none_or(|t| t.is_finished()) {
+                    posture_running = Some(spawn_posture_scan(&core, &config, &posture_tracker));
+                }
+            }
             _ = sighup.recv() => reload(&core, &mut config),
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
@@ -290,10 +336,55 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
             .into_inner()
             .unwrap_or_else(|p| p.into_inner())
             .shutdown(),
-        Err(core) => lock(&core).flush(),
+        Err(core) => {
+            let c = lock(&core);
+            c.guards.shutdown();
+            c.flush();
+        }
     }
     tracing::info!("stopped; all programs detached");
     Ok(())
+}
+
+/// Runs the posture checks off the data path (they walk directories) and
+/// raises an alert for each new, changed or fixed finding.
+fn spawn_posture_scan(
+    core: &Arc<Mutex<Core>>,
+    config: &RunConfig,
+    tracker: &Arc<Mutex<crate::posture::Tracker>>,
+) -> tokio::task::JoinHandle<()> {
+    let status = crate::control_ops::status(core, &config.agents);
+    let gate = {
+        let c = lock(core);
+        let engine = lock(&c.engine);
+        engine.policy().sudo().clone()
+    };
+    let ctx = crate::posture::ScanContext {
+        agents: crate::posture::agents(&config.agents),
+        gate,
+        sentinel: crate::posture::SentinelFacts {
+            status: Some(status),
+            db: config.db.clone(),
+            state_dir: config.state_dir.clone(),
+            policy_dir: config.policy_dir.clone(),
+        },
+        suid_baseline: crate::posture::suid_baseline_path(&config.db),
+        suid_roots: crate::posture::SUID_ROOTS
+            .iter()
+            .map(PathBuf::from)
+            .collect(),
+        root_path: std::env::var("PATH").unwrap_or_default(),
+    };
+    let core = core.clone();
+    let tracker = tracker.clone();
+    tokio::task::spawn_blocking(move || {
+        let findings = crate::posture::scan(&ctx);
+        let changes = lock(&tracker).update(&findings);
+        let mut c = lock(&core);
+        for change in changes {
+            c.raise(&change.severity, "posture", change.reason, Vec::new(), None);
+        }
+    })
 }
 
 /// SIGHUP: re-reads the configuration file and its overlays (when the

@@ -402,6 +402,34 @@ pub fn kill_after_the_fact(pid: u32, start: Option<u64>) -> bool {
     signal(pid, start, libc::SIGKILL)
 }
 
+/// Resumes a stopped process if it is still the one that was stopped.
+pub fn resume(pid: u32, start: Option<u64>) -> bool {
+    signal(pid, start, libc::SIGCONT)
+}
+
+/// Writes `message` to a process's stderr when that is a terminal, a pipe
+/// or a socket (never a file the daemon would be writing as root).
+pub fn tell(pid: u32, message: &str) -> bool {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let fd = format!("/proc/{pid}/fd/2");
+    let target = std::fs::read_link(&fd)
+        .map(|t| t.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let safe = ["/dev/pts/", "/dev/tty", "pipe:", "socket:"]
+        .iter()
+        .any(|p| target.starts_with(p));
+    if !safe {
+        return false;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(&fd)
+        .and_then(|mut f| f.write_all(message.as_bytes()))
+        .is_ok()
+}
+
 /// A process held for an approval.
 #[derive(Debug, Clone, Serialize)]
 pub struct PendingApproval {

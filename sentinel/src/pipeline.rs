@@ -30,6 +30,7 @@ use crate::decode::{self, Header, KernelAction, KernelEvent};
 use crate::enforce::{self, Approvals, CompiledMaps, PendingApproval, Resolution};
 use crate::metrics::Metrics;
 
+use crate::guards::Guards;
 use crate::observe::Sensor;
 use crate::process::ProcessTable;
 
@@ -82,8 +83,8 @@ pub struct Core {
     /// Deny/ask rules the kernel cannot decide, and why (for status).
     pub userspace_only: Vec<sentinel_policy::UserspaceOnly>,
     pub approvals: Approvals,
-    homes: HashMap<u32, PathBuf>,
-    table: ProcessTable,
+    pub(crate) homes: HashMap<u32, PathBuf>,
+    pub(crate) table: ProcessTable,
     clock: WallClock,
     audit: AuditWriter,
     /// The `seq` the audit chain will give the next record (it numbers
@@ -113,6 +114,9 @@ pub struct Core {
     pub agent_risk: BTreeMap<String, AgentRisk>,
     /// Held by the kernel without an approval at the last tick.
     orphans: HashSet<u32>,
+    /// The agent guards' state: identity baselines, responses, alerts
+    /// waiting for the playbooks (see `guards`).
+    pub(crate) guards: Guards,
 }
 
 /// One agent's risk as its verdicts report it.
@@ -174,6 +178,8 @@ pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 pub struct CoreParts {
+    /// Identity file baselines (`None`: no `[identity]` files).
+    pub identity: Option<crate::identity::IdentityMonitor>,
     pub sensor: Sensor,
     pub engine: Arc<Mutex<Engine>>,
     pub homes: HashMap<u32, PathBuf>,
@@ -211,6 +217,7 @@ impl Core {
             feed: Feed::default(),
             agent_risk: BTreeMap::new(),
             orphans: HashSet::new(),
+            guards: Guards::new(parts.identity),
         };
         core.recompile()?;
         Ok(core)
@@ -267,8 +274,13 @@ impl Core {
         let Some(body) = self.enrich(event) else {
             return;
         };
-        let verdict = self.verdict_and_enforce(&body, &header, approval);
+        let mut verdict = self.verdict_and_enforce(&body, &header, approval);
+        if let Some(v) = verdict.as_mut() {
+            self.put_back_identity(&body, v);
+        }
+        let seq = self.next_seq;
         self.push(ts, body, verdict);
+        self.emit_followups(seq);
     }
 
     /// Turns a kernel event into the record body, keeping the process
@@ -425,12 +437,16 @@ impl Core {
                 self.emit(event);
             }
         }
+        self.gate_elevated_child(body, &mut v);
         if v.action == Decision::Deny {
             if let Some(b) = &self.behaviour {
                 b.denied(&action);
             }
         }
         let pid = header.pid;
+        if header.action == KernelAction::Held && self.settle_gated_elevator(pid, body, &mut v) {
+            return Some(v);
+        }
         match header.action {
             KernelAction::Killed | KernelAction::Denied => {
                 let kernel_rule = self.maps.rule_name(header.rule_id);
@@ -512,7 +528,7 @@ impl Core {
     /// Kills a process and every descendant the table knows of, and
     /// remembers them so children whose fork is still in the ring buffer
     /// follow. Returns whether the process itself was still there.
-    fn kill_tree(&mut self, pid: u32) -> bool {
+    pub(crate) fn kill_tree(&mut self, pid: u32) -> bool {
         let killed = enforce::kill_after_the_fact(pid, None);
         self.condemned.insert(pid);
         for child in self.table.descendants(pid) {
@@ -532,7 +548,7 @@ impl Core {
         self.approvals.hold(pid, describe(body), rule, approval)
     }
 
-    fn push(&mut self, ts: OffsetDateTime, body: Body, verdict: Option<Verdict>) {
+    pub(crate) fn push(&mut self, ts: OffsetDateTime, body: Body, verdict: Option<Verdict>) {
         self.record(Event {
             seq: 0,
             ts,
@@ -562,11 +578,14 @@ impl Core {
             let event = alert.to_event(self.take_seq());
             self.emit(event);
         }
+        self.respond();
     }
 
     /// Hands a numbered event to the audit writer, counting it for the
-    /// metrics and keeping it for the live feed.
-    fn emit(&mut self, event: Event) {
+    /// metrics and keeping it for the live feed; alerts are queued for
+    /// the playbooks.
+    pub(crate) fn emit(&mut self, event: Event) {
+        self.guards.observe(&event);
         self.metrics.observe(&event);
         if let (Some(agent), Some(v)) = (
             event.process().and_then(|p| p.agent.as_ref()),
@@ -582,7 +601,7 @@ impl Core {
         self.stats.emitted.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn take_seq(&mut self) -> u64 {
+    pub(crate) fn take_seq(&mut self) -> u64 {
         self.next_seq += 1;
         self.next_seq - 1
     }
@@ -616,6 +635,7 @@ impl Core {
                 tracing::error!("recompiling the kernel maps failed: {e}");
             }
         }
+        self.guards_tick();
     }
 
     /// A process the kernel stopped for an approval whose event was lost
@@ -797,6 +817,9 @@ impl Core {
         let policy = sentinel_policy::Policy::load_dir(dir).map_err(|e| e.to_string())?;
         let rules = policy.rules().len();
         let old = lock(&self.engine).policy().clone();
+        if let Some(m) = self.guards.identity.as_mut() {
+            m.set_patterns(policy.identity());
+        }
         lock(&self.engine).reload(policy);
         if let Err(e) = self.recompile() {
             lock(&self.engine).reload(old);
@@ -894,6 +917,7 @@ impl Core {
     /// Commits everything and stops the writer and the sinks (the daemon
     /// is exiting).
     pub fn shutdown(self) {
+        self.guards.shutdown();
         let stats = self.audit.shutdown();
         if stats.dropped > 0 || stats.failed > 0 {
             tracing::warn!(

@@ -103,6 +103,39 @@ impl ProcessTable {
         }
     }
 
+    /// The watched UIDs named `agent`.
+    pub fn uids_of(&self, agent: &str) -> Vec<u32> {
+        let mut uids: Vec<u32> = self
+            .agents
+            .iter()
+            .filter(|(_, name)| name.as_str() == agent)
+            .map(|(uid, _)| *uid)
+            .collect();
+        uids.sort_unstable();
+        uids
+    }
+
+    /// The agent name of a watched UID.
+    pub fn agent_name(&self, uid: u32) -> Option<&str> {
+        self.agents.get(&uid).map(String::as_str)
+    }
+
+    /// Processes the table attributes to `agent` (its UIDs' and every
+    /// descendant's, `sudo` children included).
+    pub fn pids_of_agent(&self, agent: &str) -> Vec<u32> {
+        self.procs
+            .iter()
+            .filter(|(_, e)| e.agent.as_deref() == Some(agent))
+            .map(|(pid, _)| *pid)
+            .collect()
+    }
+
+    /// The parent the table knows for `pid`, and that parent's exe.
+    pub fn parent_exe(&self, pid: u32) -> Option<String> {
+        let ppid = self.procs.get(&pid)?.ppid;
+        self.procs.get(&ppid).map(|p| p.exe.clone())
+    }
+
     /// Every known descendant of `pid` (children, grandchildren, ...).
     pub fn descendants(&self, pid: u32) -> Vec<u32> {
         let mut out = Vec::new();
