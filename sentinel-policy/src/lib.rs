@@ -9,6 +9,8 @@
 //! - [`Policy::load_dir`] / [`Policy::embedded_defaults`] load policy files;
 //! - [`Engine::evaluate`] / [`Engine::assess`] take verdicts;
 //! - [`Engine::kernel_policy`] compiles what the kernel can decide alone;
+//! - [`guarded_targets`] says where on disk the file rules point (for the
+//!   fanotify guard);
 //! - [`check_dir`] and [`cli`] back `sentinel policy check|test`;
 //! - [`identity`], [`sudo`] and [`playbook`]: the agent guards' sections
 //!   (identity files and the sudo gate compile into ordinary rules).
@@ -20,6 +22,7 @@ mod check;
 pub mod cli;
 mod engine;
 mod error;
+mod guarded;
 pub mod identity;
 mod kernel;
 mod pattern;
@@ -37,6 +40,7 @@ pub use canonical::{canonical_json, open_flags_write};
 pub use check::{check_dir, dry_run, homes_from_passwd, summarize, PolicySummary};
 pub use engine::{AnomalyScore, AnomalyScorer, AnomalyThresholds, Assessment, Engine};
 pub use error::PolicyError;
+pub use guarded::{guarded_targets, GuardScope, GuardTarget};
 pub use identity::{IdentityFiles, PROTECTED_RULE};
 pub use kernel::{KernelPolicy, NetMatch, PathMatch, UserspaceOnly};
 pub use pattern::{expand_braces, KernelPath};
