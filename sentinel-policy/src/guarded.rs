@@ -146,6 +146,30 @@ pub fn guarded_targets(
     out.into_values().collect()
 }
 
+/// The patterns of files agents must not change: every enabled deny or ask
+/// rule on opens (a change is a write to its path). Where the kernel can
+/// only kill after a change took effect, the daemon keeps copies of these
+/// files to put back what the agent changed.
+pub fn unchangeable_patterns(policy: &Policy) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for rule in policy.rules() {
+        if !rule.enabled || !matches!(rule.action, Decision::Deny | Decision::Ask) {
+            continue;
+        }
+        if let Matcher::Open {
+            path: Some(globs), ..
+        } = &rule.matcher
+        {
+            for pattern in globs.sources() {
+                if !out.contains(pattern) {
+                    out.push(pattern.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

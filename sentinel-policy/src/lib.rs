@@ -40,7 +40,7 @@ pub use canonical::{canonical_json, open_flags_write};
 pub use check::{check_dir, dry_run, homes_from_passwd, summarize, PolicySummary};
 pub use engine::{AnomalyScore, AnomalyScorer, AnomalyThresholds, Assessment, Engine};
 pub use error::PolicyError;
-pub use guarded::{guarded_targets, GuardScope, GuardTarget};
+pub use guarded::{guarded_targets, unchangeable_patterns, GuardScope, GuardTarget};
 pub use identity::{IdentityFiles, PROTECTED_RULE};
 pub use kernel::{KernelPolicy, NetMatch, PathMatch, UserspaceOnly};
 pub use pattern::{expand_braces, KernelPath};

@@ -172,12 +172,16 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
         .unwrap_or(Path::new("/var/lib/sentinel"))
         .join("baselines");
     let identity_homes: Vec<(u32, PathBuf)> = homes.iter().map(|(u, h)| (*u, h.clone())).collect();
+    // Identity files are baselined and alerted; every other file a deny
+    // rule keeps agents from changing is copied too, so what the kernel
+    // could only kill after the fact is put back.
     let (identity, identity_alerts) = {
         let files = config.policy.identity();
-        if files.is_empty() {
+        let guarded = sentinel_policy::unchangeable_patterns(&config.policy);
+        if files.is_empty() && guarded.is_empty() {
             (None, Vec::new())
         } else {
-            let (m, a) =
+            let (mut m, a) =
                 crate::identity::IdentityMonitor::open(&baseline_dir, files, identity_homes)
                     .with_context(|| {
                         format!(
@@ -185,6 +189,7 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
                             baseline_dir.display()
                         )
                     })?;
+            m.set_guarded(guarded);
             (Some(m), a)
         }
     };

@@ -258,22 +258,30 @@ impl Core {
     /// back from its baseline when the write took effect anyway (the
     /// fallback's kill lands after an `O_TRUNC` or `O_CREAT`; without BPF
     /// LSM a rename, unlink or truncate(2) has happened when it is seen).
+    /// A change the engine refused (a write, rename, unlink, truncate,
+    /// chmod...) that took effect anyway — the kernel could only kill after
+    /// it — is undone from the copy the monitor keeps. A change the kernel
+    /// refused left nothing to undo.
     pub(crate) fn put_back_identity(&mut self, body: &Body, v: &mut Verdict) {
-        if v.action != Decision::Deny || v.rule.as_deref() != Some(sentinel_policy::PROTECTED_RULE)
-        {
+        if v.action != Decision::Deny {
             return;
         }
-        let path = match body {
-            Body::Open { path, .. } => path,
+        let paths: Vec<&String> = match body {
+            Body::Open { path, flags, .. } if sentinel_policy::open_flags_write(*flags) => {
+                vec![path]
+            }
+            Body::FileChange { path, source, .. } => std::iter::once(path).chain(source).collect(),
             _ => return,
         };
         let Some(monitor) = self.guards.identity.as_mut() else {
             return;
         };
-        match monitor.put_back(std::path::Path::new(path)) {
-            Ok(Some(detail)) => v.reason = format!("{}; {detail}", v.reason),
-            Ok(None) => {}
-            Err(e) => v.reason = format!("{}; could not put it back: {e}", v.reason),
+        for path in paths {
+            match monitor.put_back(std::path::Path::new(path)) {
+                Ok(Some(detail)) => v.reason = format!("{}; {path}: {detail}", v.reason),
+                Ok(None) => {}
+                Err(e) => v.reason = format!("{}; could not put {path} back: {e}", v.reason),
+            }
         }
     }
 

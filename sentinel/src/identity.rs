@@ -36,7 +36,18 @@ const MAX_FILES_PER_PATTERN: usize = 2000;
 pub enum Class {
     Protected,
     Watched,
+    /// Any other file a deny rule keeps agents from changing (persistence
+    /// points, keys): no alerts of its own, but a copy to put back when the
+    /// kernel could only kill the agent after the change. Changes made by
+    /// anyone else become the copy once they have settled.
+    Guarded,
 }
+
+/// How long a guarded file's new content must stand, with no refused
+/// change to it meanwhile, before it becomes the copy put back.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
+/// How long after a refused change a guarded file's content is not adopted.
+const QUIET_AFTER_REFUSAL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A stored baseline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +92,8 @@ struct Tracked {
     /// The content hash last alerted (so a change alerts once).
     alerted: Option<String>,
     present: bool,
+    /// When a guarded file was first seen different from its copy.
+    differs_since: Option<std::time::Instant>,
 }
 
 /// The files, their baselines, and what changed.
@@ -90,6 +103,10 @@ pub struct IdentityMonitor {
     homes: Vec<(u32, PathBuf)>,
     baselines: BTreeMap<PathBuf, Baseline>,
     tracked: BTreeMap<PathBuf, Tracked>,
+    /// Patterns of `Class::Guarded` files.
+    guarded: Vec<String>,
+    /// When a change to a path was last refused (put back).
+    refused: BTreeMap<PathBuf, std::time::Instant>,
 }
 
 /// What reading a file found.
@@ -236,6 +253,8 @@ impl IdentityMonitor {
             homes,
             baselines,
             tracked: BTreeMap::new(),
+            guarded: Vec::new(),
+            refused: BTreeMap::new(),
         };
         let alerts = monitor.scan(true);
         Ok((monitor, alerts))
@@ -244,6 +263,13 @@ impl IdentityMonitor {
     /// New `[identity]` lists (a policy reload); baselines are kept.
     pub fn set_patterns(&mut self, patterns: &IdentityFiles) {
         self.patterns = patterns.clone();
+        self.tracked.clear();
+        let _ = self.scan(true);
+    }
+
+    /// The patterns of guarded files (from the policy's deny rules).
+    pub fn set_guarded(&mut self, patterns: Vec<String>) {
+        self.guarded = patterns;
         self.tracked.clear();
         let _ = self.scan(true);
     }
@@ -259,6 +285,7 @@ impl IdentityMonitor {
         for (class, list) in [
             (Class::Protected, &self.patterns.protected),
             (Class::Watched, &self.patterns.watched),
+            (Class::Guarded, &self.guarded),
         ] {
             for pattern in list {
                 for (path, uid) in self.expand(pattern) {
@@ -282,6 +309,7 @@ impl IdentityMonitor {
         for (class, list) in [
             (Class::Protected, &self.patterns.protected),
             (Class::Watched, &self.patterns.watched),
+            (Class::Guarded, &self.guarded),
         ] {
             for pattern in list {
                 for (uid, home, expanded) in self.forms(pattern) {
@@ -367,9 +395,15 @@ impl IdentityMonitor {
                 stat: None,
                 alerted: None,
                 present: true,
+                differs_since: None,
             });
             tracked.class = class;
-            if !start && key.is_some() && tracked.stat == key && tracked.present {
+            if !start
+                && key.is_some()
+                && tracked.stat == key
+                && tracked.present
+                && tracked.differs_since.is_none()
+            {
                 continue;
             }
             tracked.stat = key;
@@ -380,12 +414,12 @@ impl IdentityMonitor {
                     let tracked = self.tracked.get_mut(&path).expect("inserted above");
                     tracked.present = true;
                     let Some(baseline) = baseline else {
-                        if start || class == Class::Watched {
+                        if start || class != Class::Protected {
                             // First sight: this is the baseline.
                             if self.take(&path, &bytes, &hash, &meta).is_ok() {
                                 dirty = true;
                             }
-                            if !start {
+                            if !start && class == Class::Watched {
                                 alerts.push(IdentityAlert {
                                     severity: "warning",
                                     reason: format!(
@@ -407,6 +441,25 @@ impl IdentityMonitor {
                     };
                     if baseline.hash == hash {
                         tracked.alerted = None;
+                        tracked.differs_since = None;
+                        continue;
+                    }
+                    if class == Class::Guarded {
+                        // Someone else's change becomes the copy once it has
+                        // settled and no agent's change to it was refused.
+                        let since = *tracked.differs_since.get_or_insert_with(std::time::Instant::now);
+                        let quiet = self
+                            .refused
+                            .get(&path)
+                            .is_none_or(|t| t.elapsed() >= QUIET_AFTER_REFUSAL);
+                        if quiet && since.elapsed() >= SETTLE {
+                            if let Some(t) = self.tracked.get_mut(&path) {
+                                t.differs_since = None;
+                            }
+                            if self.take(&path, &bytes, &hash, &meta).is_ok() {
+                                dirty = true;
+                            }
+                        }
                         continue;
                     }
                     let old = shadow_bytes(&self.dir, &baseline);
@@ -435,6 +488,7 @@ impl IdentityMonitor {
                                 uid,
                             });
                         }
+                        Class::Guarded => {}
                         Class::Watched => {
                             alerts.push(IdentityAlert {
                                 severity: "warning",
@@ -457,6 +511,19 @@ impl IdentityMonitor {
                         _ => "deleted",
                     };
                     let tracked = self.tracked.get_mut(&path).expect("inserted above");
+                    if class == Class::Guarded {
+                        // Gone for good (settled, nothing refused): forget
+                        // the copy, so a later creation there is undone.
+                        let since = *tracked.differs_since.get_or_insert_with(std::time::Instant::now);
+                        let quiet = self
+                            .refused
+                            .get(&path)
+                            .is_none_or(|t| t.elapsed() >= QUIET_AFTER_REFUSAL);
+                        if quiet && since.elapsed() >= SETTLE && self.baselines.remove(&path).is_some() {
+                            dirty = true;
+                        }
+                        continue;
+                    }
                     let marker = format!("gone:{what}");
                     if baseline.is_none() || tracked.alerted.as_deref() == Some(marker.as_str()) {
                         continue;
@@ -468,7 +535,7 @@ impl IdentityMonitor {
                             "critical",
                             format!(" (`sentinel baseline restore {shown}` puts it back)"),
                         ),
-                        Class::Watched => ("warning", String::new()),
+                        Class::Watched | Class::Guarded => ("warning", String::new()),
                     };
                     alerts.push(IdentityAlert {
                         severity,
@@ -646,17 +713,29 @@ impl IdentityMonitor {
     /// Restores a protected file that no longer matches its baseline;
     /// `None` when it still matches (nothing to do).
     pub fn put_back(&mut self, path: &Path) -> Result<Option<String>, String> {
-        if self.classify(path).map(|(c, _)| c) != Some(Class::Protected) {
+        let class = self.classify(path).map(|(c, _)| c);
+        if !matches!(class, Some(Class::Protected | Class::Guarded)) {
             return Ok(None);
         }
+        self.refused.insert(path.to_path_buf(), std::time::Instant::now());
         let Some(baseline) = self.baselines.get(path) else {
+            // It did not exist: what the agent made there goes.
+            if class == Some(Class::Guarded) && std::fs::symlink_metadata(path).is_ok() {
+                return std::fs::remove_file(path)
+                    .map(|()| Some("what the agent created there was removed".to_string()))
+                    .map_err(|e| format!("removing {}: {e}", path.display()));
+            }
             return Ok(None);
         };
-        if matches!(read(path), Content::File { ref hash, .. } if *hash == baseline.hash) {
+        let same_content = matches!(read(path), Content::File { ref hash, .. } if *hash == baseline.hash);
+        let same_mode = std::fs::symlink_metadata(path).is_ok_and(|m| {
+            m.mode() & 0o7777 == baseline.mode && m.uid() == baseline.uid && m.gid() == baseline.gid
+        });
+        if same_content && same_mode {
             return Ok(None);
         }
         self.restore(path)
-            .map(|_| Some("the file was put back from its baseline".to_string()))
+            .map(|_| Some("the file was put back from its copy".to_string()))
     }
 
     /// Every identity file with its class and baseline.
@@ -705,6 +784,7 @@ fn class_name(class: Class) -> &'static str {
     match class {
         Class::Protected => "protected",
         Class::Watched => "watched",
+        Class::Guarded => "guarded",
     }
 }
 

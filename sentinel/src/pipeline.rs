@@ -819,6 +819,7 @@ impl Core {
         let old = lock(&self.engine).policy().clone();
         if let Some(m) = self.guards.identity.as_mut() {
             m.set_patterns(policy.identity());
+            m.set_guarded(sentinel_policy::unchangeable_patterns(&policy));
         }
         lock(&self.engine).reload(policy);
         if let Err(e) = self.recompile() {
