@@ -54,9 +54,10 @@ pub enum Scope {
 }
 
 /// What to refuse. `open` covers every open, including the one an exec
-/// does; `content_write` refuses opening for writing or with O_TRUNC, and
-/// where the kernel has pre-content events (6.14+) also `truncate(2)` and
-/// writes through descriptors opened before.
+/// does, and where the kernel has pre-content events (6.14+) every read or
+/// write through a descriptor however it was obtained; `content_write`
+/// refuses opening for writing or with O_TRUNC, and with pre-content events
+/// also `truncate(2)` and writes through any descriptor.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Access {
     pub open: bool,
@@ -261,7 +262,10 @@ fn content_mask(a: Access, open_exec_perm: bool, pre_content: bool) -> u64 {
             sys::FAN_OPEN_PERM
         };
     }
-    if a.content_write && pre_content {
+    // Pre-content events also catch reads and writes through descriptors
+    // the open check never saw: opened before the guard started, or by an
+    // allowed process and passed on (inherited, SCM_RIGHTS).
+    if (a.open || a.content_write) && pre_content {
         m |= sys::FAN_PRE_ACCESS;
     }
     m
@@ -1088,7 +1092,11 @@ mod tests {
 
     #[test]
     fn masks_follow_access() {
-        assert_eq!(content_mask(Access::OPEN, true, true), sys::FAN_OPEN_PERM);
+        assert_eq!(
+            content_mask(Access::OPEN, true, true),
+            sys::FAN_OPEN_PERM | sys::FAN_PRE_ACCESS
+        );
+        assert_eq!(content_mask(Access::OPEN, true, false), sys::FAN_OPEN_PERM);
         assert_eq!(
             content_mask(Access::EXEC, true, true),
             sys::FAN_OPEN_EXEC_PERM

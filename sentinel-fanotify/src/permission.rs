@@ -270,11 +270,13 @@ pub(crate) fn decider_loop(
                 finish(&s, request.id, Verdict::Deny);
             }
             Ok(Answer::Hold) => {
+                // Counted even if `resolve_hold` already answered it (the
+                // decider may hand the id out before it returns).
+                bump(&s.counters.held);
                 let mut pending = s.pending();
                 if let Some(p) = pending.get_mut(&request.id) {
                     p.held = true;
                     p.deadline = Instant::now() + s.options.hold_timeout;
-                    bump(&s.counters.held);
                 }
                 drop(pending);
                 s.pending_changed.notify_all();

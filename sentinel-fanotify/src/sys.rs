@@ -57,21 +57,14 @@ pub fn fanotify_init(flags: u32, event_f_flags: u32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// fanotify_mark(2) on the object `object` refers to (pathname NULL: the
-/// object itself, whatever name it is reached by now).
+/// fanotify_mark(2) on the object `object` refers to, whatever name it
+/// is reached by now. The kernel refuses an `O_PATH` descriptor as
+/// `dirfd` with a NULL pathname (it looks descriptors up with `fdget`, which
+/// skips them), so the mark goes through the descriptor's `/proc/self/fd`
+/// magic link, which resolves to exactly the object the descriptor holds.
 pub fn mark_fd(group: BorrowedFd, flags: u32, mask: u64, object: BorrowedFd) -> io::Result<()> {
-    // SAFETY: both descriptors are borrowed and valid; a NULL pathname is
-    // documented to mean "the object dirfd refers to".
-    check(unsafe {
-        libc::fanotify_mark(
-            group.as_raw_fd(),
-            flags,
-            mask,
-            object.as_raw_fd(),
-            std::ptr::null(),
-        )
-    })?;
-    Ok(())
+    let link = format!("/proc/self/fd/{}", object.as_raw_fd());
+    mark_path(group, flags, mask, Path::new(&link))
 }
 
 /// fanotify_mark(2) by path (used for the probes and FAN_MARK_FLUSH).
