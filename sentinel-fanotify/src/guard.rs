@@ -33,7 +33,7 @@ use crate::decide::{Decider, Request, RequestId, Verdict};
 use crate::error::Error;
 use crate::marks::{Groups, MarkReport, Marks, Target};
 use crate::mutation::{self, Report};
-use crate::permission::{self, Pending};
+use crate::permission::{self, Allowed, Pending};
 use crate::stats::{Counters, Stats};
 use crate::sys;
 
@@ -107,6 +107,7 @@ pub(crate) struct Shared {
     pub decider: Arc<dyn Decider>,
     pub marks: Mutex<Marks>,
     pub pending: Mutex<HashMap<RequestId, Pending>>,
+    pub allowed: Mutex<Allowed>,
     /// Signalled when a deadline may have moved earlier, or at stop.
     pub pending_changed: Condvar,
     pub counters: Counters,
@@ -141,6 +142,10 @@ impl Shared {
 
     pub fn pending(&self) -> MutexGuard<'_, HashMap<RequestId, Pending>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn allowed(&self) -> MutexGuard<'_, Allowed> {
+        self.allowed.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -268,6 +273,7 @@ impl Guard {
             marks: Mutex::new(Marks::new(options.mark_budget)),
             decider: Arc::new(decider),
             pending: Mutex::new(HashMap::new()),
+            allowed: Mutex::new(Allowed::default()),
             pending_changed: Condvar::new(),
             counters: Counters::default(),
             stopping: AtomicBool::new(false),

@@ -121,11 +121,19 @@ pub struct TargetReport {
     /// Of those, objects whose filesystem refused pre-content events:
     /// their truncates and writes are only reported after the fact.
     pub without_pre_content: usize,
+    /// Of those, objects whose notification mark was refused (a
+    /// filesystem without file handles, say): protected, but their
+    /// mutations are not reported and children created later are only
+    /// marked at their first open.
+    pub without_mutation_reports: usize,
     /// Objects not marked because the mark budget was spent.
     pub left_out: usize,
-    /// The first failures (`failed` counts them all).
+    /// The first objects that could not be protected (`failed` counts them
+    /// all).
     pub failures: Vec<MarkFailure>,
     pub failed: usize,
+    /// The first reasons behind `without_mutation_reports`.
+    pub mutation_failures: Vec<MarkFailure>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -342,7 +350,11 @@ fn open_object(path: &Path) -> io::Result<(OwnedFd, libc::stat)> {
 
 /// The result of marking one object.
 enum Visit {
-    Marked { pre_content_refused: bool },
+    Marked {
+        pre_content_refused: bool,
+        /// Why its mutations will not be reported, if they will not.
+        notif_error: Option<String>,
+    },
     OverBudget,
 }
 
@@ -351,8 +363,10 @@ enum Visit {
 struct Tally {
     objects: usize,
     without_pre_content: usize,
+    without_mutation_reports: usize,
     left_out: usize,
     failures: Vec<MarkFailure>,
+    mutation_failures: Vec<MarkFailure>,
     failed: usize,
 }
 
@@ -361,10 +375,20 @@ impl Tally {
         match result {
             Ok(Visit::Marked {
                 pre_content_refused,
+                notif_error,
             }) => {
                 self.objects += 1;
                 if pre_content_refused {
                     self.without_pre_content += 1;
+                }
+                if let Some(error) = notif_error {
+                    self.without_mutation_reports += 1;
+                    if self.mutation_failures.len() < FAILURES_KEPT {
+                        self.mutation_failures.push(MarkFailure {
+                            path: path.to_path_buf(),
+                            error,
+                        });
+                    }
                 }
                 true
             }
@@ -461,15 +485,29 @@ impl Marks {
         };
         update(entry);
         entry.stale = false;
-        let result = apply(g, fd, entry);
+        let applied = apply(g, fd, entry);
         let pre_content_refused = entry.pre_content_refused;
+        // A directory watched only for names has no permission mark: there
+        // the notification mark is the one that matters.
+        let needs_perm = entry.perm_mask(g) != 0;
         if entry.perm_mask == 0 && entry.notif_mask == 0 {
             // Nothing took: do not keep an entry the kernel knows nothing of.
             self.forget(oid);
         }
-        result.map(|()| Visit::Marked {
-            pre_content_refused,
-        })
+        match applied {
+            Applied {
+                perm_error: Some(e),
+                ..
+            } => Err(e),
+            Applied {
+                notif_error: Some(e),
+                ..
+            } if !needs_perm => Err(e),
+            Applied { notif_error, .. } => Ok(Visit::Marked {
+                pre_content_refused,
+                notif_error,
+            }),
+        }
     }
 
     fn forget(&mut self, oid: ObjectId) -> Option<Entry> {
@@ -497,9 +535,11 @@ impl Marks {
                 state,
                 objects: tally.objects,
                 without_pre_content: tally.without_pre_content,
+                without_mutation_reports: tally.without_mutation_reports,
                 left_out: tally.left_out,
                 failures: tally.failures,
                 failed: tally.failed,
+                mutation_failures: tally.mutation_failures,
             });
         }
         for (oid, old_entry) in old {
@@ -620,15 +660,24 @@ impl Marks {
             Ok(_) => Err("the parent is not a directory".to_string()),
             Err(e) => Err(e.to_string()),
         };
-        if let Err(e) = &watched {
-            tally.fail(parent, format!("watching the directory: {e}"));
-        }
         match open_object(path) {
             Ok((fd, st)) => {
                 let visit = self.visit(g, fd.as_fd(), &st, path, |e| {
                     add_tag(&mut e.own, t.tag, t.access)
                 });
                 if tally.record(path, visit) {
+                    if let Err(e) = watched {
+                        // Protected, but what is renamed over it later
+                        // will not be seen.
+                        tally.without_mutation_reports += 1;
+                        tally.mutation_failures.push(MarkFailure {
+                            path: parent.to_path_buf(),
+                            error: format!(
+                                "watching the directory for {}: {e}",
+                                name.to_string_lossy()
+                            ),
+                        });
+                    }
                     TargetState::Marked
                 } else {
                     TargetState::Failed(
@@ -1017,27 +1066,34 @@ impl Marks {
     }
 }
 
+/// What `apply` achieved: the permission mark is what protects; the
+/// notification mark only reports and learns.
+#[derive(Default)]
+struct Applied {
+    perm_error: Option<String>,
+    notif_error: Option<String>,
+}
+
 /// Adds the bits `entry` needs and does not have yet. Pre-content events
 /// refused by the filesystem (EOPNOTSUPP) or the mark shape (EINVAL) are
 /// dropped for this object and the rest retried.
-fn apply(g: &Groups, fd: BorrowedFd, entry: &mut Entry) -> Result<(), String> {
-    let mut errors = Vec::new();
+fn apply(g: &Groups, fd: BorrowedFd, entry: &mut Entry) -> Applied {
+    let mut applied = Applied::default();
     let want = entry.perm_mask(g);
     if want & !entry.perm_mask != 0 {
-        match sys::mark_fd(g.perm, sys::FAN_MARK_ADD, want, fd) {
-            Ok(()) => entry.perm_mask |= want,
-            Err(e)
-                if want & sys::FAN_PRE_ACCESS != 0
-                    && matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) =>
+        let mut result = sys::mark_fd(g.perm, sys::FAN_MARK_ADD, want, fd).map(|()| want);
+        if let Err(e) = &result {
+            if want & sys::FAN_PRE_ACCESS != 0
+                && matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP))
             {
                 entry.pre_content_refused = true;
                 let want = want & !sys::FAN_PRE_ACCESS;
-                match sys::mark_fd(g.perm, sys::FAN_MARK_ADD, want, fd) {
-                    Ok(()) => entry.perm_mask |= want,
-                    Err(e) => errors.push(format!("permission mark: {e}")),
-                }
+                result = sys::mark_fd(g.perm, sys::FAN_MARK_ADD, want, fd).map(|()| want);
             }
-            Err(e) => errors.push(format!("permission mark: {e}")),
+        }
+        match result {
+            Ok(bits) => entry.perm_mask |= bits,
+            Err(e) => applied.perm_error = Some(format!("permission mark: {e}")),
         }
     }
     if let Some(notif) = g.notif {
@@ -1045,15 +1101,11 @@ fn apply(g: &Groups, fd: BorrowedFd, entry: &mut Entry) -> Result<(), String> {
         if want & !entry.notif_mask != 0 {
             match sys::mark_fd(notif, sys::FAN_MARK_ADD, want, fd) {
                 Ok(()) => entry.notif_mask |= want,
-                Err(e) => errors.push(format!("mutation mark: {e}")),
+                Err(e) => applied.notif_error = Some(format!("mutation mark: {e}")),
             }
         }
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("; "))
-    }
+    applied
 }
 
 fn remove_bits(g: &Groups, fd: BorrowedFd, perm: u64, notif: u64) {

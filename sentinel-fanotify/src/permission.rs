@@ -8,6 +8,7 @@
 //! answers it: that is what makes "exactly one answer" hold whatever order
 //! the decider, `resolve_hold`, the watchdog and shutdown run in.
 
+use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -30,6 +31,48 @@ pub(crate) struct Pending {
     request: Arc<Request>,
     deadline: Instant,
     held: bool,
+    /// For an open: who opens what, remembered if it is allowed.
+    opener: Option<Opener>,
+}
+
+/// One process (pid and start time, so a reused pid is another process)
+/// and one object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Opener {
+    pid: u32,
+    start: u64,
+    object: ObjectId,
+}
+
+/// Opens that were allowed, so the pre-content events of reads and writes
+/// through them (Linux 6.14+) are not asked again: a held open the user
+/// allowed must not be held again at its first read(2). A descriptor that
+/// reaches another process is still asked about. Bounded: when full it is
+/// emptied, which only means asking again.
+#[derive(Default)]
+pub(crate) struct Allowed {
+    opens: HashMap<Opener, bool>,
+}
+
+const ALLOWED_KEPT: usize = 4096;
+
+impl Allowed {
+    /// `write`: the open may write (or its intent was unknown).
+    fn record(&mut self, opener: Opener, write: bool) {
+        if self.opens.len() >= ALLOWED_KEPT {
+            self.opens.clear();
+        }
+        let w = self.opens.entry(opener).or_insert(write);
+        *w |= write;
+    }
+
+    fn covers(&self, opener: &Opener, intent: Intent) -> bool {
+        match self.opens.get(opener) {
+            Some(true) => true,
+            Some(false) => matches!(intent, Intent::Read | Intent::Exec),
+            None => false,
+        }
+    }
 }
 
 /// Writes the answer and closes the event's descriptor.
@@ -49,12 +92,22 @@ fn respond(shared: &Shared, fd: OwnedFd, verdict: Verdict) {
     }
 }
 
+/// Answers a request taken out of the pending table, remembering an
+/// allowed open.
+fn answer(shared: &Shared, p: Pending, verdict: Verdict) {
+    if let (Verdict::Allow, Some(opener)) = (verdict, p.opener) {
+        let write = !matches!(p.request.intent, Intent::Read | Intent::Exec);
+        shared.allowed().record(opener, write);
+    }
+    respond(shared, p.fd, verdict);
+}
+
 /// Answers request `id` if it is still pending; false if it was not.
 pub(crate) fn finish(shared: &Shared, id: RequestId, verdict: Verdict) -> bool {
     let taken = shared.pending().remove(&id);
     match taken {
         Some(p) => {
-            respond(shared, p.fd, verdict);
+            answer(shared, p, verdict);
             true
         }
         None => false,
@@ -188,6 +241,19 @@ fn handle(shared: &Shared, ev: RawEvent, to_decider: &Sender<Arc<Request>>, stop
         Attribution::Tags(tags) => tags,
         Attribution::Unattributed => Vec::new(),
     };
+    let opener = process::start_time(task.tgid).map(|start| Opener {
+        pid: task.tgid,
+        start,
+        object,
+    });
+    if let (RequestKind::PreAccess { .. }, Some(o)) = (kind, &opener) {
+        if shared.allowed().covers(o, intent) {
+            // A read or write through an open this process was allowed.
+            respond(shared, fd, Verdict::Allow);
+            return;
+        }
+    }
+    let opener = opener.filter(|_| !matches!(kind, RequestKind::PreAccess { .. }));
     let request = Arc::new(Request {
         id: shared.next_id(),
         kind,
@@ -218,6 +284,7 @@ fn handle(shared: &Shared, ev: RawEvent, to_decider: &Sender<Arc<Request>>, stop
                 request: request.clone(),
                 deadline,
                 held: false,
+                opener,
             },
         );
         was_empty
@@ -317,7 +384,7 @@ pub(crate) fn watchdog(shared: Arc<Shared>) {
                     bump(&shared.counters.decide_timeouts);
                     fallback(&shared, &p.request)
                 };
-                respond(&shared, p.fd, verdict);
+                answer(&shared, p, verdict);
             }
             pending = shared.pending();
             continue;

@@ -21,6 +21,20 @@ pub(crate) fn task(tid: u32) -> Option<Task> {
     parse_status(&fs::read_to_string(format!("/proc/{tid}/status")).ok()?)
 }
 
+/// When the process started (clock ticks after boot, `/proc/<pid>/stat`
+/// field 22): with the pid, it names one process even after the pid
+/// number is reused.
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
+    parse_start_time(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+fn parse_start_time(stat: &str) -> Option<u64> {
+    // The command name (field 2) is in parentheses and may hold anything,
+    // parentheses included: count fields after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
 fn parse_status(status: &str) -> Option<Task> {
     let mut tgid = None;
     let mut uids = None;
@@ -48,7 +62,7 @@ fn parse_status(status: &str) -> Option<Task> {
 /// Anything not established that way is `Intent::Unknown`, which the guard
 /// treats as a possible write.
 pub(crate) fn intent(tid: u32) -> Intent {
-    let Ok(syscall) = fs::read_to_string(format!("/proc/{tid}/syscall")) else {
+    let Some(syscall) = blocked_syscall(tid) else {
         return Intent::Unknown;
     };
     let Ok(stack) = fs::read_to_string(format!("/proc/{tid}/stack")) else {
@@ -58,6 +72,27 @@ pub(crate) fn intent(tid: u32) -> Intent {
         return Intent::Unknown;
     }
     classify(&syscall)
+}
+
+/// `/proc/<tid>/syscall` of a thread that is going to sleep until the
+/// guard answers. The kernel only reports the call of a thread that is
+/// off the CPU ("running" otherwise), and the guard may read the event
+/// before the thread has finished queueing it and gone to sleep: so this
+/// yields, then waits a little, for at most about 20 ms.
+fn blocked_syscall(tid: u32) -> Option<String> {
+    let path = format!("/proc/{tid}/syscall");
+    for attempt in 0..120 {
+        let text = fs::read_to_string(&path).ok()?;
+        if !text.starts_with("running") {
+            return Some(text);
+        }
+        if attempt < 20 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    }
+    None
 }
 
 /// True when the kernel stack shows the native 64-bit entry path and no
@@ -137,6 +172,15 @@ mod tests {
             })
         );
         assert_eq!(parse_status("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn start_time_is_field_22_whatever_the_name() {
+        let stat =
+            "4242 (a) b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100";
+        assert_eq!(parse_start_time(stat), Some(987654));
+        assert_eq!(parse_start_time("4242 (x) S 1"), None);
+        assert_eq!(parse_start_time("garbage"), None);
     }
 
     #[test]
