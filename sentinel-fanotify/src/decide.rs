@@ -41,6 +41,9 @@ pub enum Intent {
     Write,
     /// An exec.
     Exec,
+    /// Not established: the system call did not say (openat2, io_uring, a
+    /// page fault, a 32-bit call), or it was not needed because the
+    /// targets refuse every open of the object whatever it is for.
     Unknown,
 }
 
@@ -99,6 +102,16 @@ pub enum Answer {
 /// within `Options::decide_timeout` is answered by `fallback` instead.
 pub trait Decider: Send + Sync + 'static {
     fn decide(&self, request: &Request) -> Answer;
+
+    /// An answer given at once, on the guard's reader thread, before the
+    /// request is queued for `decide`: for the clear cases (a process that
+    /// is plainly not watched), so they never wait for the decider thread.
+    /// Like `fallback` it must be cheap and never block. `None` (the
+    /// default) sends the request on to `decide`.
+    fn quick(&self, request: &Request) -> Option<Verdict> {
+        let _ = request;
+        None
+    }
 
     /// The answer when `decide` is late, panics, or the guard shuts down
     /// with the request pending. It runs on the guard's watchdog thread and

@@ -73,6 +73,9 @@ impl<D: Decider + ?Sized> Decider for std::sync::Arc<D> {
     fn decide(&self, request: &Request) -> Answer {
         (**self).decide(request)
     }
+    fn quick(&self, request: &Request) -> Option<Verdict> {
+        (**self).quick(request)
+    }
     fn fallback(&self, request: &Request) -> Verdict {
         (**self).fallback(request)
     }

@@ -294,13 +294,41 @@ fn concerns(a: Access, kind: RequestKind, intent: Intent, open_exec_perm: bool) 
     }
 }
 
+/// Whether deciding if `targets` are concerned by an event of `kind`
+/// needs the process's intent (read or write), which costs reading
+/// /proc: only for targets that refuse some accesses and not others.
+pub(crate) fn needs_intent(
+    targets: &[(u32, Access)],
+    kind: RequestKind,
+    open_exec_perm: bool,
+) -> bool {
+    targets.iter().any(|(_, a)| match kind {
+        RequestKind::OpenExec => false,
+        RequestKind::Open => !a.open && (a.content_write || (a.exec && !open_exec_perm)),
+        RequestKind::PreAccess { .. } => !a.open && a.content_write,
+    })
+}
+
+/// The tags of the targets concerned by an event of `kind` done with
+/// `intent`.
+pub(crate) fn concerned(
+    targets: &[(u32, Access)],
+    kind: RequestKind,
+    intent: Intent,
+    open_exec_perm: bool,
+) -> Vec<u32> {
+    targets
+        .iter()
+        .filter(|(_, a)| concerns(*a, kind, intent, open_exec_perm))
+        .map(|(t, _)| *t)
+        .collect()
+}
+
 /// How a permission event relates to the targets.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Attribution {
-    /// These targets are concerned: ask the decider.
-    Tags(Vec<u32>),
-    /// The object is protected, but not against this kind of access.
-    Irrelevant,
+    /// The targets protecting the object, with what each protects against.
+    Targets(Vec<(u32, Access)>),
     /// The event came through a protected directory the guard cannot name
     /// (the file moved while the event was read): ask, with no tags.
     Unattributed,
@@ -790,18 +818,26 @@ impl Marks {
     }
 
     /// Attributes a permission event on `object` (whose descriptor is
-    /// `fd`, resolved to `path`) and, if it is a child of a protected
-    /// directory without a mark of its own yet, gives it one.
+    /// `fd`, resolved to `path`) to the targets protecting it and, if it is
+    /// a child of a protected directory without a mark of its own yet,
+    /// gives it one. An object with a mark of its own is attributed by its
+    /// inode alone: a file in a protected directory got that directory's
+    /// tags when it was marked.
     pub fn attribute(
         &mut self,
         g: &Groups,
         fd: BorrowedFd,
         object: ObjectId,
         path: &Path,
-        kind: RequestKind,
-        intent: Intent,
         learned: &mut Learned,
     ) -> Attribution {
+        let own = self.entries.get(&object).map(|e| (e.own.clone(), e.stale));
+        if let Some((own, false)) = &own {
+            if !own.is_empty() {
+                return Attribution::Targets(own.clone());
+            }
+        }
+        // No mark of its own yet (or a stale one): through its directory.
         let parent_children: Tags = path
             .parent()
             .and_then(|p| std::fs::metadata(p).ok())
@@ -814,34 +850,24 @@ impl Marks {
             })
             .map(|e| e.children.clone())
             .unwrap_or_default();
-        let own = self.entries.get(&object).map(|e| (e.own.clone(), e.stale));
-        let mut tags: Tags = match own {
-            None if parent_children.is_empty() => return Attribution::Unattributed,
+        match own {
+            None if parent_children.is_empty() => Attribution::Unattributed,
             Some((_, true)) if parent_children.is_empty() => {
                 if let Some(entry) = self.forget(object) {
                     remove_bits(g, fd, entry.perm_mask, entry.notif_mask);
                 }
-                return Attribution::Stale;
+                Attribution::Stale
             }
             None => {
-                let grant = parent_children.clone();
-                self.learn(g, fd, path, grant, learned);
-                Vec::new()
+                self.learn(g, fd, path, parent_children.clone(), learned);
+                Attribution::Targets(parent_children)
             }
-            Some((own, _)) => own,
-        };
-        for (tag, access) in parent_children {
-            add_tag(&mut tags, tag, access);
-        }
-        let relevant: Vec<u32> = tags
-            .iter()
-            .filter(|(_, a)| concerns(*a, kind, intent, g.open_exec_perm))
-            .map(|(t, _)| *t)
-            .collect();
-        if relevant.is_empty() {
-            Attribution::Irrelevant
-        } else {
-            Attribution::Tags(relevant)
+            Some((mut own, _)) => {
+                for (tag, access) in parent_children {
+                    add_tag(&mut own, tag, access);
+                }
+                Attribution::Targets(own)
+            }
         }
     }
 

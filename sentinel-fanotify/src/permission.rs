@@ -20,7 +20,7 @@ use std::time::Instant;
 use crate::decide::{Answer, Decider, Intent, ObjectId, Request, RequestId, RequestKind, Verdict};
 use crate::event::{self, Info, RawEvent};
 use crate::guard::{Shared, StopPipe};
-use crate::marks::{Attribution, Learned};
+use crate::marks::{concerned, needs_intent, Attribution, Learned};
 use crate::process;
 use crate::stats::bump;
 use crate::sys;
@@ -31,8 +31,6 @@ pub(crate) struct Pending {
     request: Arc<Request>,
     deadline: Instant,
     held: bool,
-    /// For an open: who opens what, remembered if it is allowed.
-    opener: Option<Opener>,
 }
 
 /// One process (pid and start time, so a reused pid is another process)
@@ -95,11 +93,27 @@ fn respond(shared: &Shared, fd: OwnedFd, verdict: Verdict) {
 /// Answers a request taken out of the pending table, remembering an
 /// allowed open.
 fn answer(shared: &Shared, p: Pending, verdict: Verdict) {
-    if let (Verdict::Allow, Some(opener)) = (verdict, p.opener) {
-        let write = !matches!(p.request.intent, Intent::Read | Intent::Exec);
+    remember(shared, &p.request, verdict);
+    respond(shared, p.fd, verdict);
+}
+
+/// Remembers an allowed open (see `Allowed`) where pre-content events
+/// (6.14+) can follow it. Called before the answer is written, while the
+/// process is still blocked, so its start time names it exactly.
+fn remember(shared: &Shared, request: &Request, verdict: Verdict) {
+    let open = matches!(request.kind, RequestKind::Open | RequestKind::OpenExec);
+    if verdict != Verdict::Allow || !open || !shared.caps.pre_content {
+        return;
+    }
+    if let Some(start) = process::start_time(request.pid) {
+        let opener = Opener {
+            pid: request.pid,
+            start,
+            object: request.object,
+        };
+        let write = !matches!(request.intent, Intent::Read | Intent::Exec);
         shared.allowed().record(opener, write);
     }
-    respond(shared, p.fd, verdict);
 }
 
 /// Answers request `id` if it is still pending; false if it was not.
@@ -218,42 +232,51 @@ fn handle(shared: &Shared, ev: RawEvent, to_decider: &Sender<Arc<Request>>, stop
     };
     let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
         .unwrap_or_else(|_| PathBuf::new());
-    let intent = match kind {
-        RequestKind::OpenExec => Intent::Exec,
-        _ => process::intent(tid),
-    };
     let mut learned = Learned::default();
-    let attribution = shared.marks().attribute(
-        &shared.groups(),
-        fd.as_fd(),
-        object,
-        &path,
-        kind,
-        intent,
-        &mut learned,
-    );
+    let g = shared.groups();
+    let attribution = shared
+        .marks()
+        .attribute(&g, fd.as_fd(), object, &path, &mut learned);
     record_learned(shared, &learned);
-    let tags = match attribution {
-        Attribution::Irrelevant | Attribution::Stale => {
+    let targets = match attribution {
+        Attribution::Stale => {
             respond(shared, fd, Verdict::Allow);
             return;
         }
-        Attribution::Tags(tags) => tags,
-        Attribution::Unattributed => Vec::new(),
+        Attribution::Targets(targets) => Some(targets),
+        Attribution::Unattributed => None,
     };
-    let opener = process::start_time(task.tgid).map(|start| Opener {
-        pid: task.tgid,
-        start,
-        object,
-    });
-    if let (RequestKind::PreAccess { .. }, Some(o)) = (kind, &opener) {
-        if shared.allowed().covers(o, intent) {
+    // What the process is doing costs /proc reads: established only when
+    // the decision depends on it (and for unattributed events, to inform).
+    let intent = match (kind, &targets) {
+        (RequestKind::OpenExec, _) => Intent::Exec,
+        (_, Some(t)) if !needs_intent(t, kind, g.open_exec_perm) => Intent::Unknown,
+        _ => process::intent(tid),
+    };
+    let tags = match &targets {
+        Some(t) => {
+            let tags = concerned(t, kind, intent, g.open_exec_perm);
+            if tags.is_empty() {
+                // Protected, but not against this kind of access.
+                respond(shared, fd, Verdict::Allow);
+                return;
+            }
+            tags
+        }
+        None => Vec::new(),
+    };
+    if let RequestKind::PreAccess { .. } = kind {
+        let opener = process::start_time(task.tgid).map(|start| Opener {
+            pid: task.tgid,
+            start,
+            object,
+        });
+        if opener.is_some_and(|o| shared.allowed().covers(&o, intent)) {
             // A read or write through an open this process was allowed.
             respond(shared, fd, Verdict::Allow);
             return;
         }
     }
-    let opener = opener.filter(|_| !matches!(kind, RequestKind::PreAccess { .. }));
     let request = Arc::new(Request {
         id: shared.next_id(),
         kind,
@@ -266,6 +289,17 @@ fn handle(shared: &Shared, ev: RawEvent, to_decider: &Sender<Arc<Request>>, stop
         object,
         tags,
     });
+    let quick =
+        catch_unwind(AssertUnwindSafe(|| shared.decider.quick(&request))).unwrap_or_else(|_| {
+            bump(&shared.counters.decider_panics);
+            None
+        });
+    if let Some(verdict) = quick {
+        bump(&shared.counters.quick_answers);
+        remember(shared, &request, verdict);
+        respond(shared, fd, verdict);
+        return;
+    }
     if stopping {
         bump(&shared.counters.shutdown_answers);
         let verdict = fallback(shared, &request);
@@ -284,7 +318,6 @@ fn handle(shared: &Shared, ev: RawEvent, to_decider: &Sender<Arc<Request>>, stop
                 request: request.clone(),
                 deadline,
                 held: false,
-                opener,
             },
         );
         was_empty

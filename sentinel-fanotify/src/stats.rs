@@ -36,6 +36,8 @@ counters! {
     denied,
     /// Events caused by the guard's own process, allowed without asking.
     own_process,
+    /// Requests answered at once by `Decider::quick`.
+    quick_answers,
     /// Requests the decider put on hold.
     held,
     /// Holds that reached their deadline and were denied.
