@@ -111,6 +111,10 @@ pub fn run(op: &str, args: &[String]) -> ! {
             compat::openat(arg(0), libc::O_WRONLY | libc::O_TRUNC).map(|_| String::new())
         }
         "compat-read" => compat::openat(arg(0), libc::O_RDONLY).and_then(read_all),
+        // openat through io_uring: inline, and forced onto an io-wq
+        // worker thread (the open then happens in another thread).
+        "uring-read" => uring::openat(arg(0), false).and_then(read_all),
+        "uring-read-async" => uring::openat(arg(0), true).and_then(read_all),
         // write(2) to an inherited descriptor (fd 3).
         "write3" => {
             let n = unsafe { libc::write(3, b"x".as_ptr().cast(), 1) };
@@ -200,5 +204,177 @@ mod compat {
 mod compat {
     pub fn openat(_: &str, _: libc::c_int) -> std::io::Result<std::os::fd::OwnedFd> {
         Err(std::io::Error::from_raw_os_error(libc::ENOSYS))
+    }
+}
+
+/// A minimal io_uring: one IORING_OP_OPENAT, submitted and reaped with raw
+/// system calls (no liburing), so the open happens the way an agent using
+/// io_uring would make it.
+mod uring {
+    use std::io;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[repr(C)]
+    #[derive(Default)]
+    struct SqOffsets {
+        head: u32,
+        tail: u32,
+        ring_mask: u32,
+        ring_entries: u32,
+        flags: u32,
+        dropped: u32,
+        array: u32,
+        resv1: u32,
+        user_addr: u64,
+    }
+
+    #[repr(C)]
+    #[derive(Default)]
+    struct CqOffsets {
+        head: u32,
+        tail: u32,
+        ring_mask: u32,
+        ring_entries: u32,
+        overflow: u32,
+        cqes: u32,
+        flags: u32,
+        resv1: u32,
+        user_addr: u64,
+    }
+
+    #[repr(C)]
+    #[derive(Default)]
+    struct Params {
+        sq_entries: u32,
+        cq_entries: u32,
+        flags: u32,
+        sq_thread_cpu: u32,
+        sq_thread_idle: u32,
+        features: u32,
+        wq_fd: u32,
+        resv: [u32; 3],
+        sq_off: SqOffsets,
+        cq_off: CqOffsets,
+    }
+
+    #[repr(C)]
+    struct Sqe {
+        opcode: u8,
+        flags: u8,
+        ioprio: u16,
+        fd: i32,
+        off: u64,
+        addr: u64,
+        len: u32,
+        open_flags: u32,
+        user_data: u64,
+        buf_index: u16,
+        personality: u16,
+        splice_fd_in: i32,
+        addr3: u64,
+        pad: u64,
+    }
+
+    const IORING_OP_OPENAT: u8 = 18;
+    const IOSQE_ASYNC: u8 = 1 << 4;
+    const IORING_ENTER_GETEVENTS: u32 = 1;
+    const IORING_OFF_SQ_RING: i64 = 0;
+    const IORING_OFF_CQ_RING: i64 = 0x800_0000;
+    const IORING_OFF_SQES: i64 = 0x1000_0000;
+
+    fn map(fd: i32, len: usize, off: i64) -> io::Result<*mut u8> {
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd,
+                off,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(p.cast())
+    }
+
+    pub fn openat(path: &str, force_async: bool) -> io::Result<OwnedFd> {
+        let path = std::ffi::CString::new(path).map_err(io::Error::other)?;
+        let mut p = Params::default();
+        let ring = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, &mut p as *mut Params) };
+        if ring < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let ring = ring as i32;
+        let sq = map(
+            ring,
+            (p.sq_off.array + p.sq_entries * 4) as usize,
+            IORING_OFF_SQ_RING,
+        )?;
+        let cq = map(
+            ring,
+            (p.cq_off.cqes + p.cq_entries * 16) as usize,
+            IORING_OFF_CQ_RING,
+        )?;
+        let sqes = map(
+            ring,
+            p.sq_entries as usize * std::mem::size_of::<Sqe>(),
+            IORING_OFF_SQES,
+        )?;
+        unsafe {
+            let sqe = sqes.cast::<Sqe>();
+            sqe.write(Sqe {
+                opcode: IORING_OP_OPENAT,
+                flags: if force_async { IOSQE_ASYNC } else { 0 },
+                ioprio: 0,
+                fd: libc::AT_FDCWD,
+                off: 0,
+                addr: path.as_ptr() as u64,
+                len: 0,
+                open_flags: (libc::O_RDONLY | libc::O_CLOEXEC) as u32,
+                user_data: 1,
+                buf_index: 0,
+                personality: 0,
+                splice_fd_in: 0,
+                addr3: 0,
+                pad: 0,
+            });
+            let tail = &*sq.add(p.sq_off.tail as usize).cast::<AtomicU32>();
+            let mask = *sq.add(p.sq_off.ring_mask as usize).cast::<u32>();
+            let t = tail.load(Ordering::Acquire);
+            *sq.add(p.sq_off.array as usize)
+                .cast::<u32>()
+                .add((t & mask) as usize) = 0;
+            tail.store(t + 1, Ordering::Release);
+        }
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_enter,
+                ring,
+                1u32,
+                1u32,
+                IORING_ENTER_GETEVENTS,
+                std::ptr::null::<u8>(),
+                0usize,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let res = unsafe {
+            let head = &*cq.add(p.cq_off.head as usize).cast::<AtomicU32>();
+            let mask = *cq.add(p.cq_off.ring_mask as usize).cast::<u32>();
+            let h = head.load(Ordering::Acquire);
+            let cqe = cq.add(p.cq_off.cqes as usize + ((h & mask) as usize) * 16);
+            let res = *cqe.add(8).cast::<i32>();
+            head.store(h + 1, Ordering::Release);
+            res
+        };
+        if res < 0 {
+            return Err(io::Error::from_raw_os_error(-res));
+        }
+        Ok(unsafe { OwnedFd::from_raw_fd(res) })
     }
 }

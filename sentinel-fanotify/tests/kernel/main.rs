@@ -479,6 +479,8 @@ fn every_spelling_of_a_protected_read_is_refused() {
     child_refused_for_watched_only("reopen", &[&key], secret);
     child_refused_for_watched_only("reopen", &[&other.join("link")], secret);
     child_refused_for_watched_only("compat-read", &[&key], secret);
+    child_refused_for_watched_only("uring-read", &[&key], secret);
+    child_refused_for_watched_only("uring-read-async", &[&key], secret);
     // A hard link the agent makes now, and a bind mount in a user
     // namespace of its own.
     let late = other.join("late-link");
