@@ -454,7 +454,7 @@ pub(crate) struct Marks {
     entries: HashMap<ObjectId, Entry>,
     by_fid: HashMap<FileId, ObjectId>,
     budget: usize,
-    /// A path on each filesystem, to name objects by handle.
+    /// A directory on each filesystem, to name objects by handle.
     mount_hints: HashMap<[i32; 2], PathBuf>,
 }
 
@@ -501,9 +501,11 @@ impl Marks {
             let fid = file_id(fd);
             if let Some(fid) = &fid {
                 self.by_fid.insert(fid.clone(), oid);
-                self.mount_hints
-                    .entry(fid.fsid)
-                    .or_insert_with(|| path.to_path_buf());
+                if is_dir(st) {
+                    self.mount_hints
+                        .entry(fid.fsid)
+                        .or_insert_with(|| path.to_path_buf());
+                }
             }
             self.entries
                 .insert(oid, Entry::new(path.to_path_buf(), is_dir(st), fid));
@@ -626,7 +628,9 @@ impl Marks {
             .into_iter()
             .chain([Path::new("/")]);
         for hint in hints {
-            let Ok(mount) = sys::open_path(hint, 0) else {
+            // Never waits on the guard: directories carry no FAN_ONDIR
+            // permission marks.
+            let Ok(mount) = sys::open_dir(hint) else {
                 continue;
             };
             if sys::fsid(mount.as_fd()).ok() != Some(fid.fsid) {

@@ -86,6 +86,20 @@ pub fn open_path(path: &Path, extra: libc::c_int) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// open(2) of a directory for reading, as the mount descriptor
+/// open_by_handle_at(2) wants (it refuses `O_PATH` ones).
+pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    let c = c_path(path)?;
+    // SAFETY: `c` outlives the call; the result is a new descriptor.
+    let fd = check(unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// fstat(2).
 pub fn fstat(fd: BorrowedFd) -> io::Result<libc::stat> {
     // SAFETY: `stat` is plain old data, fully written by a successful call.
@@ -155,7 +169,8 @@ pub fn file_handle(fd: BorrowedFd) -> io::Result<(i32, Vec<u8>)> {
 }
 
 /// open_by_handle_at(2) with `O_PATH`: only used to name an object the
-/// guard has no path for (a directory it never marked).
+/// guard has no path for (a directory it never marked). `mount` must be a
+/// real (not `O_PATH`) descriptor on the object's filesystem.
 pub fn open_by_handle(mount: BorrowedFd, handle_type: i32, handle: &[u8]) -> io::Result<OwnedFd> {
     if handle.len() > libc::MAX_HANDLE_SZ as usize {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));

@@ -6,12 +6,11 @@
 //! error, never a pass.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
-use crate::guest::{run_guest_test, GuestSpec};
+use crate::guest::{run_guest_test, stripped_copy, GuestSpec};
 
 pub fn run(root: &Path) -> Result<()> {
     crate::cargo(
@@ -26,18 +25,7 @@ pub fn run(root: &Path) -> Result<()> {
             "check",
         ],
     )?;
-    let dir = root.join("target/guest");
-    std::fs::create_dir_all(&dir)?;
-    let bin = dir.join("fanotify-check");
-    std::fs::copy(root.join("target/release/examples/check"), &bin)
-        .context("copying the fanotify check example")?;
-    let status = Command::new("strip")
-        .arg(&bin)
-        .status()
-        .context("running strip")?;
-    if !status.success() {
-        bail!("strip failed on {}", bin.display());
-    }
+    let bin = stripped_copy(root, "target/release/examples/check", "fanotify-check")?;
     let spec = GuestSpec {
         binaries: vec![bin.clone()],
         extra_files: Vec::new(),

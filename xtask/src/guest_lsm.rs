@@ -4,30 +4,16 @@
 //! for real. A guest that cannot start is an error, never a pass.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
-use crate::guest::{run_guest_test, GuestSpec};
+use crate::guest::{run_guest_test, stripped_copy, GuestSpec};
 
 const SCRIPT: &str = include_str!("../../tests/guest/lsm.sh");
 
 pub fn run(root: &Path) -> Result<()> {
-    // A stripped copy keeps the initramfs small (the release binary
-    // carries debug info).
-    let dir = root.join("target/guest");
-    std::fs::create_dir_all(&dir)?;
-    let bin = dir.join("sentinel");
-    std::fs::copy(root.join("target/release/sentinel"), &bin)
-        .context("copying target/release/sentinel (build it first)")?;
-    let status = Command::new("strip")
-        .arg(&bin)
-        .status()
-        .context("running strip")?;
-    if !status.success() {
-        bail!("strip failed on {}", bin.display());
-    }
+    let bin = stripped_copy(root, "target/release/sentinel", "sentinel")?;
     // The binary goes in through `binaries` so its libraries come along;
     // the script puts it on PATH.
     let guest_bin = PathBuf::from("/usr/local/bin/sentinel");

@@ -232,5 +232,17 @@ fn bench(root: &Path) -> Result<()> {
     cargo(
         root,
         &["bench", "--locked", "-p", "sentinel", "--bench", "overhead"],
+    )?;
+    // What the fanotify guard adds to an open (criterion).
+    cargo(
+        root,
+        &[
+            "bench",
+            "--locked",
+            "-p",
+            "sentinel-fanotify",
+            "--bench",
+            "open",
+        ],
     )
 }

@@ -917,12 +917,27 @@ fn mutations_are_reported_with_pid_and_path() {
     assert_eq!(run_child(WATCHED, "otrunc", &[&bashrc]), "ERR EPERM");
     assert_eq!(std::fs::metadata(&bashrc).unwrap().ino(), ino);
 
+    // Moved into a directory the guard never marked, then changed there:
+    // the report names the new place (the directory found by its handle).
+    let elsewhere = fx.mkdir("elsewhere");
+    let moved = elsewhere.join("key-moved");
+    let pid = act("rename", &[&key, &moved]);
+    let m = next_mutation(&rx, "MovedFrom", |m| {
+        m.kind == MutationKind::MovedFrom && m.pid == pid
+    });
+    assert_eq!(m.path, key);
+    let pid = act("chmod", &[&moved]);
+    let m = next_mutation(&rx, "Attrib in an unmarked directory", |m| {
+        m.kind == MutationKind::Attrib && m.pid == pid
+    });
+    assert_eq!((&m.path, m.tags.as_slice()), (&moved, &[20][..]));
+
     let pid = act("unlink", &[&new]);
     let m = next_mutation(&rx, "Deleted", |m| m.kind == MutationKind::Deleted);
     assert_eq!((m.pid, &m.path), (pid, &new));
 
     // The guard's own process is never reported.
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&moved, std::fs::Permissions::from_mode(0o644)).unwrap();
     let own = std::process::id();
     std::thread::sleep(Duration::from_millis(200));
     while let Ok(r) = rx.try_recv() {
