@@ -18,6 +18,12 @@
 //!   `Decider::quick` on the reader thread (a process plainly unwatched);
 //! - `unmarked/no_guard_after`: the first condition again, to show the
 //!   run's drift.
+//!
+//! On a shared, noisy machine the drift between those sequential
+//! conditions can exceed the effect, so the bench then prints a paired
+//! measurement: 9 rounds, each timing 20,000 `open`+`close` of the
+//! unmarked file and of the sibling with the guard off and on (order
+//! alternating per round), and reports the median of the per-round ratios.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -95,6 +101,54 @@ fn open_close(path: &Path) {
     drop(File::open(path).expect("opening the bench file"));
 }
 
+/// Nanoseconds per `open`+`close` over `n` iterations.
+fn per_op(path: &Path, n: u32) -> f64 {
+    let started = std::time::Instant::now();
+    for _ in 0..n {
+        open_close(path);
+    }
+    started.elapsed().as_nanos() as f64 / f64::from(n)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Guard off and on, alternating, paired per round.
+fn interleaved(dir: &Path, unmarked: &Path, sibling: &Path) {
+    const ROUNDS: usize = 9;
+    const N: u32 = 20_000;
+    let (mut off, mut on, mut sib_off, mut sib_on) = (vec![], vec![], vec![], vec![]);
+    for round in 0..ROUNDS {
+        let measure_off = |off: &mut Vec<f64>, sib_off: &mut Vec<f64>| {
+            off.push(per_op(unmarked, N));
+            sib_off.push(per_op(sibling, N));
+        };
+        if round % 2 == 0 {
+            measure_off(&mut off, &mut sib_off);
+        }
+        let helper = start_helper(dir, true);
+        on.push(per_op(unmarked, N));
+        sib_on.push(per_op(sibling, N));
+        stop_helper(helper);
+        if round % 2 == 1 {
+            measure_off(&mut off, &mut sib_off);
+        }
+    }
+    let ratios = |a: &[f64], b: &[f64]| median(a.iter().zip(b).map(|(x, y)| x / y).collect());
+    println!(
+        "interleaved, {ROUNDS} rounds x {N}: unmarked off {:.0} ns, on {:.0} ns, on/off {:.3}; \
+         sibling off {:.0} ns, on {:.0} ns, on/off {:.3}",
+        median(off.clone()),
+        median(on.clone()),
+        ratios(&on, &off),
+        median(sib_off.clone()),
+        median(sib_on.clone()),
+        ratios(&sib_on, &sib_off),
+    );
+}
+
 fn main() {
     if let Some(dir) = std::env::var_os(SERVE) {
         serve(Path::new(&dir), std::env::var(QUICK).as_deref() == Ok("1"));
@@ -143,4 +197,5 @@ fn main() {
     bench("unmarked/no_guard_after", &unmarked);
     g.finish();
     c.final_summary();
+    interleaved(dir.path(), &unmarked, &sibling);
 }
