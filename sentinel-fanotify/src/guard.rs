@@ -402,12 +402,21 @@ impl Guard {
         }
         self.to_decider = None;
         self.shared.counters.marks.store(0, Ordering::Relaxed);
+        // The decider thread (or a `Resolver`) holds a strong reference
+        // only while it writes an answer: wait for that, so the groups
+        // are closed when this returns, not a moment later.
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while Arc::strong_count(&self.shared) > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }
 
 impl Drop for Guard {
     /// Removes every mark, answers every pending request with the
-    /// decider's fallback, joins the threads and closes the groups.
+    /// decider's fallback, joins the threads and closes the groups (after
+    /// waiting, at most a second, for an answer the decider thread or a
+    /// `Resolver` is writing; a `decide` still running holds nothing).
     fn drop(&mut self) {
         self.stop_now();
     }

@@ -181,10 +181,14 @@ fn handle(shared: &Shared, ev: &RawEvent, outbox: &mut Outbox) {
                 marks.entry_appeared(&g, d, n, object, &mut learned);
             }
         }
+        // The object a self event is about: its own record, or for a
+        // directory the directory record naming it ".".
         let self_object = if dirent {
             None
         } else {
-            object.and_then(|o| marks.by_fid(o))
+            object
+                .or(dir.filter(|_| name.is_none_or(|n| n == ".")))
+                .and_then(|o| marks.by_fid(o))
         };
         if let (Some(o), true) = (self_object, ev.mask & sys::FAN_MOVE_SELF != 0) {
             marks.moved(o);

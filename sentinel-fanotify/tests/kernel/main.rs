@@ -936,6 +936,26 @@ fn mutations_are_reported_with_pid_and_path() {
     let m = next_mutation(&rx, "Deleted", |m| m.kind == MutationKind::Deleted);
     assert_eq!((m.pid, &m.path), (pid, &new));
 
+    // The protected directory itself renamed: reported, and what happens
+    // inside it afterwards carries the new path.
+    let renamed = fx.path("home/.ssh-renamed");
+    let pid = act("rename", &[&ssh, &renamed]);
+    let m = next_mutation(&rx, "MovedSelf of the directory", |m| {
+        m.kind == MutationKind::MovedSelf && m.pid == pid
+    });
+    assert!(m.dir, "{m:?}");
+    assert_eq!((&m.path, m.tags.as_slice()), (&renamed, &[20][..]));
+    let inside = renamed.join("late");
+    write_owned(&inside, "x");
+    wait_until("the file in the renamed directory is marked", || {
+        fx.guard().is_marked(&inside)
+    });
+    let pid = act("chmod", &[&inside]);
+    let m = next_mutation(&rx, "Attrib inside the renamed directory", |m| {
+        m.kind == MutationKind::Attrib && m.pid == pid
+    });
+    assert_eq!(m.path, inside);
+
     // The guard's own process is never reported.
     std::fs::set_permissions(&moved, std::fs::Permissions::from_mode(0o644)).unwrap();
     let own = std::process::id();
@@ -984,7 +1004,17 @@ fn dropping_the_guard_answers_pending_and_leaves_no_marks() {
     fx.start(Options::default());
     fx.protect(&[target(&key, Scope::Object, Access::OPEN, 40)]);
     let fds = fanotify_fds();
-    assert_eq!(fds.len(), 2, "the permission and the notification group");
+    let threads: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|c| c.trim().to_string())
+        .collect();
+    assert_eq!(
+        fds.len(),
+        2,
+        "the permission and the notification group; threads alive: {threads:?}"
+    );
     let marks: usize = fds
         .iter()
         .map(|fd| {
