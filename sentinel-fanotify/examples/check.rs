@@ -265,7 +265,7 @@ fn checks(exe: &Path, dir: &Path, watched: u32, other: u32) -> Result<(), String
     }
     c.check(
         "no fanotify group left after shutdown",
-        !fds.contains("fanotify"),
+        !fds.contains("anon_inode:[fanotify]"),
         fds,
     );
     let out = run_as(watched, exe, "read", &secret);
