@@ -121,6 +121,26 @@ pub fn run_guest_test(root: &Path, spec: &GuestSpec) -> Result<GuestOutcome> {
     result.map_err(|e| anyhow!("{NOT_RUN}: {e:#}"))
 }
 
+/// Copies the release binary `built` (relative to the workspace root) to
+/// `target/guest/<name>` and strips it: a small initramfs (release
+/// binaries carry debug info). Returns the copy's path, to put in
+/// `GuestSpec::binaries`.
+pub fn stripped_copy(root: &Path, built: &str, name: &str) -> Result<PathBuf> {
+    let dir = root.join("target/guest");
+    fs::create_dir_all(&dir)?;
+    let bin = dir.join(name);
+    fs::copy(root.join(built), &bin)
+        .with_context(|| format!("copying {built} (build it first)"))?;
+    let status = Command::new("strip")
+        .arg(&bin)
+        .status()
+        .context("running strip")?;
+    if !status.success() {
+        bail!("strip failed on {}", bin.display());
+    }
+    Ok(bin)
+}
+
 /// Boots the guest once with a script that checks BPF LSM is active, the
 /// mounts are in place, a dynamic host binary and an extra file arrived, and
 /// the test users can run commands. Prints the boot time.

@@ -10,40 +10,21 @@
 //! The host kernel refuses LSM programs, so this is where that path is
 //! tested for real. A guest that cannot start is an error, never a pass.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
-use crate::guest::{run_guest_test, GuestSpec};
+use crate::guest::{run_guest_test, stripped_copy, GuestSpec};
 
 const LSM_SCRIPT: &str = include_str!("../../tests/guest/lsm.sh");
 const EVASION_SCRIPT: &str = include_str!("../../tests/guest/evasion.sh");
 /// The guest kernel's default LSM list without `bpf`.
 const LSM_WITHOUT_BPF: &str = "landlock,lockdown,yama,integrity,apparmor";
 
-/// A stripped copy of a release binary in `target/guest` (the release
-/// binaries carry debug info; the initramfs stays small).
-fn stripped(root: &Path, name: &str) -> Result<PathBuf> {
-    let dir = root.join("target/guest");
-    std::fs::create_dir_all(&dir)?;
-    let bin = dir.join(name);
-    std::fs::copy(root.join("target/release").join(name), &bin)
-        .with_context(|| format!("copying target/release/{name} (build it first)"))?;
-    let status = Command::new("strip")
-        .arg(&bin)
-        .status()
-        .context("running strip")?;
-    if !status.success() {
-        bail!("strip failed on {}", bin.display());
-    }
-    Ok(bin)
-}
-
 pub fn run(root: &Path) -> Result<()> {
-    let sentinel = stripped(root, "sentinel")?;
-    let evasion = stripped(root, "sentinel-evasion")?;
+    let sentinel = stripped_copy(root, "target/release/sentinel", "sentinel")?;
+    let evasion = stripped_copy(root, "target/release/sentinel-evasion", "sentinel-evasion")?;
     // The binaries go in through `binaries` so their libraries come along;
     // the script puts them on PATH.
     let install = format!(

@@ -6,6 +6,7 @@
 //! test`) are all a newcomer or CI needs.
 
 mod guest;
+mod guest_fanotify;
 mod guest_lsm;
 mod mcp_peers;
 mod package;
@@ -48,6 +49,8 @@ enum Task {
     },
     /// Only the BPF-LSM test in the guest kernel (builds first).
     TestLsm,
+    /// Only the fanotify guard check in the guest kernel.
+    TestFanotifyGuest,
     /// Boot the guest kernel once and check the harness itself.
     GuestSelfTest,
     /// Run the benchmarks and print their figures.
@@ -92,6 +95,7 @@ fn run(task: Task) -> Result<()> {
             build(&root)?;
             guest_lsm::run(&root)
         }
+        Task::TestFanotifyGuest => guest_fanotify::run(&root),
         Task::Bench => bench(&root),
         Task::Package => package::build(&root).map(drop),
     }
@@ -144,7 +148,7 @@ fn build_ebpf(root: &Path) -> Result<()> {
     Ok(())
 }
 
-fn cargo(root: &Path, args: &[&str]) -> Result<()> {
+pub(crate) fn cargo(root: &Path, args: &[&str]) -> Result<()> {
     let status = Command::new("cargo")
         .current_dir(root)
         .env("SENTINEL_EBPF_OBJECT", ebpf_object(root))
@@ -232,6 +236,8 @@ fn test(root: &Path, lint: bool) -> Result<()> {
     )?;
     // The BPF-LSM path, in a guest kernel that allows it.
     guest_lsm::run(root)?;
+    // The fanotify guard on a kernel without pre-content events.
+    guest_fanotify::run(root)?;
     println!("xtask: every test passed");
     Ok(())
 }
@@ -242,5 +248,17 @@ fn bench(root: &Path) -> Result<()> {
     cargo(
         root,
         &["bench", "--locked", "-p", "sentinel", "--bench", "overhead"],
+    )?;
+    // What the fanotify guard adds to an open (criterion).
+    cargo(
+        root,
+        &[
+            "bench",
+            "--locked",
+            "-p",
+            "sentinel-fanotify",
+            "--bench",
+            "open",
+        ],
     )
 }
