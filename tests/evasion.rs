@@ -55,7 +55,6 @@ fn chown(path: &Path, uid: u32) {
 /// A user's secrets and persistence files, made before the daemon starts
 /// and put back as they were when the test ends.
 struct Home {
-    uid: u32,
     home: PathBuf,
     /// Writable by every test UID: links and copies go here.
     scratch: tempfile::TempDir,
@@ -88,7 +87,6 @@ impl Home {
         std::fs::copy("/bin/echo", &tool).unwrap();
         std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
         Home {
-            uid,
             home,
             scratch,
             tool,
@@ -176,6 +174,13 @@ fn assert_read_refused(
         "{name}: the secret reached the process: {all}"
     );
     assert!(!out.status.success(), "{name}: the read succeeded: {all}");
+    // Refused with EPERM before the open completed (BPF LSM or the
+    // fanotify file guard), not killed after it.
+    assert!(
+        out.status.code().is_some() && all.contains("Operation not permitted"),
+        "{name}: not refused with EPERM ({:?}): {all}",
+        out.status
+    );
     let ev = deny_after(daemon, since, &["open"], paths, name);
     assert_eq!(ev["verdict"]["enforced"], true, "{name}: {ev}");
 }

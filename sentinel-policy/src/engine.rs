@@ -176,6 +176,16 @@ impl Engine {
         crate::kernel::compile(&self.policy, self.mode, &self.quarantine, homes, now)
     }
 
+    /// Where on disk the deny and ask file rules and the quarantine point,
+    /// for a file-system guard (see [`crate::guarded_targets`]).
+    pub fn guarded_targets(
+        &self,
+        homes: &[(u32, PathBuf)],
+        now: SystemTime,
+    ) -> Vec<crate::GuardTarget> {
+        crate::guarded_targets(&self.policy, &self.quarantine, homes, now)
+    }
+
     /// Records how a call to an MCP server ended (for the circuit breaker).
     pub fn record_server_outcome(&mut self, server: &str, ok: bool, now: SystemTime) {
         self.breakers.record(server, ok, self.policy.breaker(), now);

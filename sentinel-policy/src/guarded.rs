@@ -222,7 +222,10 @@ mod tests {
         let keys = find("/home/agent/.ssh", GuardScope::Children);
         assert!(keys.reads, "*.pem and *.key are read-protected");
         let auth = find("/home/agent/.ssh/authorized_keys", GuardScope::Object);
-        assert!(auth.open && !auth.reads, "authorized_keys is write-protected only");
+        assert!(
+            auth.open && !auth.reads,
+            "authorized_keys is write-protected only"
+        );
         find("/etc/cron.d", GuardScope::Subtree);
         find("/usr/local/bin/chisel", GuardScope::Object);
         // Sorted and merged: one target per place.

@@ -32,6 +32,7 @@ use crate::config::{self, Settings};
 use crate::control;
 use crate::control_ops;
 use crate::enforce::Approvals;
+use crate::file_guard::{FileGuard, Watched};
 use crate::metrics::{self, Metrics};
 use crate::observe::{Sensor, SensorOptions};
 use crate::pipeline::{lock, mode_name, Core, CoreParts};
@@ -219,6 +220,7 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
     let mut core = core;
     core.raise_identity(identity_alerts);
     let core = Arc::new(Mutex::new(core));
+    let mut file_guard = start_file_guard(&core, &engine, &config);
 
     // The proxies' socket first: once `status` answers, everything does.
     let mcp_path = sentinel_mcp::daemon::socket_path(&config.state_dir);
@@ -306,7 +308,12 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
                     tokio::task::yield_now().await;
                 }
             }
-            _ = tick.tick() => lock(&core).tick(),
+            _ = tick.tick() => {
+                lock(&core).tick();
+                if let Some(guard) = file_guard.as_mut() {
+                    refresh_file_guard(&core, &engine, guard);
+                }
+            }
             _ = posture_tick.tick(), if !config.scan_interval.is_zero() => {
                 if posture_running.as_ref().is_none_or(|t| t.is_finished()) {
                     posture_running = Some(spawn_posture_scan(&core, &config, &posture_tracker));
@@ -325,6 +332,9 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
         while let Some(item) = rb.next() {
             c.handle_raw(&item);
         }
+    }
+    if let Some(guard) = file_guard.take() {
+        guard.shutdown();
     }
     control_task.abort();
     if let Some(task) = metrics_task {
@@ -349,6 +359,59 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
     }
     tracing::info!("stopped; all programs detached");
     Ok(())
+}
+
+/// Starts the file guard where the BPF LSM does not enforce: opens and
+/// execs of protected files are then refused before they happen (fanotify)
+/// instead of killed at the syscall's return.
+fn start_file_guard(
+    core: &Arc<Mutex<Core>>,
+    engine: &Arc<Mutex<Engine>>,
+    config: &RunConfig,
+) -> Option<FileGuard> {
+    let (homes, tasks_map) = {
+        let mut c = lock(core);
+        if c.sensor.lsm_enforces() {
+            return None;
+        }
+        let map = c
+            .sensor
+            .watched_tasks_map_id()
+            .map_err(|e| tracing::warn!("file guard: {e}; descendants that changed UID are only watched by the kill path"))
+            .ok();
+        (c.homes.clone(), map)
+    };
+    let watched = Arc::new(Watched::new(config.agents.keys().copied(), tasks_map));
+    let targets = crate::file_guard::targets(engine, &homes);
+    match FileGuard::start(core, watched, targets, config.approval_timeout) {
+        Ok(guard) => {
+            let mut c = lock(core);
+            crate::file_guard::guarded_mechanisms(&mut c.sensor.mechanisms);
+            c.guard_status = Some(guard.status());
+            tracing::info!(
+                "enforcement exec={} open={} (fanotify file guard)",
+                c.sensor.mechanisms.exec,
+                c.sensor.mechanisms.open
+            );
+            Some(guard)
+        }
+        Err(e) => {
+            tracing::warn!("file guard not started ({e}); opens of protected files are killed at the syscall's return instead");
+            None
+        }
+    }
+}
+
+/// Keeps the guard's places in step with the policy and quarantine, and
+/// its state visible to `status`.
+fn refresh_file_guard(core: &Arc<Mutex<Core>>, engine: &Arc<Mutex<Engine>>, guard: &mut FileGuard) {
+    let homes = lock(core).homes.clone();
+    let targets = crate::file_guard::targets(engine, &homes);
+    if !guard.has_targets(&targets) {
+        guard.set_targets(targets);
+    }
+    let status = guard.status();
+    lock(core).guard_status = Some(status);
 }
 
 /// Runs the posture checks off the data path (they walk directories) and

@@ -82,11 +82,6 @@ impl FileRef {
             composed: obj.flags & object_flags::COMPOSED != 0,
         }
     }
-
-    /// Identity `(dev, ino)` when the object exists.
-    pub fn identity(&self) -> Option<(u32, u64)> {
-        (self.ino != 0).then_some((self.dev, self.ino))
-    }
 }
 
 /// What a file-system change did.

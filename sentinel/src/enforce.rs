@@ -59,6 +59,32 @@ impl CompiledMaps {
         }
     }
 
+    /// The rule protecting an object itself (by `st_dev` and inode, as
+    /// [`identify`] found it), whatever name it is reached by now.
+    pub fn object_rule(
+        &self,
+        st_dev: u64,
+        ino: u64,
+        table: u8,
+        writes: bool,
+    ) -> Option<(String, Decision)> {
+        let dev = kernel_dev(st_dev);
+        let i = self
+            .inodes
+            .binary_search_by_key(&(dev, ino, table), |(k, _)| (k.dev, k.ino, k.table))
+            .ok()?;
+        let rule = self.inodes[i].1;
+        if rule.scope & inode_scope::SELF == 0 || (rule.write_only != 0 && !writes) {
+            return None;
+        }
+        let decision = if rule.decision == decision::ASK {
+            Decision::Ask
+        } else {
+            Decision::Deny
+        };
+        Some((self.rule_name(rule.rule_id), decision))
+    }
+
     fn rule_id(&mut self, name: &str) -> u32 {
         if let Some(i) = self.rules.iter().position(|r| r == name) {
             return i as u32;
@@ -446,6 +472,10 @@ pub struct PendingApproval {
     /// through once when it restarts.
     #[serde(skip)]
     pub kernel_key: Option<ApprovalKey>,
+    /// For an open or exec the file guard keeps waiting in the kernel
+    /// (fanotify): its request id, answered instead of signalling.
+    #[serde(skip)]
+    pub guard_request: Option<u64>,
 }
 
 /// How an approval ended.
@@ -504,6 +534,35 @@ impl Approvals {
                 rule,
                 deadline: Instant::now() + self.timeout,
                 kernel_key,
+                guard_request: None,
+            },
+        );
+        id
+    }
+
+    /// Registers an open or exec the file guard holds in the kernel (the
+    /// process is blocked in the call, not stopped); returns the approval
+    /// id. Each held call is its own approval.
+    pub fn hold_request(
+        &mut self,
+        pid: u32,
+        action: String,
+        rule: Option<String>,
+        request: u64,
+    ) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.pending.insert(
+            id,
+            PendingApproval {
+                id,
+                pid,
+                start: start_time(pid),
+                action,
+                rule,
+                deadline: Instant::now() + self.timeout,
+                kernel_key: None,
+                guard_request: Some(request),
             },
         );
         id
@@ -528,6 +587,15 @@ impl Approvals {
         sensor: &mut Sensor,
     ) -> Option<(PendingApproval, Resolution)> {
         let p = self.pending.remove(&id)?;
+        if p.guard_request.is_some() {
+            // The call waits in the kernel: the caller answers it.
+            let resolution = if approve {
+                Resolution::Approved
+            } else {
+                Resolution::Denied
+            };
+            return Some((p, resolution));
+        }
         if approve {
             if let Some(mut key) = p.kernel_key {
                 key.pid = p.pid;

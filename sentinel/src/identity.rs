@@ -447,7 +447,9 @@ impl IdentityMonitor {
                     if class == Class::Guarded {
                         // Someone else's change becomes the copy once it has
                         // settled and no agent's change to it was refused.
-                        let since = *tracked.differs_since.get_or_insert_with(std::time::Instant::now);
+                        let since = *tracked
+                            .differs_since
+                            .get_or_insert_with(std::time::Instant::now);
                         let quiet = self
                             .refused
                             .get(&path)
@@ -514,12 +516,17 @@ impl IdentityMonitor {
                     if class == Class::Guarded {
                         // Gone for good (settled, nothing refused): forget
                         // the copy, so a later creation there is undone.
-                        let since = *tracked.differs_since.get_or_insert_with(std::time::Instant::now);
+                        let since = *tracked
+                            .differs_since
+                            .get_or_insert_with(std::time::Instant::now);
                         let quiet = self
                             .refused
                             .get(&path)
                             .is_none_or(|t| t.elapsed() >= QUIET_AFTER_REFUSAL);
-                        if quiet && since.elapsed() >= SETTLE && self.baselines.remove(&path).is_some() {
+                        if quiet
+                            && since.elapsed() >= SETTLE
+                            && self.baselines.remove(&path).is_some()
+                        {
                             dirty = true;
                         }
                         continue;
@@ -717,7 +724,8 @@ impl IdentityMonitor {
         if !matches!(class, Some(Class::Protected | Class::Guarded)) {
             return Ok(None);
         }
-        self.refused.insert(path.to_path_buf(), std::time::Instant::now());
+        self.refused
+            .insert(path.to_path_buf(), std::time::Instant::now());
         let Some(baseline) = self.baselines.get(path) else {
             // It did not exist: what the agent made there goes.
             if class == Some(Class::Guarded) && std::fs::symlink_metadata(path).is_ok() {
@@ -727,7 +735,8 @@ impl IdentityMonitor {
             }
             return Ok(None);
         };
-        let same_content = matches!(read(path), Content::File { ref hash, .. } if *hash == baseline.hash);
+        let same_content =
+            matches!(read(path), Content::File { ref hash, .. } if *hash == baseline.hash);
         let same_mode = std::fs::symlink_metadata(path).is_ok_and(|m| {
             m.mode() & 0o7777 == baseline.mode && m.uid() == baseline.uid && m.gid() == baseline.gid
         });

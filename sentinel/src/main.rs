@@ -13,6 +13,7 @@ mod daemon;
 mod decode;
 mod doctor;
 mod enforce;
+mod file_guard;
 mod guards;
 mod identity;
 mod kernel_layout;

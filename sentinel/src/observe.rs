@@ -567,11 +567,6 @@ impl Sensor {
             .map_err(|source| SensorError::Map { name, source })
     }
 
-    /// Removes `key` from a set-like map; a missing key is fine.
-    fn set_remove(&mut self, name: &'static str, key: u32) -> Result<(), SensorError> {
-        self.remove_key::<u32, u8>(name, &key)
-    }
-
     /// Removes `key` from a hash map; a missing key is fine.
     fn remove_key<K: aya::Pod, V: aya::Pod>(
         &mut self,
@@ -583,6 +578,18 @@ impl Sensor {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(source) => Err(SensorError::Map { name, source }),
         }
+    }
+
+    /// The kernel id of the watched-process map, for a second reader (the
+    /// file guard's watched check, which must not wait for the core).
+    pub fn watched_tasks_map_id(&mut self) -> Result<u32, SensorError> {
+        use aya::maps::IterableMap;
+        let name = "WATCHED_TASKS";
+        let m: BpfHashMap<_, u32, u8> = self.map_mut(name)?;
+        m.map()
+            .info()
+            .map(|i| i.id())
+            .map_err(|source| SensorError::Map { name, source })
     }
 
     pub fn watch_uid(&mut self, uid: u32) -> Result<(), SensorError> {

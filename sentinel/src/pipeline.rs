@@ -117,6 +117,13 @@ pub struct Core {
     /// The agent guards' state: identity baselines, responses, alerts
     /// waiting for the playbooks (see `guards`).
     pub(crate) guards: Guards,
+    /// Answers opens and execs the file guard holds for an approval.
+    pub(crate) guard_holds: Option<sentinel_fanotify::Resolver>,
+    /// What the file guard recorded, so the eBPF side's report of the
+    /// same call is not recorded twice.
+    pub(crate) guard_records: crate::file_guard::GuardRecords,
+    /// The file guard's state at the last tick, for `status`.
+    pub guard_status: Option<crate::file_guard::GuardStatus>,
 }
 
 /// One agent's risk as its verdicts report it.
@@ -218,6 +225,9 @@ impl Core {
             agent_risk: BTreeMap::new(),
             orphans: HashSet::new(),
             guards: Guards::new(parts.identity),
+            guard_holds: None,
+            guard_records: Default::default(),
+            guard_status: None,
         };
         core.recompile()?;
         Ok(core)
@@ -271,9 +281,19 @@ impl Core {
         let ts = self.clock.wall(event.header().ktime_ns);
         let header = event.header().clone();
         let approval = enforce::approval_key(&event);
+        if let KernelEvent::Open { ret: Some(ret), .. } = &event {
+            if *ret == -libc::EPERM && self.guard_records.take_refused(header.tid) {
+                return;
+            }
+        }
         let Some(body) = self.enrich(event) else {
             return;
         };
+        if let Body::FileChange { process, path, .. } = &body {
+            if self.guard_records.has_change(process.pid, path) {
+                return;
+            }
+        }
         let mut verdict = self.verdict_and_enforce(&body, &header, approval);
         if let Some(v) = verdict.as_mut() {
             self.put_back_identity(&body, v);
@@ -528,6 +548,11 @@ impl Core {
     /// Kills a process and every descendant the table knows of, and
     /// remembers them so children whose fork is still in the ring buffer
     /// follow. Returns whether the process itself was still there.
+    /// Whether the daemon already killed `pid` after the fact.
+    pub(crate) fn is_condemned(&self, pid: u32) -> bool {
+        self.condemned.contains(&pid)
+    }
+
     pub(crate) fn kill_tree(&mut self, pid: u32) -> bool {
         let killed = enforce::kill_after_the_fact(pid, None);
         self.condemned.insert(pid);
@@ -628,6 +653,7 @@ impl Core {
         }
         self.adopt_orphans();
         for (p, resolution) in self.approvals.expire(&mut self.sensor) {
+            self.answer_guard(&p, false);
             self.push_resolution(&p, resolution, "timeout");
         }
         if self.next_recompile.is_some_and(|t| t <= SystemTime::now()) {
@@ -711,8 +737,17 @@ impl Core {
     /// Resolves an approval (`sentinel approve|deny ID`).
     pub fn resolve(&mut self, id: u64, approve: bool) -> Option<Resolution> {
         let (p, resolution) = self.approvals.resolve(id, approve, &mut self.sensor)?;
+        self.answer_guard(&p, approve);
         self.push_resolution(&p, resolution, "operator");
         Some(resolution)
+    }
+
+    /// An approval of a call the file guard holds is answered in the
+    /// kernel (the process is blocked in the call, not stopped).
+    fn answer_guard(&self, p: &PendingApproval, approve: bool) {
+        if let (Some(request), Some(resolver)) = (p.guard_request, &self.guard_holds) {
+            crate::file_guard::answer(resolver, request, approve);
+        }
     }
 
     fn push_resolution(&mut self, p: &PendingApproval, resolution: Resolution, by: &str) {
@@ -979,7 +1014,7 @@ fn source_action_for(body: &Body) -> Option<Action> {
 
 /// The engine's view of a kernel event; `None` for kinds that are not
 /// actions (exit, alerts). A file-system change is a write to its path.
-fn action_for(body: &Body) -> Option<Action> {
+pub(crate) fn action_for(body: &Body) -> Option<Action> {
     let (process, object) = match body {
         Body::Exec { process, argv, .. } => (
             process,
@@ -1033,7 +1068,7 @@ fn action_for(body: &Body) -> Option<Action> {
 }
 
 /// A short description of an action for approvals.
-fn describe(body: &Body) -> String {
+pub(crate) fn describe(body: &Body) -> String {
     match body {
         Body::Exec { process, .. } => format!("exec {}", process.exe),
         Body::Open { path, .. } => format!("open {path}"),
