@@ -549,6 +549,7 @@ impl Approvals {
         action: String,
         rule: Option<String>,
         request: u64,
+        kernel_key: Option<ApprovalKey>,
     ) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
@@ -561,7 +562,7 @@ impl Approvals {
                 action,
                 rule,
                 deadline: Instant::now() + self.timeout,
-                kernel_key: None,
+                kernel_key,
                 guard_request: Some(request),
             },
         );
@@ -587,6 +588,14 @@ impl Approvals {
         sensor: &mut Sensor,
     ) -> Option<(PendingApproval, Resolution)> {
         let p = self.pending.remove(&id)?;
+        if approve {
+            if let Some(mut key) = p.kernel_key {
+                key.pid = p.pid;
+                if let Err(e) = sensor.approve(key) {
+                    tracing::warn!("approval {id}: {e}");
+                }
+            }
+        }
         if p.guard_request.is_some() {
             // The call waits in the kernel: the caller answers it.
             let resolution = if approve {
@@ -595,14 +604,6 @@ impl Approvals {
                 Resolution::Denied
             };
             return Some((p, resolution));
-        }
-        if approve {
-            if let Some(mut key) = p.kernel_key {
-                key.pid = p.pid;
-                if let Err(e) = sensor.approve(key) {
-                    tracing::warn!("approval {id}: {e}");
-                }
-            }
         }
         let _ = sensor.release_held(p.pid);
         let resolution = if approve {
