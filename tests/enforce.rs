@@ -506,3 +506,107 @@ fn a_policy_reload_that_fails_keeps_the_old_policy() {
     );
     daemon.stop();
 }
+
+/// `ask` on an open and on a connect holds the call before it takes
+/// effect: nothing of the file is read and no connection is made until the
+/// operator answers; approved, the call completes; denied, it fails.
+#[test]
+fn ask_holds_opens_and_connects_before_they_happen() {
+    require_environment();
+    let _lock = kernel_lock();
+    let dir = scratch_dir();
+    let d = dir.path();
+    let held = d.join("held.txt");
+    std::fs::write(&held, "HELD-CONTENT\n").unwrap();
+    std::fs::set_permissions(&held, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let policy = d.join("policy");
+    std::fs::create_dir(&policy).unwrap();
+    std::fs::write(
+        policy.join("ask.toml"),
+        format!(
+            "[[rule]]\nname = \"ask-test-open\"\nkind = \"open\"\naction = \"ask\"\npath = [\"{}\"]\n\n[[rule]]\nname = \"ask-test-connect\"\nkind = \"connect\"\naction = \"ask\"\naddr = [\"127.0.0.1/32\"]\nport = {port}\n",
+            held.display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "--approval-timeout",
+        "30",
+    ]);
+    let guarded = daemon.status()["enforcement"]["open"] == "fanotify+sigkill";
+    let cat = || {
+        as_user(WATCHED_UID, "/bin/cat")
+            .arg(&held)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    // Open, approved.
+    let mut child = cat();
+    let pid = child.id();
+    let id = approval_id(&daemon, pid);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "held until answered");
+    if guarded {
+        let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+        assert!(
+            syscall.starts_with(&format!("{} ", libc::SYS_openat)),
+            "held inside openat, before the file is open: {syscall}"
+        );
+    }
+    assert!(ctl(&daemon, &["approve", &id]).status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "HELD-CONTENT\n");
+
+    // Open, denied: nothing read.
+    let child = cat();
+    let id = approval_id(&daemon, child.id());
+    assert!(ctl(&daemon, &["deny", &id]).status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+
+    // Connect: no connection exists while it is held.
+    let connect = format!(
+        "import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=60)\nprint('connected')\n"
+    );
+    let child = as_user(WATCHED_UID, "/usr/bin/python3")
+        .args(["-c", &connect])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = approval_id(&daemon, child.id());
+    std::thread::sleep(Duration::from_millis(500));
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("a held connect reached the listener: {other:?}"),
+    }
+    assert!(ctl(&daemon, &["approve", &id]).status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "connected");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match listener.accept() {
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the approved connect never arrived"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    daemon.stop();
+}

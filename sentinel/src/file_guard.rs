@@ -335,7 +335,8 @@ impl GuardRecords {
     /// The operator let a held call through.
     pub fn approved(&mut self, pid: u32, action: &str) {
         self.prune();
-        self.approved.push((pid, action.to_string(), Instant::now()));
+        self.approved
+            .push((pid, action.to_string(), Instant::now()));
     }
 
     /// The eBPF side reports a call the operator already approved (once).
@@ -404,8 +405,7 @@ impl Core {
         // which only the exec's own event carries (argv): the exec path
         // holds it there.
         if matches!(body, Body::Exec { .. })
-            && v
-                .rule
+            && v.rule
                 .as_deref()
                 .is_some_and(|r| r.starts_with(sentinel_policy::GATE_RULE))
         {

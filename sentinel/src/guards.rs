@@ -77,19 +77,26 @@ impl Guards {
     fn move_back_pending(&mut self) -> Vec<String> {
         let now = Instant::now();
         let mut done = Vec::new();
-        self.moved_away.retain(|(away, home, until)| {
-            match move_back(away, home) {
+        self.moved_away
+            .retain(|(away, home, until)| match move_back(away, home) {
                 Some(Ok(())) => {
-                    done.push(format!("{} was moved back to {}", away.display(), home.display()));
+                    done.push(format!(
+                        "{} was moved back to {}",
+                        away.display(),
+                        home.display()
+                    ));
                     false
                 }
                 Some(Err(e)) => {
-                    done.push(format!("could not move {} back to {}: {e}", away.display(), home.display()));
+                    done.push(format!(
+                        "could not move {} back to {}: {e}",
+                        away.display(),
+                        home.display()
+                    ));
                     false
                 }
                 None => *until > now,
-            }
-        });
+            });
         done
     }
 

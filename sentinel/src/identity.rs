@@ -418,7 +418,8 @@ impl IdentityMonitor {
             if !start && refused_lately && matches!(class, Class::Protected | Class::Guarded) {
                 if let Some(b) = &baseline {
                     let same = matches!(read(&path), Content::File { ref hash, .. } if *hash == b.hash)
-                        && std::fs::symlink_metadata(&path).is_ok_and(|m| m.mode() & 0o7777 == b.mode);
+                        && std::fs::symlink_metadata(&path)
+                            .is_ok_and(|m| m.mode() & 0o7777 == b.mode);
                     if !same {
                         let reason = match self.restore(&path) {
                             Ok(_) => format!("{shown}: a refused change had landed; put back from the copy"),

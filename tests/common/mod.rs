@@ -305,7 +305,11 @@ pub fn exec_refused(mut cmd: Command) -> Refused {
         Err(e) => panic!("the exec failed, but not with EPERM: {e}"),
         Ok(out) => {
             use std::os::unix::process::ExitStatusExt;
-            assert_eq!(out.status.signal(), Some(9), "the denied program ran: {out:?}");
+            assert_eq!(
+                out.status.signal(),
+                Some(9),
+                "the denied program ran: {out:?}"
+            );
             assert!(out.stdout.is_empty(), "the denied program ran: {out:?}");
             Refused::Killed
         }
