@@ -553,17 +553,19 @@ fn sigterm_to_the_proxy_ends_the_server_and_reports_it() {
         &[],
     );
     // Once the server runs, the proxy is listening for the signal.
-    let children = format!(
-        "/proc/{}/task/{}/children",
-        proxy.child.id(),
-        proxy.child.id()
-    );
+    let tasks = format!("/proc/{}/task", proxy.child.id());
+    let has_child = || {
+        std::fs::read_dir(&tasks)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|t| {
+                std::fs::read_to_string(t.path().join("children"))
+                    .is_ok_and(|c| !c.trim().is_empty())
+            })
+    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::fs::read_to_string(&children)
-        .unwrap_or_default()
-        .trim()
-        .is_empty()
-    {
+    while !has_child() {
         assert!(
             std::time::Instant::now() < deadline,
             "the server never started"
