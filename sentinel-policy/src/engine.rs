@@ -337,7 +337,7 @@ fn decide(
             Object::Exec { binary, .. } => allow.allows_exec(binary),
             Object::Open { path, write } => allow.allows_open(path, *write),
             Object::Connect { addr, .. } => allow.allows_connect(*addr),
-            Object::Mcp { tool, .. } => allow.allows_tool(tool),
+            Object::Mcp { server, tool, .. } => allow.allows_tool(server, tool),
         };
         return if allowed {
             let reason = "lockdown: on the health allow-list".to_string();

@@ -34,7 +34,10 @@ pub use engine::{AnomalyScore, AnomalyScorer, AnomalyThresholds, Assessment, Eng
 pub use error::PolicyError;
 pub use kernel::{KernelPolicy, NetMatch, PathMatch, UserspaceOnly};
 pub use pattern::KernelPath;
-pub use policy::{parse_net, LockdownAllow, Policy, DEFAULT_PRIORITY};
+pub use policy::{
+    parse_net, Approver, FindingAction, LockdownAllow, McpSettings, PinMode, Policy, UnknownMethods,
+    DEFAULT_PRIORITY,
+};
 pub use quarantine::{QuarantineEntry, QuarantineTarget};
 pub use rate::RateLimit;
 pub use rule::{Matcher, Rule};
