@@ -48,12 +48,14 @@ pub struct McpProxyArgs {
     /// How long an ask confirmation token stays valid, in seconds.
     #[arg(long, default_value_t = 600)]
     pub ask_ttl_secs: u64,
-    /// Secrets in tool results (standalone mode): redact, block or alert.
-    #[arg(long, default_value = "redact", value_parser = parse_finding_action)]
-    pub on_secret: FindingAction,
-    /// Prompt-injection markers in tool results (standalone mode).
-    #[arg(long, default_value = "block", value_parser = parse_finding_action)]
-    pub on_injection: FindingAction,
+    /// Secrets found (standalone mode): redact, block or flag; overrides
+    /// the policy's `[mcp] secrets`.
+    #[arg(long, value_parser = parse_finding_action)]
+    pub on_secret: Option<FindingAction>,
+    /// Prompt injection found (standalone mode): redact, block or flag;
+    /// overrides the policy's `[mcp] injection` (default flag).
+    #[arg(long, value_parser = parse_finding_action)]
+    pub on_injection: Option<FindingAction>,
     /// Serve Streamable HTTP on this address (e.g. 127.0.0.1:8765) instead
     /// of stdio.
     #[arg(long)]
@@ -74,8 +76,8 @@ fn parse_finding_action(s: &str) -> Result<FindingAction, String> {
     match s {
         "redact" => Ok(FindingAction::Redact),
         "block" => Ok(FindingAction::Block),
-        "alert" => Ok(FindingAction::Alert),
-        _ => Err(format!("`{s}` is not one of redact, block, alert")),
+        "flag" | "alert" => Ok(FindingAction::Flag),
+        _ => Err(format!("`{s}` is not one of redact, block, flag")),
     }
 }
 

@@ -21,7 +21,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::UnixListener;
 
 use crate::decider::{CallRecord, DecideError, Decider, ProxyAlert, ToolCall};
-use crate::scan::ScanPolicy;
+use crate::scan::McpSettings;
 use crate::store::{CallBinding, PinStatus};
 
 /// The socket's file name inside the state directory.
@@ -81,6 +81,16 @@ pub enum DaemonRequest {
     RequestAsk {
         binding: CallBinding,
         ttl_secs: u64,
+        /// The exact canonical text of the arguments: the daemon digests
+        /// it and shows it (redacted) to the operator.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        args_text: Option<String>,
+    },
+    /// Whether a tool has an approved pin (a call to a tool the proxy's
+    /// session has not seen listed).
+    ToolApproved {
+        server: String,
+        tool: String,
     },
 }
 
@@ -92,7 +102,8 @@ pub enum DaemonResponse {
     Verdict(Verdict),
     Done,
     Pins(Vec<(String, PinStatus)>),
-    ScanPolicy(ScanPolicy),
+    /// The `[mcp]` settings (named for the first two it carried).
+    ScanPolicy(McpSettings),
     Taken(bool),
     AskId(String),
     Error(String),
@@ -176,7 +187,10 @@ impl DecisionHandler for PeerBoundHandler {
             } => d
                 .check_tools(&server, &tools, last_page, now)
                 .map(DaemonResponse::Pins),
-            DaemonRequest::ScanPolicy => Ok(DaemonResponse::ScanPolicy(d.scan_policy())),
+            DaemonRequest::ScanPolicy => Ok(DaemonResponse::ScanPolicy(d.settings())),
+            DaemonRequest::ToolApproved { server, tool } => d
+                .tool_approved(&server, &tool, now)
+                .map(DaemonResponse::Taken),
             DaemonRequest::TakeAsk { mut binding, .. } => {
                 binding.agent = (self.agent_of)(peer);
                 d.take_ask(&binding, now).map(DaemonResponse::Taken)
@@ -184,11 +198,16 @@ impl DecisionHandler for PeerBoundHandler {
             DaemonRequest::RequestAsk {
                 mut binding,
                 ttl_secs,
-                ..
+                args_text,
             } => {
                 binding.agent = (self.agent_of)(peer);
-                d.request_ask(&binding, Duration::from_secs(ttl_secs.min(86_400)), now)
-                    .map(DaemonResponse::AskId)
+                d.request_ask(
+                    &binding,
+                    args_text.as_deref(),
+                    Duration::from_secs(ttl_secs.min(86_400)),
+                    now,
+                )
+                .map(DaemonResponse::AskId)
             }
         };
         result.unwrap_or_else(|e| DaemonResponse::Error(e.to_string()))
@@ -394,13 +413,30 @@ impl Decider for DaemonDecider {
         }
     }
 
-    fn scan_policy(&self) -> ScanPolicy {
+    fn tool_approved(
+        &self,
+        server: &str,
+        tool: &str,
+        _now: SystemTime,
+    ) -> Result<bool, DecideError> {
+        match self.call(&DaemonRequest::ToolApproved {
+            server: server.into(),
+            tool: tool.into(),
+        })? {
+            DaemonResponse::Taken(t) => Ok(t),
+            other => Err(unexpected("taken", other)),
+        }
+    }
+
+    fn settings(&self) -> McpSettings {
         match self.call(&DaemonRequest::ScanPolicy) {
             Ok(DaemonResponse::ScanPolicy(p)) => p,
-            // Fail closed: block what cannot be judged.
-            _ => ScanPolicy {
+            // Fail closed: block what cannot be judged, and only the
+            // operator approves.
+            _ => McpSettings {
                 secrets: crate::scan::FindingAction::Block,
                 injection: crate::scan::FindingAction::Block,
+                ..McpSettings::default()
             },
         }
     }
@@ -417,12 +453,14 @@ impl Decider for DaemonDecider {
     fn request_ask(
         &self,
         binding: &CallBinding,
+        args_text: Option<&str>,
         ttl: Duration,
         _now: SystemTime,
     ) -> Result<String, DecideError> {
         match self.call(&DaemonRequest::RequestAsk {
             binding: binding.clone(),
             ttl_secs: ttl.as_secs(),
+            args_text: args_text.map(str::to_owned),
         })? {
             DaemonResponse::AskId(id) => Ok(id),
             other => Err(unexpected("an approval id", other)),

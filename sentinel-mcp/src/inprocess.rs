@@ -44,6 +44,14 @@ impl Evaluate for SharedEngine {
             .unwrap_or_else(|p| p.into_inner())
             .record_server_outcome(server, ok, now);
     }
+
+    fn mcp_settings(&self) -> crate::scan::McpSettings {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .policy()
+            .mcp()
+    }
 }
 
 /// The audit writer, shared likewise.

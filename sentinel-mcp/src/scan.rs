@@ -12,31 +12,26 @@
 use regex::{Regex, RegexSet};
 use serde_json::Value;
 
-/// What to do when a result carries a secret or an injection marker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FindingAction {
-    /// Replace the finding and forward the rest.
-    Redact,
-    /// Replace the whole result with an error result.
-    Block,
-    /// Forward unchanged, but record an alert.
-    Alert,
-}
+pub use sentinel_policy::{FindingAction, McpSettings};
 
-/// The scanning policy: what to do with secrets and with injection markers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// Overrides of the policy's `[mcp]` scan actions (the standalone proxy's
+/// `--on-secret` / `--on-injection`); `None` keeps the policy's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ScanPolicy {
-    pub secrets: FindingAction,
-    pub injection: FindingAction,
+    pub secrets: Option<FindingAction>,
+    pub injection: Option<FindingAction>,
 }
 
-impl Default for ScanPolicy {
-    fn default() -> Self {
-        Self {
-            secrets: FindingAction::Redact,
-            injection: FindingAction::Block,
+impl ScanPolicy {
+    /// `settings` with these overrides applied.
+    pub fn apply(&self, mut settings: McpSettings) -> McpSettings {
+        if let Some(a) = self.secrets {
+            settings.secrets = a;
         }
+        if let Some(a) = self.injection {
+            settings.injection = a;
+        }
+        settings
     }
 }
 
