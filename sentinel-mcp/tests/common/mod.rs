@@ -282,6 +282,8 @@ impl LoggedProxy {
         );
         session.request(&initialize(1));
         session.send(&initialized());
+        // The proxy refuses calls to tools it has not seen listed.
+        session.request(&list(900));
         LoggedProxy { session, db, log }
     }
 }
