@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod decider;
 pub mod framing;
 pub mod http;
+pub mod injection;
 pub mod inprocess;
 pub mod jsonrpc;
 pub mod local;
