@@ -377,10 +377,16 @@ pub fn normalize(text: &str) -> Normalized<'_> {
                 match chars.peek() {
                     Some('[') => {
                         chars.next();
+                        let mut params = String::new();
                         for d in chars.by_ref() {
                             if ('@'..='~').contains(&d) {
+                                // SGR 8 (conceal) hides the text that follows.
+                                if d == 'm' && params.split(';').any(|p| p == "8") {
+                                    hidden = true;
+                                }
                                 break;
                             }
+                            params.push(d);
                         }
                     }
                     Some(']') => {
