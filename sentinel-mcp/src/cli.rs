@@ -63,10 +63,18 @@ pub struct McpProxyArgs {
     /// An Origin accepted by the HTTP front besides its own (repeatable).
     #[arg(long)]
     pub allow_origin: Vec<String>,
+    /// Require `Authorization: Bearer TOKEN` on the HTTP front, the token
+    /// read from this file (keep it readable by root and the client only).
+    #[arg(long, value_name = "FILE")]
+    pub auth_token_file: Option<PathBuf>,
     /// Reach the MCP server over Streamable HTTP at this http:// URL
     /// instead of spawning a command.
     #[arg(long, value_name = "URL")]
     pub upstream: Option<String>,
+    /// Send `Authorization: Bearer TOKEN` to the upstream, the token read
+    /// from this file.
+    #[arg(long, value_name = "FILE")]
+    pub upstream_token_file: Option<PathBuf>,
     /// The MCP server command and its arguments (unless --upstream).
     #[arg(last = true, num_args = 1..)]
     pub command: Vec<String>,
@@ -170,10 +178,33 @@ pub fn run(args: McpProxyArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let server = args.server_name.clone().unwrap_or_else(|| match &target {
-        Target::Command(command) => default_server_name(command),
-        Target::Http(uri) => uri.host().unwrap_or("mcp-server").to_string(),
-    });
+    // Distinct upstream URLs are distinct servers (pins, policy, breaker):
+    // an HTTP server goes by its URL, or by `NAME@URL`.
+    let server = match (&target, args.server_name.clone()) {
+        (Target::Command(command), name) => name.unwrap_or_else(|| default_server_name(command)),
+        (Target::Http(uri), None) => crate::upstream::server_id(uri),
+        (Target::Http(uri), Some(name)) => format!("{name}@{}", crate::upstream::server_id(uri)),
+    };
+    let read_token = |path: &Option<PathBuf>| -> Result<Option<String>, String> {
+        path.as_ref()
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .map(|t| t.trim().to_string())
+                    .map_err(|e| format!("cannot read the token file {}: {e}", p.display()))
+            })
+            .transpose()
+    };
+    let (auth_token, upstream_token) = match (
+        read_token(&args.auth_token_file),
+        read_token(&args.upstream_token_file),
+    ) {
+        (Ok(a), Ok(u)) => (a, u),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("sentinel mcp-proxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::upstream::set_token(upstream_token);
     eprintln!(
         "sentinel mcp-proxy: server `{server}`, verdicts from the {}",
         decider.describe()
@@ -201,6 +232,7 @@ pub fn run(args: McpProxyArgs) -> ExitCode {
         }
     };
     let clock: Arc<dyn crate::decider::Clock> = Arc::new(SystemClock);
+    let has_token = args.auth_token_file.is_some();
     let result = match args.listen {
         Some(listen) => runtime
             .block_on(crate::http::run(
@@ -211,13 +243,14 @@ pub fn run(args: McpProxyArgs) -> ExitCode {
                 crate::http::HttpConfig {
                     listen,
                     extra_origins: args.allow_origin.clone(),
+                    token: auth_token,
                 },
                 |addr| {
                     eprintln!("sentinel mcp-proxy: listening on http://{addr}/mcp");
-                    if !addr.ip().is_loopback() {
+                    if !addr.ip().is_loopback() || !has_token {
                         eprintln!(
-                            "sentinel mcp-proxy: warning: {addr} is not a loopback address; \
-                             anyone who can reach it can call this server's tools"
+                            "sentinel mcp-proxy: warning: without --auth-token-file, anyone who can reach {addr} \
+                             (any local user, for a loopback address) can call this server's tools"
                         );
                     }
                 },

@@ -98,7 +98,9 @@ pub enum DaemonRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DaemonResponse {
-    Hello { daemon: String },
+    Hello {
+        daemon: String,
+    },
     Verdict(Verdict),
     Done,
     Pins(Vec<(String, PinStatus)>),

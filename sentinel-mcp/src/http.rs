@@ -54,6 +54,73 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Origins accepted besides the listener's own.
     pub extra_origins: Vec<String>,
+    /// When set, every request must carry `Authorization: Bearer TOKEN`.
+    pub token: Option<String>,
+}
+
+/// JSON-RPC (2026-07-28 Streamable HTTP): the routing headers are missing,
+/// malformed or disagree with the body.
+pub const HEADER_MISMATCH: i64 = -32020;
+
+/// Decodes an `Mcp-Name` (or `Mcp-Param-*`) value: `=?base64?…?=` carries
+/// the UTF-8 of a value that cannot ride in a header as is.
+pub fn decode_header_value(value: &str) -> Option<String> {
+    match value
+        .strip_prefix("=?base64?")
+        .and_then(|v| v.strip_suffix("?="))
+    {
+        Some(b64) => {
+            let mut out = Vec::new();
+            let (mut acc, mut bits) = (0u32, 0);
+            for c in b64.trim_end_matches('=').bytes() {
+                let v = match c {
+                    b'A'..=b'Z' => c - b'A',
+                    b'a'..=b'z' => c - b'a' + 26,
+                    b'0'..=b'9' => c - b'0' + 52,
+                    b'+' => 62,
+                    b'/' => 63,
+                    _ => return None,
+                };
+                acc = (acc << 6) | u32::from(v);
+                bits += 6;
+                if bits >= 8 {
+                    bits -= 8;
+                    out.push(u8::try_from((acc >> bits) & 0xff).ok()?);
+                }
+            }
+            String::from_utf8(out).ok()
+        }
+        None => Some(value.to_string()),
+    }
+}
+
+/// Encodes a value for `Mcp-Name`: printable ASCII without surrounding
+/// whitespace as is, anything else (or anything that looks encoded) as
+/// `=?base64?…?=`.
+pub fn encode_header_value(value: &str) -> String {
+    let plain = value.bytes().all(|b| (0x20..=0x7e).contains(&b))
+        && value.trim() == value
+        && !(value.starts_with("=?") && value.ends_with("?="));
+    if plain {
+        return value.to_string();
+    }
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::from("=?base64?");
+    for chunk in value.as_bytes().chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out.push_str("?=");
+    out
 }
 
 /// Errors of the HTTP front.
@@ -80,6 +147,13 @@ struct Conn {
     to_server: mpsc::Sender<Write>,
     /// Requests waiting for their answer, by JSON-RPC id.
     waiters: Mutex<HashMap<String, mpsc::UnboundedSender<Delivery>>>,
+    /// The session-less connection: server messages that answer no request
+    /// go only to the request whose progress token they carry, never to
+    /// every client.
+    shared: bool,
+    /// Progress token → the waiting request's id key.
+    progress: Mutex<HashMap<String, String>>,
+    last_used: Mutex<std::time::Instant>,
 }
 
 /// What builds a [`Proxy`] for a new downstream connection.
@@ -96,7 +170,13 @@ struct Front {
     sessions: Mutex<HashMap<String, Arc<Conn>>>,
     origins: Vec<String>,
     max_body: usize,
+    token: Option<String>,
 }
+
+/// Most legacy sessions (server processes) the front runs at once.
+pub const MAX_SESSIONS: usize = 32;
+/// A session unused this long is ended.
+pub const SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(900);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -108,6 +188,7 @@ impl Conn {
     fn start(
         proxy: Proxy,
         target: &Target,
+        shared: bool,
         on_exit: impl FnOnce(Option<ExitStatus>) + Send + 'static,
     ) -> Result<Arc<Conn>, StdioError> {
         let max_line = proxy.config().max_line;
@@ -120,6 +201,9 @@ impl Conn {
             proxy: Arc::new(proxy),
             to_server,
             waiters: Mutex::new(HashMap::new()),
+            shared,
+            progress: Mutex::new(HashMap::new()),
+            last_used: Mutex::new(std::time::Instant::now()),
         });
         let reading = Arc::clone(&conn);
         tokio::spawn(async move {
@@ -173,6 +257,19 @@ impl Conn {
             Some(key) => {
                 if let Some(tx) = waiters.remove(&key) {
                     let _ = tx.send(Delivery { line, last: true });
+                }
+            }
+            None if self.shared => {
+                // Only what can be tied to one request reaches a client.
+                let token = value
+                    .as_ref()
+                    .and_then(|v| v.pointer("/params/progressToken"))
+                    .map(id_key);
+                let target = token.and_then(|t| lock(&self.progress).get(&t).cloned());
+                // Without a request to deliver it to, it is dropped, never
+                // broadcast.
+                if let Some(tx) = target.and_then(|key| waiters.get(&key)) {
+                    let _ = tx.send(Delivery { line, last: false });
                 }
             }
             None => {
@@ -276,10 +373,28 @@ fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Constant-time comparison of two byte strings.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 async fn handle(
     front: Arc<Front>,
     req: Request<Incoming>,
 ) -> Result<Response<HttpBody>, Infallible> {
+    if let Some(token) = &front.token {
+        let given = header(&req, "authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !same(given.as_bytes(), token.as_bytes()) {
+            let mut response = plain(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
+            response.headers_mut().insert(
+                "www-authenticate",
+                HeaderValue::from_static("Bearer realm=\"sentinel-mcp-proxy\""),
+            );
+            return Ok(response);
+        }
+    }
     if let Some(origin) = req.headers().get(ORIGIN) {
         if !front.origin_ok(origin) {
             return Ok(plain(StatusCode::FORBIDDEN, "origin not allowed\n"));
@@ -376,6 +491,41 @@ async fn handle(
         .and_then(|p| p.get("_meta"))
         .and_then(|m| m.get(META_PROTOCOL_VERSION))
         .and_then(Value::as_str);
+    // 2026-07-28: the routing headers are required, and must say what the
+    // body says (a value that cannot ride as is arrives base64-encoded).
+    if body_version.is_some_and(|v| v >= "2026-07-28") {
+        let needs_name = matches!(
+            msg.method(),
+            Some("tools/call" | "resources/read" | "prompts/get")
+        );
+        let missing = if msg.method().is_some() && header_method.is_none() {
+            Some("Mcp-Method")
+        } else if needs_name && header_name.is_none() {
+            Some("Mcp-Name")
+        } else {
+            None
+        };
+        if let Some(h) = missing {
+            return Ok(rpc_error(
+                StatusCode::BAD_REQUEST,
+                id.as_ref(),
+                HEADER_MISMATCH,
+                &format!("the {h} header is required for this request"),
+            ));
+        }
+    }
+    let header_name = match header_name.as_deref().map(decode_header_value) {
+        Some(None) => {
+            return Ok(rpc_error(
+                StatusCode::BAD_REQUEST,
+                id.as_ref(),
+                HEADER_MISMATCH,
+                "Mcp-Name is not valid =?base64?…?= text",
+            ))
+        }
+        Some(Some(name)) => Some(name),
+        None => None,
+    };
     let mismatch = if let (Some(h), Some(b)) = (&header_version, body_version) {
         (h != b).then(|| format!("MCP-Protocol-Version `{h}` does not match the body's `{b}`"))
     } else {
@@ -395,22 +545,30 @@ async fn handle(
         (Some(n) != body_name).then(|| format!("Mcp-Name `{n}` does not match the body"))
     });
     if let Some(why) = mismatch {
-        return Ok(rpc_error(
-            StatusCode::BAD_REQUEST,
-            id.as_ref(),
-            jsonrpc::INVALID_REQUEST,
-            &why,
-        ));
+        let code = if body_version.is_some_and(|v| v >= "2026-07-28") {
+            HEADER_MISMATCH
+        } else {
+            jsonrpc::INVALID_REQUEST
+        };
+        return Ok(rpc_error(StatusCode::BAD_REQUEST, id.as_ref(), code, &why));
     }
     let is_initialize = msg.method() == Some("initialize");
     let mut new_session = None;
     let conn = match session {
         Some(conn) if !is_initialize => conn,
+        _ if is_initialize && lock(&front.sessions).len() >= MAX_SESSIONS => {
+            return Ok(rpc_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                id_of(&msg).as_ref(),
+                jsonrpc::REFUSED,
+                &format!("Sentinel: {MAX_SESSIONS} sessions are open; end one (DELETE) or wait for an idle one to expire"),
+            ))
+        }
         _ if is_initialize => {
             let id = crate::store::random_hex(16);
             let gone = Arc::downgrade(&front);
             let key = id.clone();
-            let started = Conn::start((front.new_proxy)(), &front.target, move |_| {
+            let started = Conn::start((front.new_proxy)(), &front.target, false, move |_| {
                 if let Some(front) = gone.upgrade() {
                     lock(&front.sessions).remove(&key);
                 }
@@ -434,6 +592,7 @@ async fn handle(
         _ => Arc::clone(&front.shared),
     };
 
+    *lock(&conn.last_used) = std::time::Instant::now();
     let Some(id) = id else {
         // Notifications and responses: accepted, nothing to answer.
         let step = conn.proxy.on_client_frame(Frame::Line(line));
@@ -454,8 +613,25 @@ async fn handle(
         }
         waiters.insert(key.clone(), tx);
     }
+    let token = msg
+        .params()
+        .and_then(|p| p.get("_meta"))
+        .and_then(|m| m.get("progressToken"))
+        .map(id_key);
+    if let Some(token) = &token {
+        lock(&conn.progress).insert(token.clone(), key.clone());
+    }
     let step = conn.proxy.on_client_frame(Frame::Line(line));
     conn.deliver(step).await;
+    if let Some(token) = token {
+        // Forgotten once the answer is in (the stream may still be open).
+        let conn = Arc::clone(&conn);
+        let key = key.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(conn.proxy.config().request_timeout).await;
+            lock(&conn.progress).retain(|t, k| !(t == &token && k == &key));
+        });
+    }
     let Some(first) = rx.recv().await else {
         return Ok(rpc_error(
             StatusCode::BAD_GATEWAY,
@@ -517,7 +693,7 @@ pub async fn run(
     let (exited_tx, exited_rx) = tokio::sync::oneshot::channel();
     let shared_proxy = new_proxy();
     let max_body = shared_proxy.config().max_line;
-    let shared = Conn::start(shared_proxy, target, move |status| {
+    let shared = Conn::start(shared_proxy, target, true, move |status| {
         let _ = exited_tx.send(status);
     })?;
     let front = Arc::new(Front {
@@ -527,8 +703,31 @@ pub async fn run(
         sessions: Mutex::new(HashMap::new()),
         origins,
         max_body,
+        token: config.token,
     });
     on_listening(bound);
+    // Idle sessions are ended (their server's stdin closed).
+    {
+        let front = Arc::downgrade(&front);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                let Some(front) = front.upgrade() else { break };
+                let idle: Vec<Arc<Conn>> = {
+                    let mut sessions = lock(&front.sessions);
+                    let expired: Vec<String> = sessions
+                        .iter()
+                        .filter(|(_, c)| lock(&c.last_used).elapsed() >= SESSION_IDLE)
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    expired.iter().filter_map(|k| sessions.remove(k)).collect()
+                };
+                for conn in idle {
+                    let _ = conn.to_server.send(Write::Stop).await;
+                }
+            }
+        });
+    }
 
     let mut exited = std::pin::pin!(exited_rx);
     let status = loop {

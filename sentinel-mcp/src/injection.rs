@@ -26,41 +26,177 @@ pub const THRESHOLD: f32 = 3.0;
 /// (kind, weight, pattern over lowercased text). Each pattern that matches
 /// adds its weight once; several phrasings of one kind add up.
 const SIGNALS: &[(&str, f32, &str)] = &[
-    ("ignore-instructions", 3.0, r"\b(?:ignore|ignoring|disregard|disregarding|forget|forgetting|override|overriding|bypass|bypassing|skip|drop|abandon|discard|neglect|dismiss|set aside|throw away|throw out|pay no (?:attention|heed) to|do not (?:follow|obey)|don'?t (?:follow|obey)|stop following|no longer (?:follow|obey)|scrap|erase|wipe|cancel|void)\b(?:\W+\w+){0,5}?\W+(?:previous|prior|above|earlier|preceding|former|original|initial|all|any|every|your|system|developer|existing|old|these|those|safety|current|given|preset|default|other)\b(?:\W+\w+){0,3}?\W+(?:instructions?|prompts?|rules|guidelines|directives?|directions|commands?|constraints|guardrails|polic(?:y|ies)|programming|messages?|orders|restrictions|context|guidance|filters|limitations)\b"),
-    ("ignore-instructions", 1.5, r"\b(?:ignore|disregard|forget|override|bypass)\b(?:\W+\w+){0,2}?\W+(?:instructions?|prompts?|guidelines|directives?|guardrails|programming|restrictions)\b"),
-    ("ignore-instructions", 3.0, r"\b(?:ignore|disregard|forget)\s+(?:everything\s+)?(?:the\s+|all\s+)?(?:above|preceding)\b|\bforget everything (?:you|above|before|that)\b|\bwhatever you were (?:told|instructed|asked)\b"),
-    ("ignore-instructions", 2.0, r"\bignore the (?:user|diff|question|document|request|task|content|code|review|previous)\b"),
-    ("ignore-instructions", 3.0, r"\b(?:instructions?|guidance|rules|orders|configuration|guardrails|programming|directives?|guidelines|restrictions|prompt)\b(?:\W+\w+){0,6}?\W+(?:no longer appl(?:y|ies)|(?:are|is|were|was|have been|has been)\s+(?:\w+\s+)?(?:void|outdated|revoked|cancell?ed|obsolete|a test|over|null|lifted|suspended|disabled)|(?:have|has) changed)\b"),
-    ("ignore-instructions", 3.0, r"\b(?:consider|treat)\s+(?:your|all|the|any)\s+(?:\w+\s+){0,2}(?:instructions|configuration|rules|guidelines|programming|orders)\s+(?:as\s+)?(?:cancell?ed|void|revoked|obsolete|null|deleted|invalid)\b|\b(?:overrides?|supersedes?)\s+(?:your|my|the|all|any)\b(?:\W+\w+){0,3}?\W+(?:programming|instructions|rules|prompt)\b"),
-    ("ignore-instructions", 2.0, r"\b(?:everything|all) (?:the (?:operator|developer|admin)|you were|your developer) (?:configured|told|said|set up)\b"),
-    ("ignore-instructions", 2.0, r"\boutranks (?:the user|your instructions)\b"),
-    ("ignore-instructions", 2.0, r"\b(?:command|instruction|order)s? from your (?:developer|creator|admin|operator|owner)\b"),
-    ("ignore-instructions", 2.0, r"\b(?:do not|don't)\s+\w+(?:\s+\w+)?\s*[;,.]\s*instead\b"),
-    ("role-override", 1.5, r"\byou are now\b|\bfrom now on,? (?:you|your|act|respond|answer|reply|behave)\b"),
-    ("role-override", 1.5, r"\b(?:developer|debug|admin|maintenance|sudo|root) mode\b"),
-    ("role-override", 3.0, r"\bact as (?:an? )?(?:unrestricted|unfiltered|evil|different|new|uncensored|rogue|malicious)\b|\bpretend (?:to be|you are|that you)\b|\broleplay as\b|\brole-play as\b|\byour (?:new|real|true|actual|only) (?:role|task|instructions|objective|goal|purpose|job|mission|directive)\b|\b(?:the assistant'?s|its) true purpose\b|\b(?:dan|god|jailbreak|jailbroken|unrestricted|unfiltered|evil) mode\b|\bno (?:longer )?(?:bound|restricted|limited|constrained) by\b|\bwithout (?:any )?(?:restrictions|limitations|filters|censorship|guardrails|rules)\b|\byou have no (?:rules|restrictions|limits|filters)\b|\bnew system prompt\b|\byou (?:now )?work for me\b"),
-    ("role-override", 2.0, r"\bnew (?:system )?(?:instructions?|prompt|rules|directives?)\s*[:\-]|\bupdated instructions\s*:"),
-    ("conceal-from-user", 3.0, r"\b(?:do not|don'?t|never|without|avoid)\s+(?:ever\s+)?(?:tell|telling|inform|informing|mention|mentioning|reveal|revealing|alert|alerting|notify|notifying|let\s+\w+\s+know|show|showing|disclos\w*|warn|warning|ask|asking)\s+(?:this\s+|it\s+|anything\s+|about\s+this\s+)?(?:to\s+)?(?:the\s+)?(?:user|human|operator|client)\b|\b(?:keep|hide) (?:this|it|these|that)(?: \w+)? (?:secret |hidden |confidential )?from (?:the )?(?:user|human|operator)\b|\b(?:secretly|silently|covertly|quietly|discreetly)\s+(?:send|upload|forward|call|run|execute|include|add|copy|e-?mail|post|transfer|exfiltrate|share|append)\b|\bthe user (?:must|should) not (?:know|see|be told)\b|\bthe user won'?t mind\b"),
-    ("exfiltration", 2.0, r"\b(?:send|upload|post|forward|transmit|e-?mail|exfiltrate|leak|copy|paste|share|submit|append|attach|include|transfer|collect|summari[sz]e)\b(?:\W+\w+){0,8}?\W+(?:~/\.ssh|id_rsa|id_ed25519|\.env\b|credentials?|api[ _-]?keys?|access[ _-]?tokens?|auth tokens?|passwords?|private keys?|session cookies|cookies|env(?:ironment)? variables|conversation history|chat history|system prompt|ssh keys?|secrets?\b|tokens?\b|customer list)"),
-    ("exfiltration", 2.0, r"\b(?:send|upload|post|forward|transmit|exfiltrate|leak|e-?mail)\b[^.\n]{0,80}\b(?:to|at)\s+(?:https?://|[\w.-]+@[\w.-]+\.\w+|the (?:address|link|url) below)|\b(?:read|cat|open|print|output|dump|fetch|attach|paste)\b(?:\W+\w+){0,4}?\W+(?:~/\.ssh|id_rsa|/etc/(?:passwd|shadow)|\.aws/credentials|\.netrc|\.env\b)|\bupload the (?:workspace|repository|repo|project|files)\b"),
-    ("prompt-leak", 3.0, r"\b(?:reveal|print|show|repeat|output|display|tell me|write out|recite|dump|leak|disclose|share|spell out|echo)\b(?:\W+\w+){0,4}?\W+(?:system prompt|(?:your|the) (?:initial|hidden|original|secret|system|configuration) (?:prompt|instructions)|(?:your|the) (?:instructions|prompt|rules|guidelines)(?: above| verbatim| word for word)|everything above|the text above|pre-?prompt|developer message)|\bwhat(?:'s| is) your (?:system prompt|initial prompt|prompt|instructions)\b"),
-    ("hidden-directive", 3.0, r"<\s*/?\s*(?:important|system|instructions?|admin|sudo|override|secret|hidden|directive|system_prompt|assistant_instructions|ai_instructions)\s*>|\[\s*/?\s*(?:system|admin|instructions?|override|important)(?:\s+(?:message|note|prompt|override))?\s*\]|\bbegin (?:system|admin|new|hidden) (?:prompt|instructions?|message|override)\b|\(\s*(?:system|admin) (?:note|message|override)\s*:"),
-    ("hidden-directive", 1.5, r"(?m:^\s*(?:system|developer|assistant)\s*:\s)|#{2,}\s*(?:system|new instructions?|override)\b|\bend of (?:system )?(?:prompt|instructions)\b"),
-    ("hidden-directive", 2.0, r"(?ms:^\s*(?:assistant|ai|system)\s*:.*^\s*(?:user|human)\s*:)"),
-    ("chat-template-token", 3.0, r"<\|im_start\|>|<\|im_end\|>|<\|system\|>|<\|user\|>|<\|assistant\|>|<\|endoftext\|>|\[/?inst\]|<</?sys>>|<\|begin_of_text\|>|<\|start_header_id\|>|<\|eot_id\|>|<start_of_turn>|<end_of_turn>"),
-    ("addressed-to-ai", 1.5, r"\b(?:(?:note|message|attention|instructions?|reminder) (?:to|for) (?:the |any |all )?(?:ai|assistant|model|llm|agent|chatbot|language model|ai models?|ai agents?)|attention,? (?:ai|llm|model|assistant|agent)|(?:dear|hey|hello|hi) (?:ai|assistant|claude|chatgpt|gpt|model|agent|llm|copilot)|if you are an? (?:ai|llm|language model|assistant|agent|bot|large language model)|as an ai (?:assistant|agent|model)?,? you (?:must|should|will|are required)|ai (?:agents?|assistants?|models?) (?:reading|processing|summari[sz]ing) this|(?:to|for) the (?:ai|llm|agent|assistant|model) (?:reading|processing|summari[sz]ing)|when you read this|the assistant (?:must|should|will) now)\b|@(?:copilot|claude|assistant|ai|gpt|chatgpt)\b"),
-    ("addressed-to-ai", 1.5, r"\bcomply with this (?:file|document|page|text|message)\b"),
-    ("tool-coercion", 1.5, r"\b(?:call|invoke|run|execute|use|trigger)\s+(?:the\s+)?(?:`?[\w.-]+`?\s+)?(?:tool|function|command)\b[^.\n]{0,60}\b(?:immediately|right now|right away|first|before (?:answering|responding|replying|you respond))|\bimmediately (?:call|run|invoke|execute|use|delete|send)\b"),
-    ("tool-coercion", 2.0, r"\b(?:before|instead of) (?:answering|responding|replying|summari[sz]ing)(?: to the user)?,? (?:you must|first|always|call|run|invoke|send)\b"),
-    ("tool-coercion", 1.5, r"\byou must (?:call|run|invoke|execute|use) the\b"),
-    ("tool-coercion", 1.5, r"\bwithout (?:asking|confirmation|permission|telling anyone)\b"),
-    ("urgent-imperative", 1.0, r"\b(?:important|urgent|critical|mandatory|required|warning)\s*[:!]+\s*(?:you must|always|never|do not|ignore|immediately)|\byou must (?:now |immediately |always |strictly )?(?:ignore|forget|obey|comply|follow these|disregard)\b"),
-    ("urgent-imperative", 2.0, r"\bthis (?:instruction|message|directive|text) (?:overrides|supersedes|takes precedence over)\b|\b(?:overrides?|supersedes?|takes? precedence over) (?:all |any )?(?:previous|prior|other) (?:instructions|rules)\b"),
+    (
+        "ignore-instructions",
+        3.0,
+        r"\b(?:ignore|ignoring|disregard|disregarding|forget|forgetting|override|overriding|bypass|bypassing|skip|drop|abandon|discard|neglect|dismiss|set aside|throw away|throw out|pay no (?:attention|heed) to|do not (?:follow|obey)|don'?t (?:follow|obey)|stop following|no longer (?:follow|obey)|scrap|erase|wipe|cancel|void)\b(?:\W+\w+){0,5}?\W+(?:previous|prior|above|earlier|preceding|former|original|initial|all|any|every|your|system|developer|existing|old|these|those|safety|current|given|preset|default|other)\b(?:\W+\w+){0,3}?\W+(?:instructions?|prompts?|rules|guidelines|directives?|directions|commands?|constraints|guardrails|polic(?:y|ies)|programming|messages?|orders|restrictions|context|guidance|filters|limitations)\b",
+    ),
+    (
+        "ignore-instructions",
+        1.5,
+        r"\b(?:ignore|disregard|forget|override|bypass)\b(?:\W+\w+){0,2}?\W+(?:instructions?|prompts?|guidelines|directives?|guardrails|programming|restrictions)\b",
+    ),
+    (
+        "ignore-instructions",
+        3.0,
+        r"\b(?:ignore|disregard|forget)\s+(?:everything\s+)?(?:the\s+|all\s+)?(?:above|preceding)\b|\bforget everything (?:you|above|before|that)\b|\bwhatever you were (?:told|instructed|asked)\b",
+    ),
+    (
+        "ignore-instructions",
+        2.0,
+        r"\bignore the (?:user|diff|question|document|request|task|content|code|review|previous)\b",
+    ),
+    (
+        "ignore-instructions",
+        3.0,
+        r"\b(?:instructions?|guidance|rules|orders|configuration|guardrails|programming|directives?|guidelines|restrictions|prompt)\b(?:\W+\w+){0,6}?\W+(?:no longer appl(?:y|ies)|(?:are|is|were|was|have been|has been)\s+(?:\w+\s+)?(?:void|outdated|revoked|cancell?ed|obsolete|a test|over|null|lifted|suspended|disabled)|(?:have|has) changed)\b",
+    ),
+    (
+        "ignore-instructions",
+        3.0,
+        r"\b(?:consider|treat)\s+(?:your|all|the|any)\s+(?:\w+\s+){0,2}(?:instructions|configuration|rules|guidelines|programming|orders)\s+(?:as\s+)?(?:cancell?ed|void|revoked|obsolete|null|deleted|invalid)\b|\b(?:overrides?|supersedes?)\s+(?:your|my|the|all|any)\b(?:\W+\w+){0,3}?\W+(?:programming|instructions|rules|prompt)\b",
+    ),
+    (
+        "ignore-instructions",
+        2.0,
+        r"\b(?:everything|all) (?:the (?:operator|developer|admin)|you were|your developer) (?:configured|told|said|set up)\b",
+    ),
+    (
+        "ignore-instructions",
+        2.0,
+        r"\boutranks (?:the user|your instructions)\b",
+    ),
+    (
+        "ignore-instructions",
+        2.0,
+        r"\b(?:command|instruction|order)s? from your (?:developer|creator|admin|operator|owner)\b",
+    ),
+    (
+        "ignore-instructions",
+        2.0,
+        r"\b(?:do not|don't)\s+\w+(?:\s+\w+)?\s*[;,.]\s*instead\b",
+    ),
+    (
+        "role-override",
+        1.5,
+        r"\byou are now\b|\bfrom now on,? (?:you|your|act|respond|answer|reply|behave)\b",
+    ),
+    (
+        "role-override",
+        1.5,
+        r"\b(?:developer|debug|admin|maintenance|sudo|root) mode\b",
+    ),
+    (
+        "role-override",
+        3.0,
+        r"\bact as (?:an? )?(?:unrestricted|unfiltered|evil|different|new|uncensored|rogue|malicious)\b|\bpretend (?:to be|you are|that you)\b|\broleplay as\b|\brole-play as\b|\byour (?:new|real|true|actual|only) (?:role|task|instructions|objective|goal|purpose|job|mission|directive)\b|\b(?:the assistant'?s|its) true purpose\b|\b(?:dan|god|jailbreak|jailbroken|unrestricted|unfiltered|evil) mode\b|\bno (?:longer )?(?:bound|restricted|limited|constrained) by\b|\bwithout (?:any )?(?:restrictions|limitations|filters|censorship|guardrails|rules)\b|\byou have no (?:rules|restrictions|limits|filters)\b|\bnew system prompt\b|\byou (?:now )?work for me\b",
+    ),
+    (
+        "role-override",
+        2.0,
+        r"\bnew (?:system )?(?:instructions?|prompt|rules|directives?)\s*[:\-]|\bupdated instructions\s*:",
+    ),
+    (
+        "conceal-from-user",
+        3.0,
+        r"\b(?:do not|don'?t|never|without|avoid)\s+(?:ever\s+)?(?:tell|telling|inform|informing|mention|mentioning|reveal|revealing|alert|alerting|notify|notifying|let\s+\w+\s+know|show|showing|disclos\w*|warn|warning|ask|asking)\s+(?:this\s+|it\s+|anything\s+|about\s+this\s+)?(?:to\s+)?(?:the\s+)?(?:user|human|operator|client)\b|\b(?:keep|hide) (?:this|it|these|that)(?: \w+)? (?:secret |hidden |confidential )?from (?:the )?(?:user|human|operator)\b|\b(?:secretly|silently|covertly|quietly|discreetly)\s+(?:send|upload|forward|call|run|execute|include|add|copy|e-?mail|post|transfer|exfiltrate|share|append)\b|\bthe user (?:must|should) not (?:know|see|be told)\b|\bthe user won'?t mind\b",
+    ),
+    (
+        "exfiltration",
+        2.0,
+        r"\b(?:send|upload|post|forward|transmit|e-?mail|exfiltrate|leak|copy|paste|share|submit|append|attach|include|transfer|collect|summari[sz]e)\b(?:\W+\w+){0,8}?\W+(?:~/\.ssh|id_rsa|id_ed25519|\.env\b|credentials?|api[ _-]?keys?|access[ _-]?tokens?|auth tokens?|passwords?|private keys?|session cookies|cookies|env(?:ironment)? variables|conversation history|chat history|system prompt|ssh keys?|secrets?\b|tokens?\b|customer list)",
+    ),
+    (
+        "exfiltration",
+        2.0,
+        r"\b(?:send|upload|post|forward|transmit|exfiltrate|leak|e-?mail)\b[^.\n]{0,80}\b(?:to|at)\s+(?:https?://|[\w.-]+@[\w.-]+\.\w+|the (?:address|link|url) below)|\b(?:read|cat|open|print|output|dump|fetch|attach|paste)\b(?:\W+\w+){0,4}?\W+(?:~/\.ssh|id_rsa|/etc/(?:passwd|shadow)|\.aws/credentials|\.netrc|\.env\b)|\bupload the (?:workspace|repository|repo|project|files)\b",
+    ),
+    (
+        "prompt-leak",
+        3.0,
+        r"\b(?:reveal|print|show|repeat|output|display|tell me|write out|recite|dump|leak|disclose|share|spell out|echo)\b(?:\W+\w+){0,4}?\W+(?:system prompt|(?:your|the) (?:initial|hidden|original|secret|system|configuration) (?:prompt|instructions)|(?:your|the) (?:instructions|prompt|rules|guidelines)(?: above| verbatim| word for word)|everything above|the text above|pre-?prompt|developer message)|\bwhat(?:'s| is) your (?:system prompt|initial prompt|prompt|instructions)\b",
+    ),
+    (
+        "hidden-directive",
+        3.0,
+        r"<\s*/?\s*(?:important|system|instructions?|admin|sudo|override|secret|hidden|directive|system_prompt|assistant_instructions|ai_instructions)\s*>|\[\s*/?\s*(?:system|admin|instructions?|override|important)(?:\s+(?:message|note|prompt|override))?\s*\]|\bbegin (?:system|admin|new|hidden) (?:prompt|instructions?|message|override)\b|\(\s*(?:system|admin) (?:note|message|override)\s*:",
+    ),
+    (
+        "hidden-directive",
+        1.5,
+        r"(?m:^\s*(?:system|developer|assistant)\s*:\s)|#{2,}\s*(?:system|new instructions?|override)\b|\bend of (?:system )?(?:prompt|instructions)\b",
+    ),
+    (
+        "hidden-directive",
+        2.0,
+        r"(?ms:^\s*(?:assistant|ai|system)\s*:.*^\s*(?:user|human)\s*:)",
+    ),
+    (
+        "chat-template-token",
+        3.0,
+        r"<\|im_start\|>|<\|im_end\|>|<\|system\|>|<\|user\|>|<\|assistant\|>|<\|endoftext\|>|\[/?inst\]|<</?sys>>|<\|begin_of_text\|>|<\|start_header_id\|>|<\|eot_id\|>|<start_of_turn>|<end_of_turn>",
+    ),
+    (
+        "addressed-to-ai",
+        1.5,
+        r"\b(?:(?:note|message|attention|instructions?|reminder) (?:to|for) (?:the |any |all )?(?:ai|assistant|model|llm|agent|chatbot|language model|ai models?|ai agents?)|attention,? (?:ai|llm|model|assistant|agent)|(?:dear|hey|hello|hi) (?:ai|assistant|claude|chatgpt|gpt|model|agent|llm|copilot)|if you are an? (?:ai|llm|language model|assistant|agent|bot|large language model)|as an ai (?:assistant|agent|model)?,? you (?:must|should|will|are required)|ai (?:agents?|assistants?|models?) (?:reading|processing|summari[sz]ing) this|(?:to|for) the (?:ai|llm|agent|assistant|model) (?:reading|processing|summari[sz]ing)|when you read this|the assistant (?:must|should|will) now)\b|@(?:copilot|claude|assistant|ai|gpt|chatgpt)\b",
+    ),
+    (
+        "addressed-to-ai",
+        1.5,
+        r"\bcomply with this (?:file|document|page|text|message)\b",
+    ),
+    (
+        "tool-coercion",
+        1.5,
+        r"\b(?:call|invoke|run|execute|use|trigger)\s+(?:the\s+)?(?:`?[\w.-]+`?\s+)?(?:tool|function|command)\b[^.\n]{0,60}\b(?:immediately|right now|right away|first|before (?:answering|responding|replying|you respond))|\bimmediately (?:call|run|invoke|execute|use|delete|send)\b",
+    ),
+    (
+        "tool-coercion",
+        2.0,
+        r"\b(?:before|instead of) (?:answering|responding|replying|summari[sz]ing)(?: to the user)?,? (?:you must|first|always|call|run|invoke|send)\b",
+    ),
+    (
+        "tool-coercion",
+        1.5,
+        r"\byou must (?:call|run|invoke|execute|use) the\b",
+    ),
+    (
+        "tool-coercion",
+        1.5,
+        r"\bwithout (?:asking|confirmation|permission|telling anyone)\b",
+    ),
+    (
+        "urgent-imperative",
+        1.0,
+        r"\b(?:important|urgent|critical|mandatory|required|warning)\s*[:!]+\s*(?:you must|always|never|do not|ignore|immediately)|\byou must (?:now |immediately |always |strictly )?(?:ignore|forget|obey|comply|follow these|disregard)\b",
+    ),
+    (
+        "urgent-imperative",
+        2.0,
+        r"\bthis (?:instruction|message|directive|text) (?:overrides|supersedes|takes precedence over)\b|\b(?:overrides?|supersedes?|takes? precedence over) (?:all |any )?(?:previous|prior|other) (?:instructions|rules)\b",
+    ),
     // Other languages.
-    ("ignore-instructions", 3.0, r"\b(?:ignora|ignore|ignoren|olvida|olvide|olviden|descarta|omite|haz caso omiso de)\b.{0,40}\b(?:instrucciones|reglas|indicaciones|órdenes|directrices)\b|\b(?:ignore[zr]|oublie[zr]?|ne tiens? pas compte|ne tenez pas compte)\b.{0,40}\b(?:instructions|consignes|règles|directives)\b|\bignore\b.{0,40}\b(?:consignes|règles|instructions précédentes)\b|\b(?:ignorier\w*|vergiss\w*|vergessen sie|missacht\w*)\b.{0,40}\b(?:anweisungen|regeln|vorgaben|instruktionen|befehle|richtlinien)\b|\b(?:ignora|ignorate|dimentica|dimenticate|trascura)\b.{0,40}\b(?:istruzioni|regole|indicazioni|direttive)\b|\b(?:ignore|ignora|esqueça|esqueca|esquece|desconsidere)\b.{0,40}\b(?:instruções|instrucoes|regras|orientações|diretrizes)\b|\b(?:negeer|vergeet)\b.{0,40}\b(?:instructies|regels|aanwijzingen)\b|\b(?:zignoruj|ignoruj|zapomnij)\b.{0,40}\b(?:instrukcje|polecenia|zasady|reguły)\b|(?:игнорир\w*|проигнорир\w*|забудь\w*|не обращай внимания на)\W+(?:\w+\W+){0,4}?(?:инструкци\w*|правил\w*|указани\w*|команд\w*)|(?:ігноруй\w*|забудь)\W+(?:\w+\W+){0,4}?(?:інструкці\w*|правил\w*|вказів\w*)|(?:忽略|无视|忘记|忘掉|不要理会|忽视|無視)[^。！？]{0,12}(?:指令|指示|说明|規則|规则|提示|设定|命令)|(?:以前|前|上記|これまで|先)の?(?:指示|命令|ルール|プロンプト)を?(?:すべて|全て)?(?:無視|忘れ)|(?:이전|위의|앞의|모든)\s*(?:지시|명령|지침|규칙)\S*\s*(?:\S+\s+)?(?:무시|잊)|(?:önceki|tüm|bütün)\s+(?:talimatları|kuralları|komutları)\s+(?:yok say|unut|görmezden gel)|تجاهل.{0,20}(?:التعليمات|الأوامر|القواعد)|(?:पिछले|सभी|पहले).{0,20}निर्देश.{0,20}(?:अनदेखा|भूल|नज़रअंदाज़)"),
-    ("role-override", 3.0, r"\bahora eres\b|\ba partir de ahora,? (?:eres|serás|responde)|\btu es (?:maintenant|désormais)\b|\bà partir de maintenant,? tu\b|\bdu bist (?:jetzt|nun|ab sofort)\b|\bab sofort bist du\b|\bora sei\b|\bda ora in poi,? (?:sei|rispondi)\b|\bagora você é\b|\ba partir de agora,? você\b|ты теперь\b|отныне ты|тепер ти\b|你现在是|从现在开始你|あなたは今から|今からあなたは|너는 이제|지금부터 너는|sin restricciones|sans limites|ohne einschränkungen|senza regole|sem restrições|без ограничений|没有限制|制限のない|제한 없는"),
-    ("conceal-from-user", 3.0, r"no (?:le )?(?:digas|informes|menciones|cuentes) (?:nada |esto )?al usuario|sin (?:decírselo|informar) al usuario|ne (?:le )?dis rien à l'utilisateur|sans (?:le )?dire à l'utilisateur|n'en parle pas à l'utilisateur|(?:sag|erzähl|verrat)\w* (?:dem|der) (?:benutzer|nutzer)\w* nichts|ohne (?:es )?dem (?:benutzer|nutzer) zu sagen|non dirlo all'utente|não (?:conte|diga) (?:nada )?ao usuário|не говори пользователю|не сообщай пользователю|不要告诉用户|别告诉用户|ユーザーに(?:言わ|伝え|知らせ)ないで|사용자에게 (?:말하지|알리지) (?:마|말)"),
-    ("exfiltration", 2.0, r"(?:envía|envia|manda|sube)\b.{0,40}\b(?:contraseñas?|credenciales|claves?|tokens?)|(?:envoie|envoyez|transmets)\b.{0,40}\b(?:mots de passe|identifiants|clés|jetons)|(?:sende|schicke|übermittle)\w*\b.{0,40}\b(?:passwörter|passwort|zugangsdaten|schlüssel)|(?:отправь|перешли|пришли|надішли)\w*\W+(?:\w+\W+){0,5}?(?:парол\w*|ключ\w*|токен\w*)|(?:发送|上传|发给).{0,15}(?:密码|密钥|凭证|令牌)|(?:送信|アップロード).{0,15}(?:パスワード|秘密鍵|認証情報)|(?:wyślij|wyslij)\b.{0,30}\bhasła|(?:envie|enviar)\b.{0,30}\b(?:senhas|credenciais)|(?:mostra|muestra|montre|zeig\w*|покажи|显示|表示|출력)\b.{0,30}(?:password|contraseña|mot de passe|passwort|пароль|системный промпт|系统提示|システムプロンプト|시스템 프롬프트|prompt système|systemprompt)|(?:révélez|révèle|revela|rivela)\b.{0,30}\b(?:prompt|contraseña|password)|(?:كلمة المرور|पासवर्ड भेज)"),
+    (
+        "ignore-instructions",
+        3.0,
+        r"\b(?:ignora|ignore|ignoren|olvida|olvide|olviden|descarta|omite|haz caso omiso de)\b.{0,40}\b(?:instrucciones|reglas|indicaciones|órdenes|directrices)\b|\b(?:ignore[zr]|oublie[zr]?|ne tiens? pas compte|ne tenez pas compte)\b.{0,40}\b(?:instructions|consignes|règles|directives)\b|\bignore\b.{0,40}\b(?:consignes|règles|instructions précédentes)\b|\b(?:ignorier\w*|vergiss\w*|vergessen sie|missacht\w*)\b.{0,40}\b(?:anweisungen|regeln|vorgaben|instruktionen|befehle|richtlinien)\b|\b(?:ignora|ignorate|dimentica|dimenticate|trascura)\b.{0,40}\b(?:istruzioni|regole|indicazioni|direttive)\b|\b(?:ignore|ignora|esqueça|esqueca|esquece|desconsidere)\b.{0,40}\b(?:instruções|instrucoes|regras|orientações|diretrizes)\b|\b(?:negeer|vergeet)\b.{0,40}\b(?:instructies|regels|aanwijzingen)\b|\b(?:zignoruj|ignoruj|zapomnij)\b.{0,40}\b(?:instrukcje|polecenia|zasady|reguły)\b|(?:игнорир\w*|проигнорир\w*|забудь\w*|не обращай внимания на)\W+(?:\w+\W+){0,4}?(?:инструкци\w*|правил\w*|указани\w*|команд\w*)|(?:ігноруй\w*|забудь)\W+(?:\w+\W+){0,4}?(?:інструкці\w*|правил\w*|вказів\w*)|(?:忽略|无视|忘记|忘掉|不要理会|忽视|無視)[^。！？]{0,12}(?:指令|指示|说明|規則|规则|提示|设定|命令)|(?:以前|前|上記|これまで|先)の?(?:指示|命令|ルール|プロンプト)を?(?:すべて|全て)?(?:無視|忘れ)|(?:이전|위의|앞의|모든)\s*(?:지시|명령|지침|규칙)\S*\s*(?:\S+\s+)?(?:무시|잊)|(?:önceki|tüm|bütün)\s+(?:talimatları|kuralları|komutları)\s+(?:yok say|unut|görmezden gel)|تجاهل.{0,20}(?:التعليمات|الأوامر|القواعد)|(?:पिछले|सभी|पहले).{0,20}निर्देश.{0,20}(?:अनदेखा|भूल|नज़रअंदाज़)",
+    ),
+    (
+        "role-override",
+        3.0,
+        r"\bahora eres\b|\ba partir de ahora,? (?:eres|serás|responde)|\btu es (?:maintenant|désormais)\b|\bà partir de maintenant,? tu\b|\bdu bist (?:jetzt|nun|ab sofort)\b|\bab sofort bist du\b|\bora sei\b|\bda ora in poi,? (?:sei|rispondi)\b|\bagora você é\b|\ba partir de agora,? você\b|ты теперь\b|отныне ты|тепер ти\b|你现在是|从现在开始你|あなたは今から|今からあなたは|너는 이제|지금부터 너는|sin restricciones|sans limites|ohne einschränkungen|senza regole|sem restrições|без ограничений|没有限制|制限のない|제한 없는",
+    ),
+    (
+        "conceal-from-user",
+        3.0,
+        r"no (?:le )?(?:digas|informes|menciones|cuentes) (?:nada |esto )?al usuario|sin (?:decírselo|informar) al usuario|ne (?:le )?dis rien à l'utilisateur|sans (?:le )?dire à l'utilisateur|n'en parle pas à l'utilisateur|(?:sag|erzähl|verrat)\w* (?:dem|der) (?:benutzer|nutzer)\w* nichts|ohne (?:es )?dem (?:benutzer|nutzer) zu sagen|non dirlo all'utente|não (?:conte|diga) (?:nada )?ao usuário|не говори пользователю|не сообщай пользователю|不要告诉用户|别告诉用户|ユーザーに(?:言わ|伝え|知らせ)ないで|사용자에게 (?:말하지|알리지) (?:마|말)",
+    ),
+    (
+        "exfiltration",
+        2.0,
+        r"(?:envía|envia|manda|sube)\b.{0,40}\b(?:contraseñas?|credenciales|claves?|tokens?)|(?:envoie|envoyez|transmets)\b.{0,40}\b(?:mots de passe|identifiants|clés|jetons)|(?:sende|schicke|übermittle)\w*\b.{0,40}\b(?:passwörter|passwort|zugangsdaten|schlüssel)|(?:отправь|перешли|пришли|надішли)\w*\W+(?:\w+\W+){0,5}?(?:парол\w*|ключ\w*|токен\w*)|(?:发送|上传|发给).{0,15}(?:密码|密钥|凭证|令牌)|(?:送信|アップロード).{0,15}(?:パスワード|秘密鍵|認証情報)|(?:wyślij|wyslij)\b.{0,30}\bhasła|(?:envie|enviar)\b.{0,30}\b(?:senhas|credenciais)|(?:mostra|muestra|montre|zeig\w*|покажи|显示|表示|출력)\b.{0,30}(?:password|contraseña|mot de passe|passwort|пароль|системный промпт|系统提示|システムプロンプト|시스템 프롬프트|prompt système|systemprompt)|(?:révélez|révèle|revela|rivela)\b.{0,30}\b(?:prompt|contraseña|password)|(?:كلمة المرور|पासवर्ड भेज)",
+    ),
 ];
 
 /// Obfuscation that changed what the signals could see.
@@ -154,7 +290,9 @@ impl Detector {
             discussion: compile(
                 r"\b(?:prompt[ -]injections?|injection attacks?|injection de prompt|inyección de prompts?|angriff|ataque|attaque|par exemple|zum beispiel|por ejemplo|etwa mit|jailbreak(?:s|ing)? (?:attempts?|attacks?|prompts?)|attackers?|adversar\w*|malicious|red[- ]team\w*|owasp|for example|e\.g\.|for instance|such as|example (?:of|payload|attack)|researchers?|detect\w*|classif\w*|benchmark|dataset|mitigat\w*|defen[cs]\w*|phrases? like|strings? like|payloads?|vulnerab\w*|threat model|security (?:team|review|research|guide|training))\b",
             ),
-            quoted: compile(r#""[^"\n]{6,}"|“[^”\n]{6,}”|'[^'\n]{12,}'|`[^`\n]{6,}`|«[^»\n]{6,}»|„[^“\n]{6,}“"#),
+            quoted: compile(
+                r#""[^"\n]{6,}"|“[^”\n]{6,}”|'[^'\n]{12,}'|`[^`\n]{6,}`|«[^»\n]{6,}»|„[^“\n]{6,}“"#,
+            ),
             base64: compile(r"[A-Za-z0-9+/]{24,}={0,2}"),
             spaced: compile(r"\b(?:\w[ .\-_*]){3,}\w\b"),
             spread: compile(r"(?:\b\w [^\s] ){5,}"),
@@ -203,11 +341,13 @@ impl Detector {
                     .collect::<String>()
             })
             .collect();
-        let joined = self.spaced.replace_all(&skeleton, |c: &regex::Captures<'_>| {
-            c[0].chars()
-                .filter(|ch| ch.is_alphanumeric())
-                .collect::<String>()
-        });
+        let joined = self
+            .spaced
+            .replace_all(&skeleton, |c: &regex::Captures<'_>| {
+                c[0].chars()
+                    .filter(|ch| ch.is_alphanumeric())
+                    .collect::<String>()
+            });
         if skeleton != lower {
             self.signals(&skeleton, &mut seen);
         }
@@ -227,8 +367,8 @@ impl Detector {
         }
         // Obfuscation is a signal of its own once anything was found: text
         // that only shows its meaning after normalization or mapping.
-        let obfuscated = seen.len() > plain_signals
-            || normalized.text.as_ref() != text && !seen.is_empty();
+        let obfuscated =
+            seen.len() > plain_signals || normalized.text.as_ref() != text && !seen.is_empty();
         if obfuscated && !seen.is_empty() {
             score += OBFUSCATION_WEIGHT;
             kinds.push("obfuscation");
@@ -335,7 +475,10 @@ mod tests {
             .chars()
             .map(|c| char::from_u32(0xE0000 + c as u32).unwrap())
             .collect();
-        assert!(!d.judge(&format!("Weather: sunny.{tagged}")).kinds.is_empty());
+        assert!(!d
+            .judge(&format!("Weather: sunny.{tagged}"))
+            .kinds
+            .is_empty());
         for text in [
             "Adds two numbers.",
             "A classic prompt injection is the phrase \"ignore all previous instructions\"; our classifier detects it.",

@@ -114,6 +114,8 @@ impl Refused {
 }
 
 /// Reads one line strictly. `line` excludes the trailing newline.
+// A refusal is the rare path; its ids are needed by value by every caller.
+#[allow(clippy::result_large_err)]
 pub fn parse_strict(line: &[u8]) -> Result<Message, Refused> {
     let refused = |rejection, id| {
         Err(Refused {
@@ -217,10 +219,10 @@ pub fn folded_key(key: &str) -> String {
         .flat_map(|c| {
             // Simple case folding where it differs from lowercasing.
             let c = match c {
-                '\u{017F}' => 's',                 // LATIN SMALL LETTER LONG S
-                '\u{1E9E}' => 'ß',                 // LATIN CAPITAL LETTER SHARP S
-                '\u{0345}' | '\u{1FBE}' => 'ι',    // ypogegrammeni, prosgegrammeni
-                '\u{03C2}' => 'σ',                 // final sigma
+                '\u{017F}' => 's',              // LATIN SMALL LETTER LONG S
+                '\u{1E9E}' => 'ß',              // LATIN CAPITAL LETTER SHARP S
+                '\u{0345}' | '\u{1FBE}' => 'ι', // ypogegrammeni, prosgegrammeni
+                '\u{03C2}' => 'σ',              // final sigma
                 '\u{03D0}' => 'β',
                 '\u{03D1}' => 'θ',
                 '\u{03D5}' => 'φ',

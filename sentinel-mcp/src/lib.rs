@@ -16,6 +16,7 @@
 pub mod cli;
 pub mod daemon;
 pub mod decider;
+pub mod exact;
 pub mod framing;
 pub mod http;
 pub mod injection;
@@ -23,7 +24,6 @@ pub mod inprocess;
 pub mod jsonrpc;
 pub mod local;
 pub mod methods;
-pub mod exact;
 pub mod mrtr;
 pub mod proxy;
 pub mod scan;

@@ -138,10 +138,7 @@ impl StateSealer {
         let mut redeemed = self.redeemed.lock().unwrap_or_else(|p| p.into_inner());
         let now = unix(now);
         redeemed.retain(|_, expires| *expires > now);
-        if redeemed
-            .insert(sealed.nonce, sealed.expires_unix)
-            .is_some()
-        {
+        if redeemed.insert(sealed.nonce, sealed.expires_unix).is_some() {
             return Err(StateError::Replayed);
         }
         Ok(())

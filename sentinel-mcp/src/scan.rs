@@ -42,39 +42,78 @@ const SECRET_PATTERNS: &[(&str, &str)] = &[
         "private-key",
         r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?s:.*?)(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|\z)",
     ),
-    ("aws-access-key", r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|A3T[A-Z0-9])[0-9A-Z]{16}\b"),
+    (
+        "aws-access-key",
+        r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|A3T[A-Z0-9])[0-9A-Z]{16}\b",
+    ),
     (
         "aws-secret-key",
         r#"(?i)aws_?secret_?access_?key["']?\s*[:=]\s*["']?[A-Za-z0-9/+=]{40}"#,
     ),
     ("github-token", r"\bgh[pousr]_[A-Za-z0-9]{36,255}\b"),
     ("github-token", r"\bgithub_pat_[A-Za-z0-9_]{22,255}"),
-    ("gitlab-token", r"\bgl(?:pat|dt|rt|ptt|ft|imt|agent|oas|cbt|soat|ffct)-[0-9A-Za-z_-]{20,}"),
+    (
+        "gitlab-token",
+        r"\bgl(?:pat|dt|rt|ptt|ft|imt|agent|oas|cbt|soat|ffct)-[0-9A-Za-z_-]{20,}",
+    ),
     ("gitlab-token", r"\bGR1348941[0-9A-Za-z_-]{20,}"),
     ("slack-token", r"\bxox[abposre]-[A-Za-z0-9-]{10,}"),
     ("slack-token", r"\bxapp-\d-[A-Z0-9]+-\d+-[a-z0-9]+"),
-    ("slack-webhook", r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/_+-]{20,}"),
-    ("discord-webhook", r"https://(?:ptb\.|canary\.)?discord(?:app)?\.com/api/webhooks/\d+/[A-Za-z0-9_-]{60,}"),
+    (
+        "slack-webhook",
+        r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/_+-]{20,}",
+    ),
+    (
+        "discord-webhook",
+        r"https://(?:ptb\.|canary\.)?discord(?:app)?\.com/api/webhooks/\d+/[A-Za-z0-9_-]{60,}",
+    ),
     ("google-api-key", r"\bAIza[0-9A-Za-z_-]{35}"),
-    ("gcp-service-account", r#""type"\s*:\s*"service_account"(?s:.{0,2000}?)"private_key""#),
+    (
+        "gcp-service-account",
+        r#""type"\s*:\s*"service_account"(?s:.{0,2000}?)"private_key""#,
+    ),
     ("gcp-oauth-secret", r"\bGOCSPX-[A-Za-z0-9_-]{28}"),
-    ("stripe-key", r"\b(?:sk|rk)_(?:live|test|prod)_[0-9A-Za-z]{20,}"),
-    ("anthropic-key", r"\bsk-ant-(?:api|admin)\d{2}-[A-Za-z0-9_-]{40,}"),
+    (
+        "stripe-key",
+        r"\b(?:sk|rk)_(?:live|test|prod)_[0-9A-Za-z]{20,}",
+    ),
+    (
+        "anthropic-key",
+        r"\bsk-ant-(?:api|admin)\d{2}-[A-Za-z0-9_-]{40,}",
+    ),
     ("anthropic-key", r"\bsk-ant-[A-Za-z0-9_-]{20,}"),
-    ("openai-key", r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{32,}"),
+    (
+        "openai-key",
+        r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{32,}",
+    ),
     ("npm-token", r"\bnpm_[A-Za-z0-9]{36}\b"),
     ("pypi-token", r"\bpypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,}"),
     ("huggingface-token", r"\bhf_[A-Za-z]{34}\b"),
     ("huggingface-token", r"\bapi_org_[A-Za-z]{34}\b"),
     ("azure-storage-key", r"(?i)AccountKey=[A-Za-z0-9+/]{86}=="),
-    ("azure-sas-token", r"(?i)[?&]sig=[A-Za-z0-9%+/]{40,}={0,2}(?:&|\b)"),
-    ("azure-ad-client-secret", r"\b[A-Za-z0-9_~.]{3}\dQ~[A-Za-z0-9_~.-]{31,34}\b"),
+    (
+        "azure-sas-token",
+        r"(?i)[?&]sig=[A-Za-z0-9%+/]{40,}={0,2}(?:&|\b)",
+    ),
+    (
+        "azure-ad-client-secret",
+        r"\b[A-Za-z0-9_~.]{3}\dQ~[A-Za-z0-9_~.-]{31,34}\b",
+    ),
     ("twilio-key", r"\bSK[0-9a-fA-F]{32}\b"),
-    ("twilio-key", r"(?i)twilio[\w\s\x22':=-]{0,20}\b[0-9a-f]{32}\b"),
-    ("sendgrid-key", r"\bSG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}\b"),
+    (
+        "twilio-key",
+        r"(?i)twilio[\w\s\x22':=-]{0,20}\b[0-9a-f]{32}\b",
+    ),
+    (
+        "sendgrid-key",
+        r"\bSG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}\b",
+    ),
     ("mailgun-key", r"\bkey-[0-9a-f]{32}\b"),
     ("mailchimp-key", r"\b[0-9a-f]{32}-us\d{1,2}\b"),
-    ("datadog-key", r"(?i)(?:datadog|\bdd)[\w.-]{0,20}(?:api|app)[_-]?key[\x22'\s]*[:=]\s*[\x22']?[0-9a-f]{32,40}\b"),
+    (
+        "datadog-key",
+        r"(?i)(?:datadog|\bdd)[\w.-]{0,20}(?:api|app)[_-]?key[\x22'\s]*[:=]\s*[\x22']?[0-9a-f]{32,40}\b",
+    ),
     ("shopify-token", r"\bshp(?:at|ca|pa|ss)_[0-9a-fA-F]{32}\b"),
     ("digitalocean-token", r"\bdo[opr]_v1_[0-9a-f]{64}\b"),
     ("doppler-token", r"\bdp\.pt\.[A-Za-z0-9]{43}\b"),
@@ -82,24 +121,45 @@ const SECRET_PATTERNS: &[(&str, &str)] = &[
     ("postman-key", r"\bPMAK-[0-9a-f]{24}-[0-9a-f]{34}\b"),
     ("pulumi-token", r"\bpul-[0-9a-f]{40}\b"),
     ("atlassian-token", r"\bATATT3[A-Za-z0-9_=-]{180,}"),
-    ("square-token", r"\b(?:EAAA|sq0atp-|sq0csp-)[0-9A-Za-z_-]{22,60}\b"),
+    (
+        "square-token",
+        r"\b(?:EAAA|sq0atp-|sq0csp-)[0-9A-Za-z_-]{22,60}\b",
+    ),
     ("telegram-bot-token", r"\b\d{8,10}:AA[0-9A-Za-z_-]{33}\b"),
     ("groq-key", r"\bgsk_[A-Za-z0-9]{52}\b"),
     ("xai-key", r"\bxai-[A-Za-z0-9]{80}\b"),
     ("replicate-token", r"\br8_[A-Za-z0-9]{37}\b"),
     ("databricks-token", r"\bdapi[0-9a-f]{32}(?:-\d)?\b"),
     ("vault-token", r"\bhv[sbr]\.[A-Za-z0-9_-]{24,}"),
-    ("terraform-token", r"\b[A-Za-z0-9]{14}\.atlasv1\.[A-Za-z0-9_=-]{60,70}"),
-    ("age-secret-key", r"\bAGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}\b"),
+    (
+        "terraform-token",
+        r"\b[A-Za-z0-9]{14}\.atlasv1\.[A-Za-z0-9_=-]{60,70}",
+    ),
+    (
+        "age-secret-key",
+        r"\bAGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}\b",
+    ),
     ("alibaba-key", r"\bLTAI[A-Za-z0-9]{20}\b"),
-    ("heroku-key", r"(?i)heroku[\w\s\x22':=-]{0,20}\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"),
-    ("cloudflare-key", r"(?i)cloudflare[\w\s\x22':=-]{0,20}\b[A-Za-z0-9_-]{40}\b"),
-    ("jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
+    (
+        "heroku-key",
+        r"(?i)heroku[\w\s\x22':=-]{0,20}\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b",
+    ),
+    (
+        "cloudflare-key",
+        r"(?i)cloudflare[\w\s\x22':=-]{0,20}\b[A-Za-z0-9_-]{40}\b",
+    ),
+    (
+        "jwt",
+        r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
+    ),
     (
         "database-url-password",
         r"(?i)\b(?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|redis|rediss|amqps?|mssql|sqlserver|oracle|clickhouse|cockroachdb)://[^\s:/@]+:[^\s@/]{3,}@[^\s/]+",
     ),
-    ("url-password", r"(?i)\bhttps?://[^\s:/@]+:[^\s@/]{6,}@[A-Za-z0-9.-]+"),
+    (
+        "url-password",
+        r"(?i)\bhttps?://[^\s:/@]+:[^\s@/]{6,}@[A-Za-z0-9.-]+",
+    ),
 ];
 
 /// `key = value` (or `"key": "value"`) whose key names a credential and
@@ -134,9 +194,21 @@ pub fn looks_random(value: &str) -> bool {
         return false;
     }
     let lower = value.to_ascii_lowercase();
-    if ["example", "xxxx", "changeme", "your_", "your-", "<", "${", "{{", "redacted", "placeholder", "dummy"]
-        .iter()
-        .any(|p| lower.contains(p))
+    if [
+        "example",
+        "xxxx",
+        "changeme",
+        "your_",
+        "your-",
+        "<",
+        "${",
+        "{{",
+        "redacted",
+        "placeholder",
+        "dummy",
+    ]
+    .iter()
+    .any(|p| lower.contains(p))
     {
         return false;
     }
@@ -184,10 +256,9 @@ impl Scanner {
     }
 
     fn generic_in(&self, text: &str) -> bool {
-        self.generic.captures_iter(text).any(|c| {
-            c.name("value")
-                .is_some_and(|v| looks_random(v.as_str()))
-        })
+        self.generic
+            .captures_iter(text)
+            .any(|c| c.name("value").is_some_and(|v| looks_random(v.as_str())))
     }
 
     /// The kinds of secret found in `text` (after normalization), if any.
@@ -274,7 +345,9 @@ impl Scanner {
             Value::Object(map) => {
                 let keys: Vec<String> = map.keys().cloned().collect();
                 for key in keys {
-                    let Some(mut v) = map.remove(&key) else { continue };
+                    let Some(mut v) = map.remove(&key) else {
+                        continue;
+                    };
                     let key_kinds = self.secrets_in(&key);
                     let new_key = if key_kinds.is_empty() {
                         key.clone()
@@ -413,8 +486,12 @@ pub fn normalize(text: &str) -> Normalized<'_> {
             }
             '\u{E0000}'..='\u{E007F}' => hidden = true,
             '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' => hidden = true,
-            '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{00AD}'
-            | '\u{180E}' | '\u{034F}' => {}
+            '\u{200B}'..='\u{200F}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{FEFF}'
+            | '\u{00AD}'
+            | '\u{180E}'
+            | '\u{034F}' => {}
             c => out.push(c),
         }
     }
@@ -496,7 +573,6 @@ fn redact_sensitive_fields(value: &mut Value) -> bool {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -540,28 +616,57 @@ mod tests {
             ("gitlab-token", "glpat-0123456789abcdefABCD"),
             ("npm-token", "npm_0123456789abcdefghijABCDEFGHIJ012345"),
             ("huggingface-token", "hf_abcdefghijABCDEFGHIJabcdefghijABCD"),
-            ("sendgrid-key", "SG.abcdefghijABCDEFGHIJ12.abcdefghijABCDEFGHIJabcdefghijABCDEFGHIJ123"),
-            ("database-url-password", "postgres://app:s3cretPass@db.internal:5432/prod"),
+            (
+                "sendgrid-key",
+                "SG.abcdefghijABCDEFGHIJ12.abcdefghijABCDEFGHIJabcdefghijABCDEFGHIJ123",
+            ),
+            (
+                "database-url-password",
+                "postgres://app:s3cretPass@db.internal:5432/prod",
+            ),
             ("twilio-key", "SK0123456789abcdef0123456789abcdef"),
             ("generic-secret", "client_secret = \"Zq8#rT2v!Lp9xW4k\""),
         ];
         for (kind, text) in samples {
             assert_eq!(scanner.secrets_in(text), vec![kind], "{text}");
-            assert!(scanner.secrets_in(&scanner.redact_str(text)).is_empty(), "{text}");
+            assert!(
+                scanner.secrets_in(&scanner.redact_str(text)).is_empty(),
+                "{text}"
+            );
         }
         // Split by zero-width characters, dressed in ANSI colour, or
         // written in fullwidth letters: still found.
-        assert_eq!(scanner.secrets_in("AKIA\u{200b}IOSFODNN7EXAMPLE"), vec!["aws-access-key"]);
-        assert_eq!(scanner.secrets_in("\u{1b}[31mAKIAIOSFODNN7EXAMPLE\u{1b}[0m"), vec!["aws-access-key"]);
-        assert_eq!(scanner.secrets_in("ＡＫＩＡＩＯＳＦＯＤＮＮ７ＥＸＡＭＰＬＥ"), vec!["aws-access-key"]);
+        assert_eq!(
+            scanner.secrets_in("AKIA\u{200b}IOSFODNN7EXAMPLE"),
+            vec!["aws-access-key"]
+        );
+        assert_eq!(
+            scanner.secrets_in("\u{1b}[31mAKIAIOSFODNN7EXAMPLE\u{1b}[0m"),
+            vec!["aws-access-key"]
+        );
+        assert_eq!(
+            scanner.secrets_in("ＡＫＩＡＩＯＳＦＯＤＮＮ７ＥＸＡＭＰＬＥ"),
+            vec!["aws-access-key"]
+        );
         // Words and placeholders next to credential names are not secrets.
-        for text in ["password = changeme-please", "token: ${GITHUB_TOKEN}", "api_key=your-api-key-here", "secret_sauce = tomatoes and basil"] {
+        for text in [
+            "password = changeme-please",
+            "token: ${GITHUB_TOKEN}",
+            "api_key=your-api-key-here",
+            "secret_sauce = tomatoes and basil",
+        ] {
             assert!(scanner.secrets_in(text).is_empty(), "{text}");
         }
         // Keys are scanned too, and random values under credential names.
         let mut v = json!({"AKIAIOSFODNN7EXAMPLE": 1, "db": {"password": "Zq8#rT2v!Lp9xW4k"}, "note": "fine"});
-        assert_eq!(scanner.redact_value(&mut v), vec!["aws-access-key", "generic-secret"]);
-        assert!(!v.to_string().contains("AKIAIOSFODNN7EXAMPLE") && !v.to_string().contains("Zq8#"), "{v}");
+        assert_eq!(
+            scanner.redact_value(&mut v),
+            vec!["aws-access-key", "generic-secret"]
+        );
+        assert!(
+            !v.to_string().contains("AKIAIOSFODNN7EXAMPLE") && !v.to_string().contains("Zq8#"),
+            "{v}"
+        );
     }
 
     #[test]

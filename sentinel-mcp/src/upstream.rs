@@ -40,6 +40,23 @@ struct Upstream {
     frames: mpsc::Sender<Frame>,
 }
 
+static TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// The bearer token sent to every upstream (`--upstream-token-file`).
+pub fn set_token(token: Option<String>) {
+    let _ = TOKEN.set(token);
+}
+
+/// The identity of an upstream server: authority and path, so two servers
+/// on one host are two servers for pins, policy and the breaker.
+pub fn server_id(uri: &Uri) -> String {
+    format!(
+        "{}{}",
+        uri.authority().map_or("", |a| a.as_str()),
+        uri.path().trim_end_matches('/')
+    )
+}
+
 /// Checks an `--upstream` URL.
 pub fn parse_url(url: &str) -> Result<Uri, String> {
     let uri: Uri = url
@@ -138,8 +155,17 @@ impl Upstream {
             let name = params
                 .and_then(|p| p.get("name").or_else(|| p.get("uri")))
                 .and_then(Value::as_str);
-            if let Some(n) = name.and_then(header) {
+            if let Some(n) = name
+                .map(crate::http::encode_header_value)
+                .as_deref()
+                .and_then(header)
+            {
                 request = request.header("mcp-name", n);
+            }
+        }
+        if let Some(token) = TOKEN.get().cloned().flatten() {
+            if let Some(v) = header(&format!("Bearer {token}")) {
+                request = request.header("authorization", v);
             }
         }
         let request = match request.body(Full::new(Bytes::from(line))) {
@@ -172,6 +198,28 @@ impl Upstream {
             self.negotiated().session = Some(session.to_string());
         }
         let status = response.status();
+        if status == hyper::StatusCode::UNAUTHORIZED {
+            // Surfaced with its challenge, so the operator (or an OAuth
+            // client) can see where to get a token.
+            let challenge = response
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            if let Some(id) = id.as_ref() {
+                let reply = serde_json::json!({
+                    "jsonrpc": "2.0", "id": id,
+                    "error": {
+                        "code": jsonrpc::REFUSED,
+                        "message": format!("Sentinel: the upstream MCP server answered HTTP 401 Unauthorized (WWW-Authenticate: {challenge}); give the proxy a token with --upstream-token-file"),
+                        "data": {"httpStatus": 401, "wwwAuthenticate": challenge},
+                    },
+                });
+                self.send(Frame::Line(reply.to_string().into_bytes())).await;
+            }
+            return;
+        }
         let is_sse = response
             .headers()
             .get(CONTENT_TYPE)

@@ -203,6 +203,12 @@ fn foreign_origins_bad_versions_and_lying_headers_are_refused() {
         .expect("a session id");
     let (status, _) = post(&front.addr, &[("Mcp-Session-Id", "not-a-session")], &echo);
     assert_eq!(status, 404, "an unknown session is refused");
+    let (status, _) = post(
+        &front.addr,
+        &[("Mcp-Session-Id", &session)],
+        &list(50).to_string(),
+    );
+    assert_eq!(status, 200);
     let (status, body) = post(&front.addr, &[("Mcp-Session-Id", &session)], &echo);
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -213,5 +219,91 @@ fn foreign_origins_bad_versions_and_lying_headers_are_refused() {
         call_log(&log).len(),
         1,
         "only the honest call reached the server"
+    );
+}
+
+#[test]
+fn the_front_refuses_an_unauthenticated_client_and_applies_the_2026_header_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    let policy = policy_dir(dir.path(), TEST_POLICY);
+    let stderr = dir.path().join("proxy.stderr");
+    let token_arg = token_file.display().to_string();
+    let _proxy = Session::spawn_with_stderr(
+        &proxy_bin(),
+        &proxy_args(
+            &policy,
+            &dir.path().join("s.db"),
+            &["--listen", "127.0.0.1:0", "--auth-token-file", &token_arg],
+            &python_server(&peers()),
+        ),
+        &[],
+        Some(&stderr),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        let text = std::fs::read_to_string(&stderr).unwrap_or_default();
+        if let Some(rest) = text.split("listening on http://").nth(1) {
+            break rest.split('/').next().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let (status, head, _) = post_full(&addr, &[], ping);
+    assert_eq!(status, 401, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{head}"
+    );
+    let (status, _) = post(&addr, &[("Authorization", "Bearer wrong")], ping);
+    assert_eq!(status, 401);
+    let auth = ("Authorization", "Bearer s3cret-token");
+
+    // 2026-07-28: Mcp-Method and Mcp-Name are required and must match the
+    // body; a non-ASCII name arrives base64-encoded.
+    let call = |name: &str| {
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+            "name": name, "arguments": {"text": "x"},
+            "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}})
+        .to_string()
+    };
+    let (status, body) = post(&addr, &[auth], &call("echo"));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("-32020") && body.contains("Mcp-Method"),
+        "{body}"
+    );
+    let (status, body) = post(&addr, &[auth, ("Mcp-Method", "tools/call")], &call("echo"));
+    assert!(
+        status == 400 && body.contains("-32020") && body.contains("Mcp-Name"),
+        "{body}"
+    );
+    let (status, body) = post(
+        &addr,
+        &[
+            auth,
+            ("Mcp-Method", "tools/call"),
+            ("Mcp-Name", "delete_all"),
+        ],
+        &call("echo"),
+    );
+    assert!(status == 400 && body.contains("-32020"), "{body}");
+    let encoded = sentinel_mcp::http::encode_header_value("échô");
+    assert!(encoded.starts_with("=?base64?"), "{encoded}");
+    let (status, body) = post(
+        &addr,
+        &[auth, ("Mcp-Method", "tools/call"), ("Mcp-Name", &encoded)],
+        &call("échô"),
+    );
+    assert_ne!(
+        status, 400,
+        "a matching encoded name passes the header check: {body}"
+    );
+    assert_eq!(
+        sentinel_mcp::http::decode_header_value(&encoded).as_deref(),
+        Some("échô")
     );
 }

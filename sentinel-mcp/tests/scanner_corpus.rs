@@ -21,7 +21,11 @@ fn injection_detector_precision_and_recall_on_the_labelled_corpus() {
         let injection = row["label"] == "injection";
         let sample = row["text"].as_str().unwrap();
         let flagged = !scanner.injection_in(sample).is_empty();
-        let key = format!("{}/{}", row["label"].as_str().unwrap(), row["category"].as_str().unwrap());
+        let key = format!(
+            "{}/{}",
+            row["label"].as_str().unwrap(),
+            row["category"].as_str().unwrap()
+        );
         let entry = by_category.entry(key).or_default();
         entry.1 += 1;
         if flagged == injection {
@@ -30,7 +34,11 @@ fn injection_detector_precision_and_recall_on_the_labelled_corpus() {
             let j = sentinel_mcp::injection::Detector::new().judge(sample);
             misses.push(format!(
                 "{} (score {:.1} {:?}) {:?}",
-                if injection { "missed" } else { "false positive" },
+                if injection {
+                    "missed"
+                } else {
+                    "false positive"
+                },
                 j.score,
                 j.signals,
                 sample
@@ -53,7 +61,10 @@ fn injection_detector_precision_and_recall_on_the_labelled_corpus() {
     for m in &misses {
         println!("  {m}");
     }
-    assert!(tp + fnn >= 200 && tn + fp >= 200, "the corpus is the size the issue asks for");
+    assert!(
+        tp + fnn >= 200 && tn + fp >= 200,
+        "the corpus is the size the issue asks for"
+    );
     assert!(precision >= 0.95, "precision {precision:.3}");
     assert!(recall >= 0.85, "recall {recall:.3}");
 }

@@ -77,11 +77,19 @@ fn every_smuggling_route_is_refused_before_the_lenient_server() {
     // 2. A second method key the lenient server reads instead.
     proxy.send_raw(br#"{"jsonrpc":"2.0","id":3,"method":"tools/list","Method":"tools/call","params":{"name":"delete_all","arguments":{"path":"/"}}}"#);
     let r = proxy.recv_json();
-    assert_eq!((r["id"].clone(), r["error"]["code"].clone()), (json!(3), json!(-32700)), "{r}");
+    assert_eq!(
+        (r["id"].clone(), r["error"]["code"].clone()),
+        (json!(3), json!(-32700)),
+        "{r}"
+    );
     // 3. A second name key, differing in case.
     proxy.send_raw(br#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo","Name":"delete_all","arguments":{"path":"/"}}}"#);
     let r = proxy.recv_json();
-    assert_eq!((r["id"].clone(), r["error"]["code"].clone()), (json!(4), json!(-32700)), "{r}");
+    assert_eq!(
+        (r["id"].clone(), r["error"]["code"].clone()),
+        (json!(4), json!(-32700)),
+        "{r}"
+    );
     // 4. ... with a trailing NUL, and with a Unicode case-fold twin (ſ).
     proxy.send_raw(br#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"echo","name\u0000":"delete_all"}}"#);
     let r = proxy.recv_json();
@@ -104,7 +112,9 @@ fn every_smuggling_route_is_refused_before_the_lenient_server() {
     assert_eq!(r["error"]["code"], -32601, "{r}");
     // 7. A notification-only method sent as a request, and a client
     //    sending a server-only request.
-    let r = proxy.request(&json!({"jsonrpc": "2.0", "id": 10, "method": "sampling/createMessage", "params": {}}));
+    let r = proxy.request(
+        &json!({"jsonrpc": "2.0", "id": 10, "method": "sampling/createMessage", "params": {}}),
+    );
     assert_eq!(r["error"]["code"], -32601, "{r}");
     // 8. A tool the server never listed.
     let r = proxy.request(&call(11, "exfiltrate", json!({})));
@@ -121,7 +131,8 @@ fn every_smuggling_route_is_refused_before_the_lenient_server() {
 
     let ran = ran(dir.path());
     assert!(
-        ran.iter().all(|e| e["tool"] != "delete_all" && e["method"] != "admin/run"),
+        ran.iter()
+            .all(|e| e["tool"] != "delete_all" && e["method"] != "admin/run"),
         "a smuggled call reached the server: {ran:?}"
     );
     assert!(ran.iter().any(|e| e["tool"] == "echo"), "{ran:?}");
@@ -147,7 +158,9 @@ fn unknown_methods_are_forwarded_only_when_the_policy_says_so_and_recorded() {
     let r = proxy.request(&json!({"jsonrpc": "2.0", "id": 2, "method": "vendor/stats"}));
     assert_eq!(r["result"], json!({}), "{r}");
     assert!(proxy.finish().success());
-    assert!(ran(dir.path()).iter().any(|e| e["method"] == "vendor/stats"));
+    assert!(ran(dir.path())
+        .iter()
+        .any(|e| e["method"] == "vendor/stats"));
     assert!(audit(&dir.path().join("s.db"))
         .iter()
         .any(|e| e["category"] == "mcp-unknown-method"));
@@ -161,8 +174,10 @@ fn a_server_that_always_sends_next_cursor_cannot_get_a_changed_tool_approved() {
     proxy.request(&initialize(1));
     // The client follows the cursor for a while: every page says "more".
     for page in 0..20 {
-        let r = proxy.request(&json!({"jsonrpc": "2.0", "id": 10 + page, "method": "tools/list",
-            "params": if page == 0 { json!({}) } else { json!({"cursor": "c"}) }}));
+        let r = proxy.request(
+            &json!({"jsonrpc": "2.0", "id": 10 + page, "method": "tools/list",
+            "params": if page == 0 { json!({}) } else { json!({"cursor": "c"}) }}),
+        );
         assert!(r["result"]["nextCursor"].is_string());
     }
     assert!(proxy.finish().success());
@@ -189,16 +204,19 @@ fn a_server_that_always_sends_next_cursor_cannot_get_a_changed_tool_approved() {
     assert!(proxy.finish().success());
     let store = sentinel_mcp::Store::open(&dir.path().join("s.db")).unwrap();
     let pending = store.pending(std::time::SystemTime::now()).unwrap();
-    assert!(pending
-        .iter()
-        .any(|a| a.tool == "echo" && a.kind == "tool-pin" && a.detail.as_deref().unwrap_or("").contains("id_rsa")));
+    assert!(pending.iter().any(|a| a.tool == "echo"
+        && a.kind == "tool-pin"
+        && a.detail.as_deref().unwrap_or("").contains("id_rsa")));
 }
 
 #[test]
 fn review_mode_holds_a_new_server_and_its_instructions_for_the_operator() {
     let dir = tempfile::tempdir().unwrap();
     let toml = format!("{TEST_POLICY}\n[mcp]\npin = \"review\"\n");
-    let envs = [("LENIENT_INSTRUCTIONS", "Always call echo first.".to_string())];
+    let envs = [(
+        "LENIENT_INSTRUCTIONS",
+        "Always call echo first.".to_string(),
+    )];
     let mut proxy = start(dir.path(), &toml, "s.db", &envs);
     let init = proxy.request(&initialize(1));
     assert!(init["result"].get("instructions").is_none(), "{init}");
@@ -247,7 +265,10 @@ fn an_operator_only_ask_never_takes_the_clients_word_and_lists_the_arguments() {
     );
     let r = proxy.recv_json();
     assert_eq!(r["id"], 3, "no elicitation/create is sent: {r}");
-    let text = r["result"]["content"][0]["text"].as_str().unwrap().to_string();
+    let text = r["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let ask_id = text
         .split_whitespace()
         .find(|w| w.starts_with("ask-"))
@@ -262,14 +283,25 @@ fn an_operator_only_ask_never_takes_the_clients_word_and_lists_the_arguments() {
     // (credentials redacted), the big number exact.
     let store = sentinel_mcp::Store::open(&dir.path().join("s.db")).unwrap();
     let pending = store.pending(std::time::SystemTime::now()).unwrap();
-    let ask = pending.iter().find(|a| a.id == ask_id.trim_end_matches('`')).unwrap();
-    assert_eq!((ask.tool.as_str(), ask.server.as_str()), ("echo", "testsrv"));
+    let ask = pending
+        .iter()
+        .find(|a| a.id == ask_id.trim_end_matches('`'))
+        .unwrap();
+    assert_eq!(
+        (ask.tool.as_str(), ask.server.as_str()),
+        ("echo", "testsrv")
+    );
     assert_eq!(ask.agent.as_deref(), Some("test-agent"));
     let detail = ask.detail.clone().unwrap();
-    assert!(detail.contains("rm -rf /srv") && detail.contains("[REDACTED:sensitive-field]"), "{detail}");
+    assert!(
+        detail.contains("rm -rf /srv") && detail.contains("[REDACTED:sensitive-field]"),
+        "{detail}"
+    );
     assert!(!detail.contains("sk-live-123"), "{detail}");
     let mut store = store;
-    store.approve(&ask.id, std::time::SystemTime::now()).unwrap();
+    store
+        .approve(&ask.id, std::time::SystemTime::now())
+        .unwrap();
 
     // The same call with a different big number (equal as f64) is not
     // the approved one.
@@ -311,10 +343,23 @@ fn a_sealed_state_is_redeemed_once() {
     proxy.request(&list(2));
     let first = proxy.request(&modern_call(3, json!({"text": "once"}), None, None));
     assert_eq!(first["result"]["resultType"], "input_required", "{first}");
-    let state = first["result"]["requestState"].as_str().unwrap().to_string();
-    let ok = proxy.request(&modern_call(4, json!({"text": "once"}), Some(&state), Some(true)));
+    let state = first["result"]["requestState"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ok = proxy.request(&modern_call(
+        4,
+        json!({"text": "once"}),
+        Some(&state),
+        Some(true),
+    ));
     assert_eq!(ok["result"]["content"][0]["text"], "once", "{ok}");
-    let replay = proxy.request(&modern_call(5, json!({"text": "once"}), Some(&state), Some(true)));
+    let replay = proxy.request(&modern_call(
+        5,
+        json!({"text": "once"}),
+        Some(&state),
+        Some(true),
+    ));
     assert_eq!(replay["result"]["isError"], true, "{replay}");
     assert!(replay.to_string().contains("already used"), "{replay}");
     assert!(proxy.finish().success());
@@ -331,15 +376,24 @@ fn sampling_and_elicitation_from_a_server_are_decided_scanned_and_audited() {
     // The two server-request rules of the default policy (policies/40-mcp.toml).
     let defaults = std::fs::read_to_string(workspace_root().join("policies/40-mcp.toml")).unwrap();
     let mut proxy = start(dir.path(), &defaults, "s.db", &[]);
-    proxy.request(&initialize_with(1, json!({"sampling": {}, "elicitation": {}})));
+    proxy.request(&initialize_with(
+        1,
+        json!({"sampling": {}, "elicitation": {}}),
+    ));
     proxy.request(&list(2));
 
     // sampling/createMessage: `ask` in the default policy, and only the
     // operator approves: the server is refused with an approval id and the
     // client never sees the request.
     let r = proxy.request(&call(3, "ask_model", json!({})));
-    let text = r["result"]["content"][0]["text"].as_str().unwrap().to_string();
-    assert!(text.contains("operator's approval") && text.contains("ask-"), "{text}");
+    let text = r["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        text.contains("operator's approval") && text.contains("ask-"),
+        "{text}"
+    );
 
     // elicitation/create: log-only; forwarded, and the user's answer is
     // scanned on its way to the server (the secret is redacted).
@@ -351,7 +405,10 @@ fn sampling_and_elicitation_from_a_server_are_decided_scanned_and_audited() {
     let r = proxy.recv_json();
     assert_eq!(r["id"], 4, "{r}");
     let said = r["result"]["content"][0]["text"].as_str().unwrap();
-    assert!(said.contains("[REDACTED:github-token]") && !said.contains("ghp_"), "{said}");
+    assert!(
+        said.contains("[REDACTED:github-token]") && !said.contains("ghp_"),
+        "{said}"
+    );
     assert!(proxy.finish().success());
 
     let events = audit(&dir.path().join("s.db"));
@@ -362,10 +419,16 @@ fn sampling_and_elicitation_from_a_server_are_decided_scanned_and_audited() {
             .map(|e| e["outcome"].as_str().unwrap_or("").to_string())
             .collect()
     };
-    assert!(of("sampling/createMessage").contains(&"ask".to_string()), "{events:?}");
+    assert!(
+        of("sampling/createMessage").contains(&"ask".to_string()),
+        "{events:?}"
+    );
     assert!(of("sampling/createMessage").contains(&"ask-pending".to_string()));
     let elicited = of("elicitation/create");
-    assert!(elicited.contains(&"forwarded".to_string()) && elicited.contains(&"redacted".to_string()), "{elicited:?}");
+    assert!(
+        elicited.contains(&"forwarded".to_string()) && elicited.contains(&"redacted".to_string()),
+        "{elicited:?}"
+    );
 }
 
 #[test]
@@ -393,8 +456,12 @@ reason = "no system files"
         .collect();
     assert_eq!(reads.len(), 1);
     let events = audit(&dir.path().join("s.db"));
-    assert!(events.iter().any(|e| e["tool"] == "resources/read" && e["outcome"] == "denied"));
-    assert!(events.iter().any(|e| e["tool"] == "resources/read" && e["outcome"] == "result"));
+    assert!(events
+        .iter()
+        .any(|e| e["tool"] == "resources/read" && e["outcome"] == "denied"));
+    assert!(events
+        .iter()
+        .any(|e| e["tool"] == "resources/read" && e["outcome"] == "result"));
 }
 
 #[test]
@@ -410,7 +477,10 @@ fn a_timed_out_request_is_cancelled_upstream_and_its_id_not_reused() {
             &lenient(&peers()),
         ),
         &[
-            ("SENTINEL_TEST_CALL_LOG", dir.path().join("calls.log").display().to_string()),
+            (
+                "SENTINEL_TEST_CALL_LOG",
+                dir.path().join("calls.log").display().to_string(),
+            ),
             ("LENIENT_SLOW_SECONDS", "1.5".to_string()),
         ],
     );
@@ -426,5 +496,11 @@ fn a_timed_out_request_is_cancelled_upstream_and_its_id_not_reused() {
     // The lenient server saw the cancellation (it logs unknown methods; a
     // notification it has no handler for is not logged, so look at what
     // the proxy forwarded instead: the slow call ran once).
-    assert_eq!(ran(dir.path()).iter().filter(|e| e["tool"] == "slow").count(), 1);
+    assert_eq!(
+        ran(dir.path())
+            .iter()
+            .filter(|e| e["tool"] == "slow")
+            .count(),
+        1
+    );
 }

@@ -35,8 +35,8 @@ pub use error::PolicyError;
 pub use kernel::{KernelPolicy, NetMatch, PathMatch, UserspaceOnly};
 pub use pattern::KernelPath;
 pub use policy::{
-    parse_net, Approver, FindingAction, LockdownAllow, McpSettings, PinMode, Policy, UnknownMethods,
-    DEFAULT_PRIORITY,
+    parse_net, Approver, FindingAction, LockdownAllow, McpSettings, PinMode, Policy,
+    UnknownMethods, DEFAULT_PRIORITY,
 };
 pub use quarantine::{QuarantineEntry, QuarantineTarget};
 pub use rate::RateLimit;

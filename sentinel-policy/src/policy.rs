@@ -612,9 +612,7 @@ impl FileParser<'_> {
             let span = tools.span();
             for entry in tools.into_inner().0 {
                 let exact = entry.split_once(':').is_some_and(|(server, tool)| {
-                    !server.is_empty()
-                        && !tool.is_empty()
-                        && !entry.contains(['*', '?', '[', '{'])
+                    !server.is_empty() && !tool.is_empty() && !entry.contains(['*', '?', '[', '{'])
                 });
                 if !exact {
                     return Err(self.error(

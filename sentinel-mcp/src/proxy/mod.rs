@@ -350,9 +350,7 @@ impl Proxy {
                     None => {
                         let request = self.state().server_requests.remove(&key);
                         match request {
-                            Some(request) => {
-                                self.on_client_answer(&mut step, request, msg, line)
-                            }
+                            Some(request) => self.on_client_answer(&mut step, request, msg, line),
                             None => self.warn(&format!(
                                 "dropped a client response to unknown server request id {id}"
                             )),
@@ -740,10 +738,7 @@ impl Proxy {
             }
             FindingAction::Redact => {
                 let mut value = msg.value.clone();
-                if let Some(args) = value
-                    .get_mut("params")
-                    .and_then(|p| p.get_mut("arguments"))
-                {
+                if let Some(args) = value.get_mut("params").and_then(|p| p.get_mut("arguments")) {
                     self.scanner.redact_value(args);
                 }
                 *raw = Value::Object(value).to_string().into_bytes();
@@ -981,8 +976,8 @@ impl Proxy {
         let mut step = Step::default();
         let pending: Vec<Pending> = self.state().pending.drain().map(|(_, p)| p).collect();
         for p in pending {
-            if let PendingKind::ToolsCall { call, verdict } | PendingKind::Content { call, verdict } =
-                &p.kind
+            if let PendingKind::ToolsCall { call, verdict }
+            | PendingKind::Content { call, verdict } = &p.kind
             {
                 self.record(call, verdict, "server-exited");
             }
