@@ -56,10 +56,15 @@ pub struct McpProxyArgs {
     /// overrides the policy's `[mcp] injection` (default flag).
     #[arg(long, value_parser = parse_finding_action)]
     pub on_injection: Option<FindingAction>,
-    /// Serve Streamable HTTP on this address (e.g. 127.0.0.1:8765) instead
-    /// of stdio.
-    #[arg(long)]
-    pub listen: Option<std::net::SocketAddr>,
+    /// Serve Streamable HTTP instead of stdio: on ADDR:PORT (e.g.
+    /// 127.0.0.1:8765), or on a Unix socket (`unix:PATH`) that only the
+    /// --allow-uid users may use (checked by the kernel, SO_PEERCRED).
+    #[arg(long, value_name = "ADDR:PORT|unix:PATH")]
+    pub listen: Option<crate::http::Listen>,
+    /// A UID allowed on a `unix:` front (repeatable; default: the proxy's
+    /// own UID).
+    #[arg(long, value_name = "UID")]
+    pub allow_uid: Vec<u32>,
     /// An Origin accepted by the HTTP front besides its own (repeatable).
     #[arg(long)]
     pub allow_origin: Vec<String>,
@@ -67,14 +72,19 @@ pub struct McpProxyArgs {
     /// read from this file (keep it readable by root and the client only).
     #[arg(long, value_name = "FILE")]
     pub auth_token_file: Option<PathBuf>,
-    /// Reach the MCP server over Streamable HTTP at this http:// URL
-    /// instead of spawning a command.
+    /// Reach the MCP server over Streamable HTTP at this http:// or
+    /// https:// URL instead of spawning a command.
     #[arg(long, value_name = "URL")]
     pub upstream: Option<String>,
     /// Send `Authorization: Bearer TOKEN` to the upstream, the token read
-    /// from this file.
+    /// from this file (a client's own Authorization is then never passed
+    /// on).
     #[arg(long, value_name = "FILE")]
     pub upstream_token_file: Option<PathBuf>,
+    /// Trust the CA certificates in this PEM file for an https://
+    /// upstream, besides the system's.
+    #[arg(long, value_name = "FILE")]
+    pub upstream_ca: Option<PathBuf>,
     /// The MCP server command and its arguments (unless --upstream).
     #[arg(last = true, num_args = 1..)]
     pub command: Vec<String>,
@@ -155,36 +165,6 @@ fn standalone_state_dir(db: &Path) -> PathBuf {
 /// Runs the proxy; returns the server's exit status, or 2 when the proxy
 /// cannot start.
 pub fn run(args: McpProxyArgs) -> ExitCode {
-    let target = match (&args.upstream, args.command.is_empty()) {
-        (Some(url), true) => match crate::upstream::parse_url(url) {
-            Ok(uri) => Target::Http(uri),
-            Err(e) => {
-                eprintln!("sentinel mcp-proxy: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        (None, false) => Target::Command(args.command.clone()),
-        _ => {
-            eprintln!(
-                "sentinel mcp-proxy: give either the server command after `--` or --upstream URL, not both"
-            );
-            return ExitCode::from(2);
-        }
-    };
-    let decider = match choose_decider(&args) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("sentinel mcp-proxy: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    // Distinct upstream URLs are distinct servers (pins, policy, breaker):
-    // an HTTP server goes by its URL, or by `NAME@URL`.
-    let server = match (&target, args.server_name.clone()) {
-        (Target::Command(command), name) => name.unwrap_or_else(|| default_server_name(command)),
-        (Target::Http(uri), None) => crate::upstream::server_id(uri),
-        (Target::Http(uri), Some(name)) => format!("{name}@{}", crate::upstream::server_id(uri)),
-    };
     let read_token = |path: &Option<PathBuf>| -> Result<Option<String>, String> {
         path.as_ref()
             .map(|p| {
@@ -204,7 +184,47 @@ pub fn run(args: McpProxyArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    crate::upstream::set_token(upstream_token);
+    let target = match (&args.upstream, args.command.is_empty()) {
+        (Some(url), true) => {
+            let upstream = crate::upstream::parse_url(url).and_then(|url| {
+                let tls = crate::upstream::tls_config(args.upstream_ca.as_deref())?;
+                Ok(crate::upstream::UpstreamConfig {
+                    url,
+                    pass_client_authorization: upstream_token.is_none(),
+                    token: upstream_token,
+                    tls: Arc::new(tls),
+                })
+            });
+            match upstream {
+                Ok(config) => Target::Http(Arc::new(config)),
+                Err(e) => {
+                    eprintln!("sentinel mcp-proxy: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        (None, false) => Target::Command(args.command.clone()),
+        _ => {
+            eprintln!(
+                "sentinel mcp-proxy: give either the server command after `--` or --upstream URL, not both"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let decider = match choose_decider(&args) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("sentinel mcp-proxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Distinct upstream URLs are distinct servers (pins, policy, breaker):
+    // an HTTP server goes by its URL, or by `NAME@URL`.
+    let server = match (&target, args.server_name.clone()) {
+        (Target::Command(command), name) => name.unwrap_or_else(|| default_server_name(command)),
+        (Target::Http(up), None) => crate::upstream::server_id(&up.url),
+        (Target::Http(up), Some(name)) => format!("{name}@{}", crate::upstream::server_id(&up.url)),
+    };
     eprintln!(
         "sentinel mcp-proxy: server `{server}`, verdicts from the {}",
         decider.describe()
@@ -233,7 +253,12 @@ pub fn run(args: McpProxyArgs) -> ExitCode {
     };
     let clock: Arc<dyn crate::decider::Clock> = Arc::new(SystemClock);
     let has_token = args.auth_token_file.is_some();
-    let result = match args.listen {
+    let allow_uids = if args.allow_uid.is_empty() {
+        vec![uid]
+    } else {
+        args.allow_uid.clone()
+    };
+    let result = match args.listen.clone() {
         Some(listen) => runtime
             .block_on(crate::http::run(
                 Arc::new(move || {
@@ -241,16 +266,18 @@ pub fn run(args: McpProxyArgs) -> ExitCode {
                 }),
                 &target,
                 crate::http::HttpConfig {
-                    listen,
+                    listen: listen.clone(),
                     extra_origins: args.allow_origin.clone(),
                     token: auth_token,
+                    allow_uids,
                 },
-                |addr| {
-                    eprintln!("sentinel mcp-proxy: listening on http://{addr}/mcp");
-                    if !addr.ip().is_loopback() || !has_token {
+                |shown| {
+                    eprintln!("sentinel mcp-proxy: listening on {shown}");
+                    if matches!(listen, crate::http::Listen::Tcp(_)) && !has_token {
                         eprintln!(
-                            "sentinel mcp-proxy: warning: without --auth-token-file, anyone who can reach {addr} \
-                             (any local user, for a loopback address) can call this server's tools"
+                            "sentinel mcp-proxy: warning: without --auth-token-file, anyone who can reach {shown} \
+                             (any local user, for a loopback address) can call this server's tools; \
+                             a unix: socket limits it to the --allow-uid users"
                         );
                     }
                 },

@@ -17,6 +17,10 @@ use crate::proxy::{Out, Proxy, Step};
 /// A line for a writer task, or the order to flush and stop.
 pub(crate) enum Write {
     Line(Vec<u8>),
+    /// A line sent on behalf of a client that gave the HTTP front this
+    /// `Authorization` (an HTTP upstream may pass it on; a stdio server
+    /// gets the line alone).
+    Authorized(Vec<u8>, hyper::header::HeaderValue),
     Stop,
 }
 
@@ -65,7 +69,10 @@ impl Sinks {
 
 pub(crate) async fn writer<W: AsyncWrite + Unpin>(mut sink: W, mut rx: mpsc::Receiver<Write>) {
     while let Some(msg) = rx.recv().await {
-        let Write::Line(mut line) = msg else { break };
+        let mut line = match msg {
+            Write::Line(line) | Write::Authorized(line, _) => line,
+            Write::Stop => break,
+        };
         line.push(b'\n');
         if sink.write_all(&line).await.is_err() || sink.flush().await.is_err() {
             break;
@@ -78,7 +85,7 @@ pub(crate) async fn writer<W: AsyncWrite + Unpin>(mut sink: W, mut rx: mpsc::Rec
 #[derive(Debug, Clone)]
 pub enum Target {
     Command(Vec<String>),
-    Http(hyper::Uri),
+    Http(Arc<crate::upstream::UpstreamConfig>),
 }
 
 /// Runs the server at `target` behind `proxy`, with `client_in` /
@@ -100,7 +107,8 @@ where
         child,
         mut frames,
         to_server: server_tx,
-    } = spawn_downstream(target, max_line)?;
+        ..
+    } = spawn_downstream(target, max_line, true)?;
     let (client_tx, client_rx) = mpsc::channel(256);
     let sinks = Sinks {
         client: client_tx,
@@ -198,6 +206,8 @@ pub(crate) struct Downstream {
     pub child: Option<Child>,
     pub frames: FrameSource,
     pub to_server: mpsc::Sender<Write>,
+    /// For an HTTP server: the challenges of its 401 answers, by request.
+    pub challenges: Option<crate::upstream::Challenges>,
 }
 
 /// Where server frames come from.
@@ -225,16 +235,23 @@ pub(crate) async fn wait(child: Option<Child>) -> Result<ExitStatus, StdioError>
 }
 
 /// Starts the downstream: spawns a command (piped stdin/stdout, inherited
-/// stderr) or opens the HTTP link.
-pub(crate) fn spawn_downstream(target: &Target, max_line: usize) -> Result<Downstream, StdioError> {
+/// stderr) or opens the HTTP link (`one_client`: it serves a single client,
+/// whose credentials may go with the proxy's own messages).
+pub(crate) fn spawn_downstream(
+    target: &Target,
+    max_line: usize,
+    one_client: bool,
+) -> Result<Downstream, StdioError> {
     let command = match target {
         Target::Command(command) => command,
-        Target::Http(url) => {
-            let (to_server, frames) = crate::upstream::spawn(url.clone(), max_line);
+        Target::Http(config) => {
+            let (to_server, frames, challenges) =
+                crate::upstream::spawn(Arc::clone(config), max_line, one_client);
             return Ok(Downstream {
                 child: None,
                 frames: FrameSource::Http(frames),
                 to_server,
+                challenges: Some(challenges),
             });
         }
     };
@@ -262,5 +279,6 @@ pub(crate) fn spawn_downstream(target: &Target, max_line: usize) -> Result<Downs
         child: Some(child),
         frames: FrameSource::Stdout(LineReader::new(BufReader::new(stdout), max_line)),
         to_server,
+        challenges: None,
     })
 }

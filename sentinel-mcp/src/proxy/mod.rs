@@ -153,6 +153,8 @@ struct State {
     listed: HashMap<String, bool>,
     /// Server requests forwarded to the client, by id.
     server_requests: HashMap<String, ServerRequest>,
+    /// Input schemas of the callable tools this session saw listed.
+    schemas: HashMap<String, Value>,
 }
 
 /// The proxy core; shared by the transport's reader tasks.
@@ -222,6 +224,12 @@ impl Proxy {
         &self.config
     }
 
+    /// The input schema of a callable tool this session saw listed (the
+    /// HTTP front checks `Mcp-Param-*` headers against it).
+    pub fn tool_schema(&self, tool: &str) -> Option<Value> {
+        self.state().schemas.get(tool).cloned()
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic in another reader leaves the state usable: every entry is
         // complete after each statement that writes it.
@@ -242,6 +250,12 @@ impl Proxy {
         if let Err(e) = self.decider.alert(alert, self.clock.now()) {
             self.warn(&format!("could not record alert: {e}"));
         }
+    }
+
+    /// A client the transport refused before any message (the kernel said
+    /// it is not an allowed user): alerted and recorded.
+    pub fn refused_client(&self, reason: &str) {
+        self.alert("warning", "mcp-client-refused", reason.to_string());
     }
 
     fn record(&self, call: &ToolCall, verdict: &Verdict, outcome: &str) {

@@ -225,6 +225,18 @@ impl Proxy {
                 keep.push(false);
                 continue;
             }
+            if let Some(Err(why)) = def.get("inputSchema").map(crate::headers::param_headers) {
+                // A client on Streamable HTTP must drop such a tool; so
+                // does Sentinel, on every transport.
+                let reason = format!(
+                    "tool `{name}` on server `{}` has an invalid x-mcp-header annotation: {why}",
+                    self.config.server
+                );
+                self.alert("warning", "mcp-poisoned-tool", reason.clone());
+                blocked_now.insert(name, ("tool-header-annotation".to_string(), reason));
+                keep.push(false);
+                continue;
+            }
             if let Some(approval) = match &status {
                 crate::store::PinStatus::New { approval }
                 | crate::store::PinStatus::Changed { approval } => Some(approval.clone()),
@@ -280,13 +292,21 @@ impl Proxy {
         }
         {
             let mut state = self.state();
-            for name in tools
-                .iter()
-                .filter_map(|d| d.get("name").and_then(Value::as_str))
-            {
+            for def in tools.iter() {
+                let Some(name) = def.get("name").and_then(Value::as_str) else {
+                    continue;
+                };
                 state.blocked_tools.remove(name);
                 let callable = !blocked_now.contains_key(name);
                 state.listed.insert(name.to_string(), callable);
+                match def.get("inputSchema") {
+                    Some(schema) if callable => {
+                        state.schemas.insert(name.to_string(), schema.clone());
+                    }
+                    _ => {
+                        state.schemas.remove(name);
+                    }
+                }
             }
             state.blocked_tools.extend(blocked_now);
         }
