@@ -237,7 +237,9 @@ fn report_percentiles() {
     let mut via_daemon = through_daemon(&state_dir);
     let figures = percentiles(&mut [&mut straight, &mut standalone, &mut via_daemon]);
     let (d50, d99) = figures[0];
-    println!("tools/call latency over {SAMPLES} calls each (stdio, one call in flight, interleaved):");
+    println!(
+        "tools/call latency over {SAMPLES} calls each (stdio, one call in flight, interleaved):"
+    );
     println!("  direct                 p50 {d50:>10.1?}  p99 {d99:>10.1?}");
     for (name, (p50, p99)) in ["standalone", "daemon"].iter().zip(&figures[1..]) {
         println!("  proxy {name:<16} p50 {p50:>10.1?}  p99 {p99:>10.1?}");

@@ -152,8 +152,16 @@ pub fn param_headers(schema: &Value) -> Result<Vec<ParamHeader>, String> {
                         }
                     }
                 }
-                "items" | "contains" | "additionalProperties" | "unevaluatedItems"
-                | "unevaluatedProperties" | "propertyNames" | "not" | "if" | "then" | "else"
+                "items"
+                | "contains"
+                | "additionalProperties"
+                | "unevaluatedItems"
+                | "unevaluatedProperties"
+                | "propertyNames"
+                | "not"
+                | "if"
+                | "then"
+                | "else"
                 | "contentSchema" => stack.push((None, value)),
                 "allOf" | "anyOf" | "oneOf" | "prefixItems" => {
                     for sub in value.as_array().into_iter().flatten() {
@@ -309,10 +317,22 @@ mod tests {
 
     #[test]
     fn values_round_trip_and_bad_encodings_are_refused() {
-        for v in ["us-west1", "Hello, 世界", " padded ", "line1\nline2", "=?base64?x?="] {
-            assert_eq!(decode_header_value(&encode_header_value(v)).as_deref(), Some(v));
+        for v in [
+            "us-west1",
+            "Hello, 世界",
+            " padded ",
+            "line1\nline2",
+            "=?base64?x?=",
+        ] {
+            assert_eq!(
+                decode_header_value(&encode_header_value(v)).as_deref(),
+                Some(v)
+            );
         }
-        assert_eq!(encode_header_value("Hello, 世界"), "=?base64?SGVsbG8sIOS4lueVjA==?=");
+        assert_eq!(
+            encode_header_value("Hello, 世界"),
+            "=?base64?SGVsbG8sIOS4lueVjA==?="
+        );
         assert_eq!(decode_header_value("=?base64?not*base64?="), None);
         assert_eq!(decode_header_value("=?base64?QQ?="), None, "unpadded");
     }
@@ -344,9 +364,15 @@ mod tests {
             ("mcp-param-n".to_string(), "42".to_string()),
         ];
         assert!(check_param_headers(Some(&schema), &args, &lying).is_err());
-        assert!(check_param_headers(Some(&schema), &args, &ok[..1]).is_err(), "missing");
+        assert!(
+            check_param_headers(Some(&schema), &args, &ok[..1]).is_err(),
+            "missing"
+        );
         let extra = [ok.clone(), vec![("mcp-param-tenant".into(), "acme".into())]].concat();
-        assert!(check_param_headers(Some(&schema), &args, &extra).is_err(), "unannotated");
+        assert!(
+            check_param_headers(Some(&schema), &args, &extra).is_err(),
+            "unannotated"
+        );
         let headers = routing_headers(
             Some(&json!({"method": "tools/call", "params": {"name": "sql", "arguments": args}})),
             &[("sql".to_string(), schema.clone())].into_iter().collect(),

@@ -248,9 +248,7 @@ impl Conn {
 
     /// The challenge of an upstream 401 answering request `key`, if any.
     fn take_challenge(&self, key: &str) -> Option<String> {
-        self.challenges
-            .as_ref()
-            .and_then(|c| lock(c).remove(key))
+        self.challenges.as_ref().and_then(|c| lock(c).remove(key))
     }
 
     /// Sends a client-bound message to the request it answers, or (a
@@ -421,9 +419,8 @@ fn rewrite_challenge(challenge: &str, metadata_url: &str) -> String {
 }
 
 fn same_origin(a: &hyper::Uri, b: &str) -> bool {
-    b.parse::<hyper::Uri>().is_ok_and(|b| {
-        a.scheme_str() == b.scheme_str() && a.authority() == b.authority()
-    })
+    b.parse::<hyper::Uri>()
+        .is_ok_and(|b| a.scheme_str() == b.scheme_str() && a.authority() == b.authority())
 }
 
 /// Serves the upstream's protected-resource metadata (RFC 9728) with
@@ -431,7 +428,10 @@ fn same_origin(a: &hyper::Uri, b: &str) -> bool {
 /// connected to the front checks it against.
 async fn protected_resource(front: &Front, host: Option<&str>) -> Response<HttpBody> {
     let Some((config, client)) = &front.upstream else {
-        return plain(StatusCode::NOT_FOUND, "no protected-resource metadata here\n");
+        return plain(
+            StatusCode::NOT_FOUND,
+            "no protected-resource metadata here\n",
+        );
     };
     let url = &config.url;
     let origin = format!(
@@ -441,7 +441,9 @@ async fn protected_resource(front: &Front, host: Option<&str>) -> Response<HttpB
     );
     let path = url.path().trim_end_matches('/');
     let mut candidates: Vec<String> = lock(&front.resource_metadata).iter().cloned().collect();
-    candidates.push(format!("{origin}/.well-known/oauth-protected-resource{path}"));
+    candidates.push(format!(
+        "{origin}/.well-known/oauth-protected-resource{path}"
+    ));
     candidates.push(format!("{origin}/.well-known/oauth-protected-resource"));
     for candidate in candidates {
         let Ok(uri) = candidate.parse::<hyper::Uri>() else {
@@ -459,7 +461,10 @@ async fn protected_resource(front: &Front, host: Option<&str>) -> Response<HttpB
         if !response.status().is_success() {
             continue;
         }
-        let Ok(body) = Limited::new(response.into_body(), 64 * 1024).collect().await else {
+        let Ok(body) = Limited::new(response.into_body(), 64 * 1024)
+            .collect()
+            .await
+        else {
             continue;
         };
         let Ok(Value::Object(mut metadata)) = serde_json::from_slice(&body.to_bytes()) else {
@@ -467,7 +472,10 @@ async fn protected_resource(front: &Front, host: Option<&str>) -> Response<HttpB
         };
         let base = public_base(front, host);
         metadata.insert("resource".into(), Value::String(format!("{base}/mcp")));
-        let mut response = json(StatusCode::OK, Value::Object(metadata).to_string().into_bytes());
+        let mut response = json(
+            StatusCode::OK,
+            Value::Object(metadata).to_string().into_bytes(),
+        );
         response
             .headers_mut()
             .insert("cache-control", HeaderValue::from_static("no-store"));
@@ -859,20 +867,26 @@ where
 }
 
 /// A Unix-socket client the kernel says is not one of the allowed UIDs:
-/// one 403, recorded, and the connection closed.
-async fn refuse_peer(front: &Arc<Front>, mut stream: tokio::net::UnixStream, uid: Option<u32>) {
-    use tokio::io::AsyncWriteExt;
-    let who = uid.map_or_else(|| "an unidentified process".to_string(), |u| format!("UID {u}"));
+/// recorded, answered 403 whatever it asks, and the connection closed.
+async fn refuse_peer(front: &Arc<Front>, stream: tokio::net::UnixStream, uid: Option<u32>) {
+    let who = uid.map_or_else(
+        || "an unidentified process".to_string(),
+        |u| format!("UID {u}"),
+    );
     front.shared.proxy.refused_client(&format!(
         "{who} connected to the MCP proxy's Unix socket and is not allowed (--allow-uid)"
     ));
     let text = format!("{who} may not use this MCP proxy socket\n");
-    let response = format!(
-        "HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
-        text.len()
-    );
-    let _ = stream.write_all(response.as_bytes()).await;
-    let _ = stream.shutdown().await;
+    tokio::spawn(async move {
+        let service = hyper::service::service_fn(move |_req| {
+            let text = text.clone();
+            async move { Ok::<_, Infallible>(plain(StatusCode::FORBIDDEN, &text)) }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .keep_alive(false)
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+            .await;
+    });
 }
 
 /// Binds the front's socket. A Unix socket replaces a stale socket file
@@ -887,10 +901,11 @@ fn bind(config: &HttpConfig) -> Result<(Listener, Vec<String>, String), HttpErro
                     addr: addr.to_string(),
                     source,
                 })?;
-            let listener = TcpListener::from_std(std_listener).map_err(|source| HttpError::Bind {
-                addr: addr.to_string(),
-                source,
-            })?;
+            let listener =
+                TcpListener::from_std(std_listener).map_err(|source| HttpError::Bind {
+                    addr: addr.to_string(),
+                    source,
+                })?;
             let bound = listener.local_addr().map_err(|source| HttpError::Bind {
                 addr: addr.to_string(),
                 source,
@@ -904,7 +919,11 @@ fn bind(config: &HttpConfig) -> Result<(Listener, Vec<String>, String), HttpErro
             if !bound.ip().is_loopback() {
                 hosts.insert(0, bound.to_string());
             }
-            Ok((Listener::Tcp(listener), hosts, format!("http://{bound}/mcp")))
+            Ok((
+                Listener::Tcp(listener),
+                hosts,
+                format!("http://{bound}/mcp"),
+            ))
         }
         Listen::Unix(path) => {
             use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -1032,10 +1051,12 @@ enum Accepted {
 
 async fn accept(listener: &Listener) -> Accepted {
     match listener {
-        Listener::Tcp(l) => l.accept().await.map_or(Accepted::Failed, |(s, _)| Accepted::Tcp(s)),
-        Listener::Unix(l, allowed) => l
+        Listener::Tcp(l) => l
             .accept()
             .await
-            .map_or(Accepted::Failed, |(s, _)| Accepted::Unix(s, allowed.clone())),
+            .map_or(Accepted::Failed, |(s, _)| Accepted::Tcp(s)),
+        Listener::Unix(l, allowed) => l.accept().await.map_or(Accepted::Failed, |(s, _)| {
+            Accepted::Unix(s, allowed.clone())
+        }),
     }
 }

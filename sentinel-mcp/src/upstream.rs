@@ -84,9 +84,9 @@ pub fn tls_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, Strin
             return Err(format!("{} holds no PEM certificate", path.display()));
         }
         for cert in certs {
-            roots.add(cert).map_err(|e| {
-                format!("{}: not a usable CA certificate: {e}", path.display())
-            })?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: not a usable CA certificate: {e}", path.display()))?;
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -422,7 +422,7 @@ impl Upstream {
         self.schemas.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-/// Hands one message to the proxy; returns true when it answers a
+    /// Hands one message to the proxy; returns true when it answers a
     /// request (has an id and no method).
     async fn deliver(&self, message: Vec<u8>, method: Option<&str>) -> bool {
         let value: Option<Value> = serde_json::from_slice(&message).ok();

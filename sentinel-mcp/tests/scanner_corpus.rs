@@ -33,7 +33,9 @@ impl Figures {
 /// Runs the detector over a JSONL set (`label`, `text`, and `category` or
 /// `source`), prints the figures, each group's score and every mistake.
 fn measure(file: &str, group_of: impl Fn(&Value) -> String) -> Figures {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/mcp").join(file);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/mcp")
+        .join(file);
     let text = std::fs::read_to_string(&path).expect("the corpus");
     let scanner = sentinel_mcp::Scanner::new();
     let detector = sentinel_mcp::injection::Detector::new();
@@ -128,10 +130,9 @@ fn injection_detector_on_the_held_out_set_is_reported_as_measured() {
         f.tp,
         f.tp + f.fnn
     );
-    let readme = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"),
-    )
-    .unwrap();
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
     assert!(
         readme.contains(&row),
         "sentinel-mcp/README.md must report the held-out figures as measured:\n{row}"
