@@ -265,8 +265,9 @@ fn the_front_refuses_an_unauthenticated_client_and_applies_the_2026_header_rules
     assert_eq!(status, 401);
     let auth = ("Authorization", "Bearer s3cret-token");
 
-    // 2026-07-28: Mcp-Method and Mcp-Name are required and must match the
-    // body; a non-ASCII name arrives base64-encoded.
+    // 2026-07-28: MCP-Protocol-Version, Mcp-Method and Mcp-Name are
+    // required and must match the body; a non-ASCII name arrives
+    // base64-encoded.
     let call = |name: &str| {
         json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
             "name": name, "arguments": {"text": "x"},
@@ -276,10 +277,21 @@ fn the_front_refuses_an_unauthenticated_client_and_applies_the_2026_header_rules
     let (status, body) = post(&addr, &[auth], &call("echo"));
     assert_eq!(status, 400, "{body}");
     assert!(
+        body.contains("-32020") && body.contains("MCP-Protocol-Version"),
+        "{body}"
+    );
+    let version = ("MCP-Protocol-Version", "2026-07-28");
+    let (status, body) = post(&addr, &[auth, version], &call("echo"));
+    assert_eq!(status, 400, "{body}");
+    assert!(
         body.contains("-32020") && body.contains("Mcp-Method"),
         "{body}"
     );
-    let (status, body) = post(&addr, &[auth, ("Mcp-Method", "tools/call")], &call("echo"));
+    let (status, body) = post(
+        &addr,
+        &[auth, version, ("Mcp-Method", "tools/call")],
+        &call("echo"),
+    );
     assert!(
         status == 400 && body.contains("-32020") && body.contains("Mcp-Name"),
         "{body}"
@@ -288,6 +300,7 @@ fn the_front_refuses_an_unauthenticated_client_and_applies_the_2026_header_rules
         &addr,
         &[
             auth,
+            version,
             ("Mcp-Method", "tools/call"),
             ("Mcp-Name", "delete_all"),
         ],
@@ -298,7 +311,12 @@ fn the_front_refuses_an_unauthenticated_client_and_applies_the_2026_header_rules
     assert!(encoded.starts_with("=?base64?"), "{encoded}");
     let (status, body) = post(
         &addr,
-        &[auth, ("Mcp-Method", "tools/call"), ("Mcp-Name", &encoded)],
+        &[
+            auth,
+            version,
+            ("Mcp-Method", "tools/call"),
+            ("Mcp-Name", &encoded),
+        ],
         &call("échô"),
     );
     assert_ne!(

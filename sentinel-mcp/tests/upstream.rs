@@ -151,6 +151,9 @@ fn the_python_sdk_client_reaches_an_http_server_through_the_proxy_in_the_statele
                 {"op": "list"},
                 {"op": "call", "tool": "echo", "args": {"text": "stateless"}},
                 {"op": "call", "tool": "delete_all", "args": {"path": "/"}},
+                // The server checks Mcp-Param-Region against the body: the
+                // proxy must mirror it from the body the policy saw.
+                {"op": "call", "tool": "query", "args": {"region": "eu-north-1", "sql": "SELECT 3"}},
             ])
             .to_string(),
             "--",
@@ -172,7 +175,12 @@ fn the_python_sdk_client_reaches_an_http_server_through_the_proxy_in_the_statele
         "{report}"
     );
     assert_eq!(report["steps"][2]["is_error"], true, "{report}");
-    assert_eq!(call_log(&log).len(), 1);
+    assert_eq!(
+        report["steps"][3],
+        json!({"is_error": false, "text": "eu-north-1: SELECT 3"}),
+        "{report}"
+    );
+    assert_eq!(call_log(&log).len(), 2);
 }
 
 #[test]
@@ -226,7 +234,7 @@ fn the_proxy_reaches_a_tls_upstream_it_trusts_and_refuses_one_it_does_not() {
         .unwrap_or_default()
         .to_string();
     assert!(
-        text.to_lowercase().contains("certificate") && text.contains("NotValidForName"),
+        text.to_lowercase().contains("certificate") && text.contains("not valid for name"),
         "{refused}"
     );
     drop(proxy);
