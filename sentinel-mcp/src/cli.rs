@@ -162,6 +162,23 @@ fn standalone_state_dir(db: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Runs the HTTP front until it ends or a termination signal arrives (then
+/// its servers are ended as their handles drop, and the proxy reports
+/// SIGTERM).
+async fn serve_until_terminated(
+    termination: Option<crate::stdio::Termination>,
+    front: impl std::future::Future<Output = Result<std::process::ExitStatus, crate::http::HttpError>>,
+) -> Result<std::process::ExitStatus, crate::http::HttpError> {
+    use std::os::unix::process::ExitStatusExt;
+    let Some(mut termination) = termination else {
+        return front.await;
+    };
+    tokio::select! {
+        status = front => status,
+        () = termination.recv() => Ok(std::process::ExitStatus::from_raw(libc::SIGTERM)),
+    }
+}
+
 /// Runs the proxy; returns the server's exit status, or 2 when the proxy
 /// cannot start.
 pub fn run(args: McpProxyArgs) -> ExitCode {
@@ -211,6 +228,22 @@ pub fn run(args: McpProxyArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sentinel mcp-proxy: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Caught from here on: a signal during start-up must not kill the
+    // proxy and leave its server behind.
+    let termination = runtime
+        .block_on(async { crate::stdio::Termination::install() })
+        .ok();
     let decider = match choose_decider(&args) {
         Ok(d) => d,
         Err(e) => {
@@ -240,17 +273,6 @@ pub fn run(args: McpProxyArgs) -> ExitCode {
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         ask_ttl: Duration::from_secs(args.ask_ttl_secs),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("sentinel mcp-proxy: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
     let clock: Arc<dyn crate::decider::Clock> = Arc::new(SystemClock);
     let has_token = args.auth_token_file.is_some();
     let allow_uids = if args.allow_uid.is_empty() {
@@ -260,7 +282,7 @@ pub fn run(args: McpProxyArgs) -> ExitCode {
     };
     let result = match args.listen.clone() {
         Some(listen) => runtime
-            .block_on(crate::http::run(
+            .block_on(serve_until_terminated(termination, crate::http::run(
                 Arc::new(move || {
                     Proxy::new(config.clone(), Arc::clone(&decider), Arc::clone(&clock))
                 }),
@@ -281,7 +303,7 @@ pub fn run(args: McpProxyArgs) -> ExitCode {
                         );
                     }
                 },
-            ))
+            )))
             .map_err(|e| e.to_string()),
         None => runtime
             .block_on(crate::stdio::run(
@@ -289,6 +311,7 @@ pub fn run(args: McpProxyArgs) -> ExitCode {
                 &target,
                 tokio::io::stdin(),
                 tokio::io::stdout(),
+                termination,
             ))
             .map_err(|e| e.to_string()),
     };

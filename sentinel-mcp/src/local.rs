@@ -45,7 +45,7 @@ pub struct LocalDecider {
     audit: Box<dyn AuditSink>,
     store: Mutex<Store>,
     scan_policy: ScanPolicy,
-    scanner: Scanner,
+    scanner: &'static Scanner,
     label: String,
     processes: Mutex<std::collections::HashMap<u32, (u32, String, String)>>,
 }
@@ -63,7 +63,7 @@ impl LocalDecider {
             audit,
             store: Mutex::new(store),
             scan_policy,
-            scanner: Scanner::new(),
+            scanner: Scanner::shared(),
             label,
             processes: Mutex::new(std::collections::HashMap::new()),
         }

@@ -240,6 +240,13 @@ impl Default for Scanner {
 }
 
 impl Scanner {
+    /// The process's scanner, compiled on first use (its patterns take a
+    /// while to compile; every proxy and decider shares them).
+    pub fn shared() -> &'static Scanner {
+        static SHARED: std::sync::OnceLock<Scanner> = std::sync::OnceLock::new();
+        SHARED.get_or_init(Scanner::new)
+    }
+
     pub fn new() -> Self {
         // The patterns are constants checked by the unit tests below.
         let compile = |p: &str| Regex::new(p).unwrap_or_else(|e| panic!("bad pattern {p}: {e}"));
@@ -356,7 +363,14 @@ impl Scanner {
                         self.redact_str(&key)
                     };
                     if let Value::String(text) = &v {
-                        if is_sensitive_field(&key) && looks_random(text) {
+                        // A known provider's token is cut out by its own
+                        // rule below (its kind named, the text around it
+                        // kept); anything else random-looking under a
+                        // credential-named key goes whole.
+                        if is_sensitive_field(&key)
+                            && looks_random(text)
+                            && self.secrets_in(text).is_empty()
+                        {
                             v = Value::String(format!("[REDACTED:{GENERIC_SECRET}]"));
                             found.push(GENERIC_SECRET);
                         }

@@ -91,12 +91,14 @@ pub enum Target {
 /// Runs the server at `target` behind `proxy`, with `client_in` /
 /// `client_out` as the client side (stdin/stdout for `sentinel mcp-proxy`).
 /// Returns when the server has exited (for an HTTP server: when the client
-/// is gone) and the last messages were written.
+/// is gone) and the last messages were written. `termination`: handlers
+/// installed earlier (else they are installed now).
 pub async fn run<I, O>(
     proxy: Arc<Proxy>,
     target: &Target,
     client_in: I,
     client_out: O,
+    termination: Option<Termination>,
 ) -> Result<ExitStatus, StdioError>
 where
     I: AsyncRead + Unpin + Send + 'static,
@@ -118,7 +120,7 @@ where
     let server_pid = child.as_ref().and_then(Child::id);
     let exited = Arc::new(AtomicBool::new(false));
     if let Some(pid) = server_pid {
-        tokio::spawn(forward_termination(pid, Arc::clone(&exited)));
+        tokio::spawn(forward_termination(pid, Arc::clone(&exited), termination));
     }
 
     {
@@ -179,22 +181,44 @@ async fn stop_after_grace(pid: u32, exited: &AtomicBool) {
     signal(pid, exited, libc::SIGKILL);
 }
 
+/// SIGTERM, SIGINT and SIGHUP, caught from the moment this is installed
+/// (install it first thing: until then such a signal kills the proxy and
+/// would leave its server behind).
+pub struct Termination {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Termination {
+    /// Installs the handlers; call inside a Tokio runtime.
+    pub fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal as on, SignalKind};
+        Ok(Self {
+            term: on(SignalKind::terminate())?,
+            int: on(SignalKind::interrupt())?,
+            hup: on(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for one of the signals.
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+            _ = self.hup.recv() => {}
+        }
+    }
+}
+
 /// SIGTERM, SIGINT or SIGHUP to the proxy ends the server too, so it does
 /// not outlive the proxy; the proxy then exits with the server's status.
-async fn forward_termination(pid: u32, exited: Arc<AtomicBool>) {
-    use tokio::signal::unix::{signal as on, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        on(SignalKind::terminate()),
-        on(SignalKind::interrupt()),
-        on(SignalKind::hangup()),
-    ) else {
-        return;
+async fn forward_termination(pid: u32, exited: Arc<AtomicBool>, termination: Option<Termination>) {
+    let mut termination = match termination.map_or_else(Termination::install, Ok) {
+        Ok(t) => t,
+        Err(_) => return,
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-        _ = hup.recv() => {}
-    }
+    termination.recv().await;
     signal(pid, &exited, libc::SIGTERM);
     tokio::time::sleep(TERM_GRACE).await;
     signal(pid, &exited, libc::SIGKILL);
