@@ -90,6 +90,12 @@ fn steps(c: &mut Criterion) {
     c.bench_function("scanner/injection_350_bytes", |b| {
         b.iter(|| black_box(scanner.injection_in(black_box(RESULT_TEXT))))
     });
+    // One non-ASCII character: the lazy DFA cannot decide Unicode word
+    // boundaries there, and the regex crate falls back to the PikeVM.
+    let accented = format!("{RESULT_TEXT} Résumé attached.");
+    c.bench_function("scanner/injection_350_bytes_non_ascii", |b| {
+        b.iter(|| black_box(scanner.injection_in(black_box(&accented))))
+    });
     c.bench_function("scanner/secrets_350_bytes", |b| {
         b.iter(|| black_box(scanner.secrets_in(black_box(RESULT_TEXT))))
     });

@@ -283,9 +283,18 @@ fn is_cyrillic_or_greek(c: char) -> bool {
 
 impl Detector {
     pub fn new() -> Self {
-        let compile = |p: &str| Regex::new(p).unwrap_or_else(|e| panic!("bad pattern {p}: {e}"));
+        let compile = |p: &str| {
+            regex::RegexBuilder::new(p)
+                .size_limit(crate::scan::REGEX_SIZE_LIMIT)
+                .dfa_size_limit(crate::scan::REGEX_DFA_LIMIT)
+                .build()
+                .unwrap_or_else(|e| panic!("bad pattern {p}: {e}"))
+        };
         Self {
-            set: RegexSet::new(SIGNALS.iter().map(|(_, _, p)| *p))
+            set: regex::RegexSetBuilder::new(SIGNALS.iter().map(|(_, _, p)| *p))
+                .size_limit(crate::scan::REGEX_SIZE_LIMIT)
+                .dfa_size_limit(crate::scan::REGEX_DFA_LIMIT)
+                .build()
                 .unwrap_or_else(|e| panic!("bad injection set: {e}")),
             discussion: compile(
                 r"\b(?:prompt[ -]injections?|injection attacks?|injection de prompt|inyección de prompts?|angriff|ataque|attaque|par exemple|zum beispiel|por ejemplo|etwa mit|jailbreak(?:s|ing)? (?:attempts?|attacks?|prompts?)|attackers?|adversar\w*|malicious|red[- ]team\w*|owasp|for example|e\.g\.|for instance|such as|example (?:of|payload|attack)|researchers?|detect\w*|classif\w*|benchmark|dataset|mitigat\w*|defen[cs]\w*|phrases? like|strings? like|payloads?|vulnerab\w*|threat model|security (?:team|review|research|guide|training))\b",
