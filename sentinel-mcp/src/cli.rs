@@ -162,6 +162,29 @@ fn standalone_state_dir(db: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+type ClientIn = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+type ClientOut = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+
+/// The client's side: stdin and stdout as non-blocking pipes read by the
+/// reactor when they are pipes (as an MCP client starts its servers), else
+/// Tokio's stdin/stdout, which read on a helper thread and cost a thread
+/// hop per read. Call inside the runtime.
+fn client_pipes() -> (ClientIn, ClientOut) {
+    use std::os::fd::AsFd;
+    use tokio::net::unix::pipe;
+    let dup = |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned().map(std::fs::File::from);
+    let input: ClientIn = match dup(std::io::stdin().as_fd()).and_then(pipe::Receiver::from_file) {
+        Ok(pipe) => Box::new(pipe),
+        Err(_) => Box::new(tokio::io::stdin()),
+    };
+    let output: ClientOut = match dup(std::io::stdout().as_fd()).and_then(pipe::Sender::from_file)
+    {
+        Ok(pipe) => Box::new(pipe),
+        Err(_) => Box::new(tokio::io::stdout()),
+    };
+    (input, output)
+}
+
 /// Runs the HTTP front until it ends or a termination signal arrives (then
 /// its servers are ended as their handles drop, and the proxy reports
 /// SIGTERM).
@@ -228,11 +251,17 @@ pub fn run(args: McpProxyArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    // One thread carries a stdio session (a message costs microseconds;
+    // hopping between worker threads costs more); the HTTP front serves
+    // several clients on two.
+    let mut builder = if args.listen.is_some() {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2);
+        b
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sentinel mcp-proxy: cannot start the async runtime: {e}");
@@ -306,13 +335,17 @@ pub fn run(args: McpProxyArgs) -> ExitCode {
             )))
             .map_err(|e| e.to_string()),
         None => runtime
-            .block_on(crate::stdio::run(
-                Arc::new(Proxy::new(config, decider, clock)),
-                &target,
-                tokio::io::stdin(),
-                tokio::io::stdout(),
-                termination,
-            ))
+            .block_on(async {
+                let (input, output) = client_pipes();
+                crate::stdio::run(
+                    Arc::new(Proxy::new(config, decider, clock)),
+                    &target,
+                    input,
+                    output,
+                    termination,
+                )
+                .await
+            })
             .map_err(|e| e.to_string()),
     };
     // stdin's blocking reader thread may still be parked in read(2).
