@@ -177,8 +177,7 @@ fn client_pipes() -> (ClientIn, ClientOut) {
         Ok(pipe) => Box::new(pipe),
         Err(_) => Box::new(tokio::io::stdin()),
     };
-    let output: ClientOut = match dup(std::io::stdout().as_fd()).and_then(pipe::Sender::from_file)
-    {
+    let output: ClientOut = match dup(std::io::stdout().as_fd()).and_then(pipe::Sender::from_file) {
         Ok(pipe) => Box::new(pipe),
         Err(_) => Box::new(tokio::io::stdout()),
     };
