@@ -803,7 +803,23 @@ async fn handle(
             "Sentinel: the MCP server went away",
         ));
     };
-    if let Some(challenge) = conn.take_challenge(&key) {
+    let challenge = conn.take_challenge(&key);
+    if let Some(session) = &new_session {
+        // A session whose `initialize` failed (an upstream that wants a
+        // token, a server error) is not kept: an unauthorized client must
+        // not hold one of the few session slots until it idles out.
+        let failed = challenge.is_some()
+            || serde_json::from_slice::<Value>(&first.line)
+                .map_or(true, |v| v.get("result").is_none());
+        if failed && first.last {
+            let ended = lock(&front.sessions).remove(session);
+            if let Some(conn) = ended {
+                let _ = conn.to_server.send(Write::Stop).await;
+            }
+            new_session = None;
+        }
+    }
+    if let Some(challenge) = challenge {
         // The upstream wants a token: a real 401, whose challenge points
         // at this front's copy of the upstream's resource metadata.
         if let (Some(url), Some((config, _))) = (

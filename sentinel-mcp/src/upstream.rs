@@ -360,10 +360,14 @@ impl Upstream {
                 .unwrap_or("")
                 .to_string();
             if let Some(id) = id.as_ref() {
-                self.challenges
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(jsonrpc::id_key(id), challenge.clone());
+                {
+                    let mut challenges = self.challenges.lock().unwrap_or_else(|p| p.into_inner());
+                    // Only an HTTP front takes them; behind stdio nobody does.
+                    if challenges.len() >= 1024 {
+                        challenges.clear();
+                    }
+                    challenges.insert(jsonrpc::id_key(id), challenge.clone());
+                }
                 let reply = serde_json::json!({
                     "jsonrpc": "2.0", "id": id,
                     "error": {

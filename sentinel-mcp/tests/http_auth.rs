@@ -93,6 +93,13 @@ fn an_oauth_protected_upstream_is_reachable_through_the_front_and_the_policy_sti
         challenge.contains(&format!("resource_metadata=\"{metadata_url}\"")),
         "{challenge}"
     );
+    // Unauthorized initializes hold no session: more of them than the
+    // front has session slots still get 401, never "too many sessions".
+    for _ in 0..40 {
+        let (status, _, body) =
+            http_request(&addr, "POST", "/mcp", &[], &initialize(1).to_string());
+        assert_eq!(status, 401, "{body}");
+    }
     let (status, _, metadata) = http_request(
         &addr,
         "GET",
