@@ -248,7 +248,7 @@ impl Conn {
 
     /// The challenge of an upstream 401 answering request `key`, if any.
     fn take_challenge(&self, key: &str) -> Option<String> {
-        self.challenges.as_ref().and_then(|c| lock(c).remove(key))
+        self.challenges.as_ref().and_then(|c| c.take(key))
     }
 
     /// Sends a client-bound message to the request it answers, or (a

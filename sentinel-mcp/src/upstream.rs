@@ -124,7 +124,52 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// `WWW-Authenticate` challenges of upstream 401s, by request id key.
-pub(crate) type Challenges = Arc<Mutex<HashMap<String, String>>>;
+pub(crate) type Challenges = Arc<ChallengeMap>;
+
+/// The challenges of upstream 401s waiting for the HTTP front to take them
+/// (with the answer to the request they belong to). Behind stdio nobody
+/// takes them, so the map is bounded: past [`ChallengeMap::CAP`] entries
+/// the oldest is dropped, never a fresh one.
+#[derive(Default)]
+pub(crate) struct ChallengeMap {
+    /// Request id key -> (insertion number, challenge).
+    entries: Mutex<HashMap<String, (u64, String)>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl ChallengeMap {
+    pub(crate) const CAP: usize = 1024;
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, String)>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn insert(&self, key: String, challenge: String) {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut entries = self.entries();
+        entries.insert(key, (n, challenge));
+        while entries.len() > Self::CAP {
+            let oldest = entries
+                .iter()
+                .min_by_key(|(_, (n, _))| *n)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => entries.remove(&k),
+                None => break,
+            };
+        }
+    }
+
+    /// The challenge of the 401 that answered request `key`, once.
+    pub(crate) fn take(&self, key: &str) -> Option<String> {
+        self.entries().remove(key).map(|(_, c)| c)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries().len()
+    }
+}
 
 #[derive(Default)]
 struct Negotiated {
@@ -360,14 +405,8 @@ impl Upstream {
                 .unwrap_or("")
                 .to_string();
             if let Some(id) = id.as_ref() {
-                {
-                    let mut challenges = self.challenges.lock().unwrap_or_else(|p| p.into_inner());
-                    // Only an HTTP front takes them; behind stdio nobody does.
-                    if challenges.len() >= 1024 {
-                        challenges.clear();
-                    }
-                    challenges.insert(jsonrpc::id_key(id), challenge.clone());
-                }
+                self.challenges
+                    .insert(jsonrpc::id_key(id), challenge.clone());
                 let reply = serde_json::json!({
                     "jsonrpc": "2.0", "id": id,
                     "error": {
@@ -516,6 +555,25 @@ fn sse_data(event: &[u8]) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_challenge_map_is_bounded_and_drops_the_oldest_only() {
+        let map = super::ChallengeMap::default();
+        for i in 0..super::ChallengeMap::CAP + 10 {
+            map.insert(format!("n:{i}"), format!("Bearer realm=\"{i}\""));
+        }
+        assert_eq!(map.len(), super::ChallengeMap::CAP);
+        // The ten oldest went; the newest is there, and taken once.
+        assert_eq!(map.take("n:0"), None);
+        assert_eq!(map.take("n:9"), None);
+        assert!(map.take("n:10").is_some());
+        let last = format!("n:{}", super::ChallengeMap::CAP + 9);
+        assert_eq!(
+            map.take(&last).as_deref(),
+            Some(format!("Bearer realm=\"{}\"", super::ChallengeMap::CAP + 9).as_str())
+        );
+        assert_eq!(map.take(&last), None);
+    }
+
     use super::*;
 
     #[test]
