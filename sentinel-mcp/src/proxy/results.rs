@@ -157,7 +157,7 @@ impl Proxy {
             match policy.injection {
                 FindingAction::Block => block.push(what),
                 FindingAction::Redact => {
-                    redact_injection(&self.scanner, result);
+                    redact_injection(self.scanner, result);
                     changed = true;
                 }
                 FindingAction::Flag => notes.push(format!(

@@ -265,7 +265,7 @@ impl Proxy {
                 self.scanner.redact_value(&mut text);
             }
             if !findings.injection.is_empty() && settings.injection == FindingAction::Redact {
-                redact_injection(&self.scanner, &mut text);
+                redact_injection(self.scanner, &mut text);
             }
             if let Value::String(s) = &mut text {
                 if settings.injection == FindingAction::Flag
