@@ -602,3 +602,90 @@ fn sigterm_to_the_proxy_ends_the_server_and_reports_it() {
     let status = proxy.finish();
     assert_eq!(status.code(), Some(128 + 15), "{status:?}");
 }
+
+/// A proxy session in front of the Python test server that has not listed
+/// its tools (as clients that keep an earlier session's list do).
+fn unlisted_session(dir: &std::path::Path, toml: &str) -> (Session, std::path::PathBuf) {
+    let policy = policy_dir(dir, toml);
+    let log = dir.join("calls.log");
+    let mut session = Session::spawn(
+        &proxy_bin(),
+        &proxy_args(&policy, &dir.join("s.db"), &[], &python_server(&peers())),
+        &[("SENTINEL_TEST_CALL_LOG", log.display().to_string())],
+    );
+    session.request(&initialize(1));
+    session.send(&initialized());
+    (session, log)
+}
+
+#[test]
+fn a_call_without_a_listing_is_decided_on_the_proxys_own_listing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, log) = unlisted_session(dir.path(), TEST_POLICY);
+    // Listed by the server (the proxy lists it itself): goes through.
+    let r = s.request(&call(2, "echo", json!({"text": "no list needed"})));
+    assert_eq!(text_of(&r), "no list needed", "{r}");
+    // Not listed by the server: refused after the proxy's listing, and a
+    // denied tool is still denied by policy.
+    let r = s.request(&call(3, "exfiltrate", json!({"path": "/etc/shadow"})));
+    assert!(r.to_string().contains("tool-not-listed"), "{r}");
+    let r = s.request(&call(4, "delete_all", json!({"path": "/"})));
+    assert!(r.to_string().contains("no-mass-delete"), "{r}");
+    assert!(s.finish().success());
+    let calls: Vec<String> = call_log(&log)
+        .iter()
+        .map(|c| c["tool"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(calls, vec!["echo"], "only the listed, allowed call ran");
+
+    // Several calls at once wait for one listing and are each answered;
+    // a call to a tool named like a request id of the proxy's own listing
+    // changes nothing.
+    let (mut s, _) = unlisted_session(dir.path(), TEST_POLICY);
+    s.send(&call(5, "echo", json!({"text": "a"})));
+    s.send(
+        &json!({"jsonrpc": "2.0", "id": "sentinel-tools-list-1", "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": "b"}}}),
+    );
+    s.send(&call(6, "exfiltrate", json!({})));
+    let mut answers = std::collections::BTreeMap::new();
+    for _ in 0..3 {
+        let m = s.recv_json();
+        answers.insert(m["id"].to_string(), m);
+    }
+    assert_eq!(text_of(&answers["5"]), "a", "{answers:?}");
+    assert_eq!(
+        text_of(&answers["\"sentinel-tools-list-1\""]),
+        "b",
+        "{answers:?}"
+    );
+    assert!(answers["6"].to_string().contains("tool-not-listed"));
+    assert!(s.finish().success());
+
+    // With `pin = "review"`, the proxy's own listing pins nothing on its
+    // own: the call waits for the operator, then goes through.
+    let review = tempfile::tempdir().unwrap();
+    let toml = format!("{TEST_POLICY}\n[mcp]\npin = \"review\"\n");
+    let (mut s, log) = unlisted_session(review.path(), &toml);
+    let r = s.request(&call(2, "echo", json!({"text": "x"})));
+    assert!(
+        r.to_string().contains("tool-pinning") && r.to_string().contains("sentinel approve pin-"),
+        "{r}"
+    );
+    assert!(s.finish().success());
+    assert!(call_log(&log).is_empty());
+    let mut store = sentinel_mcp::Store::open(&review.path().join("s.db")).unwrap();
+    let now = std::time::SystemTime::now();
+    let echo = store
+        .pending(now)
+        .unwrap()
+        .into_iter()
+        .find(|a| a.tool == "echo")
+        .expect("the echo definition awaits the operator");
+    store.approve(&echo.id, now).unwrap();
+    let (mut s, log) = unlisted_session(review.path(), &toml);
+    let r = s.request(&call(2, "echo", json!({"text": "approved"})));
+    assert_eq!(text_of(&r), "approved", "{r}");
+    assert!(s.finish().success());
+    assert_eq!(call_log(&log).len(), 1);
+}

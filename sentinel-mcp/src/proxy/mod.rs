@@ -93,6 +93,8 @@ enum PendingKind {
         verdict: Box<Verdict>,
     },
     ToolsList,
+    /// The proxy's own `tools/list` (see [`SelfListing`]).
+    SelfList,
     /// A `resources/read` or `prompts/get`: decided like a tool call, its
     /// content scanned and its outcome recorded.
     Content {
@@ -155,7 +157,34 @@ struct State {
     server_requests: HashMap<String, ServerRequest>,
     /// Input schemas of the callable tools this session saw listed.
     schemas: HashMap<String, Value>,
+    /// The proxy's own listing in flight, with the calls waiting for it.
+    self_listing: Option<SelfListing>,
+    /// The proxy listed the server's tools itself once this session.
+    self_listed: bool,
+    next_self_list: u64,
 }
+
+/// A client may call a tool without listing first (many SDK clients keep
+/// the list from an earlier session). The proxy then lists the server's
+/// tools itself — every page, through the same pinning and withholding as
+/// a client's listing, the answer going to nobody — and decides the held
+/// calls again: a tool the server lists (and, with `pin = "review"`, the
+/// operator approved) goes through; one it does not list is refused.
+/// Once per session; at most [`MAX_HELD_FOR_LISTING`] calls wait.
+#[derive(Debug)]
+struct SelfListing {
+    held: Vec<(Value, Message, Vec<u8>)>,
+    pages: u32,
+    modern: bool,
+    /// The 2026-07-28 `_meta` (protocol version, capabilities) of the call
+    /// that started it, for the listing requests.
+    meta: Option<Value>,
+}
+
+/// Most calls held while the proxy lists the server's tools itself.
+const MAX_HELD_FOR_LISTING: usize = 64;
+/// Most pages of the proxy's own listing.
+const MAX_SELF_LIST_PAGES: u32 = 100;
 
 /// The proxy core; shared by the transport's reader tasks.
 pub struct Proxy {
@@ -507,8 +536,12 @@ impl Proxy {
         let key = id_key(&id);
         let (pending, timed_out) = {
             let state = self.state();
+            let held = state
+                .self_listing
+                .as_ref()
+                .is_some_and(|l| l.held.iter().any(|(i, _, _)| id_key(i) == key));
             (
-                state.pending.contains_key(&key),
+                state.pending.contains_key(&key) || held,
                 state.timed_out.contains(&key),
             )
         };
@@ -650,6 +683,13 @@ impl Proxy {
             Some(b) => Some(b),
             None => self.unlisted(tool, now),
         };
+        if blocked
+            .as_ref()
+            .is_some_and(|(rule, _)| rule == "tool-not-listed")
+            && self.hold_for_listing(step, id, msg, raw, modern)
+        {
+            return None;
+        }
         let verdict = match blocked {
             Some((rule, reason)) => {
                 let verdict = own_verdict(Decision::Deny, &rule, reason, 90);
@@ -705,7 +745,7 @@ impl Proxy {
             Ok(false) => Some((
                 "tool-not-listed".into(),
                 format!(
-                    "tool `{tool}` was never listed by server `{}`, or its definition awaits `sentinel approve`; list the tools first",
+                    "tool `{tool}` is not on the tool list of server `{}`, or its definition awaits `sentinel approve`",
                     self.config.server
                 ),
             )),
@@ -714,6 +754,139 @@ impl Proxy {
                 format!("the tool's pin could not be checked, so the call is refused: {e}"),
             )),
         }
+    }
+
+    /// Holds a call to a tool this session has not seen listed while the
+    /// proxy lists the server's tools itself (see [`SelfListing`]). False
+    /// when it may not wait: the proxy listed once already, or too many
+    /// calls wait.
+    fn hold_for_listing(
+        &self,
+        step: &mut Step,
+        id: &Value,
+        msg: &Message,
+        raw: &[u8],
+        modern: bool,
+    ) -> bool {
+        let mut state = self.state();
+        if state.self_listed {
+            return false;
+        }
+        if let Some(listing) = state.self_listing.as_mut() {
+            if listing.held.len() >= MAX_HELD_FOR_LISTING {
+                return false;
+            }
+            listing.held.push((id.clone(), msg.clone(), raw.to_vec()));
+            return true;
+        }
+        let meta = msg
+            .params()
+            .and_then(|p| p.get("_meta"))
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, _)| k.starts_with("io.modelcontextprotocol/"))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<serde_json::Map<_, _>>()
+            })
+            .filter(|m| !m.is_empty())
+            .map(Value::Object);
+        state.self_listing = Some(SelfListing {
+            held: vec![(id.clone(), msg.clone(), raw.to_vec())],
+            pages: 0,
+            modern,
+            meta,
+        });
+        drop(state);
+        self.request_self_list(step, None);
+        true
+    }
+
+    /// Sends the next page request of the proxy's own listing.
+    fn request_self_list(&self, step: &mut Step, cursor: Option<String>) {
+        let (id, modern, meta) = {
+            let mut state = self.state();
+            // An id no client request holds.
+            let id = loop {
+                state.next_self_list += 1;
+                let id = json!(format!("sentinel-tools-list-{}", state.next_self_list));
+                if !state.pending.contains_key(&id_key(&id)) {
+                    break id;
+                }
+            };
+            let Some(listing) = state.self_listing.as_mut() else {
+                return;
+            };
+            listing.pages += 1;
+            (id, listing.modern, listing.meta.clone())
+        };
+        let mut params = serde_json::Map::new();
+        if let Some(cursor) = cursor {
+            params.insert("cursor".into(), json!(cursor));
+        }
+        if let Some(meta) = meta {
+            params.insert("_meta".into(), meta);
+        }
+        let mut request = json!({"jsonrpc": "2.0", "id": id, "method": "tools/list"});
+        if !params.is_empty() {
+            request["params"] = Value::Object(params);
+        }
+        self.track(step, id, PendingKind::SelfList, modern);
+        step.server(request.to_string().into_bytes());
+    }
+
+    /// A page of the proxy's own listing: pinned and checked like a
+    /// client's (the listing itself goes to nobody); the next page is
+    /// asked for, or the held calls are decided again.
+    fn on_self_list(&self, step: &mut Step, msg: Message, line: Vec<u8>) {
+        let cursor = msg
+            .value
+            .get("result")
+            .and_then(|r| r.get("nextCursor"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let listed = msg
+            .value
+            .get("result")
+            .and_then(|r| r.get("tools"))
+            .is_some_and(Value::is_array);
+        let mut nobody = Step::default();
+        self.on_tools_list(&mut nobody, msg, line);
+        step.timers.append(&mut nobody.timers);
+        step.out.extend(
+            nobody
+                .out
+                .into_iter()
+                .filter(|o| matches!(o, Out::Server(_))),
+        );
+        let pages = self.state().self_listing.as_ref().map_or(0, |l| l.pages);
+        match cursor {
+            Some(cursor) if listed && pages < MAX_SELF_LIST_PAGES => {
+                self.request_self_list(step, Some(cursor));
+            }
+            _ => self.release_held(step, listed),
+        }
+    }
+
+    /// Ends the proxy's own listing: the held calls are decided again, on
+    /// what the listing showed. A listing that failed (an error, no answer)
+    /// may be tried again by a later call.
+    fn release_held(&self, step: &mut Step, listed: bool) {
+        let held = {
+            let mut state = self.state();
+            // Not again while these are decided (a server whose listing
+            // fails must not start another for each of them).
+            state.self_listed = true;
+            state
+                .self_listing
+                .take()
+                .map(|l| l.held)
+                .unwrap_or_default()
+        };
+        for (id, msg, raw) in held {
+            self.on_client_request(step, id, "tools/call", msg, raw);
+        }
+        self.state().self_listed = listed;
     }
 
     /// Secrets in a call's outgoing arguments: alerted, and redacted or
@@ -890,6 +1063,7 @@ impl Proxy {
                             self.on_call_result(&mut step, msg, line, &call, &verdict, p.modern)
                         }
                         PendingKind::ToolsList => self.on_tools_list(&mut step, msg, line),
+                        PendingKind::SelfList => self.on_self_list(&mut step, msg, line),
                         PendingKind::Content { call, verdict } => {
                             self.on_content_result(&mut step, msg, line, &call, &verdict)
                         }
@@ -963,6 +1137,12 @@ impl Proxy {
                 }
             }
         }
+        if matches!(p.kind, PendingKind::SelfList) {
+            // The held calls are decided on what was seen: refused.
+            self.warn("the server did not answer the proxy's own tools/list in time");
+            self.release_held(&mut step, false);
+            return step;
+        }
         if let PendingKind::ToolsCall { call, verdict } | PendingKind::Content { call, verdict } =
             &p.kind
         {
@@ -988,8 +1168,19 @@ impl Proxy {
     /// with an error, once.
     pub fn on_server_closed(&self) -> Step {
         let mut step = Step::default();
+        let held = self.state().self_listing.take();
+        for (id, _, _) in held.map(|l| l.held).unwrap_or_default() {
+            step.client(jsonrpc::error_response(
+                Some(&id),
+                jsonrpc::REFUSED,
+                "Sentinel: the MCP server exited before answering",
+            ));
+        }
         let pending: Vec<Pending> = self.state().pending.drain().map(|(_, p)| p).collect();
         for p in pending {
+            if matches!(p.kind, PendingKind::SelfList) {
+                continue;
+            }
             if let PendingKind::ToolsCall { call, verdict }
             | PendingKind::Content { call, verdict } = &p.kind
             {
