@@ -90,11 +90,21 @@ fn steps(c: &mut Criterion) {
     c.bench_function("scanner/injection_350_bytes", |b| {
         b.iter(|| black_box(scanner.injection_in(black_box(RESULT_TEXT))))
     });
-    // One non-ASCII character: the lazy DFA cannot decide Unicode word
-    // boundaries there, and the regex crate falls back to the PikeVM.
+    // One non-ASCII word: with Unicode word boundaries the lazy DFA gave
+    // up there and the regex crate fell back to the PikeVM.
     let accented = format!("{RESULT_TEXT} Résumé attached.");
     c.bench_function("scanner/injection_350_bytes_non_ascii", |b| {
         b.iter(|| black_box(scanner.injection_in(black_box(&accented))))
+    });
+    // All of it in another script (Cyrillic, about 350 bytes).
+    let cyrillic = "Сборка завершена за 4,2 с. Пройдено 312 тестов, 0 с ошибками. \
+        В примечаниях к версии 2.4 перечислены три исправления: гонка при вытеснении кэша, \
+        неверное значение по умолчанию.";
+    c.bench_function("scanner/injection_350_bytes_cyrillic", |b| {
+        b.iter(|| black_box(scanner.injection_in(black_box(cyrillic))))
+    });
+    c.bench_function("scanner/secrets_350_bytes_cyrillic", |b| {
+        b.iter(|| black_box(scanner.secrets_in(black_box(cyrillic))))
     });
     c.bench_function("scanner/secrets_350_bytes", |b| {
         b.iter(|| black_box(scanner.secrets_in(black_box(RESULT_TEXT))))

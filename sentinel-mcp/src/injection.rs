@@ -283,19 +283,24 @@ fn is_cyrillic_or_greek(c: char) -> bool {
 
 impl Detector {
     pub fn new() -> Self {
-        let compile = |p: &str| {
+        let unicode = |p: &str| {
             regex::RegexBuilder::new(p)
                 .size_limit(crate::scan::REGEX_SIZE_LIMIT)
                 .dfa_size_limit(crate::scan::REGEX_DFA_LIMIT)
                 .build()
                 .unwrap_or_else(|e| panic!("bad pattern {p}: {e}"))
         };
+        let compile = |p: &str| unicode(&crate::scan::ascii_boundaries(p));
         Self {
-            set: regex::RegexSetBuilder::new(SIGNALS.iter().map(|(_, _, p)| *p))
-                .size_limit(crate::scan::REGEX_SIZE_LIMIT)
-                .dfa_size_limit(crate::scan::REGEX_DFA_LIMIT)
-                .build()
-                .unwrap_or_else(|e| panic!("bad injection set: {e}")),
+            set: regex::RegexSetBuilder::new(
+                SIGNALS
+                    .iter()
+                    .map(|(_, _, p)| crate::scan::ascii_boundaries(p)),
+            )
+            .size_limit(crate::scan::REGEX_SIZE_LIMIT)
+            .dfa_size_limit(crate::scan::REGEX_DFA_LIMIT)
+            .build()
+            .unwrap_or_else(|e| panic!("bad injection set: {e}")),
             discussion: compile(
                 r"\b(?:prompt[ -]injections?|injection attacks?|injection de prompt|inyección de prompts?|angriff|ataque|attaque|par exemple|zum beispiel|por ejemplo|etwa mit|jailbreak(?:s|ing)? (?:attempts?|attacks?|prompts?)|attackers?|adversar\w*|malicious|red[- ]team\w*|owasp|for example|e\.g\.|for instance|such as|example (?:of|payload|attack)|researchers?|detect\w*|classif\w*|benchmark|dataset|mitigat\w*|defen[cs]\w*|phrases? like|strings? like|payloads?|vulnerab\w*|threat model|security (?:team|review|research|guide|training))\b",
             ),
@@ -303,8 +308,11 @@ impl Detector {
                 r#""[^"\n]{6,}"|“[^”\n]{6,}”|'[^'\n]{12,}'|`[^`\n]{6,}`|«[^»\n]{6,}»|„[^“\n]{6,}“"#,
             ),
             base64: compile(r"[A-Za-z0-9+/]{24,}={0,2}"),
-            spaced: compile(r"\b(?:\w[ .\-_*]){3,}\w\b"),
-            spread: compile(r"(?:\b\w [^\s] ){5,}"),
+            // These two keep Unicode boundaries (letters spread out in any
+            // script, Cyrillic included); they are small enough for the
+            // PikeVM on non-ASCII text.
+            spaced: unicode(r"\b(?:\w[ .\-_*]){3,}\w\b"),
+            spread: unicode(r"(?:\b\w [^\s] ){5,}"),
         }
     }
 
