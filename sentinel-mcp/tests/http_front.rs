@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -58,28 +56,9 @@ fn post(addr: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
     (status, body)
 }
 
-/// One raw HTTP/1.1 POST; returns (status, head, body).
+/// One raw HTTP/1.1 POST to /mcp; returns (status, head, body).
 fn post_full(addr: &str, headers: &[(&str, &str)], body: &str) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect to the front");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut request = format!(
-        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().expect("status code");
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    (status, head.to_string(), body.to_string())
+    http_request(addr, "POST", "/mcp", headers, body)
 }
 
 fn drive_http(addr: &str, mode: &str, steps: Value) -> Value {

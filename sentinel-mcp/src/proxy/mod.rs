@@ -696,16 +696,7 @@ impl Proxy {
                 self.record(&call, &verdict, "denied");
                 verdict
             }
-            None => self.decider.decide(&call, now).unwrap_or_else(|e| {
-                let verdict = own_verdict(
-                    Decision::Deny,
-                    "sentinel-unavailable",
-                    format!("no verdict could be reached, so the call is refused: {e}"),
-                    100,
-                );
-                self.record(&call, &verdict, "denied");
-                verdict
-            }),
+            None => self.decide_or_refuse(&call, now, "call"),
         };
         let pass = match verdict.action {
             Decision::Allow | Decision::LogOnly => Some(PendingKind::ToolsCall {
@@ -754,6 +745,21 @@ impl Proxy {
                 format!("the tool's pin could not be checked, so the call is refused: {e}"),
             )),
         }
+    }
+
+    /// The decider's verdict on `call` (a `what`); when none can be
+    /// reached, a recorded deny, so nothing passes unjudged.
+    fn decide_or_refuse(&self, call: &ToolCall, now: std::time::SystemTime, what: &str) -> Verdict {
+        self.decider.decide(call, now).unwrap_or_else(|e| {
+            let verdict = own_verdict(
+                Decision::Deny,
+                "sentinel-unavailable",
+                format!("no verdict could be reached, so the {what} is refused: {e}"),
+                100,
+            );
+            self.record(call, &verdict, "denied");
+            verdict
+        })
     }
 
     /// Holds a call to a tool this session has not seen listed while the
@@ -946,16 +952,7 @@ impl Proxy {
     ) -> Option<PendingKind> {
         let call = self.call_of(method, msg);
         let now = self.clock.now();
-        let mut verdict = self.decider.decide(&call, now).unwrap_or_else(|e| {
-            let verdict = own_verdict(
-                Decision::Deny,
-                "sentinel-unavailable",
-                format!("no verdict could be reached, so the request is refused: {e}"),
-                100,
-            );
-            self.record(&call, &verdict, "denied");
-            verdict
-        });
+        let mut verdict = self.decide_or_refuse(&call, now, "request");
         if verdict.action == Decision::Ask {
             match self.operator_ask(&call, &verdict, None) {
                 Ok(()) => verdict.action = Decision::Allow,

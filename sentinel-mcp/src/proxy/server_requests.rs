@@ -46,16 +46,7 @@ impl Proxy {
         }
         let call = self.call_of(method, &msg);
         let now = self.clock.now();
-        let mut verdict = self.decider.decide(&call, now).unwrap_or_else(|e| {
-            let verdict = own_verdict(
-                Decision::Deny,
-                "sentinel-unavailable",
-                format!("no verdict could be reached, so the request is refused: {e}"),
-                100,
-            );
-            self.record(&call, &verdict, "denied");
-            verdict
-        });
+        let mut verdict = self.decide_or_refuse(&call, now, "request");
         if verdict.action == Decision::Ask {
             if self.decider.settings().approver == sentinel_policy::Approver::Client {
                 // The client's own human-in-the-loop for sampling and
