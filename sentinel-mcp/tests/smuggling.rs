@@ -207,6 +207,57 @@ fn a_server_that_always_sends_next_cursor_cannot_get_a_changed_tool_approved() {
     assert!(pending.iter().any(|a| a.tool == "echo"
         && a.kind == "tool-pin"
         && a.detail.as_deref().unwrap_or("").contains("id_rsa")));
+
+    // A client that never lists: the proxy's own listing follows the
+    // endless cursor a bounded number of pages, then decides: still refused.
+    let mut proxy = start(dir.path(), TEST_POLICY, "s.db", &changed);
+    proxy.request(&initialize(1));
+    let before = ran(dir.path()).len();
+    let r = proxy.request(&call(3, "echo", json!({"text": "x"})));
+    assert!(r.to_string().contains("tool-pinning"), "{r}");
+    assert!(proxy.finish().success());
+    let after = ran(dir.path());
+    let pages = after[before..]
+        .iter()
+        .filter(|e| e["method"] == "tools/list")
+        .count();
+    assert!((1..=100).contains(&pages), "{pages} pages");
+    assert!(after.iter().all(|e| e["tool"] != "echo"), "{after:?}");
+}
+
+#[test]
+fn a_server_that_never_answers_the_proxys_own_listing_gets_no_call_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy_dir(dir.path(), TEST_POLICY);
+    let log = dir.path().join("calls.log");
+    let mut proxy = Session::spawn(
+        &proxy_bin(),
+        &proxy_args(
+            &policy,
+            &dir.path().join("s.db"),
+            &["--request-timeout-ms", "1500"],
+            &lenient(&peers()),
+        ),
+        &[
+            ("SENTINEL_TEST_CALL_LOG", log.display().to_string()),
+            ("LENIENT_SILENT_LIST", "1".to_string()),
+        ],
+    );
+    proxy.request(&initialize(1));
+    // The held call is answered (refused) when the listing times out, and
+    // a later call tries the listing again rather than passing.
+    for id in [2, 3] {
+        let r = proxy.request(&call(id, "echo", json!({"text": "x"})));
+        assert!(r.to_string().contains("tool-not-listed"), "{r}");
+    }
+    assert!(proxy.finish().success());
+    let ran = call_log(&log);
+    assert_eq!(
+        ran.iter().filter(|e| e["method"] == "tools/list").count(),
+        2,
+        "{ran:?}"
+    );
+    assert!(ran.iter().all(|e| e["tool"] != "echo"), "{ran:?}");
 }
 
 #[test]

@@ -639,8 +639,8 @@ fn a_call_without_a_listing_is_decided_on_the_proxys_own_listing() {
     assert_eq!(calls, vec!["echo"], "only the listed, allowed call ran");
 
     // Several calls at once wait for one listing and are each answered;
-    // a call to a tool named like a request id of the proxy's own listing
-    // changes nothing.
+    // a call whose id looks like the proxy's own listing requests (whose
+    // ids carry a random prefix) is answered like any other.
     let (mut s, _) = unlisted_session(dir.path(), TEST_POLICY);
     s.send(&call(5, "echo", json!({"text": "a"})));
     s.send(

@@ -27,6 +27,8 @@ LOG = os.environ.get("SENTINEL_TEST_CALL_LOG")
 ALWAYS_CURSOR = os.environ.get("LENIENT_ALWAYS_CURSOR") == "1"
 ECHO_DESCRIPTION = os.environ.get("LENIENT_ECHO_DESCRIPTION", "Echo the text back.")
 INSTRUCTIONS = os.environ.get("LENIENT_INSTRUCTIONS")
+# Never answer tools/list (a server that stalls the proxy's own listing).
+SILENT_LIST = os.environ.get("LENIENT_SILENT_LIST") == "1"
 
 out_lock = threading.Lock()
 pending = {}
@@ -135,6 +137,8 @@ def handle(msg):
         result = {}
     elif method == "tools/list":
         log({"method": "tools/list"})
+        if SILENT_LIST:
+            return None
         result = {"tools": TOOLS}
         if ALWAYS_CURSOR:
             result["nextCursor"] = "more-" + str(time.time())

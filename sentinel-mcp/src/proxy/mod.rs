@@ -725,21 +725,30 @@ impl Proxy {
                 format!("`{tool}` is not a valid MCP tool name"),
             ));
         }
-        if self.state().listed.get(tool) == Some(&true) {
-            return None;
+        let not_listed = || {
+            Some((
+                "tool-not-listed".to_string(),
+                format!(
+                    "tool `{tool}` is not on the tool list of server `{}`, or its definition awaits `sentinel approve`",
+                    self.config.server
+                ),
+            ))
+        };
+        match self.state().listed.get(tool) {
+            Some(true) => return None,
+            // Never seen listed this session: a pin from an earlier session
+            // says nothing about what the server offers now (it may have
+            // changed the tool since), so the tool list is read first.
+            None => return not_listed(),
+            // Withheld here: the operator may have approved it since.
+            Some(false) => {}
         }
         match self.decider.tool_approved(&self.config.server, tool, now) {
             Ok(true) => {
                 self.state().listed.insert(tool.to_string(), true);
                 None
             }
-            Ok(false) => Some((
-                "tool-not-listed".into(),
-                format!(
-                    "tool `{tool}` is not on the tool list of server `{}`, or its definition awaits `sentinel approve`",
-                    self.config.server
-                ),
-            )),
+            Ok(false) => not_listed(),
             Err(e) => Some((
                 "sentinel-unavailable".into(),
                 format!("the tool's pin could not be checked, so the call is refused: {e}"),
@@ -815,7 +824,11 @@ impl Proxy {
             // An id no client request holds.
             let id = loop {
                 state.next_self_list += 1;
-                let id = json!(format!("sentinel-tools-list-{}", state.next_self_list));
+                // The session's random prefix: a client cannot aim at it.
+                let id = json!(format!(
+                    "sentinel-{}-tools-list-{}",
+                    self.elicit_prefix, state.next_self_list
+                ));
                 if !state.pending.contains_key(&id_key(&id)) {
                     break id;
                 }

@@ -166,6 +166,11 @@ impl Proxy {
         mut msg: Message,
         line: Vec<u8>,
     ) {
+        if method == "notifications/tools/list_changed" {
+            // A call to a tool not seen listed since then reads the list
+            // again (see `SelfListing`).
+            self.state().self_listed = false;
+        }
         if method != "notifications/message" {
             step.client(line);
             return;
