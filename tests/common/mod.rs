@@ -90,6 +90,22 @@ impl Daemon {
             .prefix("sentinel-state-")
             .tempdir()
             .unwrap();
+        Daemon::start_with(state_dir, extra)
+    }
+
+    /// Stops this daemon and starts another on the same state directory
+    /// and database (a restart), with `extra` arguments.
+    pub fn restart(mut self, extra: &[&str]) -> Daemon {
+        if self.child.is_some() {
+            self.stop();
+        }
+        let state_dir = std::mem::replace(&mut self.state_dir, tempfile::tempdir().unwrap());
+        let mut daemon = Daemon::start_with(state_dir, extra);
+        daemon.policy = self.policy.take();
+        daemon
+    }
+
+    fn start_with(state_dir: tempfile::TempDir, extra: &[&str]) -> Daemon {
         let jsonl = state_dir.path().join("events.jsonl");
         let stderr_path = state_dir.path().join("daemon.stderr");
         let child = Command::new(sentinel_bin())
@@ -271,6 +287,33 @@ pub fn as_user(uid: u32, program: &str) -> Command {
 
 pub fn run(mut cmd: Command) -> Output {
     cmd.output().expect("running a test command")
+}
+
+/// How a denied exec was stopped before the program ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// execve failed with EPERM (BPF LSM, or the fanotify file guard).
+    Eperm,
+    /// SIGKILL before the program's first instruction (the fallback).
+    Killed,
+}
+
+/// Runs `cmd`, which must be refused before it runs; says how.
+pub fn exec_refused(mut cmd: Command) -> Refused {
+    match cmd.output() {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => Refused::Eperm,
+        Err(e) => panic!("the exec failed, but not with EPERM: {e}"),
+        Ok(out) => {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(
+                out.status.signal(),
+                Some(9),
+                "the denied program ran: {out:?}"
+            );
+            assert!(out.stdout.is_empty(), "the denied program ran: {out:?}");
+            Refused::Killed
+        }
+    }
 }
 
 /// Runs a shell line as `uid`.

@@ -6,6 +6,7 @@
 //! test`) are all a newcomer or CI needs.
 
 mod guest;
+mod guest_fanotify;
 mod guest_lsm;
 mod mcp_peers;
 mod package;
@@ -48,6 +49,8 @@ enum Task {
     },
     /// Only the BPF-LSM test in the guest kernel (builds first).
     TestLsm,
+    /// Only the fanotify guard check in the guest kernel.
+    TestFanotifyGuest,
     /// Boot the guest kernel once and check the harness itself.
     GuestSelfTest,
     /// Run the benchmarks and print their figures.
@@ -92,6 +95,7 @@ fn run(task: Task) -> Result<()> {
             build(&root)?;
             guest_lsm::run(&root)
         }
+        Task::TestFanotifyGuest => guest_fanotify::run(&root),
         Task::Bench => bench(&root),
         Task::Package => package::build(&root).map(drop),
     }
@@ -144,12 +148,17 @@ fn build_ebpf(root: &Path) -> Result<()> {
     Ok(())
 }
 
-fn cargo(root: &Path, args: &[&str]) -> Result<()> {
+pub(crate) fn cargo(root: &Path, args: &[&str]) -> Result<()> {
     let status = Command::new("cargo")
         .current_dir(root)
         .env("SENTINEL_EBPF_OBJECT", ebpf_object(root))
         // The MCP proxy tests drive the real `sentinel mcp-proxy` binary.
         .env("SENTINEL_BIN", root.join("target/release/sentinel"))
+        // The evasion tests try every route with this tool.
+        .env(
+            "SENTINEL_EVASION_BIN",
+            root.join("target/release/sentinel-evasion"),
+        )
         // The package test installs the package `test` builds.
         .env("SENTINEL_DEB", package::deb_path(root)?)
         .args(args)
@@ -163,7 +172,18 @@ fn cargo(root: &Path, args: &[&str]) -> Result<()> {
 
 fn build(root: &Path) -> Result<()> {
     build_ebpf(root)?;
-    cargo(root, &["build", "--locked", "--release", "-p", "sentinel"])
+    cargo(
+        root,
+        &[
+            "build",
+            "--locked",
+            "--release",
+            "-p",
+            "sentinel",
+            "-p",
+            "sentinel-evasion",
+        ],
+    )
 }
 
 fn test(root: &Path, lint: bool) -> Result<()> {
@@ -172,15 +192,15 @@ fn test(root: &Path, lint: bool) -> Result<()> {
     package::build(root)?;
     if lint {
         cargo(root, &["fmt", "--all", "--check"])?;
-        // The eBPF crate is outside the workspace; its one file is
-        // formatted by the same rules.
+        // The eBPF crate is outside the workspace; its files are formatted
+        // by the same rules (rustfmt follows its `mod` declarations).
         let status = Command::new("rustfmt")
             .current_dir(root)
             .args(["--edition", "2021", "--check", "sentinel-ebpf/src/main.rs"])
             .status()
             .context("running rustfmt on the eBPF crate")?;
         if !status.success() {
-            bail!("sentinel-ebpf/src/main.rs is not formatted: run `rustfmt --edition 2021 sentinel-ebpf/src/main.rs`");
+            bail!("the eBPF crate is not formatted: run `rustfmt --edition 2021 sentinel-ebpf/src/main.rs`");
         }
         cargo(
             root,
@@ -216,6 +236,8 @@ fn test(root: &Path, lint: bool) -> Result<()> {
     )?;
     // The BPF-LSM path, in a guest kernel that allows it.
     guest_lsm::run(root)?;
+    // The fanotify guard on a kernel without pre-content events.
+    guest_fanotify::run(root)?;
     println!("xtask: every test passed");
     Ok(())
 }
@@ -226,5 +248,17 @@ fn bench(root: &Path) -> Result<()> {
     cargo(
         root,
         &["bench", "--locked", "-p", "sentinel", "--bench", "overhead"],
+    )?;
+    // What the fanotify guard adds to an open (criterion).
+    cargo(
+        root,
+        &[
+            "bench",
+            "--locked",
+            "-p",
+            "sentinel-fanotify",
+            "--bench",
+            "open",
+        ],
     )
 }
