@@ -1,5 +1,5 @@
 //! `sentinel mcp-admin` driven by a real MCP client (the Python SDK's
-//! `Client` over stdio) against a real daemon on the real kernel: the 35
+//! `Client` over stdio) against a real daemon on the real kernel: the 36
 //! tools are listed, a rule created through the tools is dry-run and then
 //! enforced by the kernel, rules survive an export → delete → import round
 //! trip unchanged, a host quarantine is compiled into the kernel maps and
@@ -54,7 +54,8 @@ async def main():
 asyncio.run(main())
 "#;
 
-const TOOLS: [&str; 35] = [
+const TOOLS: [&str; 36] = [
+    "sentinel_approvals_list",
     "sentinel_rules_create",
     "sentinel_rules_update",
     "sentinel_rules_delete",
@@ -203,7 +204,7 @@ fn operator_tools_drive_the_running_daemon() {
     ]);
     let admin = Admin::new(d, &daemon);
 
-    // tools/list: exactly the 35 tools.
+    // tools/list: exactly the 36 tools.
     let listed = admin.session(json!([{"op": "list"}])).remove(0);
     let mut got = names(&listed["tools"]);
     got.sort();
@@ -715,6 +716,25 @@ fn every_other_tool_answers_from_real_state(admin: &Admin, daemon: &Daemon, scra
         std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
         0o600
     );
+    // An existing file is never truncated, and a symlink is never followed.
+    let again = admin.err(
+        "sentinel_audit_export",
+        json!({"format": "jsonl", "out": file.to_str().unwrap()}),
+    );
+    assert!(again.contains("new file only"), "{again}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    let target = scratch.join("victim");
+    std::fs::write(&target, "keep me").unwrap();
+    let link = scratch.join("link.jsonl");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let refused = admin.err(
+        "sentinel_audit_export",
+        json!({"format": "jsonl", "out": link.to_str().unwrap()}),
+    );
+    assert!(refused.contains("symlink"), "{refused}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+    let pending = admin.ok("sentinel_approvals_list", json!({}));
+    assert!(pending["pending"].is_array(), "{pending}");
     let kept = admin.ok("sentinel_audit_retention", json!({}));
     assert!(kept["records"].as_u64().unwrap() > 0);
     let msg = admin.err(

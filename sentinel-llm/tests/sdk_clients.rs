@@ -149,7 +149,7 @@ fn start_proxy(
         upstream: format!("http://127.0.0.1:{upstream}").parse().unwrap(),
         agent: Some("default-agent".into()),
         secrets,
-        injection: FindingAction::Alert,
+        injection: FindingAction::Flag,
         max_request: 1 << 20,
         max_response: 1 << 20,
     };

@@ -48,23 +48,43 @@ pub struct McpProxyArgs {
     /// How long an ask confirmation token stays valid, in seconds.
     #[arg(long, default_value_t = 600)]
     pub ask_ttl_secs: u64,
-    /// Secrets in tool results (standalone mode): redact, block or alert.
-    #[arg(long, default_value = "redact", value_parser = parse_finding_action)]
-    pub on_secret: FindingAction,
-    /// Prompt-injection markers in tool results (standalone mode).
-    #[arg(long, default_value = "block", value_parser = parse_finding_action)]
-    pub on_injection: FindingAction,
-    /// Serve Streamable HTTP on this address (e.g. 127.0.0.1:8765) instead
-    /// of stdio.
-    #[arg(long)]
-    pub listen: Option<std::net::SocketAddr>,
+    /// Secrets found (standalone mode): redact, block or flag; overrides
+    /// the policy's `[mcp] secrets`.
+    #[arg(long, value_parser = parse_finding_action)]
+    pub on_secret: Option<FindingAction>,
+    /// Prompt injection found (standalone mode): redact, block or flag;
+    /// overrides the policy's `[mcp] injection` (default flag).
+    #[arg(long, value_parser = parse_finding_action)]
+    pub on_injection: Option<FindingAction>,
+    /// Serve Streamable HTTP instead of stdio: on ADDR:PORT (e.g.
+    /// 127.0.0.1:8765), or on a Unix socket (`unix:PATH`) that only the
+    /// --allow-uid users may use (checked by the kernel, SO_PEERCRED).
+    #[arg(long, value_name = "ADDR:PORT|unix:PATH")]
+    pub listen: Option<crate::http::Listen>,
+    /// A UID allowed on a `unix:` front (repeatable; default: the proxy's
+    /// own UID).
+    #[arg(long, value_name = "UID")]
+    pub allow_uid: Vec<u32>,
     /// An Origin accepted by the HTTP front besides its own (repeatable).
     #[arg(long)]
     pub allow_origin: Vec<String>,
-    /// Reach the MCP server over Streamable HTTP at this http:// URL
-    /// instead of spawning a command.
+    /// Require `Authorization: Bearer TOKEN` on the HTTP front, the token
+    /// read from this file (keep it readable by root and the client only).
+    #[arg(long, value_name = "FILE")]
+    pub auth_token_file: Option<PathBuf>,
+    /// Reach the MCP server over Streamable HTTP at this http:// or
+    /// https:// URL instead of spawning a command.
     #[arg(long, value_name = "URL")]
     pub upstream: Option<String>,
+    /// Send `Authorization: Bearer TOKEN` to the upstream, the token read
+    /// from this file (a client's own Authorization is then never passed
+    /// on).
+    #[arg(long, value_name = "FILE")]
+    pub upstream_token_file: Option<PathBuf>,
+    /// Trust the CA certificates in this PEM file for an https://
+    /// upstream, besides the system's.
+    #[arg(long, value_name = "FILE")]
+    pub upstream_ca: Option<PathBuf>,
     /// The MCP server command and its arguments (unless --upstream).
     #[arg(last = true, num_args = 1..)]
     pub command: Vec<String>,
@@ -74,8 +94,8 @@ fn parse_finding_action(s: &str) -> Result<FindingAction, String> {
     match s {
         "redact" => Ok(FindingAction::Redact),
         "block" => Ok(FindingAction::Block),
-        "alert" => Ok(FindingAction::Alert),
-        _ => Err(format!("`{s}` is not one of redact, block, alert")),
+        "flag" | "alert" => Ok(FindingAction::Flag),
+        _ => Err(format!("`{s}` is not one of redact, block, flag")),
     }
 }
 
@@ -142,17 +162,86 @@ fn standalone_state_dir(db: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+type ClientIn = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+type ClientOut = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+
+/// The client's side: stdin and stdout as non-blocking pipes read by the
+/// reactor when they are pipes (as an MCP client starts its servers), else
+/// Tokio's stdin/stdout, which read on a helper thread and cost a thread
+/// hop per read. Call inside the runtime.
+fn client_pipes() -> (ClientIn, ClientOut) {
+    use std::os::fd::AsFd;
+    use tokio::net::unix::pipe;
+    let dup = |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned().map(std::fs::File::from);
+    let input: ClientIn = match dup(std::io::stdin().as_fd()).and_then(pipe::Receiver::from_file) {
+        Ok(pipe) => Box::new(pipe),
+        Err(_) => Box::new(tokio::io::stdin()),
+    };
+    let output: ClientOut = match dup(std::io::stdout().as_fd()).and_then(pipe::Sender::from_file) {
+        Ok(pipe) => Box::new(pipe),
+        Err(_) => Box::new(tokio::io::stdout()),
+    };
+    (input, output)
+}
+
+/// Runs the HTTP front until it ends or a termination signal arrives (then
+/// its servers are ended as their handles drop, and the proxy reports
+/// SIGTERM).
+async fn serve_until_terminated(
+    termination: Option<crate::stdio::Termination>,
+    front: impl std::future::Future<Output = Result<std::process::ExitStatus, crate::http::HttpError>>,
+) -> Result<std::process::ExitStatus, crate::http::HttpError> {
+    use std::os::unix::process::ExitStatusExt;
+    let Some(mut termination) = termination else {
+        return front.await;
+    };
+    tokio::select! {
+        status = front => status,
+        () = termination.recv() => Ok(std::process::ExitStatus::from_raw(libc::SIGTERM)),
+    }
+}
+
 /// Runs the proxy; returns the server's exit status, or 2 when the proxy
 /// cannot start.
 pub fn run(args: McpProxyArgs) -> ExitCode {
+    let read_token = |path: &Option<PathBuf>| -> Result<Option<String>, String> {
+        path.as_ref()
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .map(|t| t.trim().to_string())
+                    .map_err(|e| format!("cannot read the token file {}: {e}", p.display()))
+            })
+            .transpose()
+    };
+    let (auth_token, upstream_token) = match (
+        read_token(&args.auth_token_file),
+        read_token(&args.upstream_token_file),
+    ) {
+        (Ok(a), Ok(u)) => (a, u),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("sentinel mcp-proxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let target = match (&args.upstream, args.command.is_empty()) {
-        (Some(url), true) => match crate::upstream::parse_url(url) {
-            Ok(uri) => Target::Http(uri),
-            Err(e) => {
-                eprintln!("sentinel mcp-proxy: {e}");
-                return ExitCode::from(2);
+        (Some(url), true) => {
+            let upstream = crate::upstream::parse_url(url).and_then(|url| {
+                let tls = crate::upstream::tls_config(args.upstream_ca.as_deref())?;
+                Ok(crate::upstream::UpstreamConfig {
+                    url,
+                    pass_client_authorization: upstream_token.is_none(),
+                    token: upstream_token,
+                    tls: Arc::new(tls),
+                })
+            });
+            match upstream {
+                Ok(config) => Target::Http(Arc::new(config)),
+                Err(e) => {
+                    eprintln!("sentinel mcp-proxy: {e}");
+                    return ExitCode::from(2);
+                }
             }
-        },
+        }
         (None, false) => Target::Command(args.command.clone()),
         _ => {
             eprintln!(
@@ -161,6 +250,28 @@ pub fn run(args: McpProxyArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // One thread carries a stdio session (a message costs microseconds;
+    // hopping between worker threads costs more); the HTTP front serves
+    // several clients on two.
+    let mut builder = if args.listen.is_some() {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2);
+        b
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sentinel mcp-proxy: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Caught from here on: a signal during start-up must not kill the
+    // proxy and leave its server behind.
+    let termination = runtime
+        .block_on(async { crate::stdio::Termination::install() })
+        .ok();
     let decider = match choose_decider(&args) {
         Ok(d) => d,
         Err(e) => {
@@ -168,10 +279,13 @@ pub fn run(args: McpProxyArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let server = args.server_name.clone().unwrap_or_else(|| match &target {
-        Target::Command(command) => default_server_name(command),
-        Target::Http(uri) => uri.host().unwrap_or("mcp-server").to_string(),
-    });
+    // Distinct upstream URLs are distinct servers (pins, policy, breaker):
+    // an HTTP server goes by its URL, or by `NAME@URL`.
+    let server = match (&target, args.server_name.clone()) {
+        (Target::Command(command), name) => name.unwrap_or_else(|| default_server_name(command)),
+        (Target::Http(up), None) => crate::upstream::server_id(&up.url),
+        (Target::Http(up), Some(name)) => format!("{name}@{}", crate::upstream::server_id(&up.url)),
+    };
     eprintln!(
         "sentinel mcp-proxy: server `{server}`, verdicts from the {}",
         decider.describe()
@@ -187,47 +301,50 @@ pub fn run(args: McpProxyArgs) -> ExitCode {
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         ask_ttl: Duration::from_secs(args.ask_ttl_secs),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("sentinel mcp-proxy: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
     let clock: Arc<dyn crate::decider::Clock> = Arc::new(SystemClock);
-    let result = match args.listen {
+    let has_token = args.auth_token_file.is_some();
+    let allow_uids = if args.allow_uid.is_empty() {
+        vec![uid]
+    } else {
+        args.allow_uid.clone()
+    };
+    let result = match args.listen.clone() {
         Some(listen) => runtime
-            .block_on(crate::http::run(
+            .block_on(serve_until_terminated(termination, crate::http::run(
                 Arc::new(move || {
                     Proxy::new(config.clone(), Arc::clone(&decider), Arc::clone(&clock))
                 }),
                 &target,
                 crate::http::HttpConfig {
-                    listen,
+                    listen: listen.clone(),
                     extra_origins: args.allow_origin.clone(),
+                    token: auth_token,
+                    allow_uids,
                 },
-                |addr| {
-                    eprintln!("sentinel mcp-proxy: listening on http://{addr}/mcp");
-                    if !addr.ip().is_loopback() {
+                |shown| {
+                    eprintln!("sentinel mcp-proxy: listening on {shown}");
+                    if matches!(listen, crate::http::Listen::Tcp(_)) && !has_token {
                         eprintln!(
-                            "sentinel mcp-proxy: warning: {addr} is not a loopback address; \
-                             anyone who can reach it can call this server's tools"
+                            "sentinel mcp-proxy: warning: without --auth-token-file, anyone who can reach {shown} \
+                             (any local user, for a loopback address) can call this server's tools; \
+                             a unix: socket limits it to the --allow-uid users"
                         );
                     }
                 },
-            ))
+            )))
             .map_err(|e| e.to_string()),
         None => runtime
-            .block_on(crate::stdio::run(
-                Arc::new(Proxy::new(config, decider, clock)),
-                &target,
-                tokio::io::stdin(),
-                tokio::io::stdout(),
-            ))
+            .block_on(async {
+                let (input, output) = client_pipes();
+                crate::stdio::run(
+                    Arc::new(Proxy::new(config, decider, clock)),
+                    &target,
+                    input,
+                    output,
+                    termination,
+                )
+                .await
+            })
             .map_err(|e| e.to_string()),
     };
     // stdin's blocking reader thread may still be parked in read(2).

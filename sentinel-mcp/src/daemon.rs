@@ -21,7 +21,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::UnixListener;
 
 use crate::decider::{CallRecord, DecideError, Decider, ProxyAlert, ToolCall};
-use crate::scan::ScanPolicy;
+use crate::scan::McpSettings;
 use crate::store::{CallBinding, PinStatus};
 
 /// The socket's file name inside the state directory.
@@ -81,6 +81,16 @@ pub enum DaemonRequest {
     RequestAsk {
         binding: CallBinding,
         ttl_secs: u64,
+        /// The exact canonical text of the arguments: the daemon digests
+        /// it and shows it (redacted) to the operator.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        args_text: Option<String>,
+    },
+    /// Whether a tool has an approved pin (a call to a tool the proxy's
+    /// session has not seen listed).
+    ToolApproved {
+        server: String,
+        tool: String,
     },
 }
 
@@ -88,11 +98,14 @@ pub enum DaemonRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DaemonResponse {
-    Hello { daemon: String },
+    Hello {
+        daemon: String,
+    },
     Verdict(Verdict),
     Done,
     Pins(Vec<(String, PinStatus)>),
-    ScanPolicy(ScanPolicy),
+    /// The `[mcp]` settings (named for the first two it carried).
+    ScanPolicy(McpSettings),
     Taken(bool),
     AskId(String),
     Error(String),
@@ -176,7 +189,10 @@ impl DecisionHandler for PeerBoundHandler {
             } => d
                 .check_tools(&server, &tools, last_page, now)
                 .map(DaemonResponse::Pins),
-            DaemonRequest::ScanPolicy => Ok(DaemonResponse::ScanPolicy(d.scan_policy())),
+            DaemonRequest::ScanPolicy => Ok(DaemonResponse::ScanPolicy(d.settings())),
+            DaemonRequest::ToolApproved { server, tool } => d
+                .tool_approved(&server, &tool, now)
+                .map(DaemonResponse::Taken),
             DaemonRequest::TakeAsk { mut binding, .. } => {
                 binding.agent = (self.agent_of)(peer);
                 d.take_ask(&binding, now).map(DaemonResponse::Taken)
@@ -184,11 +200,16 @@ impl DecisionHandler for PeerBoundHandler {
             DaemonRequest::RequestAsk {
                 mut binding,
                 ttl_secs,
-                ..
+                args_text,
             } => {
                 binding.agent = (self.agent_of)(peer);
-                d.request_ask(&binding, Duration::from_secs(ttl_secs.min(86_400)), now)
-                    .map(DaemonResponse::AskId)
+                d.request_ask(
+                    &binding,
+                    args_text.as_deref(),
+                    Duration::from_secs(ttl_secs.min(86_400)),
+                    now,
+                )
+                .map(DaemonResponse::AskId)
             }
         };
         result.unwrap_or_else(|e| DaemonResponse::Error(e.to_string()))
@@ -260,11 +281,42 @@ pub async fn serve_decisions(listener: UnixListener, handler: Arc<dyn DecisionHa
 }
 
 /// The proxy's half: a [`Decider`] that asks the daemon.
+///
+/// Verdicts, pin checks and approvals wait for their answer. What only
+/// informs the daemon (a call's outcome for the audit chain and the
+/// breaker) is written without waiting: its answer is read, and an error
+/// in it reported, before the next request that waits — the daemon
+/// answers in order, so the link stays in step and a call's result is not
+/// held up by an audit round trip.
 pub struct DaemonDecider {
     path: PathBuf,
-    conn: Mutex<Option<BufReader<StdUnixStream>>>,
+    conn: Mutex<Option<Link>>,
     timeout: Duration,
     daemon: String,
+}
+
+struct Link {
+    stream: BufReader<StdUnixStream>,
+    /// Requests written without waiting whose answers are still unread.
+    unanswered: usize,
+}
+
+impl Link {
+    /// Reads the answers of the requests sent without waiting; errors in
+    /// them are reported (the call they belong to is long answered).
+    fn catch_up(&mut self) -> std::io::Result<()> {
+        while self.unanswered > 0 {
+            let mut answer = String::new();
+            if self.stream.read_line(&mut answer)? == 0 {
+                return Err(std::io::Error::other("connection closed"));
+            }
+            self.unanswered -= 1;
+            if let Ok(DaemonResponse::Error(e)) = serde_json::from_str(&answer) {
+                eprintln!("sentinel mcp-proxy: the daemon could not record an outcome: {e}");
+            }
+        }
+        Ok(())
+    }
 }
 
 impl DaemonDecider {
@@ -287,32 +339,40 @@ impl DaemonDecider {
         Ok(decider)
     }
 
-    fn open(&self) -> Result<BufReader<StdUnixStream>, DecideError> {
+    fn open(&self) -> Result<Link, DecideError> {
         let stream = StdUnixStream::connect(&self.path)
             .map_err(|e| DecideError::Daemon(format!("connect {}: {e}", self.path.display())))?;
         stream
             .set_read_timeout(Some(self.timeout))
             .and_then(|()| stream.set_write_timeout(Some(self.timeout)))
             .map_err(|e| DecideError::Daemon(e.to_string()))?;
-        Ok(BufReader::new(stream))
+        Ok(Link {
+            stream: BufReader::new(stream),
+            unanswered: 0,
+        })
     }
 
-    fn call(&self, request: &DaemonRequest) -> Result<DaemonResponse, DecideError> {
+    fn line(request: &DaemonRequest) -> Result<Vec<u8>, DecideError> {
         let mut line =
             serde_json::to_vec(request).map_err(|e| DecideError::Daemon(e.to_string()))?;
         line.push(b'\n');
+        Ok(line)
+    }
+
+    fn call(&self, request: &DaemonRequest) -> Result<DaemonResponse, DecideError> {
+        let line = Self::line(request)?;
         let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         // One retry on a fresh connection (the daemon may have restarted).
         for attempt in 0..2 {
             if guard.is_none() {
                 *guard = Some(self.open()?);
             }
-            let Some(conn) = guard.as_mut() else { continue };
+            let Some(link) = guard.as_mut() else { continue };
             let mut answer = String::new();
-            let io = conn
-                .get_mut()
-                .write_all(&line)
-                .and_then(|()| conn.read_line(&mut answer));
+            let io = link
+                .catch_up()
+                .and_then(|()| link.stream.get_mut().write_all(&line))
+                .and_then(|()| link.stream.read_line(&mut answer));
             match io {
                 Ok(n) if n > 0 => {
                     return match serde_json::from_str(&answer) {
@@ -327,6 +387,38 @@ impl DaemonDecider {
             }
         }
         Err(DecideError::Daemon("no answer".into()))
+    }
+
+    /// Sends a request whose answer is only checked later.
+    fn tell(&self, request: &DaemonRequest) -> Result<(), DecideError> {
+        let line = Self::line(request)?;
+        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        for attempt in 0..2 {
+            if guard.is_none() {
+                *guard = Some(self.open()?);
+            }
+            let Some(link) = guard.as_mut() else { continue };
+            match link.stream.get_mut().write_all(&line) {
+                Ok(()) => {
+                    link.unanswered += 1;
+                    return Ok(());
+                }
+                Err(_) if attempt == 0 => *guard = None,
+                Err(e) => return Err(DecideError::Daemon(e.to_string())),
+            }
+        }
+        Err(DecideError::Daemon("not sent".into()))
+    }
+}
+
+impl Drop for DaemonDecider {
+    /// Waits for the answers still owed, so every outcome is in the
+    /// daemon's hands (and any error reported) before the proxy exits.
+    fn drop(&mut self) {
+        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(link) = guard.as_mut() {
+            let _ = link.catch_up();
+        }
     }
 }
 
@@ -357,10 +449,7 @@ impl Decider for DaemonDecider {
     }
 
     fn record(&self, record: CallRecord, _now: SystemTime) -> Result<(), DecideError> {
-        match self.call(&DaemonRequest::Record { record })? {
-            DaemonResponse::Done => Ok(()),
-            other => Err(unexpected("done", other)),
-        }
+        self.tell(&DaemonRequest::Record { record })
     }
 
     fn alert(&self, alert: ProxyAlert, _now: SystemTime) -> Result<(), DecideError> {
@@ -371,7 +460,7 @@ impl Decider for DaemonDecider {
     }
 
     fn server_outcome(&self, server: &str, ok: bool, _now: SystemTime) {
-        let _ = self.call(&DaemonRequest::ServerOutcome {
+        let _ = self.tell(&DaemonRequest::ServerOutcome {
             server: server.into(),
             ok,
         });
@@ -394,13 +483,30 @@ impl Decider for DaemonDecider {
         }
     }
 
-    fn scan_policy(&self) -> ScanPolicy {
+    fn tool_approved(
+        &self,
+        server: &str,
+        tool: &str,
+        _now: SystemTime,
+    ) -> Result<bool, DecideError> {
+        match self.call(&DaemonRequest::ToolApproved {
+            server: server.into(),
+            tool: tool.into(),
+        })? {
+            DaemonResponse::Taken(t) => Ok(t),
+            other => Err(unexpected("taken", other)),
+        }
+    }
+
+    fn settings(&self) -> McpSettings {
         match self.call(&DaemonRequest::ScanPolicy) {
             Ok(DaemonResponse::ScanPolicy(p)) => p,
-            // Fail closed: block what cannot be judged.
-            _ => ScanPolicy {
+            // Fail closed: block what cannot be judged, and only the
+            // operator approves.
+            _ => McpSettings {
                 secrets: crate::scan::FindingAction::Block,
                 injection: crate::scan::FindingAction::Block,
+                ..McpSettings::default()
             },
         }
     }
@@ -417,12 +523,14 @@ impl Decider for DaemonDecider {
     fn request_ask(
         &self,
         binding: &CallBinding,
+        args_text: Option<&str>,
         ttl: Duration,
         _now: SystemTime,
     ) -> Result<String, DecideError> {
         match self.call(&DaemonRequest::RequestAsk {
             binding: binding.clone(),
             ttl_secs: ttl.as_secs(),
+            args_text: args_text.map(str::to_owned),
         })? {
             DaemonResponse::AskId(id) => Ok(id),
             other => Err(unexpected("an approval id", other)),

@@ -11,7 +11,7 @@ use sentinel_policy::Verdict;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::scan::ScanPolicy;
+use crate::scan::McpSettings;
 use crate::store::{CallBinding, PinStatus};
 
 /// One `tools/call`, as the proxy asks about it. `agent`, `uid` and `pid`
@@ -84,7 +84,8 @@ pub trait Decider: Send + Sync {
     fn server_outcome(&self, server: &str, ok: bool, now: SystemTime);
 
     /// Compares a server's tool definitions (one `tools/list` page;
-    /// `last_page` when no `nextCursor` follows) with their pins.
+    /// `last_page` when no `nextCursor` follows) with their pins, under the
+    /// decision point's own `pin` setting.
     fn check_tools(
         &self,
         server: &str,
@@ -93,16 +94,26 @@ pub trait Decider: Send + Sync {
         now: SystemTime,
     ) -> Result<Vec<(String, PinStatus)>, DecideError>;
 
-    /// What to do with secrets and injection markers in results.
-    fn scan_policy(&self) -> ScanPolicy;
+    /// Whether a tool of `server` has an approved pin (for calls to tools
+    /// this session has not seen listed).
+    fn tool_approved(&self, server: &str, tool: &str, now: SystemTime)
+        -> Result<bool, DecideError>;
+
+    /// The `[mcp]` settings in force (scan actions, approver, pinning,
+    /// unknown methods).
+    fn settings(&self) -> McpSettings;
 
     /// Consumes an operator's approval of this exact call, if there is one.
     fn take_ask(&self, binding: &CallBinding, now: SystemTime) -> Result<bool, DecideError>;
 
     /// Registers a pending approval for this exact call; returns its id.
+    /// `args_text` is the exact canonical text of the arguments: the
+    /// decision point digests it itself and shows it (redacted) to the
+    /// operator, so what is approved is what is shown.
     fn request_ask(
         &self,
         binding: &CallBinding,
+        args_text: Option<&str>,
         ttl: Duration,
         now: SystemTime,
     ) -> Result<String, DecideError>;

@@ -25,17 +25,10 @@ impl Evaluate for SharedEngine {
     }
 
     fn evaluate_quietly(&self, action: &Action, now: SystemTime) -> Verdict {
-        let engine = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        // A scratch engine with the same policy, mode, homes and
-        // quarantines, but none of the live engine's counters.
-        let mut scratch = Engine::new(engine.policy().clone());
-        scratch.set_mode(engine.mode());
-        scratch.set_homes(engine.homes().clone());
-        for entry in engine.quarantines() {
-            let _ = scratch.quarantine(entry.clone());
-        }
-        drop(engine);
-        scratch.evaluate(action, now)
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .evaluate_static(action, now)
     }
 
     fn server_outcome(&self, server: &str, ok: bool, now: SystemTime) {
@@ -43,6 +36,14 @@ impl Evaluate for SharedEngine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .record_server_outcome(server, ok, now);
+    }
+
+    fn mcp_settings(&self) -> crate::scan::McpSettings {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .policy()
+            .mcp()
     }
 }
 

@@ -23,6 +23,9 @@ pub const INVALID_REQUEST: i64 = -32600;
 pub const REQUEST_TIMEOUT: i64 = -32001;
 /// Implementation-defined: Sentinel refused the request itself.
 pub const REFUSED: i64 = -32002;
+/// JSON-RPC: the method does not exist (or is not allowed in this
+/// direction and protocol revision).
+pub const METHOD_NOT_FOUND: i64 = -32601;
 
 /// A message that passed the strict checks.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,7 +67,7 @@ pub enum Rejection {
         "JSON-RPC batch arrays are not accepted (removed from MCP); send one message per line"
     )]
     Batch,
-    #[error("duplicate key `{key}` in a JSON object; each key may appear once")]
+    #[error("duplicate key `{key}` in a JSON object (keys are compared after Unicode case folding and without trailing NULs); each key may appear once")]
     DuplicateKey { key: String, top_level: bool },
     #[error("message is longer than the {limit}-byte line limit")]
     TooLong { limit: usize },
@@ -89,21 +92,47 @@ impl Rejection {
 }
 
 /// A refused line, with the request id when it could be read without doubt
-/// (so the sender's pending request is answered instead of hanging).
+/// (so the sender's pending request is answered instead of hanging). A
+/// refused batch carries every request id it held, each to be answered.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Refused {
     pub rejection: Rejection,
     pub id: Option<Value>,
+    pub batch_ids: Vec<Value>,
+}
+
+impl Refused {
+    /// The ids to answer: the batch's request ids, else the one id (or
+    /// `null` when there is none).
+    pub fn answer_ids(&self) -> Vec<Option<Value>> {
+        if self.batch_ids.is_empty() {
+            vec![self.id.clone()]
+        } else {
+            self.batch_ids.iter().cloned().map(Some).collect()
+        }
+    }
 }
 
 /// Reads one line strictly. `line` excludes the trailing newline.
+// A refusal is the rare path; its ids are needed by value by every caller.
+#[allow(clippy::result_large_err)]
 pub fn parse_strict(line: &[u8]) -> Result<Message, Refused> {
-    let refused = |rejection, id| Err(Refused { rejection, id });
+    let refused = |rejection, id| {
+        Err(Refused {
+            rejection,
+            id,
+            batch_ids: Vec::new(),
+        })
+    };
     let Ok(text) = std::str::from_utf8(line) else {
         return refused(Rejection::InvalidUtf8, None);
     };
     if text.trim_start().starts_with('[') {
-        return refused(Rejection::Batch, None);
+        return Err(Refused {
+            rejection: Rejection::Batch,
+            id: None,
+            batch_ids: batch_request_ids(text),
+        });
     }
     let mut de = serde_json::Deserializer::from_str(text);
     let value = match (StrictSeed { depth: 0 }).deserialize(&mut de) {
@@ -114,7 +143,9 @@ pub fn parse_strict(line: &[u8]) -> Result<Message, Refused> {
                 None => Rejection::NotJson(err.to_string()),
             };
             let id = match &rejection {
-                Rejection::DuplicateKey { key, top_level } if !(key == "id" && *top_level) => {
+                Rejection::DuplicateKey { key, top_level }
+                    if !(folded_key(key) == "id" && *top_level) =>
+                {
                     lenient_id(text)
                 }
                 _ => None,
@@ -155,6 +186,56 @@ fn classify(map: &Map<String, Value>) -> Result<Shape, &'static str> {
         }
         (None, _) => Err("neither a method nor a result or error"),
     }
+}
+
+/// The request ids of a batch, when the batch itself reads without doubt
+/// (no duplicate keys anywhere): each is answered with the refusal, so a
+/// client waiting on any of them is not left hanging. Repeated ids are
+/// answered once.
+fn batch_request_ids(text: &str) -> Vec<Value> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let Ok(Value::Array(items)) = (StrictSeed { depth: 0 }).deserialize(&mut de) else {
+        return Vec::new();
+    };
+    if de.end().is_err() {
+        return Vec::new();
+    }
+    let mut seen = HashSet::new();
+    items
+        .iter()
+        .filter(|item| item.get("method").is_some())
+        .filter_map(|item| item.get("id").filter(|id| valid_id(id)).cloned())
+        .filter(|id| seen.insert(id_key(id)))
+        .collect()
+}
+
+/// The form in which two object keys count as the same key: Unicode case
+/// folded and without trailing NULs. Peers that match field names
+/// case-insensitively (Go's `encoding/json`, many dispatchers) or through
+/// C strings would read `Method` or `method\u0000` as `method`.
+pub fn folded_key(key: &str) -> String {
+    key.trim_end_matches('\0')
+        .chars()
+        .flat_map(|c| {
+            // Simple case folding where it differs from lowercasing.
+            let c = match c {
+                '\u{017F}' => 's',              // LATIN SMALL LETTER LONG S
+                '\u{1E9E}' => 'ß',              // LATIN CAPITAL LETTER SHARP S
+                '\u{0345}' | '\u{1FBE}' => 'ι', // ypogegrammeni, prosgegrammeni
+                '\u{03C2}' => 'σ',              // final sigma
+                '\u{03D0}' => 'β',
+                '\u{03D1}' => 'θ',
+                '\u{03D5}' => 'φ',
+                '\u{03D6}' => 'π',
+                '\u{03F0}' => 'κ',
+                '\u{03F1}' => 'ρ',
+                '\u{03F5}' => 'ε',
+                '\u{1E9B}' => '\u{1E61}',
+                other => other,
+            };
+            c.to_lowercase()
+        })
+        .collect()
 }
 
 fn valid_id(id: &Value) -> bool {
@@ -257,7 +338,7 @@ impl<'de> Visitor<'de> for StrictSeed {
         let mut map = Map::new();
         let mut seen = HashSet::new();
         while let Some(key) = access.next_key::<String>()? {
-            if !seen.insert(key.clone()) {
+            if !seen.insert(folded_key(&key)) {
                 return Err(de::Error::custom(format!(
                     "{DUPLICATE_MARK}{}:{}:{key}",
                     self.depth,

@@ -6,7 +6,8 @@
 //! - [`proxy`]: the message logic (verdicts, filtering, pinning, scanning,
 //!   one response per request id).
 //! - [`stdio`]: the stdio transport around it; [`http`]: the Streamable
-//!   HTTP front.
+//!   HTTP front (TCP or a Unix socket); [`upstream`]: a Streamable HTTP
+//!   server behind the proxy; [`headers`]: the 2026-07-28 routing headers.
 //! - [`decider`]: the seam to the decision point; [`local`] (in-process)
 //!   and [`daemon`] (the daemon's socket, both halves).
 //! - [`store`]: tool pins and approvals in SQLite; [`scan`]: secrets and
@@ -16,11 +17,15 @@
 pub mod cli;
 pub mod daemon;
 pub mod decider;
+pub mod exact;
 pub mod framing;
+pub mod headers;
 pub mod http;
+pub mod injection;
 pub mod inprocess;
 pub mod jsonrpc;
 pub mod local;
+pub mod methods;
 pub mod mrtr;
 pub mod proxy;
 pub mod scan;
@@ -31,5 +36,5 @@ pub mod upstream;
 pub use decider::{CallRecord, Clock, DecideError, Decider, ProxyAlert, SystemClock, ToolCall};
 pub use local::{AuditSink, Evaluate, LocalDecider};
 pub use proxy::{Proxy, ProxyConfig};
-pub use scan::{FindingAction, ScanPolicy, Scanner};
+pub use scan::{FindingAction, McpSettings, ScanPolicy, Scanner};
 pub use store::{Approval, CallBinding, PinStatus, Store, StoreError};

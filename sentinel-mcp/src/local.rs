@@ -11,7 +11,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::decider::{CallRecord, DecideError, Decider, ProxyAlert, ToolCall};
-use crate::scan::{ScanPolicy, Scanner};
+use crate::scan::{McpSettings, ScanPolicy, Scanner};
 use crate::store::{CallBinding, PinStatus, Store};
 
 /// The verdict engine, as the proxy needs it.
@@ -23,6 +23,10 @@ pub trait Evaluate: Send + Sync {
     fn evaluate_quietly(&self, action: &Action, now: SystemTime) -> Verdict;
     /// Feeds the circuit breaker.
     fn server_outcome(&self, server: &str, ok: bool, now: SystemTime);
+    /// The policy's `[mcp]` settings.
+    fn mcp_settings(&self) -> McpSettings {
+        McpSettings::default()
+    }
 }
 
 /// The audit chain, as the proxy needs it.
@@ -41,7 +45,7 @@ pub struct LocalDecider {
     audit: Box<dyn AuditSink>,
     store: Mutex<Store>,
     scan_policy: ScanPolicy,
-    scanner: Scanner,
+    scanner: &'static Scanner,
     label: String,
     processes: Mutex<std::collections::HashMap<u32, (u32, String, String)>>,
 }
@@ -59,7 +63,7 @@ impl LocalDecider {
             audit,
             store: Mutex::new(store),
             scan_policy,
-            scanner: Scanner::new(),
+            scanner: Scanner::shared(),
             label,
             processes: Mutex::new(std::collections::HashMap::new()),
         }
@@ -200,11 +204,23 @@ impl Decider for LocalDecider {
         last_page: bool,
         now: SystemTime,
     ) -> Result<Vec<(String, PinStatus)>, DecideError> {
-        Ok(self.store().check_tools(server, tools, last_page, now)?)
+        let review = self.settings().pin == sentinel_policy::PinMode::Review;
+        Ok(self
+            .store()
+            .check_tools(server, tools, last_page, review, now)?)
     }
 
-    fn scan_policy(&self) -> ScanPolicy {
-        self.scan_policy
+    fn tool_approved(
+        &self,
+        server: &str,
+        tool: &str,
+        _now: SystemTime,
+    ) -> Result<bool, DecideError> {
+        Ok(self.store().tool_approved(server, tool)?)
+    }
+
+    fn settings(&self) -> McpSettings {
+        self.scan_policy.apply(self.engine.mcp_settings())
     }
 
     fn take_ask(&self, binding: &CallBinding, now: SystemTime) -> Result<bool, DecideError> {
@@ -214,9 +230,24 @@ impl Decider for LocalDecider {
     fn request_ask(
         &self,
         binding: &CallBinding,
+        args_text: Option<&str>,
         ttl: Duration,
         now: SystemTime,
     ) -> Result<String, DecideError> {
-        Ok(self.store().request_ask(binding, ttl, now)?)
+        let mut binding = binding.clone();
+        let detail = args_text.map(|text| {
+            // What is approved is what is shown: the digest is of this text.
+            binding.args_digest = crate::store::sha256_hex(text.as_bytes());
+            match serde_json::from_str::<Value>(text) {
+                Ok(mut args) => {
+                    self.scanner.redact_args(&mut args);
+                    crate::store::canonical_json(&args)
+                }
+                Err(_) => "(arguments not shown: not JSON)".to_string(),
+            }
+        });
+        Ok(self
+            .store()
+            .request_ask(&binding, detail.as_deref(), ttl, now)?)
     }
 }

@@ -4,8 +4,9 @@
 //!
 //! The state is `sentinel1.<hex payload>.<hex HMAC-SHA256>` under a key that
 //! lives only in this proxy process; the payload binds agent, server, tool,
-//! the digest of the canonical arguments and an expiry. A client that edits
-//! it, replays it for other arguments, or sends it late is refused.
+//! the digest of the canonical arguments, an expiry and a random nonce. A
+//! client that edits it, replays it for other arguments, sends it late, or
+//! sends it a second time (each state is redeemed once, here) is refused.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,6 +24,7 @@ const PREFIX: &str = "sentinel1.";
 struct Sealed {
     binding: CallBinding,
     expires_unix: u64,
+    nonce: String,
 }
 
 /// Why a returned `requestState` is refused.
@@ -34,11 +36,16 @@ pub enum StateError {
     Expired,
     #[error("the approval state was issued for a different call")]
     OtherCall,
+    #[error("the approval state was already used; call again to be asked again")]
+    Replayed,
 }
 
 /// Seals and opens approval states with a per-process key.
 pub struct StateSealer {
     key: [u8; 32],
+    /// Nonces already redeemed, with their expiry (pruned once expired:
+    /// an expired state is refused anyway).
+    redeemed: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -86,7 +93,10 @@ impl StateSealer {
         let mut key = [0u8; 32];
         let random = unhex(&crate::store::random_hex(32)).unwrap_or_default();
         key.copy_from_slice(&random[..32.min(random.len())]);
-        Self { key }
+        Self {
+            key,
+            redeemed: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
     }
 
     /// Whether `state` looks like one of ours (else it is the server's).
@@ -98,6 +108,7 @@ impl StateSealer {
         let sealed = Sealed {
             binding: binding.clone(),
             expires_unix: unix(now) + ttl.as_secs(),
+            nonce: crate::store::random_hex(16),
         };
         let payload = serde_json::to_vec(&sealed).unwrap_or_default();
         format!(
@@ -107,7 +118,8 @@ impl StateSealer {
         )
     }
 
-    /// Checks a returned state against the call being retried.
+    /// Checks a returned state against the call being retried, and redeems
+    /// it: the same state never opens twice.
     pub fn open(&self, state: &str, call: &CallBinding, now: SystemTime) -> Result<(), StateError> {
         let body = state.strip_prefix(PREFIX).ok_or(StateError::Tampered)?;
         let (payload, mac) = body.split_once('.').ok_or(StateError::Tampered)?;
@@ -122,6 +134,12 @@ impl StateSealer {
         }
         if &sealed.binding != call {
             return Err(StateError::OtherCall);
+        }
+        let mut redeemed = self.redeemed.lock().unwrap_or_else(|p| p.into_inner());
+        let now = unix(now);
+        redeemed.retain(|_, expires| *expires > now);
+        if redeemed.insert(sealed.nonce, sealed.expires_unix).is_some() {
+            return Err(StateError::Replayed);
         }
         Ok(())
     }
@@ -195,10 +213,15 @@ mod tests {
         let now = UNIX_EPOCH + Duration::from_secs(1000);
         let state = sealer.seal(&binding("d1"), Duration::from_secs(60), now);
         assert!(StateSealer::is_ours(&state));
-        assert_eq!(sealer.open(&state, &binding("d1"), now), Ok(()));
         assert_eq!(
             sealer.open(&state, &binding("d2"), now),
             Err(StateError::OtherCall)
+        );
+        assert_eq!(sealer.open(&state, &binding("d1"), now), Ok(()));
+        assert_eq!(
+            sealer.open(&state, &binding("d1"), now),
+            Err(StateError::Replayed),
+            "single use"
         );
         assert_eq!(
             sealer.open(&state, &binding("d1"), now + Duration::from_secs(61)),

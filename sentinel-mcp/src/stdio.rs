@@ -17,6 +17,10 @@ use crate::proxy::{Out, Proxy, Step};
 /// A line for a writer task, or the order to flush and stop.
 pub(crate) enum Write {
     Line(Vec<u8>),
+    /// A line sent on behalf of a client that gave the HTTP front this
+    /// `Authorization` (an HTTP upstream may pass it on; a stdio server
+    /// gets the line alone).
+    Authorized(Vec<u8>, hyper::header::HeaderValue),
     Stop,
 }
 
@@ -65,7 +69,10 @@ impl Sinks {
 
 pub(crate) async fn writer<W: AsyncWrite + Unpin>(mut sink: W, mut rx: mpsc::Receiver<Write>) {
     while let Some(msg) = rx.recv().await {
-        let Write::Line(mut line) = msg else { break };
+        let mut line = match msg {
+            Write::Line(line) | Write::Authorized(line, _) => line,
+            Write::Stop => break,
+        };
         line.push(b'\n');
         if sink.write_all(&line).await.is_err() || sink.flush().await.is_err() {
             break;
@@ -78,32 +85,32 @@ pub(crate) async fn writer<W: AsyncWrite + Unpin>(mut sink: W, mut rx: mpsc::Rec
 #[derive(Debug, Clone)]
 pub enum Target {
     Command(Vec<String>),
-    Http(hyper::Uri),
+    Http(Arc<crate::upstream::UpstreamConfig>),
 }
 
 /// Runs the server at `target` behind `proxy`, with `client_in` /
 /// `client_out` as the client side (stdin/stdout for `sentinel mcp-proxy`).
 /// Returns when the server has exited (for an HTTP server: when the client
-/// is gone) and the last messages were written.
+/// is gone) and the last messages were written. `termination`: handlers
+/// installed earlier (else they are installed now).
 pub async fn run<I, O>(
     proxy: Arc<Proxy>,
     target: &Target,
     client_in: I,
     client_out: O,
+    termination: Option<Termination>,
 ) -> Result<ExitStatus, StdioError>
 where
     I: AsyncRead + Unpin + Send + 'static,
     O: AsyncWrite + Unpin + Send + 'static,
 {
     let max_line = proxy.config().max_line;
-    // Listening before the server starts: a SIGTERM from then on ends the
-    // server too, never only the proxy.
-    let termination = Termination::listen();
     let Downstream {
         child,
         mut frames,
         to_server: server_tx,
-    } = spawn_downstream(target, max_line)?;
+        ..
+    } = spawn_downstream(target, max_line, true)?;
     let (client_tx, client_rx) = mpsc::channel(256);
     let sinks = Sinks {
         client: client_tx,
@@ -112,8 +119,8 @@ where
     let client_writer = tokio::spawn(writer(client_out, client_rx));
     let server_pid = child.as_ref().and_then(Child::id);
     let exited = Arc::new(AtomicBool::new(false));
-    if let (Some(pid), Some(termination)) = (server_pid, termination) {
-        tokio::spawn(forward_termination(termination, pid, Arc::clone(&exited)));
+    if let Some(pid) = server_pid {
+        tokio::spawn(forward_termination(pid, Arc::clone(&exited), termination));
     }
 
     {
@@ -174,32 +181,44 @@ async fn stop_after_grace(pid: u32, exited: &AtomicBool) {
     signal(pid, exited, libc::SIGKILL);
 }
 
-/// The signals that end the proxy, caught from before the server starts.
-struct Termination {
+/// SIGTERM, SIGINT and SIGHUP, caught from the moment this is installed
+/// (install it first thing: until then such a signal kills the proxy and
+/// would leave its server behind).
+pub struct Termination {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
 }
 
 impl Termination {
-    fn listen() -> Option<Termination> {
+    /// Installs the handlers; call inside a Tokio runtime.
+    pub fn install() -> std::io::Result<Self> {
         use tokio::signal::unix::{signal as on, SignalKind};
-        Some(Termination {
-            term: on(SignalKind::terminate()).ok()?,
-            int: on(SignalKind::interrupt()).ok()?,
-            hup: on(SignalKind::hangup()).ok()?,
+        Ok(Self {
+            term: on(SignalKind::terminate())?,
+            int: on(SignalKind::interrupt())?,
+            hup: on(SignalKind::hangup())?,
         })
+    }
+
+    /// Waits for one of the signals.
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+            _ = self.hup.recv() => {}
+        }
     }
 }
 
 /// SIGTERM, SIGINT or SIGHUP to the proxy ends the server too, so it does
 /// not outlive the proxy; the proxy then exits with the server's status.
-async fn forward_termination(mut t: Termination, pid: u32, exited: Arc<AtomicBool>) {
-    tokio::select! {
-        _ = t.term.recv() => {}
-        _ = t.int.recv() => {}
-        _ = t.hup.recv() => {}
-    }
+async fn forward_termination(pid: u32, exited: Arc<AtomicBool>, termination: Option<Termination>) {
+    let mut termination = match termination.map_or_else(Termination::install, Ok) {
+        Ok(t) => t,
+        Err(_) => return,
+    };
+    termination.recv().await;
     signal(pid, &exited, libc::SIGTERM);
     tokio::time::sleep(TERM_GRACE).await;
     signal(pid, &exited, libc::SIGKILL);
@@ -211,6 +230,8 @@ pub(crate) struct Downstream {
     pub child: Option<Child>,
     pub frames: FrameSource,
     pub to_server: mpsc::Sender<Write>,
+    /// For an HTTP server: the challenges of its 401 answers, by request.
+    pub challenges: Option<crate::upstream::Challenges>,
 }
 
 /// Where server frames come from.
@@ -238,16 +259,23 @@ pub(crate) async fn wait(child: Option<Child>) -> Result<ExitStatus, StdioError>
 }
 
 /// Starts the downstream: spawns a command (piped stdin/stdout, inherited
-/// stderr) or opens the HTTP link.
-pub(crate) fn spawn_downstream(target: &Target, max_line: usize) -> Result<Downstream, StdioError> {
+/// stderr) or opens the HTTP link (`one_client`: it serves a single client,
+/// whose credentials may go with the proxy's own messages).
+pub(crate) fn spawn_downstream(
+    target: &Target,
+    max_line: usize,
+    one_client: bool,
+) -> Result<Downstream, StdioError> {
     let command = match target {
         Target::Command(command) => command,
-        Target::Http(url) => {
-            let (to_server, frames) = crate::upstream::spawn(url.clone(), max_line);
+        Target::Http(config) => {
+            let (to_server, frames, challenges) =
+                crate::upstream::spawn(Arc::clone(config), max_line, one_client);
             return Ok(Downstream {
                 child: None,
                 frames: FrameSource::Http(frames),
                 to_server,
+                challenges: Some(challenges),
             });
         }
     };
@@ -275,5 +303,6 @@ pub(crate) fn spawn_downstream(target: &Target, max_line: usize) -> Result<Downs
         child: Some(child),
         frames: FrameSource::Stdout(LineReader::new(BufReader::new(stdout), max_line)),
         to_server,
+        challenges: None,
     })
 }

@@ -74,6 +74,7 @@ fn the_proxy_asks_the_daemon_which_binds_calls_to_the_peers_kernel_identity() {
     );
     proxy.request(&initialize(1));
     proxy.send(&initialized());
+    proxy.request(&list(9));
     let ok = proxy.request(&call(2, "echo", json!({"text": "via daemon"})));
     assert_eq!(ok["result"]["content"][0]["text"], "via daemon", "{ok}");
     let denied = proxy.request(&call(3, "delete_all", json!({"path": "/"})));
@@ -142,4 +143,57 @@ fn without_an_answering_daemon_the_proxy_decides_in_process_and_says_so() {
         banner.contains("verdicts from the in-process engine"),
         "{banner}"
     );
+}
+
+#[test]
+fn in_lockdown_a_tool_named_like_a_status_probe_is_denied() {
+    use std::sync::Mutex;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("daemon.db");
+    let mut engine = sentinel_policy::Engine::new(sentinel_policy::Policy::embedded_defaults());
+    engine.set_mode(sentinel_policy::Mode::Lockdown);
+    let audit = sentinel_audit::AuditLog::open(&db, &dir.path().join("state")).unwrap();
+    let decider = Arc::new(sentinel_mcp::LocalDecider::new(
+        Box::new(inprocess::SharedEngine(Arc::new(Mutex::new(engine)))),
+        Box::new(inprocess::AuditWriter::spawn(audit)),
+        sentinel_mcp::Store::open(&db).unwrap(),
+        ScanPolicy::default(),
+        "lockdown daemon".into(),
+    ));
+    let handler = Arc::new(PeerBoundHandler::new(
+        decider.clone(),
+        Box::new(|_: &PeerCred| Some("agent".to_string())),
+        Arc::new(SystemClock),
+    ));
+    let state_dir = dir.path().join("run");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(async { bind_socket(&socket_path(&state_dir)) })
+        .unwrap();
+    runtime.spawn(serve_decisions(listener, handler));
+    let server = vec![
+        peers().python.display().to_string(),
+        workspace_root()
+            .join("tests/mcp/lenient_server.py")
+            .display()
+            .to_string(),
+    ];
+    let log = dir.path().join("calls.log");
+    let mut proxy = Session::spawn(
+        &proxy_bin(),
+        &proxy_args_daemon(&state_dir, &server),
+        &[("SENTINEL_TEST_CALL_LOG", log.display().to_string())],
+    );
+    proxy.request(&initialize(1));
+    proxy.request(&list(2));
+    let r = proxy.request(&call(3, "wipe_status", json!({})));
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    assert!(r.to_string().contains("rule `lockdown`"), "{r}");
+    assert!(proxy.finish().success());
+    assert!(call_log(&log).iter().all(|e| e["tool"] != "wipe_status"));
 }

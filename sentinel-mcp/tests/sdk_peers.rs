@@ -274,9 +274,20 @@ fn an_ask_is_approved_once_and_not_twice() {
 fn an_ask_uses_elicitation_when_the_client_declares_it() {
     let peers = peers();
     let dir = tempfile::tempdir().unwrap();
-    let policy = policy_dir(dir.path(), ASK_POLICY);
+    // The client may approve only where the policy says so (the default
+    // approver is the operator; smuggling.rs tests that the agent's own
+    // client cannot approve then).
+    let policy = policy_dir(
+        dir.path(),
+        &format!("{ASK_POLICY}\n[mcp]\napprover = \"client\"\n"),
+    );
     let log = dir.path().join("calls.log");
-    let steps = json!([{"op": "call", "tool": "delete_all", "args": {"path": "/srv/tmp"}}]);
+    // Tools are listed first: the proxy refuses calls to tools it has not
+    // seen listed.
+    let steps = json!([
+        {"op": "list"},
+        {"op": "call", "tool": "delete_all", "args": {"path": "/srv/tmp"}},
+    ]);
     for (mode, answer, reaches) in [
         ("legacy", "accept", 1),
         ("legacy", "decline", 0),
@@ -303,7 +314,7 @@ fn an_ask_uses_elicitation_when_the_client_declares_it() {
             .unwrap()
             .contains("delete_all"));
         assert_eq!(
-            report["steps"][0]["is_error"],
+            report["steps"][1]["is_error"],
             reaches == 0,
             "{answer}: {report}"
         );
@@ -323,6 +334,8 @@ fn everything_through_proxy(dir: &Path, extra: &[&str], envs: &[(&str, String)])
     );
     proxy.request(&initialize(1));
     proxy.send(&initialized());
+    // The proxy refuses calls to tools it has not seen listed.
+    proxy.request(&list(900));
     proxy
 }
 

@@ -42,6 +42,7 @@ fn allowed_calls_are_byte_identical_to_the_server_and_denied_ones_never_reach_it
     for s in [&mut direct, &mut proxied] {
         s.request_raw(&initialize(1));
         s.send(&initialized());
+        s.request_raw(&list(90));
     }
     let want = direct.request_raw(&echo);
     let got = proxied.request_raw(&echo);
@@ -100,9 +101,14 @@ fn batches_duplicate_keys_long_lines_and_bad_utf8_are_refused_never_forwarded() 
         call(10, "echo", json!({"text": "a"})),
         call(11, "delete_all", json!({"path": "/"}))
     ]));
-    let reply = proxy.recv_json();
-    assert_eq!(reply["error"]["code"], -32600, "{reply}");
-    assert_eq!(reply["id"], Value::Null);
+    // Each id it carried is answered, so no request is left hanging.
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let reply = proxy.recv_json();
+        assert_eq!(reply["error"]["code"], -32600, "{reply}");
+        ids.push(reply["id"].clone());
+    }
+    assert_eq!(ids, vec![json!(10), json!(11)]);
 
     // Duplicate keys: the server's parser might read the other `name`.
     proxy.send_raw(
@@ -191,7 +197,7 @@ fn a_changed_tool_description_is_a_rug_pull_blocked_until_approved() {
 
     // The operator approves the new definition; now it is served.
     let mut store = sentinel_mcp::Store::open(&db).unwrap();
-    let pending = store.pending().unwrap();
+    let pending = store.pending(std::time::SystemTime::now()).unwrap();
     assert_eq!(pending.len(), 1, "{pending:?}");
     assert_eq!(pending[0].tool, "echo");
     store
@@ -208,7 +214,7 @@ fn a_changed_tool_description_is_a_rug_pull_blocked_until_approved() {
 }
 
 #[test]
-fn secrets_in_results_are_redacted_and_injected_results_blocked() {
+fn secrets_in_results_are_redacted_and_injected_results_flagged_or_blocked() {
     let peers = peers();
     let dir = tempfile::tempdir().unwrap();
     let policy = policy_dir(dir.path(), TEST_POLICY);
@@ -224,6 +230,7 @@ fn secrets_in_results_are_redacted_and_injected_results_blocked() {
     );
     proxy.request(&initialize(1));
     proxy.send(&initialized());
+    proxy.request(&list(90));
     let creds = proxy.request(&call(2, "read_credentials", json!({})));
     let text = text_of(&creds);
     assert!(
@@ -239,6 +246,38 @@ fn secrets_in_results_are_redacted_and_injected_results_blocked() {
         "structured content is redacted too"
     );
 
+    let page = proxy.request(&call(
+        3,
+        "fetch_page",
+        json!({"url": "https://example.org"}),
+    ));
+    // flag (the default): annotated for the model, nothing destroyed.
+    assert_ne!(page["result"]["isError"], true, "{page}");
+    let note = text_of(&page);
+    assert!(
+        note.starts_with("[Sentinel: this tool `fetch_page`") && note.contains("prompt injection"),
+        "{page}"
+    );
+    assert!(page["result"]["content"][1]["text"]
+        .as_str()
+        .unwrap()
+        .contains("Ignore all previous instructions"));
+    assert!(page["result"]["_meta"]["io.sentinel/findings"].is_string());
+    assert!(proxy.finish().success());
+
+    // block: the result never reaches the client.
+    let mut proxy = Session::spawn(
+        &proxy_bin(),
+        &proxy_args(
+            &policy,
+            &dir.path().join("s2.db"),
+            &["--on-injection", "block"],
+            &python_server(&peers),
+        ),
+        &[],
+    );
+    proxy.request(&initialize(1));
+    proxy.request(&list(90));
     let page = proxy.request(&call(
         3,
         "fetch_page",
@@ -272,6 +311,7 @@ fn a_timeout_answers_once_and_the_late_response_is_dropped() {
         ),
         &[],
     );
+    proxy.request(&list(1));
     let reply = proxy.request(&call(2, "slow", json!({"seconds": 2.5})));
     assert_eq!(reply["error"]["code"], -32001, "{reply}");
     // The server answers id 2 about 1.5 s later; that answer must not reach
@@ -304,6 +344,7 @@ fn a_request_id_already_pending_is_refused() {
     );
     proxy.request(&initialize(1));
     proxy.send(&initialized());
+    proxy.request(&list(90));
     proxy.send(&call(2, "slow", json!({"seconds": 0.5})));
     proxy.send(&call(2, "echo", json!({"text": "dup"})));
     let first = proxy.recv_json();
@@ -552,29 +593,99 @@ fn sigterm_to_the_proxy_ends_the_server_and_reports_it() {
         &proxy_args(&policy, &dir.path().join("s.db"), &[], &server),
         &[],
     );
-    // Once the server runs, the proxy is listening for the signal.
-    let tasks = format!("/proc/{}/task", proxy.child.id());
-    let has_child = || {
-        std::fs::read_dir(&tasks)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|t| {
-                std::fs::read_to_string(t.path().join("children"))
-                    .is_ok_and(|c| !c.trim().is_empty())
-            })
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !has_child() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the server never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    // Time for the proxy to start and install its signal handlers, even on
+    // a loaded machine.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
     let pid = libc::pid_t::try_from(proxy.child.id()).unwrap();
     // SAFETY: signalling the child this test started.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let status = proxy.finish();
     assert_eq!(status.code(), Some(128 + 15), "{status:?}");
+}
+
+/// A proxy session in front of the Python test server that has not listed
+/// its tools (as clients that keep an earlier session's list do).
+fn unlisted_session(dir: &std::path::Path, toml: &str) -> (Session, std::path::PathBuf) {
+    let policy = policy_dir(dir, toml);
+    let log = dir.join("calls.log");
+    let mut session = Session::spawn(
+        &proxy_bin(),
+        &proxy_args(&policy, &dir.join("s.db"), &[], &python_server(&peers())),
+        &[("SENTINEL_TEST_CALL_LOG", log.display().to_string())],
+    );
+    session.request(&initialize(1));
+    session.send(&initialized());
+    (session, log)
+}
+
+#[test]
+fn a_call_without_a_listing_is_decided_on_the_proxys_own_listing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, log) = unlisted_session(dir.path(), TEST_POLICY);
+    // Listed by the server (the proxy lists it itself): goes through.
+    let r = s.request(&call(2, "echo", json!({"text": "no list needed"})));
+    assert_eq!(text_of(&r), "no list needed", "{r}");
+    // Not listed by the server: refused after the proxy's listing, and a
+    // denied tool is still denied by policy.
+    let r = s.request(&call(3, "exfiltrate", json!({"path": "/etc/shadow"})));
+    assert!(r.to_string().contains("tool-not-listed"), "{r}");
+    let r = s.request(&call(4, "delete_all", json!({"path": "/"})));
+    assert!(r.to_string().contains("no-mass-delete"), "{r}");
+    assert!(s.finish().success());
+    let calls: Vec<String> = call_log(&log)
+        .iter()
+        .map(|c| c["tool"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(calls, vec!["echo"], "only the listed, allowed call ran");
+
+    // Several calls at once wait for one listing and are each answered;
+    // a call whose id looks like the proxy's own listing requests (whose
+    // ids carry a random prefix) is answered like any other.
+    let (mut s, _) = unlisted_session(dir.path(), TEST_POLICY);
+    s.send(&call(5, "echo", json!({"text": "a"})));
+    s.send(
+        &json!({"jsonrpc": "2.0", "id": "sentinel-tools-list-1", "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": "b"}}}),
+    );
+    s.send(&call(6, "exfiltrate", json!({})));
+    let mut answers = std::collections::BTreeMap::new();
+    for _ in 0..3 {
+        let m = s.recv_json();
+        answers.insert(m["id"].to_string(), m);
+    }
+    assert_eq!(text_of(&answers["5"]), "a", "{answers:?}");
+    assert_eq!(
+        text_of(&answers["\"sentinel-tools-list-1\""]),
+        "b",
+        "{answers:?}"
+    );
+    assert!(answers["6"].to_string().contains("tool-not-listed"));
+    assert!(s.finish().success());
+
+    // With `pin = "review"`, the proxy's own listing pins nothing on its
+    // own: the call waits for the operator, then goes through.
+    let review = tempfile::tempdir().unwrap();
+    let toml = format!("{TEST_POLICY}\n[mcp]\npin = \"review\"\n");
+    let (mut s, log) = unlisted_session(review.path(), &toml);
+    let r = s.request(&call(2, "echo", json!({"text": "x"})));
+    assert!(
+        r.to_string().contains("tool-pinning") && r.to_string().contains("sentinel approve pin-"),
+        "{r}"
+    );
+    assert!(s.finish().success());
+    assert!(call_log(&log).is_empty());
+    let mut store = sentinel_mcp::Store::open(&review.path().join("s.db")).unwrap();
+    let now = std::time::SystemTime::now();
+    let echo = store
+        .pending(now)
+        .unwrap()
+        .into_iter()
+        .find(|a| a.tool == "echo")
+        .expect("the echo definition awaits the operator");
+    store.approve(&echo.id, now).unwrap();
+    let (mut s, log) = unlisted_session(review.path(), &toml);
+    let r = s.request(&call(2, "echo", json!({"text": "approved"})));
+    assert_eq!(text_of(&r), "approved", "{r}");
+    assert!(s.finish().success());
+    assert_eq!(call_log(&log).len(), 1);
 }

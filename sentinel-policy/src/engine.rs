@@ -230,7 +230,7 @@ impl Engine {
             .as_mut()
             .and_then(|scorer| scorer.score(action, now));
         let home = self.homes.get(&action.uid).map(PathBuf::as_path);
-        let (mut verdict, rule_index) = decide(self, action, home, anomaly.as_ref(), now);
+        let (mut verdict, rule_index) = decide(self, action, home, anomaly.as_ref(), true, now);
         if let Some(score) = &anomaly {
             verdict.risk = verdict.risk.max(score.score.min(100));
             verdict.factors.clone_from(&score.factors);
@@ -251,6 +251,15 @@ impl Engine {
             anomaly,
             lockdown_requested,
         }
+    }
+
+    /// The verdict of the policy, the mode and the quarantine alone: no
+    /// circuit breaker, rate limit or anomaly score, and nothing changes.
+    /// What `tools/list` uses to decide whether a tool is advertised (a
+    /// listing must not spend a call's rate-limit token or breaker probe).
+    pub fn evaluate_static(&self, action: &Action, now: SystemTime) -> Verdict {
+        let home = self.homes.get(&action.uid).map(PathBuf::as_path);
+        decide(self, action, home, None, false, now).0
     }
 
     /// Once an action passes: spend the rate-limit token and, for a
@@ -293,19 +302,21 @@ fn verdict(action: Decision, rule: &str, reason: String, risk: u8, alert: bool) 
 
 /// Steps 1–7. Returns the verdict and the index of the rule that matched
 /// (whose rate-limit token is spent if the action passes). Takes no
-/// `&mut`: nothing changes until the verdict is known.
+/// `&mut`: nothing changes until the verdict is known. Without `live`, the
+/// circuit breaker and rate limits (state of past calls) are skipped.
 fn decide(
     engine: &Engine,
     action: &Action,
     home: Option<&Path>,
     anomaly: Option<&AnomalyScore>,
+    live: bool,
     now: SystemTime,
 ) -> (Verdict, Option<usize>) {
     let mode = engine.mode;
     let alerts = mode != Mode::SilentAllow;
 
     // 1. Circuit breaker.
-    if let Object::Mcp { server, .. } = &action.object {
+    if let (true, Object::Mcp { server, .. }) = (live, &action.object) {
         if let Admission::Refuse { .. } =
             engine.breakers.check(server, engine.policy.breaker(), now)
         {
@@ -347,7 +358,7 @@ fn decide(
             Object::Exec { binary, .. } => allow.allows_exec(binary),
             Object::Open { path, write } => allow.allows_open(path, *write),
             Object::Connect { addr, .. } => allow.allows_connect(*addr),
-            Object::Mcp { tool, .. } => allow.allows_tool(tool),
+            Object::Mcp { server, tool, .. } => allow.allows_tool(server, tool),
         };
         return if allowed {
             let reason = "lockdown: on the health allow-list".to_string();
@@ -397,7 +408,7 @@ fn decide(
         }
         Some(rule) => {
             // 5. The rule's rate limit.
-            if let Some(limit) = rule.rate_limit {
+            if let (true, Some(limit)) = (live, rule.rate_limit) {
                 if !engine
                     .limiter
                     .would_take(&rule.name, &rate_subject(action), limit, now)

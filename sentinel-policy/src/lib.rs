@@ -45,7 +45,10 @@ pub use identity::{IdentityFiles, PROTECTED_RULE};
 pub use kernel::{KernelPolicy, NetMatch, PathMatch, UserspaceOnly};
 pub use pattern::{expand_braces, KernelPath};
 pub use playbook::{Approval, OnTimeout, Playbook, ResponseAction};
-pub use policy::{parse_net, LockdownAllow, Policy, DEFAULT_PRIORITY};
+pub use policy::{
+    parse_net, Approver, FindingAction, LockdownAllow, McpSettings, PinMode, Policy,
+    UnknownMethods, DEFAULT_PRIORITY,
+};
 pub use quarantine::{QuarantineEntry, QuarantineTarget};
 pub use rate::RateLimit;
 pub use rule::{Matcher, Rule};

@@ -79,6 +79,7 @@ pub struct Policy {
     files: Vec<String>,
     lockdown: LockdownAllow,
     breaker: BreakerConfig,
+    mcp: McpSettings,
     identity: IdentityFiles,
     sudo: SudoGate,
     playbooks: Vec<Playbook>,
@@ -98,15 +99,98 @@ pub struct Policy {
 /// exec = ["/usr/local/bin/sentinel"]        # the agent's MCP proxy
 /// open = ["/etc/ld.so.cache", "/usr/lib/**"] # read-only
 /// connect = ["127.0.0.1/32"]
-/// tools = ["*health*", "*status*"]          # MCP tool globs
+/// tools = ["monitoring:health"]             # exact SERVER:TOOL pairs
 /// ```
+///
+/// MCP tools are named by the server that offers them, so a bare tool name
+/// (or a glob such as `*status*`) would let any server put any tool on the
+/// list by naming it `wipe_status`. Entries are exact `SERVER:TOOL` pairs.
 #[derive(Debug, Clone, Default)]
 pub struct LockdownAllow {
     pub exec: Vec<KernelPath>,
     pub open: Vec<KernelPath>,
     pub connect: Vec<IpNet>,
     pub tools: Vec<String>,
-    tool_globs: Vec<NameGlobs>,
+}
+
+/// What to do when the MCP scanner finds a secret or an injection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FindingAction {
+    /// Replace the finding and forward the rest.
+    Redact,
+    /// Replace the whole message with an error.
+    Block,
+    /// Forward, annotated with what was found (and alert); nothing is
+    /// destroyed.
+    #[serde(alias = "alert")]
+    Flag,
+}
+
+/// `pin`: how a server seen for the first time is trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PinMode {
+    /// Trust on first use: the first complete tool list is pinned.
+    #[default]
+    Tofu,
+    /// Every tool (and the instructions) of a new server waits for
+    /// `sentinel approve`.
+    Review,
+}
+
+/// `approver`: who may answer an MCP `ask`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Approver {
+    /// Only the operator, with `sentinel approve ask-…`.
+    #[default]
+    Operator,
+    /// The agent's own MCP client may approve through elicitation.
+    Client,
+}
+
+/// `unknown_methods`: JSON-RPC methods that are not MCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnknownMethods {
+    /// Answered with -32601 (notifications dropped), and recorded.
+    #[default]
+    Refuse,
+    /// Forwarded, and recorded.
+    Forward,
+}
+
+/// `[mcp]`: the MCP proxy's settings.
+///
+/// ```toml
+/// [mcp]
+/// pin = "tofu"              # or "review"
+/// approver = "operator"     # or "client"
+/// unknown_methods = "refuse" # or "forward"
+/// secrets = "redact"        # redact | block | flag
+/// injection = "flag"        # redact | block | flag
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct McpSettings {
+    pub pin: PinMode,
+    pub approver: Approver,
+    pub unknown_methods: UnknownMethods,
+    pub secrets: FindingAction,
+    pub injection: FindingAction,
+}
+
+impl Default for McpSettings {
+    fn default() -> Self {
+        Self {
+            pin: PinMode::Tofu,
+            approver: Approver::Operator,
+            unknown_methods: UnknownMethods::Refuse,
+            secrets: FindingAction::Redact,
+            injection: FindingAction::Flag,
+        }
+    }
 }
 
 impl LockdownAllow {
@@ -123,8 +207,13 @@ impl LockdownAllow {
         self.connect.iter().any(|net| net.contains(&addr))
     }
 
-    pub fn allows_tool(&self, tool: &str) -> bool {
-        self.tool_globs.iter().any(|globs| globs.is_match(tool))
+    /// Whether `server:tool` is on the list (exact match of both).
+    pub fn allows_tool(&self, server: &str, tool: &str) -> bool {
+        self.tools.iter().any(|entry| {
+            entry
+                .split_once(':')
+                .is_some_and(|(s, t)| s == server && t == tool)
+        })
     }
 }
 
@@ -183,6 +272,7 @@ impl Policy {
         let mut policy = Policy::default();
         let mut seen: HashMap<String, (String, usize, usize)> = HashMap::new();
         let mut breaker_from: Option<String> = None;
+        let mut mcp_from: Option<String> = None;
         for (file_index, (name, text)) in sources.iter().enumerate() {
             let (name, text) = (name.as_ref(), text.as_ref());
             let file = FileParser { name, text };
@@ -215,6 +305,16 @@ impl Policy {
                 }
                 policy.breaker = file.breaker(breaker)?;
                 breaker_from = Some(name.to_string());
+            }
+            if let Some(mcp) = raw.mcp {
+                if let Some(other) = &mcp_from {
+                    return Err(file.error(
+                        mcp.span(),
+                        format!("[mcp] is already set in {other}; keep one"),
+                    ));
+                }
+                policy.mcp = mcp.into_inner().settings();
+                mcp_from = Some(name.to_string());
             }
             if let Some(identity) = raw.identity {
                 file.identity(identity, &mut policy.identity)?;
@@ -306,6 +406,11 @@ impl Policy {
 
     pub fn breaker(&self) -> BreakerConfig {
         self.breaker
+    }
+
+    /// The `[mcp]` settings (defaults when no file sets them).
+    pub fn mcp(&self) -> McpSettings {
+        self.mcp
     }
 
     /// `[identity]`: the protected and watched identity files.
@@ -568,11 +673,20 @@ impl FileParser<'_> {
         }
         if let Some(tools) = raw.tools {
             let span = tools.span();
-            let tools = tools.into_inner().0;
-            let globs = NameGlobs::new(&tools)
-                .map_err(|e| self.error(span, format!("`{}`: {}", tools[e.index], e.message)))?;
-            into.tool_globs.push(globs);
-            into.tools.extend(tools);
+            for entry in tools.into_inner().0 {
+                let exact = entry.split_once(':').is_some_and(|(server, tool)| {
+                    !server.is_empty() && !tool.is_empty() && !entry.contains(['*', '?', '[', '{'])
+                });
+                if !exact {
+                    return Err(self.error(
+                        span,
+                        format!(
+                            "lockdown tool `{entry}` must be an exact SERVER:TOOL pair (no globs): a server names its own tools, so a bare or wildcard name would let it put any tool on the list"
+                        ),
+                    ));
+                }
+                into.tools.push(entry);
+            }
         }
         Ok(())
     }
@@ -703,10 +817,49 @@ struct RawFile {
     rule: Vec<RawRule>,
     lockdown: Option<RawLockdown>,
     circuit_breaker: Option<Spanned<RawBreaker>>,
+    mcp: Option<Spanned<RawMcp>>,
     identity: Option<RawIdentity>,
     sudo: Option<Spanned<RawSudo>>,
     #[serde(default)]
     playbook: Vec<Spanned<RawPlaybook>>,
+}
+
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct RawMcp(#[serde(with = "strict_mcp")] McpSettings);
+
+impl RawMcp {
+    fn settings(self) -> McpSettings {
+        self.0
+    }
+}
+
+/// `[mcp]` with unknown keys refused (`McpSettings` itself stays lenient on
+/// the wire between proxy and daemon).
+mod strict_mcp {
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Strict {
+        pin: Option<PinMode>,
+        approver: Option<Approver>,
+        unknown_methods: Option<UnknownMethods>,
+        secrets: Option<FindingAction>,
+        injection: Option<FindingAction>,
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<McpSettings, D::Error> {
+        let raw = Strict::deserialize(d)?;
+        let defaults = McpSettings::default();
+        Ok(McpSettings {
+            pin: raw.pin.unwrap_or(defaults.pin),
+            approver: raw.approver.unwrap_or(defaults.approver),
+            unknown_methods: raw.unknown_methods.unwrap_or(defaults.unknown_methods),
+            secrets: raw.secrets.unwrap_or(defaults.secrets),
+            injection: raw.injection.unwrap_or(defaults.injection),
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -867,7 +1020,7 @@ mod tests {
         assert!(policy.rules().len() >= 20, "{}", policy.rules().len());
         assert_eq!(policy.files().len(), EMBEDDED.len());
         assert!(policy.lockdown().allows_exec("/usr/local/bin/sentinel"));
-        assert!(policy.lockdown().allows_tool("get_health"));
+        assert!(!policy.lockdown().allows_tool("any", "wipe_status"));
         assert_eq!(policy.breaker().failures, 5);
         // Evaluation order: priorities ascending.
         let priorities: Vec<i64> = policy.rules().iter().map(|r| r.priority).collect();
@@ -937,6 +1090,32 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn mcp_settings_and_exact_lockdown_tools() {
+        let policy = Policy::from_sources(&[(
+            "a.toml",
+            "[mcp]\npin = \"review\"\napprover = \"client\"\ninjection = \"block\"\n[lockdown]\ntools = [\"mon:health\"]\n",
+        )])
+        .unwrap();
+        let mcp = policy.mcp();
+        assert_eq!(mcp.pin, PinMode::Review);
+        assert_eq!(mcp.approver, Approver::Client);
+        assert_eq!(mcp.injection, FindingAction::Block);
+        assert_eq!(mcp.secrets, FindingAction::Redact);
+        assert!(policy.lockdown().allows_tool("mon", "health"));
+        assert!(!policy.lockdown().allows_tool("other", "health"));
+        assert_eq!(Policy::embedded_defaults().mcp(), McpSettings::default());
+        for bad in [
+            "[mcp]\npinn = \"tofu\"\n",
+            "[mcp]\npin = \"never\"\n",
+            "[lockdown]\ntools = [\"*status*\"]\n",
+            "[lockdown]\ntools = [\"health\"]\n",
+            "[lockdown]\ntools = [\"s:*\"]\n",
+        ] {
+            assert!(Policy::from_sources(&[("b.toml", bad)]).is_err(), "{bad}");
         }
     }
 }

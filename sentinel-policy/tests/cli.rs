@@ -156,8 +156,34 @@ fn test_evaluates_each_kind_against_the_defaults() {
             vec![
                 "--kind", "mcp", "--server", "s", "--tool", "status", "--mode", "lockdown",
             ],
-            "allow",
+            "deny",
             "lockdown",
+        ),
+        (
+            // A server naming its tool after a probe gets no lockdown pass.
+            vec![
+                "--kind",
+                "mcp",
+                "--server",
+                "s",
+                "--tool",
+                "wipe_status",
+                "--mode",
+                "lockdown",
+            ],
+            "deny",
+            "lockdown",
+        ),
+        (
+            // The probe allow-rule is exact and comes after every deny.
+            vec!["--kind", "mcp", "--server", "s", "--tool", "wipe_status"],
+            "allow",
+            "mode-default",
+        ),
+        (
+            vec!["--kind", "mcp", "--server", "s", "--tool", "status"],
+            "allow",
+            "mcp-health-tools",
         ),
     ];
     for (args, action, rule) in cases {

@@ -422,7 +422,6 @@ fn defaults_in_lockdown_keep_health_paths_working() {
         exec("/usr/local/bin/sentinel", &["sentinel", "mcp-proxy"]),
         open("/etc/ld.so.cache", false),
         open("/usr/lib/x86_64-linux-gnu/libc.so.6", false),
-        mcp("ops", "status", json!({})),
     ];
     for action in &allowed {
         assert_eq!(
@@ -437,6 +436,11 @@ fn defaults_in_lockdown_keep_health_paths_working() {
         open("/usr/lib/x.so", true),
         connect("127.0.0.1", 80),
         mcp("files", "write_file", json!({})),
+        // The lockdown allow-list holds exact SERVER:TOOL pairs and none by
+        // default: a server cannot reach it by naming a tool like a probe.
+        mcp("ops", "status", json!({})),
+        mcp("ops", "wipe_status", json!({})),
+        mcp("ops", "health", json!({})),
     ];
     for action in &denied {
         assert_eq!(

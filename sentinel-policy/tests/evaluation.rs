@@ -316,7 +316,7 @@ fn lockdown_ignores_rules_and_allows_only_the_health_list() {
         exec = ["/usr/local/bin/sentinel"]
         open = ["/usr/lib/**", "/etc/ld.so.cache"]
         connect = ["127.0.0.1/32"]
-        tools = ["*health*"]
+        tools = ["s:get_health"]
     "#;
     let mut engine = engine(rules, Mode::Lockdown);
     let cases = [
@@ -345,9 +345,19 @@ fn lockdown_ignores_rules_and_allows_only_the_health_list() {
         ("loopback", connect("127.0.0.1", 8080), Decision::Allow),
         ("elsewhere", connect("127.0.0.2", 8080), Decision::Deny),
         (
-            "health tool",
+            "allow-listed SERVER:TOOL",
             mcp("s", "get_health", json!({})),
             Decision::Allow,
+        ),
+        (
+            "the same tool name on another server",
+            mcp("t", "get_health", json!({})),
+            Decision::Deny,
+        ),
+        (
+            "a tool named like a probe",
+            mcp("s", "wipe_health", json!({})),
+            Decision::Deny,
         ),
         (
             "other tool",

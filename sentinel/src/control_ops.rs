@@ -111,7 +111,7 @@ pub fn handler(
             a.resolve(id, "operator (control socket)", SystemTime::now())
                 .map(|alert| json!({"ok": true, "alert": alert}))
         }),
-        Request::McpPending => match Store::open(&db).and_then(|s| s.pending()) {
+        Request::McpPending => match Store::open(&db).and_then(|s| s.pending(SystemTime::now())) {
             Ok(list) => json!({"ok": true, "approvals": list}),
             Err(e) => json!({"ok": false, "error": e.to_string()}),
         },

@@ -95,6 +95,10 @@ enum Command {
         #[arg(long, default_value = DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
     },
+    /// Pending MCP approvals (asks with the arguments they bind, and tool
+    /// pins with the definition), read from the database.
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
     /// Deny a held action (the process is killed) or an MCP approval.
     Deny {
         id: String,
@@ -187,6 +191,19 @@ enum ConfigCommand {
         config: Option<PathBuf>,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApprovalsCommand {
+    /// List pending MCP approvals: asks (tool, server, agent and the
+    /// arguments they bind, credentials redacted) and tool pins.
+    List {
+        #[arg(long)]
+        json: bool,
+        /// The database the daemon (or a standalone proxy) writes.
+        #[arg(long, default_value = "/var/lib/sentinel/sentinel.db")]
+        db: PathBuf,
     },
 }
 
@@ -409,6 +426,15 @@ fn main() -> ExitCode {
             ask_daemon(&state_dir, &control::Request::Approve { id }, |a| {
                 format!("{}", a.get("resolution").or(a.get("approval")).unwrap_or(a))
             })
+        }
+        Command::Approvals(ApprovalsCommand::List { json, db }) => {
+            match sentinel_mcp::store::list_pending(&db, json, std::time::SystemTime::now()) {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(2, e),
+            }
         }
         Command::Deny { id, state_dir } => {
             ask_daemon(&state_dir, &control::Request::Deny { id }, |a| {

@@ -5,14 +5,17 @@ SENTINEL_TEST_CALL_LOG, so a test can prove on the server side which calls
 reached it. SENTINEL_TEST_ECHO_DESCRIPTION overrides the echo tool's
 description, which is how the tests stage a rug-pull between two sessions.
 With SENTINEL_TEST_HTTP_PORT set it serves Streamable HTTP on 127.0.0.1 at
-that port (path /mcp) instead of stdio.
+that port (path /mcp) instead of stdio, over TLS when SENTINEL_TEST_TLS_CERT
+and SENTINEL_TEST_TLS_KEY name a PEM certificate chain and key.
 """
 
 import json
 import os
 import time
+from typing import Annotated
 
 from mcp.server.mcpserver import Context, MCPServer
+from pydantic import Field
 
 CALL_LOG = os.environ.get("SENTINEL_TEST_CALL_LOG")
 ECHO_DESCRIPTION = os.environ.get("SENTINEL_TEST_ECHO_DESCRIPTION", "Echo the text back.")
@@ -60,6 +63,22 @@ def slow(seconds: float) -> str:
     return "done"
 
 
+@server.tool(description="Run a query in a region (the region rides in an Mcp-Param-Region header).")
+def query(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})], sql: str) -> str:
+    log_call("query", {"region": region, "sql": sql})
+    return f"{region}: {sql}"
+
+
+@server.tool(description="Report progress in steps, then answer.")
+async def progress(steps: int, ctx: Context) -> str:
+    log_call("progress", {"steps": steps})
+    for i in range(steps):
+        await ctx.report_progress(i + 1, steps, f"step {i + 1} of {steps}")
+        await ctx.info(f"working on step {i + 1}")
+        time.sleep(0.05)
+    return f"{steps} steps done"
+
+
 @server.resource("config://deploy", description="Deployment settings.")
 def deploy_config() -> str:
     return "region = eu-west-1\naws_access_key_id = AKIAIOSFODNN7EXAMPLE\n"
@@ -80,7 +99,19 @@ async def install_update(ctx: Context) -> str:
 
 if __name__ == "__main__":
     http_port = os.environ.get("SENTINEL_TEST_HTTP_PORT")
-    if http_port:
+    tls_cert = os.environ.get("SENTINEL_TEST_TLS_CERT")
+    if http_port and tls_cert:
+        import uvicorn
+
+        uvicorn.run(
+            server.streamable_http_app(host="127.0.0.1"),
+            host="127.0.0.1",
+            port=int(http_port),
+            ssl_certfile=tls_cert,
+            ssl_keyfile=os.environ["SENTINEL_TEST_TLS_KEY"],
+            log_level="warning",
+        )
+    elif http_port:
         server.run("streamable-http", host="127.0.0.1", port=int(http_port))
     else:
         server.run("stdio")

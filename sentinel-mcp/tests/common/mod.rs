@@ -282,6 +282,8 @@ impl LoggedProxy {
         );
         session.request(&initialize(1));
         session.send(&initialized());
+        // The proxy refuses calls to tools it has not seen listed.
+        session.request(&list(900));
         LoggedProxy { session, db, log }
     }
 }
@@ -311,3 +313,93 @@ kind = "mcp"
 tool = "delete_*"
 reason = "mass deletion is not allowed for agents"
 "#;
+
+/// One raw HTTP/1.1 request (`Connection: close`); returns (status, head,
+/// body). The body of an SSE answer is returned as sent.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the front");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("a complete answer within 30 s");
+    let status = response[9..12].parse().expect("status code");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (status, head.to_string(), body.to_string())
+}
+
+/// The value of header `name` in a response head.
+pub fn head_value(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}
+
+/// Waits for a proxy's "listening on WHERE" line in its stderr file and
+/// returns WHERE.
+pub fn wait_listening(stderr: &Path) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(stderr).unwrap_or_default();
+        if let Some(rest) = text.split("listening on ").nth(1) {
+            return rest.lines().next().unwrap_or_default().to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy did not start listening: {text}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A free loopback port (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something accepts connections on 127.0.0.1:`port`.
+pub fn wait_port(port: u16) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing listens on port {port}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The `_meta` a 2026-07-28 request carries.
+pub fn modern_meta() -> Value {
+    serde_json::json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {}
+    })
+}

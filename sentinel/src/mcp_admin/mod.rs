@@ -5,7 +5,7 @@
 //! tools exist only here, never behind `mcp-proxy`, so a watched agent
 //! cannot rewrite its own firewall.
 //!
-//! This module owns the protocol loop; `tools` owns the 35 `sentinel_*`
+//! This module owns the protocol loop; `tools` owns the 36 `sentinel_*`
 //! tools and `rules` the rule specs and the admin policy file.
 
 mod rules;

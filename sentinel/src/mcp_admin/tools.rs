@@ -1,4 +1,4 @@
-//! The 35 `sentinel_*` tools: their definitions (name, description, input
+//! The 36 `sentinel_*` tools: their definitions (name, description, input
 //! schema) and what each does. Rules edit the admin policy file and reload
 //! the daemon; monitor, policy and quarantine talk to the daemon over the
 //! control socket; audit and alerts read (and, for acknowledgements and
@@ -228,6 +228,7 @@ fn defs() -> Vec<Def> {
         def("sentinel_audit_stats", "Audit record counts by kind, verdict and rule.", filter_props, &[]),
         def("sentinel_audit_verify", "Verify the hash chain, seals and anchor of the audit trail.", none, &[]),
         def("sentinel_audit_export", "Export audit records as JSONL or CEF.", export_audit_props, &[]),
+        def("sentinel_approvals_list", "Pending MCP approvals: asks with the tool, server, agent and the arguments they bind (credentials redacted), and tool pins with the definition. Approve one with `sentinel approve ID`.", none, &[]),
         def("sentinel_audit_retention", "Report the retained range of the audit trail, or remove old records (sealed checkpoint kept) with apply.", retention_props, &[]),
         def("sentinel_policy_status", "The running policy: mode, files, rules, what the kernel decides, quarantines, thresholds, circuit breakers.", none, &[]),
         def("sentinel_policy_baseline", "What the anomaly scorer has learned per agent (samples, error rates, busiest action keys).", agent_prop, &[]),
@@ -285,6 +286,14 @@ pub fn call(ctx: &Context, name: &str, a: &Value) -> Outcome {
         "sentinel_audit_stats" => audit_stats(ctx, a),
         "sentinel_audit_verify" => audit_verify(ctx),
         "sentinel_audit_export" => audit_export(ctx, a),
+        "sentinel_approvals_list" => {
+            let text =
+                sentinel_mcp::store::list_pending(&ctx.db, true, std::time::SystemTime::now())
+                    .map_err(|e| e.to_string())?;
+            serde_json::from_str::<Value>(&text)
+                .map(|pending| json!({"pending": pending}))
+                .map_err(|e| e.to_string())
+        }
         "sentinel_audit_retention" => audit_retention(ctx, a),
         "sentinel_policy_status" => policy_status(ctx),
         "sentinel_policy_baseline" => policy_baseline(ctx, a),
@@ -972,13 +981,21 @@ fn audit_export(ctx: &Context, a: &Value) -> Outcome {
         Some(path) => {
             use std::io::Write;
             use std::os::unix::fs::OpenOptionsExt;
+            // A new file only: never truncate what is there, and never
+            // follow a symlink someone planted at the path (this runs as
+            // root).
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
                 .mode(0o600)
                 .open(&path)
-                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+                .map_err(|e| {
+                    format!(
+                        "cannot create {}: {e} (the export writes a new file only: pick a path that does not exist and is not a symlink)",
+                        path.display()
+                    )
+                })?;
             file.write_all(text.as_bytes())
                 .and_then(|()| file.sync_all())
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -1377,10 +1394,10 @@ mod tests {
     #[test]
     fn thirty_five_distinct_tools() {
         let d = definitions();
-        assert_eq!(d.len(), 35);
+        assert_eq!(d.len(), 36);
         let names: std::collections::BTreeSet<&str> =
             d.iter().filter_map(|t| t["name"].as_str()).collect();
-        assert_eq!(names.len(), 35);
+        assert_eq!(names.len(), 36);
         assert!(names.iter().all(|n| n.starts_with("sentinel_")));
     }
 }
