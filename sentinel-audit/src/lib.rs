@@ -15,6 +15,7 @@ pub mod error;
 pub mod event;
 mod keys;
 pub mod log;
+mod queue;
 mod secure_fs;
 pub mod sink;
 pub mod store;

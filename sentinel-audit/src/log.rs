@@ -216,9 +216,11 @@ impl AuditLog {
         conn.pragma_update(None, "page_size", 16384)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        // 32 MiB of page cache: appends touch the right edge of two b-trees
-        // and should not re-read them from the kernel.
-        conn.pragma_update(None, "cache_size", -32768)?;
+        // 8 MiB of page cache: appends touch the right edge of two b-trees,
+        // and a batch of the writer's largest size (about 5 MiB of new
+        // pages) stays in the cache until it commits. More would only hold
+        // pages already written, in the daemon's resident memory.
+        conn.pragma_update(None, "cache_size", -8192)?;
         // Checkpoints run on their own thread (see `wal`).
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.execute_batch(SCHEMA)?;

@@ -345,6 +345,7 @@ fn status(core: &Arc<Mutex<Core>>, agents: &BTreeMap<u32, String>) -> serde_json
             "decode_errors": stats.decode_errors,
             "audit_errors": stats.audit_errors,
             "untracked_children": counters.task_map_full,
+            "coalesced": stats.coalesced,
         },
         "kernel_decisions": counters.kernel_decisions,
         "bandwidth": {

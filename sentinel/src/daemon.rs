@@ -186,6 +186,7 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
             .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.to_path_buf())),
     })?;
     let core = Arc::new(Mutex::new(core));
+    crate::memory::release_free_heap();
 
     // The proxies' socket first: once `status` answers, everything does.
     let mcp_path = sentinel_mcp::daemon::socket_path(&config.state_dir);
@@ -232,6 +233,7 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("polling the ring buffer: {}", e.into_parts().1))?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut ticks: u64 = 0;
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -260,7 +262,13 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
                     tokio::task::yield_now().await;
                 }
             }
-            _ = tick.tick() => lock(&core).tick(),
+            _ = tick.tick() => {
+                lock(&core).tick();
+                ticks += 1;
+                if ticks.is_multiple_of(crate::memory::RELEASE_EVERY_TICKS) {
+                    crate::memory::release_free_heap();
+                }
+            }
             _ = sighup.recv() => reload(&core, &mut config),
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,

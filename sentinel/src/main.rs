@@ -14,6 +14,7 @@ mod decode;
 mod doctor;
 mod enforce;
 mod mcp_admin;
+mod memory;
 mod metrics;
 mod observe;
 mod pipeline;

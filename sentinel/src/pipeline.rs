@@ -47,6 +47,9 @@ pub struct Stats {
     pub lost: AtomicU64,
     /// Events the audit chain failed to take.
     pub audit_errors: AtomicU64,
+    /// Events not recorded one by one but folded into an earlier record
+    /// that counts its repeats (kernel or reader coalescing).
+    pub coalesced: AtomicU64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -56,6 +59,7 @@ pub struct StatsSnapshot {
     pub decode_errors: u64,
     pub lost: u64,
     pub audit_errors: u64,
+    pub coalesced: u64,
 }
 
 impl Stats {
@@ -66,6 +70,7 @@ impl Stats {
             decode_errors: self.decode_errors.load(Ordering::Relaxed),
             lost: self.lost.load(Ordering::Relaxed),
             audit_errors: self.audit_errors.load(Ordering::Relaxed),
+            coalesced: self.coalesced.load(Ordering::Relaxed),
         }
     }
 }
@@ -293,8 +298,10 @@ impl Core {
             KernelEvent::Exit { header } => {
                 let process = t.info(header.pid, header.uid, &header.comm);
                 let gone = t.on_exit(header.pid);
-                self.bandwidth
-                    .process_exited(header.pid, gone.and_then(|e| e.agent));
+                self.bandwidth.process_exited(
+                    header.pid,
+                    gone.and_then(|e| e.agent.map(|a| a.to_string())),
+                );
                 self.condemned.remove(&header.pid);
                 Body::Exit { process }
             }
