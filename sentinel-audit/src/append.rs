@@ -11,7 +11,7 @@
 use std::sync::mpsc;
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{params, Transaction};
+use rusqlite::Transaction;
 use time::OffsetDateTime;
 
 use crate::compact;
@@ -140,6 +140,27 @@ impl<'h> Sealer<'h> {
     }
 }
 
+/// Binds one record's columns to the insert's parameters.
+fn bind_row(
+    stmt: &mut rusqlite::Statement<'_>,
+    event: &Event,
+    row: &SealedRow,
+    text: &[u8],
+) -> rusqlite::Result<()> {
+    let columns = WrittenColumns::of(event);
+    stmt.raw_bind_parameter(1, event.seq as i64)?;
+    stmt.raw_bind_parameter(2, columns.ts_ns)?;
+    stmt.raw_bind_parameter(3, columns.kind)?;
+    stmt.raw_bind_parameter(4, columns.agent)?;
+    stmt.raw_bind_parameter(5, columns.action)?;
+    stmt.raw_bind_parameter(6, columns.rule)?;
+    stmt.raw_bind_parameter(7, ToSqlOutput::Borrowed(ValueRef::Text(text)))?;
+    stmt.raw_bind_parameter(8, row.epoch as i64)?;
+    stmt.raw_bind_parameter(9, &row.prev_hash[..])?;
+    stmt.raw_bind_parameter(10, &row.hash[..])?;
+    stmt.raw_bind_parameter(11, row.seal.as_ref().map_or(&[][..], |s| &s[..]))
+}
+
 /// Seals and inserts `events` (numbered from the sealer's next seq) in
 /// `tx`, which the caller commits.
 pub(crate) fn append(
@@ -151,22 +172,9 @@ pub(crate) fn append(
     let mut insert_all = |events: &[Event], sealed: &Sealed| -> Result<(), AuditError> {
         let mut start = 0;
         for (event, row) in events.iter().zip(&sealed.rows) {
-            let columns = WrittenColumns::of(event);
-            let text = ToSqlOutput::Borrowed(ValueRef::Text(&sealed.text[start..row.end]));
+            bind_row(&mut insert, event, row, &sealed.text[start..row.end])?;
             start = row.end;
-            insert.execute(params![
-                event.seq as i64,
-                columns.ts_ns,
-                columns.kind,
-                columns.agent,
-                columns.action,
-                columns.rule,
-                text,
-                row.epoch as i64,
-                &row.prev_hash[..],
-                &row.hash[..],
-                row.seal.as_ref().map_or(&[][..], |s| &s[..]),
-            ])?;
+            insert.raw_execute()?;
         }
         Ok(())
     };
