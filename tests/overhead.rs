@@ -153,21 +153,14 @@ enum Monitor {
     Auditd,
 }
 
-/// A monitor running for the length of a round's turn.
-enum Running {
-    Nothing,
-    Sentinel(#[allow(dead_code)] Sentinel),
-    Bpftrace(#[allow(dead_code)] Bpftrace),
-    Auditd(#[allow(dead_code)] Auditd),
-}
-
 impl Monitor {
-    fn start(self) -> Running {
+    /// Starts the monitor; it runs until the returned guard is dropped.
+    fn start(self) -> Option<Box<dyn std::any::Any>> {
         match self {
-            Monitor::Nothing => Running::Nothing,
-            Monitor::Sentinel => Running::Sentinel(Sentinel::start(&[WATCHED])),
-            Monitor::Bpftrace => Running::Bpftrace(Bpftrace::start(WATCHED)),
-            Monitor::Auditd => Running::Auditd(Auditd::start(WATCHED)),
+            Monitor::Nothing => None,
+            Monitor::Sentinel => Some(Box::new(Sentinel::start(&[WATCHED]))),
+            Monitor::Bpftrace => Some(Box::new(Bpftrace::start(WATCHED))),
+            Monitor::Auditd => Some(Box::new(Auditd::start(WATCHED))),
         }
     }
 }

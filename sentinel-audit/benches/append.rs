@@ -19,6 +19,7 @@
 //!
 //! Run with `cargo bench -p sentinel-audit --bench append`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
@@ -28,11 +29,16 @@ use sentinel_audit::{AuditLog, Body, Event, ProcessInfo};
 use sentinel_policy::{Decision, Verdict};
 use time::OffsetDateTime;
 
+/// Timestamps only move forward, as the daemon's do: a batch that reused
+/// earlier timestamps would insert into the middle of the `ts` index.
+static CLOCK: AtomicU64 = AtomicU64::new(0);
+
 /// An open by a watched process, as a flood produces them.
 fn sample_event(i: u64) -> Event {
+    let tick = CLOCK.fetch_add(1, Ordering::Relaxed);
     Event {
         seq: i,
-        ts: OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_000_000_000 + i as i128)
+        ts: OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_000_000_000 + tick as i128)
             .unwrap_or(OffsetDateTime::UNIX_EPOCH),
         body: Body::Open {
             process: ProcessInfo {
