@@ -10,9 +10,13 @@
 //! to the WAL, fsynced and checkpointed).
 //!
 //! Body fields, by kind (`P` = `pid, ppid, uid, comm, exe, agent`):
-//! `exec` P, argv, argv_truncated · `open` P, path, flags · `connect` P,
-//! addr, port, family · `exit` P · `mcp_call` P, server, tool, args, outcome
-//! · `alert` severity, category, reason, related · `lost` count ·
+//! `exec` P, argv, argv_truncated, path_requested · `open` P, path,
+//! path_requested, flags · `file_change` P, op, path,
+//! path_requested, source, source_requested · `connect` P, addr, port,
+//! family · `exit` P · `mcp_call` P, server, tool, args, outcome ·
+//! `llm_call` P, upstream, endpoint, model, stream, request_bytes,
+//! response_bytes, status, outcome, findings · `alert` severity,
+//! category, reason, related · `lost` count ·
 //! `mode_change` from, to, by. The verdict is `null` or `[action, rule,
 //! reason, risk, enforced, alert, [[factor, score], ...]]`.
 //!
@@ -82,19 +86,38 @@ impl Serialize for Compact<'_> {
                 process: p,
                 argv,
                 argv_truncated,
+                path_requested,
             } => {
                 process(&mut out, p)?;
                 out.serialize_element(argv)?;
                 out.serialize_element(argv_truncated)?;
+                out.serialize_element(path_requested)?;
             }
             Body::Open {
                 process: p,
                 path,
+                path_requested,
                 flags,
             } => {
                 process(&mut out, p)?;
                 out.serialize_element(path)?;
+                out.serialize_element(path_requested)?;
                 out.serialize_element(flags)?;
+            }
+            Body::FileChange {
+                process: p,
+                op,
+                path,
+                path_requested,
+                source,
+                source_requested,
+            } => {
+                process(&mut out, p)?;
+                out.serialize_element(op)?;
+                out.serialize_element(path)?;
+                out.serialize_element(path_requested)?;
+                out.serialize_element(source)?;
+                out.serialize_element(source_requested)?;
             }
             Body::Connect {
                 process: p,
@@ -120,6 +143,29 @@ impl Serialize for Compact<'_> {
                 out.serialize_element(tool)?;
                 out.serialize_element(args)?;
                 out.serialize_element(outcome)?;
+            }
+            Body::LlmCall {
+                process: p,
+                upstream,
+                endpoint,
+                model,
+                stream,
+                request_bytes,
+                response_bytes,
+                status,
+                outcome,
+                findings,
+            } => {
+                process(&mut out, p)?;
+                out.serialize_element(upstream)?;
+                out.serialize_element(endpoint)?;
+                out.serialize_element(model)?;
+                out.serialize_element(stream)?;
+                out.serialize_element(request_bytes)?;
+                out.serialize_element(response_bytes)?;
+                out.serialize_element(status)?;
+                out.serialize_element(outcome)?;
+                out.serialize_element(findings)?;
             }
             Body::Alert {
                 severity,
@@ -240,11 +286,21 @@ impl<'de> Visitor<'de> for CompactVisitor {
                 process: process(s)?,
                 argv: next(s, "argv")?,
                 argv_truncated: next(s, "argv_truncated")?,
+                path_requested: next(s, "path_requested")?,
             },
             "open" => Body::Open {
                 process: process(s)?,
                 path: next(s, "path")?,
+                path_requested: next(s, "path_requested")?,
                 flags: next(s, "flags")?,
+            },
+            "file_change" => Body::FileChange {
+                process: process(s)?,
+                op: next(s, "op")?,
+                path: next(s, "path")?,
+                path_requested: next(s, "path_requested")?,
+                source: next(s, "source")?,
+                source_requested: next(s, "source_requested")?,
             },
             "connect" => Body::Connect {
                 process: process(s)?,
@@ -261,6 +317,18 @@ impl<'de> Visitor<'de> for CompactVisitor {
                 tool: next(s, "tool")?,
                 args: next(s, "args")?,
                 outcome: next(s, "outcome")?,
+            },
+            "llm_call" => Body::LlmCall {
+                process: process(s)?,
+                upstream: next(s, "upstream")?,
+                endpoint: next(s, "endpoint")?,
+                model: next(s, "model")?,
+                stream: next(s, "stream")?,
+                request_bytes: next(s, "request_bytes")?,
+                response_bytes: next(s, "response_bytes")?,
+                status: next(s, "status")?,
+                outcome: next(s, "outcome")?,
+                findings: next(s, "findings")?,
             },
             "alert" => Body::Alert {
                 severity: next(s, "severity")?,
@@ -330,11 +398,39 @@ mod tests {
                 process: process(),
                 argv: vec!["sh".into(), "-c".into(), "a]b,[c".into()],
                 argv_truncated: true,
+                path_requested: Some("./sh".into()),
             },
             Body::Open {
                 process: process(),
                 path: "/etc/shadow".into(),
+                path_requested: None,
                 flags: 0o101,
+            },
+            Body::Open {
+                process: process(),
+                path: "/etc/hostname".into(),
+                path_requested: Some("../etc/hostname".into()),
+                flags: 0,
+            },
+            Body::FileChange {
+                process: process(),
+                op: "rename".into(),
+                path: "/home/a/.bashrc".into(),
+                path_requested: None,
+                source: Some("/tmp/x".into()),
+                source_requested: Some("x".into()),
+            },
+            Body::LlmCall {
+                process: process(),
+                upstream: "api.example".into(),
+                endpoint: "messages".into(),
+                model: Some("m".into()),
+                stream: true,
+                request_bytes: 10,
+                response_bytes: 20,
+                status: 200,
+                outcome: "forwarded".into(),
+                findings: vec!["aws_key".into()],
             },
             Body::Connect {
                 process: ProcessInfo {

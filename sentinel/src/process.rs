@@ -108,6 +108,39 @@ impl ProcessTable {
         }
     }
 
+    /// The watched UIDs named `agent`.
+    pub fn uids_of(&self, agent: &str) -> Vec<u32> {
+        let mut uids: Vec<u32> = self
+            .agents
+            .iter()
+            .filter(|(_, name)| &***name == agent)
+            .map(|(uid, _)| *uid)
+            .collect();
+        uids.sort_unstable();
+        uids
+    }
+
+    /// The agent name of a watched UID.
+    pub fn agent_name(&self, uid: u32) -> Option<&str> {
+        self.agents.get(&uid).map(|a| &**a)
+    }
+
+    /// Processes the table attributes to `agent` (its UIDs' and every
+    /// descendant's, `sudo` children included).
+    pub fn pids_of_agent(&self, agent: &str) -> Vec<u32> {
+        self.procs
+            .iter()
+            .filter(|(_, e)| e.agent.as_deref() == Some(agent))
+            .map(|(pid, _)| *pid)
+            .collect()
+    }
+
+    /// The parent the table knows for `pid`, and that parent's exe.
+    pub fn parent_exe(&self, pid: u32) -> Option<String> {
+        let ppid = self.procs.get(&pid)?.ppid;
+        self.procs.get(&ppid).map(|p| p.exe.to_string())
+    }
+
     /// Every known descendant of `pid` (children, grandchildren, ...).
     pub fn descendants(&self, pid: u32) -> Vec<u32> {
         let mut out = Vec::new();
@@ -194,9 +227,23 @@ impl ProcessTable {
             return path.to_string();
         };
         match std::fs::read_link(&base) {
-            Ok(dir) => normalize(&dir.join(path)),
+            Ok(dir) => crate::paths::canonical(Some(&dir), path),
             Err(_) => path.to_string(),
         }
+    }
+
+    /// The canonical path of a change's name: the kernel's resolved path,
+    /// or what it composed from the directory and the name as typed
+    /// (cleaned and its directories resolved here), or, when the kernel
+    /// had nothing, the name as typed against the process's directory.
+    pub fn change_path(&self, pid: u32, file: &crate::decode::FileRef, typed: &str) -> String {
+        if file.path.is_empty() {
+            return self.resolve_path(pid, -100, typed);
+        }
+        if file.composed {
+            return crate::paths::canonical(None, &file.path);
+        }
+        file.path.clone()
     }
 
     /// Seeds the table from /proc: every process whose UID is watched, and
@@ -329,29 +376,6 @@ fn read_status_uid(base: &Path) -> Option<u32> {
         .find_map(|l| l.strip_prefix("Uid:"))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|s| s.parse().ok())
-}
-
-/// Lexically removes `.` and `..` (the kernel saw the unresolved string).
-fn normalize(path: &Path) -> String {
-    let mut out: Vec<&std::ffi::OsStr> = Vec::new();
-    for c in path.components() {
-        match c {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::Normal(s) => out.push(s),
-            _ => {}
-        }
-    }
-    let mut s = String::new();
-    for part in out {
-        s.push('/');
-        s.push_str(&part.to_string_lossy());
-    }
-    if s.is_empty() {
-        s.push('/');
-    }
-    s
 }
 
 #[cfg(test)]

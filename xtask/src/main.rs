@@ -6,6 +6,7 @@
 //! test`) are all a newcomer or CI needs.
 
 mod guest;
+mod guest_fanotify;
 mod guest_lsm;
 mod mcp_peers;
 mod package;
@@ -48,6 +49,8 @@ enum Task {
     },
     /// Only the BPF-LSM test in the guest kernel (builds first).
     TestLsm,
+    /// Only the fanotify guard check in the guest kernel.
+    TestFanotifyGuest,
     /// Boot the guest kernel once and check the harness itself.
     GuestSelfTest,
     /// Run the benchmarks and print their figures (installs bpftrace and
@@ -93,6 +96,7 @@ fn run(task: Task) -> Result<()> {
             build(&root)?;
             guest_lsm::run(&root)
         }
+        Task::TestFanotifyGuest => guest_fanotify::run(&root),
         Task::Bench => bench(&root),
         Task::Package => package::build(&root).map(drop),
     }
@@ -145,12 +149,17 @@ fn build_ebpf(root: &Path) -> Result<()> {
     Ok(())
 }
 
-fn cargo(root: &Path, args: &[&str]) -> Result<()> {
+pub(crate) fn cargo(root: &Path, args: &[&str]) -> Result<()> {
     let status = Command::new("cargo")
         .current_dir(root)
         .env("SENTINEL_EBPF_OBJECT", ebpf_object(root))
         // The MCP proxy tests drive the real `sentinel mcp-proxy` binary.
         .env("SENTINEL_BIN", root.join("target/release/sentinel"))
+        // The evasion tests try every route with this tool.
+        .env(
+            "SENTINEL_EVASION_BIN",
+            root.join("target/release/sentinel-evasion"),
+        )
         // The package test installs the package `test` builds.
         .env("SENTINEL_DEB", package::deb_path(root)?)
         .args(args)
@@ -164,7 +173,18 @@ fn cargo(root: &Path, args: &[&str]) -> Result<()> {
 
 fn build(root: &Path) -> Result<()> {
     build_ebpf(root)?;
-    cargo(root, &["build", "--locked", "--release", "-p", "sentinel"])
+    cargo(
+        root,
+        &[
+            "build",
+            "--locked",
+            "--release",
+            "-p",
+            "sentinel",
+            "-p",
+            "sentinel-evasion",
+        ],
+    )
 }
 
 fn test(root: &Path, lint: bool) -> Result<()> {
@@ -173,15 +193,15 @@ fn test(root: &Path, lint: bool) -> Result<()> {
     package::build(root)?;
     if lint {
         cargo(root, &["fmt", "--all", "--check"])?;
-        // The eBPF crate is outside the workspace; its one file is
-        // formatted by the same rules.
+        // The eBPF crate is outside the workspace; its files are formatted
+        // by the same rules (rustfmt follows its `mod` declarations).
         let status = Command::new("rustfmt")
             .current_dir(root)
             .args(["--edition", "2021", "--check", "sentinel-ebpf/src/main.rs"])
             .status()
             .context("running rustfmt on the eBPF crate")?;
         if !status.success() {
-            bail!("sentinel-ebpf/src/main.rs is not formatted: run `rustfmt --edition 2021 sentinel-ebpf/src/main.rs`");
+            bail!("the eBPF crate is not formatted: run `rustfmt --edition 2021 sentinel-ebpf/src/main.rs`");
         }
         cargo(
             root,
@@ -217,13 +237,16 @@ fn test(root: &Path, lint: bool) -> Result<()> {
     )?;
     // The BPF-LSM path, in a guest kernel that allows it.
     guest_lsm::run(root)?;
+    // The fanotify guard on a kernel without pre-content events.
+    guest_fanotify::run(root)?;
     println!("xtask: every test passed");
     Ok(())
 }
 
 /// Every benchmark, one after the other: the overhead, flood, audit and
-/// memory tables (tests/overhead.rs, beside bpftrace and auditd), then the
-/// MCP proxy's latency (sentinel-mcp's proxy_latency bench).
+/// memory tables (tests/overhead.rs, beside bpftrace and auditd), what the
+/// fanotify guard adds to an open, then the MCP proxy's latency
+/// (sentinel-mcp's proxy_latency bench).
 fn bench(root: &Path) -> Result<()> {
     setup::all(root)?;
     setup::bench_peers()?;
@@ -235,6 +258,18 @@ fn bench(root: &Path) -> Result<()> {
     );
     setup::bench_peers_stopped(audit_daemon_before)?;
     overhead?;
+    println!("\n## fanotify guard: what it adds to an open (criterion)\n");
+    cargo(
+        root,
+        &[
+            "bench",
+            "--locked",
+            "-p",
+            "sentinel-fanotify",
+            "--bench",
+            "open",
+        ],
+    )?;
     println!("\n## MCP proxy: tools/call latency, direct and through the proxy\n");
     cargo(
         root,
