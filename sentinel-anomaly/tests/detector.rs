@@ -56,7 +56,9 @@ fn open(seq: u64, pid: u32, ppid: u32, exe: &str, path: &str, flags: u32) -> Eve
         Body::Open {
             process: process(pid, ppid, AGENT_UID, exe),
             path: path.into(),
+            path_requested: None,
             flags,
+            repeats: 0,
         },
     )
 }

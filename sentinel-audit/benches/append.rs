@@ -50,7 +50,9 @@ fn sample_event(i: u64) -> Event {
                 agent: Some("claude".into()),
             },
             path: format!("/home/agent/project/src/module_{}.py", i % 97),
+            path_requested: None,
             flags: 0o2000000,
+            repeats: 0,
         },
         verdict: Some(Verdict {
             action: Decision::Allow,

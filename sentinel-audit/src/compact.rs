@@ -11,7 +11,7 @@
 //!
 //! Body fields, by kind (`P` = `pid, ppid, uid, comm, exe, agent`):
 //! `exec` P, argv, argv_truncated, path_requested · `open` P, path,
-//! path_requested, flags · `file_change` P, op, path,
+//! path_requested, flags, repeats · `file_change` P, op, path,
 //! path_requested, source, source_requested · `connect` P, addr, port,
 //! family · `exit` P · `mcp_call` P, server, tool, args, outcome ·
 //! `llm_call` P, upstream, endpoint, model, stream, request_bytes,
@@ -98,11 +98,13 @@ impl Serialize for Compact<'_> {
                 path,
                 path_requested,
                 flags,
+                repeats,
             } => {
                 process(&mut out, p)?;
                 out.serialize_element(path)?;
                 out.serialize_element(path_requested)?;
                 out.serialize_element(flags)?;
+                out.serialize_element(repeats)?;
             }
             Body::FileChange {
                 process: p,
@@ -293,6 +295,7 @@ impl<'de> Visitor<'de> for CompactVisitor {
                 path: next(s, "path")?,
                 path_requested: next(s, "path_requested")?,
                 flags: next(s, "flags")?,
+                repeats: next(s, "repeats")?,
             },
             "file_change" => Body::FileChange {
                 process: process(s)?,
@@ -405,12 +408,14 @@ mod tests {
                 path: "/etc/shadow".into(),
                 path_requested: None,
                 flags: 0o101,
+                repeats: 0,
             },
             Body::Open {
                 process: process(),
                 path: "/etc/hostname".into(),
                 path_requested: Some("../etc/hostname".into()),
                 flags: 0,
+                repeats: 999_999,
             },
             Body::FileChange {
                 process: process(),

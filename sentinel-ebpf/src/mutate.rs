@@ -51,6 +51,7 @@ fn lookup(leaf_scope: u8) -> Lookup {
 #[inline(always)]
 fn mutate_record(cur: &Current, op: u32, arg: u32) -> Option<&'static mut MutateEvent> {
     let ev = unsafe { &mut *MUTATE_SCRATCH.get_ptr_mut(0)? };
+    crate::coalesce::new_epoch();
     fill_header(&mut ev.header, kind::MUTATE, cur);
     ev.op = op;
     ev.arg = arg;

@@ -19,6 +19,7 @@ use sentinel_common::{
 
 use crate::act::{refuse, signal, ERESTARTNOINTR};
 use crate::capture::{bump, emit, fill_header, read_user_str, send_signal};
+use crate::coalesce;
 use crate::decide::{file_approval, open_decision, open_writes};
 use crate::filter::{flag, is_held, watched, watched_task, Current, SIGSTOP};
 use crate::kernel::{read, Layout};
@@ -166,6 +167,14 @@ fn on_open_exit(ctx: &TracePointContext) {
             ev.header.rule_id = d.rule_id;
             ev.header.action = signal(&cur, &d, &file_approval(approval_kind::OPEN, &ev.obj));
         }
+        if ev.header.action == kernel_action::NONE
+            && ev.obj.flags & object_flags::RESOLVED != 0
+            && coalesce::fold(&cur, dentry, vfs, ev)
+        {
+            return;
+        }
+    } else {
+        coalesce::end(&cur);
     }
     emit(ev);
 }
@@ -221,6 +230,15 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     }
     if let Some(pending) = pending {
         unsafe { (*pending).reported = 1 };
+    }
+    if action == kernel_action::NONE
+        && ev.obj.flags & object_flags::RESOLVED != 0
+        && coalesce::fold(&cur, dentry, vfs, ev)
+    {
+        return ret;
+    }
+    if action != kernel_action::NONE {
+        coalesce::end(&cur);
     }
     emit(ev);
     ret

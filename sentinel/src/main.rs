@@ -6,6 +6,7 @@
 mod bandwidth;
 mod behaviour;
 mod clock;
+mod coalesce;
 mod config;
 mod control;
 mod control_ops;

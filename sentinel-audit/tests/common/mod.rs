@@ -60,7 +60,9 @@ pub fn open(ts: OffsetDateTime, path: &str, verdict: Option<Verdict>) -> Event {
         body: Body::Open {
             process: process(Some("codex")),
             path: path.into(),
+            path_requested: None,
             flags: 0o101,
+            repeats: 0,
         },
         verdict,
     }
