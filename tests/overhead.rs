@@ -377,21 +377,22 @@ fn flood_and_drain() {
     });
     let unaccounted = report
         .generated
-        .saturating_sub(report.recorded + report.coalesced + report.lost);
-    println!("| opens generated | opens/s generated | events read | read/s | recorded | coalesced | lost | unaccounted |");
-    println!("|---|---|---|---|---|---|---|---|");
+        .saturating_sub(report.opens_in_chain + report.lost);
+    println!("| opens generated | opens/s generated | records read | read/s | open records in the chain | opens they stand for | of which folded | lost | unaccounted |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {} | {:.0} | {} | {:.0} | {} | {} | {} | {} |\n",
+        "| {} | {:.0} | {} | {:.0} | {} | {} | {} | {} | {} |\n",
         report.generated,
         report.generated as f64 / report.workload_s,
         report.read,
         report.read_per_s,
         report.recorded,
+        report.opens_in_chain,
         report.coalesced,
         report.lost,
         unaccounted
     );
-    println!("(recorded: open records of the flooding process in the audit chain; coalesced and lost: the daemon's `status` counters; unaccounted: generated minus those three.)\n");
+    println!("(records read: ring-buffer records, folded counts included; open records: of the flooding process in the audit chain, each one open or a count of folded repeats; folded and lost: the daemon's `status` counters; unaccounted: generated minus the opens in the chain and the lost.)\n");
 }
 
 /// The audit chain's append rate, as the writer thread appends.

@@ -2,8 +2,9 @@
 //! against one daemon; what became of every open, from the daemon's own
 //! accounts — read from the ring buffer (`status` events.seen), recorded
 //! in the audit chain (open records of that process, counted in the
-//! database), folded into a record that counts repeats (`status`
-//! events.coalesced), lost in the kernel (`status` events.lost).
+//! database, and the opens they stand for: a record of folded repeats
+//! counts `repeats`), folded by the kernel (`status` events.coalesced),
+//! lost in the kernel (`status` events.lost).
 
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,11 @@ use super::monitors::Sentinel;
 pub struct FloodReport {
     pub generated: u64,
     pub read: u64,
+    /// Open records of the flooding process in the audit chain.
     pub recorded: u64,
+    /// The opens those records stand for (a record of folded repeats
+    /// stands for `repeats` opens).
+    pub opens_in_chain: u64,
     pub coalesced: u64,
     pub lost: u64,
     /// Events read per second of wall time, from the first open until the
@@ -71,11 +76,13 @@ pub fn flood(daemon: &Sentinel, n: u64, run: impl FnOnce() -> (Option<u32>, f64)
     let (seen, lost, coalesced, _, _) = last;
     let read_time = read_done.unwrap_or_else(|| start.elapsed());
     let mut recorded = 0;
+    let mut opens_in_chain = 0;
     let Some(pid) = pid else {
         return FloodReport {
             generated: n,
             read: seen - seen0,
             recorded,
+            opens_in_chain,
             coalesced: coalesced - coalesced0,
             lost: lost - lost0,
             read_per_s: (seen - seen0) as f64 / read_time.as_secs_f64(),
@@ -90,8 +97,14 @@ pub fn flood(daemon: &Sentinel, n: u64, run: impl FnOnce() -> (Option<u32>, f64)
                 ..QueryFilter::default()
             },
             |event| {
-                if matches!(&event.body, Body::Open { process, .. } if process.pid == pid) {
-                    recorded += 1;
+                if let Body::Open {
+                    process, repeats, ..
+                } = &event.body
+                {
+                    if process.pid == pid {
+                        recorded += 1;
+                        opens_in_chain += (*repeats).max(1);
+                    }
                 }
                 Ok(())
             },
@@ -101,6 +114,7 @@ pub fn flood(daemon: &Sentinel, n: u64, run: impl FnOnce() -> (Option<u32>, f64)
         generated: n,
         read: seen - seen0,
         recorded,
+        opens_in_chain,
         coalesced: coalesced - coalesced0,
         lost: lost - lost0,
         read_per_s: (seen - seen0) as f64 / read_time.as_secs_f64(),
