@@ -249,7 +249,7 @@ fn every_route_to_a_protected_key_is_refused_before_a_byte_is_read() {
     assert_read_refused(
         &daemon,
         "hardlink",
-        &[hardlink.clone()],
+        std::slice::from_ref(&hardlink),
         &aws_secret,
         || {
             shell(

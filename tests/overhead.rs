@@ -349,7 +349,7 @@ fn echo_server() -> u16 {
 fn flood_and_drain() {
     let daemon = Sentinel::start(&[WATCHED]);
     println!("## Drain: paced opens by the watched UID, 5 s per step\n");
-    println!("| target opens/s | events read/s | lost |");
+    println!("| target opens/s | opens read or folded/s | lost |");
     println!("|---|---|---|");
     for rate in [1_000u64, 4_000, 16_000, 64_000] {
         let n = rate * 5;
@@ -378,7 +378,7 @@ fn flood_and_drain() {
     let unaccounted = report
         .generated
         .saturating_sub(report.opens_in_chain + report.lost);
-    println!("| opens generated | opens/s generated | records read | read/s | open records in the chain | opens they stand for | of which folded | lost | unaccounted |");
+    println!("| opens generated | opens/s generated | records read | opens read or folded/s | open records in the chain | opens they stand for | of which folded | lost | unaccounted |");
     println!("|---|---|---|---|---|---|---|---|---|");
     println!(
         "| {} | {:.0} | {} | {:.0} | {} | {} | {} | {} | {} |\n",

@@ -46,6 +46,7 @@ fn exec(seq: u64, pid: u32, ppid: u32, uid: u32, exe: &str, argv: &[&str]) -> Ev
             process: process(pid, ppid, uid, exe),
             argv: argv.iter().map(|s| s.to_string()).collect(),
             argv_truncated: false,
+            path_requested: None,
         },
     )
 }

@@ -83,14 +83,13 @@ impl Runs {
             }),
             _ => None,
         };
-        if ended {
-            if self
+        if ended
+            && self
                 .by_tid
                 .get(&tid)
                 .is_some_and(|r| r.ktime_ns == ktime_ns)
-            {
-                self.by_tid.remove(&tid);
-            }
+        {
+            self.by_tid.remove(&tid);
         }
         folded
     }

@@ -48,6 +48,7 @@ pub fn exec(ts: OffsetDateTime, argv: &[&str], verdict: Option<Verdict>) -> Even
             process: process(Some("claude")),
             argv: argv.iter().map(|s| s.to_string()).collect(),
             argv_truncated: false,
+            path_requested: None,
         },
         verdict,
     }
