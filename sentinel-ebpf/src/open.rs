@@ -36,15 +36,17 @@ const FMODE_EXEC_FLAG: u32 = 0x20;
 
 #[tracepoint(category = "syscalls", name = "sys_enter_openat")]
 pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
+    let Some(cur) = watched() else { return 0 };
     let dfd: i64 = unsafe { ctx.read_at(16) }.unwrap_or(0);
     let filename: u64 = unsafe { ctx.read_at(24) }.unwrap_or(0);
     let flags: u64 = unsafe { ctx.read_at(32) }.unwrap_or(0);
-    on_open_enter(dfd as i32, filename, flags as u32);
+    on_open_enter(&cur, dfd as i32, filename, flags as u32);
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
 pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
+    let Some(cur) = watched() else { return 0 };
     let dfd: i64 = unsafe { ctx.read_at(16) }.unwrap_or(0);
     let filename: u64 = unsafe { ctx.read_at(24) }.unwrap_or(0);
     let how: *const u64 = unsafe { ctx.read_at(32) }.unwrap_or(core::ptr::null());
@@ -54,22 +56,24 @@ pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
     } else {
         unsafe { bpf_probe_read_user(how) }.unwrap_or(0)
     };
-    on_open_enter(dfd as i32, filename, flags as u32);
+    on_open_enter(&cur, dfd as i32, filename, flags as u32);
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_open")]
 pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
+    let Some(cur) = watched() else { return 0 };
     let filename: u64 = unsafe { ctx.read_at(16) }.unwrap_or(0);
     let flags: u64 = unsafe { ctx.read_at(24) }.unwrap_or(0);
-    on_open_enter(AT_FDCWD, filename, flags as u32);
+    on_open_enter(&cur, AT_FDCWD, filename, flags as u32);
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_creat")]
 pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
+    let Some(cur) = watched() else { return 0 };
     let filename: u64 = unsafe { ctx.read_at(16) }.unwrap_or(0);
-    on_open_enter(AT_FDCWD, filename, O_CREAT | O_WRONLY | O_TRUNC);
+    on_open_enter(&cur, AT_FDCWD, filename, O_CREAT | O_WRONLY | O_TRUNC);
     0
 }
 
@@ -77,15 +81,18 @@ pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
 /// object is resolved at exit like every other open.
 #[tracepoint(category = "syscalls", name = "sys_enter_open_by_handle_at")]
 pub fn sys_enter_open_by_handle_at(ctx: TracePointContext) -> u32 {
+    let Some(cur) = watched() else { return 0 };
     let dfd: i64 = unsafe { ctx.read_at(16) }.unwrap_or(0);
     let flags: u64 = unsafe { ctx.read_at(32) }.unwrap_or(0);
-    on_open_enter(dfd as i32, 0, flags as u32);
+    on_open_enter(&cur, dfd as i32, 0, flags as u32);
     0
 }
 
+/// Records what a watched process asked for (the callers checked that it
+/// is watched before reading any argument: an unwatched open costs the two
+/// lookups of `watched` and nothing else).
 #[inline(always)]
-fn on_open_enter(dfd: i32, filename: u64, flags: u32) {
-    let Some(cur) = watched() else { return };
+fn on_open_enter(cur: &Current, dfd: i32, filename: u64, flags: u32) {
     let pending = PendingOpen {
         filename,
         flags,
