@@ -1,47 +1,66 @@
 //! Benchmark (not a test): what the sentinel costs a syscall-heavy
-//! workload, and how many events per second the daemon drains without
-//! loss. Run by `cargo xtask bench`; needs root and the test users.
+//! workload next to the peers that install here from Debian, how a flood
+//! is accounted for, how fast the audit chain appends, and the daemon's
+//! memory with 100,000 tracked processes. Run by `cargo xtask bench` (which
+//! installs bpftrace and auditd and builds first); needs root and the test
+//! users; holds the machine-wide kernel-test lock for the whole run.
 //!
-//! Method. One binary plays two roles: run with `child WORKLOAD N` it runs
-//! a tight loop and prints nanoseconds per iteration; otherwise it is the
-//! driver. The driver runs each workload as a child under three
-//! conditions — no sentinel; sentinel on, workload under an unwatched UID;
-//! sentinel on, workload under the watched UID — in rounds that interleave
-//! the conditions (so machine noise hits them alike), and reports the
-//! median of the rounds and the ratio to "off". Workloads: open+close of a
-//! file, fork+exec+wait of /bin/true, TCP connect+close to a loopback
-//! listener; and for the cgroup skb hooks that count the bytes of watched
-//! sockets (every packet on the host passes them), 64-byte datagrams sent
-//! on a connected UDP socket to a socket in the driver that never reads
-//! (one egress and one ingress hook run per datagram, no wake-ups), and a
-//! 64-byte TCP request/response over one loopback connection to an echo
-//! server in the driver (the driver's sockets are unwatched in every
-//! condition). Drain rate: the watched UID runs an open loop as fast as it
-//! can; events seen per second of wall time, and the lost counter, come
-//! from the daemon's own status.
+//! Method. One binary plays several roles: run with `child WORKLOAD N ARG`
+//! it runs a tight loop and prints nanoseconds per iteration; with `tree`
+//! it is the process-tree helper of the memory measurement; otherwise it is
+//! the driver. The driver runs each workload as a child under seven
+//! conditions — no sentinel; the sentinel with the workload under an
+//! unwatched UID (2002) and under the watched UID (2001); bpftrace with one
+//! tracepoint (`sys_enter_openat`) filtered on the watched UID, printing
+//! each match; auditd with one `openat` rule on the watched UID — the two
+//! peers also under both UIDs. Rounds interleave the monitors (so machine
+//! noise hits them alike, and the order rotates each round); each table
+//! reports the median of the rounds and the ratio to "no sentinel" in the
+//! same run. Workloads: open+close of a file, fork+exec+wait of /bin/true,
+//! TCP connect to a closed loopback port, 64-byte datagrams on a connected
+//! UDP socket to a socket that never reads (the cgroup skb hooks), and a
+//! 64-byte TCP request/response over one loopback connection.
+
+#[path = "common/mod.rs"]
+mod common;
+
+#[path = "bench/audit_rate.rs"]
+mod audit_rate;
+#[path = "bench/flood.rs"]
+mod flood;
+#[path = "bench/monitors.rs"]
+mod monitors;
+#[path = "bench/rss.rs"]
+mod rss;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use monitors::{Auditd, Bpftrace, Sentinel};
 
 const WATCHED: u32 = 2001;
 const UNWATCHED: u32 = 2002;
 const ROUNDS: usize = 5;
+const FLOOD_OPENS: u64 = 1_000_000;
+const TRACKED_PROCESSES: usize = 100_000;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("child") {
-        child(
+    match args.get(1).map(String::as_str) {
+        Some("child") => child(
             &args[2],
             args[3].parse().expect("iterations"),
             args[4].parse().expect("a port or rate"),
-        );
-        return;
+        ),
+        Some(rss::TREE) => rss::tree(
+            args[2].parse().expect("a uid"),
+            args[3].parse().expect("a process count"),
+        ),
+        _ => driver(),
     }
-    driver();
 }
 
 /// The workload loop; prints ns per iteration.
@@ -104,14 +123,18 @@ fn child(workload: &str, n: u64, arg: u64) {
     println!("{}", start.elapsed().as_nanos() as u64 / n);
 }
 
-/// `arg` is the port for `connect`, `udp-send` and `tcp-rr`, the rate for
-/// `open-paced`.
-fn run_child(uid: u32, workload: &str, n: u64, arg: u64) -> u64 {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["child", workload, &n.to_string(), &arg.to_string()])
+fn workload_command(uid: u32, workload: &str, n: u64, arg: u64) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().expect("bench binary"));
+    cmd.args(["child", workload, &n.to_string(), &arg.to_string()])
         .uid(uid)
         .gid(uid)
-        .current_dir("/tmp")
+        .current_dir("/tmp");
+    cmd
+}
+
+/// Runs a workload as `uid`; returns ns per iteration.
+fn run_child(uid: u32, workload: &str, n: u64, arg: u64) -> u64 {
+    let out = workload_command(uid, workload, n, arg)
         .output()
         .expect("running the workload");
     assert!(out.status.success(), "workload failed: {out:?}");
@@ -121,125 +144,182 @@ fn run_child(uid: u32, workload: &str, n: u64, arg: u64) -> u64 {
         .expect("ns/iter")
 }
 
-struct Daemon {
-    child: Child,
-    state: PathBuf,
+/// What watches the workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Monitor {
+    Nothing,
+    Sentinel,
+    Bpftrace,
+    Auditd,
 }
 
-impl Daemon {
-    /// A daemon with a fresh state directory and database, in learning
-    /// mode: the whole pipeline runs (verdicts, scoring, audit), but a
-    /// tight benchmark loop is not escalated to an approval or an
-    /// auto-lockdown.
-    fn start() -> Daemon {
-        let state = tempfile::Builder::new()
-            .prefix("sentinel-bench-")
-            .tempdir()
-            .expect("a state dir")
-            .keep();
-        let child = Command::new(env!("CARGO_BIN_EXE_sentinel"))
-            .args(["run", "--uid", &WATCHED.to_string(), "--jsonl", "/dev/null"])
-            .args(["--mode", "silent-allow", "--state-dir"])
-            .arg(&state)
-            .arg("--db")
-            .arg(state.join("sentinel.db"))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting sentinel");
-        let d = Daemon { child, state };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while d.status().is_none() {
-            assert!(Instant::now() < deadline, "sentinel did not start");
-            std::thread::sleep(Duration::from_millis(100));
+impl Monitor {
+    /// Starts the monitor; it runs until the returned guard is dropped.
+    fn start(self) -> Option<Box<dyn std::any::Any>> {
+        match self {
+            Monitor::Nothing => None,
+            Monitor::Sentinel => Some(Box::new(Sentinel::start(&[WATCHED]))),
+            Monitor::Bpftrace => Some(Box::new(Bpftrace::start(WATCHED))),
+            Monitor::Auditd => Some(Box::new(Auditd::start(WATCHED))),
         }
-        d
-    }
-
-    fn status(&self) -> Option<serde_json::Value> {
-        let out = Command::new(env!("CARGO_BIN_EXE_sentinel"))
-            .args(["status", "--json", "--state-dir"])
-            .arg(&self.state)
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| serde_json::from_slice(&out.stdout).ok())?
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.state);
-    }
-}
+const CONDITIONS: [(&str, Monitor, u32); 7] = [
+    ("no sentinel", Monitor::Nothing, UNWATCHED),
+    ("sentinel, unwatched UID", Monitor::Sentinel, UNWATCHED),
+    ("sentinel, watched UID", Monitor::Sentinel, WATCHED),
+    (
+        "bpftrace openat filter on the watched UID, run as unwatched UID",
+        Monitor::Bpftrace,
+        UNWATCHED,
+    ),
+    (
+        "bpftrace openat filter on the watched UID, run as watched UID",
+        Monitor::Bpftrace,
+        WATCHED,
+    ),
+    (
+        "auditd openat rule on the watched UID, run as unwatched UID",
+        Monitor::Auditd,
+        UNWATCHED,
+    ),
+    (
+        "auditd openat rule on the watched UID, run as watched UID",
+        Monitor::Auditd,
+        WATCHED,
+    ),
+];
 
 fn median(mut v: Vec<u64>) -> u64 {
     v.sort_unstable();
     v[v.len() / 2]
 }
 
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 fn driver() {
     assert_eq!(unsafe { libc::geteuid() }, 0, "the benchmark needs root");
+    common::require_environment();
+    if let Err(e) = monitors::check_peers_installed() {
+        panic!("{e}");
+    }
+    // Programs attached by kernel tests running meanwhile would be
+    // measured too (and ours would slow their tests): one at a time.
+    let _lock = common::kernel_lock();
+    println!(
+        "Sentinel benchmark, {} vCPUs, load average at start {}\n",
+        num_cpus(),
+        load_average()
+    );
+    // `cargo bench -p sentinel --bench overhead -- memory flood`: only
+    // those sections.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let wanted = |section: &str| {
+        let named = args.iter().any(|a| SECTIONS.contains(&a.as_str()));
+        !named || args.iter().any(|a| a == section)
+    };
+    if wanted("overhead") {
+        overhead_tables();
+    }
+    if wanted("flood") {
+        flood_and_drain();
+    }
+    if wanted("audit") {
+        audit_append();
+    }
+    if wanted("memory") {
+        memory();
+    }
+    println!("load average at end {}", load_average());
+    host_restored();
+}
+
+const SECTIONS: [&str; 4] = ["overhead", "flood", "audit", "memory"];
+
+/// The peers leave nothing behind: no audit daemon, no rule of ours.
+fn host_restored() {
+    let status = monitors::audit_status();
+    let ours: Vec<String> = monitors::audit_rules()
+        .into_iter()
+        .filter(|r| r.contains("sentinel-bench"))
+        .collect();
+    assert!(
+        status.pid == 0 && ours.is_empty(),
+        "the audit peer was not cleaned up: {status:?}, rules {ours:?}"
+    );
+    println!("auditd stopped and its rule removed (kernel audit {status:?})");
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(0, |n| n.get())
+}
+
+/// One table per workload, every condition side by side.
+fn overhead_tables() {
     // A port nobody listens on (bound, then closed).
     let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
         .port();
     let echo = echo_server();
     // Datagrams to it are dropped at its full receive queue, after the
     // ingress hook.
     let sink = UdpSocket::bind("127.0.0.1:0").expect("udp sink");
     let sink_port = sink.local_addr().expect("udp sink port").port();
-    let workloads: [(&str, u64, u16); 5] = [
-        ("open", 200_000, port),
-        ("exec", 400, port),
-        ("connect", 50_000, port),
-        ("udp-send", 200_000, sink_port),
-        ("tcp-rr", 50_000, echo),
+    let workloads: [(&str, &str, u64, u16); 5] = [
+        ("open", "open+close", 200_000, port),
+        ("exec", "fork+exec+wait", 400, port),
+        ("connect", "connect (refused)", 50_000, port),
+        ("udp-send", "udp-send", 200_000, sink_port),
+        ("tcp-rr", "tcp-rr", 50_000, echo),
     ];
-    println!("Sentinel overhead benchmark: {ROUNDS} interleaved rounds, median ns per iteration\n");
+    let monitors = [
+        Monitor::Nothing,
+        Monitor::Sentinel,
+        Monitor::Bpftrace,
+        Monitor::Auditd,
+    ];
+    // results[workload][condition] = ns/iter per round
+    let mut results = vec![vec![Vec::new(); CONDITIONS.len()]; workloads.len()];
+    for round in 0..ROUNDS {
+        for k in 0..monitors.len() {
+            let monitor = monitors[(round + k) % monitors.len()];
+            let running = monitor.start();
+            for (w, (workload, _, n, arg)) in workloads.iter().enumerate() {
+                for (c, (_, m, uid)) in CONDITIONS.iter().enumerate() {
+                    if *m == monitor {
+                        results[w][c].push(run_child(*uid, workload, *n, u64::from(*arg)));
+                    }
+                }
+            }
+            drop(running);
+        }
+    }
     println!(
-        "| workload | off | on, unwatched UID | on, watched UID | unwatched/off | watched/off |"
+        "## Overhead: ns per iteration, median of {ROUNDS} interleaved rounds; ratio to \"no sentinel\" in the same run\n"
     );
-    println!("|---|---|---|---|---|---|");
-    for (workload, n, port) in workloads {
-        let port = u64::from(port);
-        let (mut off, mut unwatched, mut watched) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..ROUNDS {
-            off.push(run_child(UNWATCHED, workload, n, port));
-            let daemon = Daemon::start();
-            unwatched.push(run_child(UNWATCHED, workload, n, port));
-            watched.push(run_child(WATCHED, workload, n, port));
-            drop(daemon);
+    for (w, (_, title, n, _)) in workloads.iter().enumerate() {
+        let off = median(results[w][0].clone()) as f64;
+        println!("### {title} ×{n}\n");
+        println!("| condition | ns/iter | × no sentinel | rounds min–max |");
+        println!("|---|---|---|---|");
+        for (c, (name, _, _)) in CONDITIONS.iter().enumerate() {
+            let runs = &results[w][c];
+            let m = median(runs.clone());
+            println!(
+                "| {name} | {m} | {:.2} | {}–{} |",
+                m as f64 / off,
+                runs.iter().min().unwrap_or(&0),
+                runs.iter().max().unwrap_or(&0)
+            );
         }
-        let (o, u, w) = (median(off), median(unwatched), median(watched));
-        println!(
-            "| {workload} ×{n} | {o} | {u} | {w} | {:.2} | {:.2} |",
-            u as f64 / o as f64,
-            w as f64 / o as f64
-        );
+        println!();
     }
-
-    // Drain: paced opens by the watched UID at rising rates, 5 s each, on
-    // one daemon; the highest rate with no kernel drop is the sustained
-    // zero-loss rate. Then an unpaced flood, to show what happens past it.
-    let daemon = Daemon::start();
-    println!("\n| target opens/s | events read/s | lost |");
-    println!("|---|---|---|");
-    let mut best = 0;
-    for rate in [1_000u64, 2_000, 4_000, 8_000, 16_000] {
-        let (read_per_s, lost) = drain(&daemon, rate * 5, Some(rate));
-        println!("| {rate} | {read_per_s:.0} | {lost} |");
-        if lost == 0 {
-            best = rate;
-        }
-    }
-    let (read_per_s, lost) = drain(&daemon, 200_000, None);
-    println!("| unpaced flood | {read_per_s:.0} | {lost} |");
-    println!("\nSustained with zero loss: {best} events/s (highest paced rate without a drop)");
 }
 
 /// A loopback echo server (64-byte messages), one thread per connection;
@@ -264,31 +344,104 @@ fn echo_server() -> u16 {
     port
 }
 
-/// Runs `n` opens as the watched UID (paced at `rate`/s, or as fast as
-/// possible), waits for the daemon to read them, and returns the events
-/// read per second of wall time and the drops the kernel counted.
-fn drain(daemon: &Daemon, n: u64, rate: Option<u64>) -> (f64, u64) {
-    let before = daemon.status().unwrap();
-    let seen0 = before["events"]["seen"].as_u64().unwrap();
-    let lost0 = before["events"]["lost"].as_u64().unwrap();
-    let start = Instant::now();
-    match rate {
-        Some(r) => run_child(WATCHED, "open-paced", n, r),
-        None => run_child(WATCHED, "open", n, 0),
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut after = daemon.status().unwrap();
-    loop {
-        let seen = after["events"]["seen"].as_u64().unwrap() - seen0;
-        let lost = after["events"]["lost"].as_u64().unwrap() - lost0;
-        if seen + lost >= n || Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-        after = daemon.status().unwrap();
+/// Paced opens by the watched UID at rising rates, 5 s each, then the
+/// unpaced flood, on one daemon.
+fn flood_and_drain() {
+    let daemon = Sentinel::start(&[WATCHED]);
+    println!("## Drain: paced opens by the watched UID, 5 s per step\n");
+    println!("| target opens/s | opens read or folded/s | lost |");
+    println!("|---|---|---|");
+    for rate in [1_000u64, 4_000, 16_000, 64_000] {
+        let n = rate * 5;
+        let report = flood::flood(&daemon, n, || {
+            let start = Instant::now();
+            let out = workload_command(WATCHED, "open-paced", n, rate)
+                .output()
+                .expect("paced workload");
+            assert!(out.status.success(), "workload failed: {out:?}");
+            (None, start.elapsed().as_secs_f64())
+        });
+        println!("| {rate} | {:.0} | {} |", report.read_per_s, report.lost);
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    let seen = after["events"]["seen"].as_u64().unwrap() - seen0;
-    let lost = after["events"]["lost"].as_u64().unwrap() - lost0;
-    (seen as f64 / elapsed, lost)
+    println!("\n## Flood: {FLOOD_OPENS} opens by the watched UID, as fast as it can\n");
+    let report = flood::flood(&daemon, FLOOD_OPENS, || {
+        let start = Instant::now();
+        let child = workload_command(WATCHED, "open", FLOOD_OPENS, 0)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("flood workload");
+        let pid = child.id();
+        let out = child.wait_with_output().expect("flood workload");
+        assert!(out.status.success(), "workload failed: {out:?}");
+        (Some(pid), start.elapsed().as_secs_f64())
+    });
+    let unaccounted = report
+        .generated
+        .saturating_sub(report.opens_in_chain + report.lost);
+    println!("| opens generated | opens/s generated | records read | opens read or folded/s | open records in the chain | opens they stand for | of which folded | lost | unaccounted |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {} | {:.0} | {} | {:.0} | {} | {} | {} | {} | {} |\n",
+        report.generated,
+        report.generated as f64 / report.workload_s,
+        report.read,
+        report.read_per_s,
+        report.recorded,
+        report.opens_in_chain,
+        report.coalesced,
+        report.lost,
+        unaccounted
+    );
+    println!("(records read: ring-buffer records, folded counts included; open records: of the flooding process in the audit chain, each one open or a count of folded repeats; folded and lost: the daemon's `status` counters; unaccounted: generated minus the opens in the chain and the lost.)\n");
+}
+
+/// The audit chain's append rate, as the writer thread appends.
+fn audit_append() {
+    const RECORDS: usize = 262_144;
+    println!("## Audit chain append: records/s, `synchronous=FULL`, one transaction and one seal per batch, median of 3\n");
+    println!("| batch | records/s (wall) | records per CPU-second (all threads) |");
+    println!("|---|---|---|");
+    for batch in [1_024usize, 16_384] {
+        let runs: Vec<(f64, f64)> = (0..3)
+            .map(|_| audit_rate::append_rate(batch, RECORDS))
+            .collect();
+        let wall = median(runs.iter().map(|r| r.0 as u64).collect());
+        let cpu = median(runs.iter().map(|r| r.1 as u64).collect());
+        println!("| {batch} | {wall} | {cpu} |");
+    }
+    println!();
+}
+
+/// The daemon's memory idle, with 100,000 tracked processes, and after
+/// they exit.
+fn memory() {
+    let r = rss::measure(WATCHED, TRACKED_PROCESSES);
+    let mib = |kib: u64| format!("{:.1}", kib as f64 / 1024.0);
+    println!(
+        "## Daemon memory (MiB), {} processes of the watched UID made with clone(CLONE_VM), {} of them tracked\n",
+        r.made, r.tracked
+    );
+    println!("| moment | VmRSS | anonymous | file-backed | of which BPF maps (ring buffer) | peak (VmHWM) |");
+    println!("|---|---|---|---|---|---|");
+    for (moment, m) in [
+        ("idle, 0 processes".to_string(), r.idle),
+        (format!("{} processes tracked", r.tracked), r.with_processes),
+        (
+            format!("after they exited ({} tracked)", r.tracked_after_exit),
+            r.after_exit,
+        ),
+    ] {
+        println!(
+            "| {moment} | {} | {} | {} | {} | {} |",
+            mib(m.total),
+            mib(m.anon),
+            mib(m.file),
+            mib(m.bpf_maps),
+            mib(m.peak)
+        );
+    }
+    println!(
+        "\n(wanted {}, made {}; children the kernel could not add to its task map: {})\n",
+        r.wanted, r.made, r.untracked_children
+    );
 }

@@ -121,6 +121,7 @@ fn bench_detector(c: &mut Criterion) {
                     path: "/home/agent/src/main.rs".into(),
                     path_requested: None,
                     flags: 0,
+                    repeats: 0,
                 },
                 verdict: None,
             };

@@ -59,6 +59,7 @@ fn open(seq: u64, pid: u32, ppid: u32, exe: &str, path: &str, flags: u32) -> Eve
             path: path.into(),
             path_requested: None,
             flags,
+            repeats: 0,
         },
     )
 }

@@ -128,11 +128,20 @@ pub fn event_line(event: &Event) -> String {
             let argv = serde_json::to_string(argv).unwrap_or_default();
             ext.labelled("cs4", "argv", argv);
         }
-        Body::Open { path, flags, .. } => {
+        Body::Open {
+            path,
+            flags,
+            repeats,
+            ..
+        } => {
             let file_name = path.rsplit('/').next().unwrap_or(path);
             ext.put("filePath", path)
                 .put("fname", file_name)
                 .labelled("cn2", "flags", flags);
+            if *repeats > 0 {
+                // baseEventCount: the identical opens this record stands for.
+                ext.put("cnt", repeats);
+            }
         }
         Body::FileChange {
             op, path, source, ..

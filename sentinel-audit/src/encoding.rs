@@ -27,34 +27,35 @@ pub(crate) struct RecordFields<'a> {
     pub agent: Option<&'a str>,
     pub action: Option<&'a str>,
     pub rule: Option<&'a str>,
-    pub event: &'a str,
+    /// The stored event text (UTF-8).
+    pub event: &'a [u8],
     pub epoch: u64,
     pub prev_hash: &'a [u8],
 }
 
-struct Encoder(blake3::Hasher);
+/// Writes the canonical encoding into a buffer, which is then hashed in
+/// one call (many small `update` calls cost more than the hashing).
+struct Encoder<'a>(&'a mut Vec<u8>);
 
-impl Encoder {
+impl Encoder<'_> {
     fn u64(&mut self, v: u64) -> &mut Self {
-        self.0.update(&v.to_le_bytes());
+        self.0.extend_from_slice(&v.to_le_bytes());
         self
     }
     fn i64(&mut self, v: i64) -> &mut Self {
-        self.0.update(&v.to_le_bytes());
+        self.0.extend_from_slice(&v.to_le_bytes());
         self
     }
     fn bytes(&mut self, v: &[u8]) -> &mut Self {
         self.u64(v.len() as u64);
-        self.0.update(v);
+        self.0.extend_from_slice(v);
         self
     }
     fn opt(&mut self, v: Option<&str>) -> &mut Self {
         match v {
-            None => {
-                self.0.update(&[0]);
-            }
+            None => self.0.push(0),
             Some(s) => {
-                self.0.update(&[1]);
+                self.0.push(1);
                 self.bytes(s.as_bytes());
             }
         }
@@ -62,19 +63,47 @@ impl Encoder {
     }
 }
 
-/// The record hash: covers every column and, through `prev_hash`, the chain.
-pub(crate) fn record_hash(f: &RecordFields<'_>) -> [u8; 32] {
-    let mut enc = Encoder(blake3::Hasher::new_derive_key(RECORD_HASH_CONTEXT));
-    enc.u64(f.seq)
+fn encode_record(f: &RecordFields<'_>, out: &mut Vec<u8>) {
+    out.clear();
+    Encoder(out)
+        .u64(f.seq)
         .i64(f.ts_ns)
         .bytes(f.kind.as_bytes())
         .opt(f.agent)
         .opt(f.action)
         .opt(f.rule)
-        .bytes(f.event.as_bytes())
+        .bytes(f.event)
         .u64(f.epoch)
         .bytes(f.prev_hash);
-    *enc.0.finalize().as_bytes()
+}
+
+/// The record hash: covers every column and, through `prev_hash`, the chain.
+pub(crate) fn record_hash(f: &RecordFields<'_>) -> [u8; 32] {
+    RecordHasher::new().hash(f)
+}
+
+/// [`record_hash`] for a stream of records: keeps the context-keyed hasher
+/// and the encoding buffer between records.
+#[derive(Clone)]
+pub(crate) struct RecordHasher {
+    base: blake3::Hasher,
+    buf: Vec<u8>,
+}
+
+impl RecordHasher {
+    pub fn new() -> Self {
+        RecordHasher {
+            base: blake3::Hasher::new_derive_key(RECORD_HASH_CONTEXT),
+            buf: Vec::with_capacity(512),
+        }
+    }
+
+    pub fn hash(&mut self, f: &RecordFields<'_>) -> [u8; 32] {
+        encode_record(f, &mut self.buf);
+        let mut hasher = self.base.clone();
+        hasher.update(&self.buf);
+        *hasher.finalize().as_bytes()
+    }
 }
 
 /// The seal of one record: a keyed MAC of its hash under its epoch's key.
@@ -94,14 +123,14 @@ pub(crate) fn checkpoint_seal(
     epoch: u64,
     ts_ns: i64,
 ) -> [u8; 32] {
-    let mut enc = Encoder(blake3::Hasher::new_keyed(key));
-    enc.0.update(CHECKPOINT_SEAL_TAG);
-    enc.bytes(db_id.as_bytes())
+    let mut buf = CHECKPOINT_SEAL_TAG.to_vec();
+    Encoder(&mut buf)
+        .bytes(db_id.as_bytes())
         .u64(seq)
         .bytes(hash)
         .u64(epoch)
         .i64(ts_ns);
-    *enc.0.finalize().as_bytes()
+    *blake3::keyed_hash(key, &buf).as_bytes()
 }
 
 /// The seal of a retention checkpoint (what was removed).
@@ -113,14 +142,14 @@ pub(crate) fn retention_seal(
     ts_ns: i64,
     epoch: u64,
 ) -> [u8; 32] {
-    let mut enc = Encoder(blake3::Hasher::new_keyed(key));
-    enc.0.update(RETENTION_SEAL_TAG);
-    enc.u64(first_seq)
+    let mut buf = RETENTION_SEAL_TAG.to_vec();
+    Encoder(&mut buf)
+        .u64(first_seq)
         .u64(last_seq)
         .bytes(last_hash)
         .i64(ts_ns)
         .u64(epoch);
-    *enc.0.finalize().as_bytes()
+    *blake3::keyed_hash(key, &buf).as_bytes()
 }
 
 /// The next epoch's key. One-way: the previous key cannot be recovered.
@@ -148,7 +177,7 @@ mod tests {
             agent: None,
             action: None,
             rule: None,
-            event,
+            event: event.as_bytes(),
             epoch: 0,
             prev_hash: &GENESIS_HASH,
         }

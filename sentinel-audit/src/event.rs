@@ -67,6 +67,14 @@ pub enum Body {
         path_requested: Option<String>,
         /// The open(2) flags, as the kernel saw them.
         flags: u32,
+        /// 0 for the record of one open. Non-zero for a record that
+        /// stands for that many identical opens (same thread, object,
+        /// name and flags, allowed) the kernel folded after this thread's
+        /// earlier record of the same open — a flood is recorded as its
+        /// first open plus such counts, never dropped. Opens recorded:
+        /// the sum of `max(1, repeats)`.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        repeats: u64,
     },
     /// A change to the file system: `op` is `rename`, `link`, `unlink`,
     /// `rmdir`, `truncate`, `chmod`, `chown`, `mkdir`, `symlink` or
@@ -149,6 +157,10 @@ pub enum Body {
         to: String,
         by: String,
     },
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Event {

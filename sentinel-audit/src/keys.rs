@@ -186,6 +186,7 @@ pub(crate) fn store_verify(path: &Path, keys: &VerifyKeys) -> Result<(), AuditEr
 /// Derives epoch keys forward from the first key of the segment that
 /// covers them, caching the last one so a pass in epoch order costs one
 /// hash per epoch.
+#[derive(Clone)]
 pub(crate) struct KeyChain {
     /// Sorted by epoch.
     segments: Vec<EpochKey>,

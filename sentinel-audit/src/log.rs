@@ -7,11 +7,19 @@
 //! * **Chain.** Record `n` stores `hash_n = H(seq, ts, kind, agent, action,
 //!   rule, event, epoch, hash_{n-1})`: BLAKE3 over a length-prefixed
 //!   encoding of every column (see `encoding`), so editing any column, or
-//!   removing, inserting or swapping records, breaks the chain.
-//! * **Seal.** `seal_n = MAC(K_e, hash_n)` (keyed BLAKE3) with the key of
-//!   the record's epoch `e`, stored in the record. The chain alone can be
+//!   removing, inserting or swapping records, breaks the chain. The `event`
+//!   column holds the event in a compact positional form (see `compact`;
+//!   records written before it hold the keyed JSON, and still verify).
+//! * **Seal.** `seal = MAC(K_e, hash_n)` (keyed BLAKE3) with the key of
+//!   the record's epoch `e`, on the last record of each run of one epoch's
+//!   records in a committed batch (the other records' `seal` is empty;
+//!   records written before sealed each record). Through the chain the
+//!   seal vouches for every record of its run. The chain alone can be
 //!   recomputed by anyone who edits the database; the seal cannot without
-//!   the key.
+//!   the key. A run never crosses an epoch boundary (a later key must not
+//!   vouch for an earlier epoch's records) and the chain never ends
+//!   unsealed; `verify` holds the database to both. A record rewritten
+//!   with its hashes recomputed is reported at the first record of its run.
 //! * **Ratchet.** `K_{e+1} = KDF("key ratchet", K_e)`. A new epoch starts
 //!   every `epoch_records` records, every `epoch_seconds`, and at each
 //!   open. The writer's key file (`STATE_DIR/audit.key`, 0600) holds only
@@ -36,11 +44,11 @@
 //!   verification starts from it. Retention first verifies what it is about
 //!   to delete and refuses to launder a tampered range; it always keeps at
 //!   least the last record.
-//! * **Durability.** WAL journal with `synchronous=FULL`: once
-//!   `append_batch` returns `Ok`, the batch is on disk (a kill -9 or a power
-//!   loss cannot take it back). `NORMAL` would survive kill -9 but not a
-//!   power loss, which would leave the fsynced anchor ahead of the database
-//!   and look like truncation.
+//! * **Durability.** WAL journal with `synchronous=FULL`, one transaction
+//!   (one fsync) per batch: once `append_batch` returns `Ok`, the batch is
+//!   on disk (a kill -9 or a power loss cannot take it back). `NORMAL`
+//!   would survive kill -9 but not a power loss, which would leave the
+//!   fsynced anchor ahead of the database and look like truncation.
 //!
 //! # Honest limits
 //!
@@ -66,17 +74,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension};
-use time::OffsetDateTime;
 
+use crate::append::{self, ChainState, EpochRule, Sealer};
 use crate::checkpoint::{anchor_path, read_anchor, ts_nanos, write_anchor, Checkpoint};
 use crate::clock::{Clock, SystemClock};
-use crate::encoding::{record_hash, record_seal, retention_seal, RecordFields, GENESIS_HASH};
+use crate::encoding::{retention_seal, RecordHasher, GENESIS_HASH};
 use crate::error::AuditError;
 use crate::event::{Body, Event};
 use crate::keys::{self, EpochKey, KeyChain, VERIFY_KEY_FILE, WRITER_KEY_FILE};
 use crate::secure_fs::{create_private_file, ensure_private_dir, random_key, to_hex};
 use crate::store::{self, db_id, QueryFilter, Stats, SCHEMA};
-use crate::verify::{ChainChecker, WrittenColumns};
+use crate::verify::ChainChecker;
 use crate::wal::{Checkpointer, NUDGE_EVERY_RECORDS};
 
 /// Tunables of the writer.
@@ -144,15 +152,6 @@ pub struct WriterHealth {
     pub new_key_segment: Option<u64>,
 }
 
-#[derive(Clone)]
-struct ChainState {
-    next_seq: u64,
-    prev_hash: [u8; 32],
-    key: EpochKey,
-    epoch_started: OffsetDateTime,
-    records_in_epoch: u64,
-}
-
 /// The audit writer. One per database; the daemon owns it on its writer
 /// task.
 pub struct AuditLog {
@@ -169,11 +168,9 @@ pub struct AuditLog {
     health: WriterHealth,
     checkpointer: Checkpointer,
     records_since_nudge: u64,
+    /// Kept from batch to batch (its context key is computed once).
+    hasher: RecordHasher,
 }
-
-const INSERT_RECORD: &str = "INSERT INTO records \
-    (seq, ts, kind, agent, action, rule, event, epoch, prev_hash, hash, seal) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 
 impl AuditLog {
     /// Opens (or creates) the audit database `db`, with its keys and anchor
@@ -212,11 +209,18 @@ impl AuditLog {
             source,
         })?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // 16 KiB pages for a new database (an existing one keeps its own):
+        // a quarter of the WAL frames, page writes and b-tree cells per
+        // record of 4 KiB pages, for at most 48 KiB written by a one-record
+        // commit.
+        conn.pragma_update(None, "page_size", 16384)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        // 32 MiB of page cache: appends touch the right edge of two b-trees
-        // and should not re-read them from the kernel.
-        conn.pragma_update(None, "cache_size", -32768)?;
+        // 8 MiB of page cache: appends touch the right edge of two b-trees,
+        // and a batch of the writer's largest size (about 5 MiB of new
+        // pages) stays in the cache until it commits. More would only hold
+        // pages already written, in the daemon's resident memory.
+        conn.pragma_update(None, "cache_size", -8192)?;
         // Checkpoints run on their own thread (see `wal`).
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.execute_batch(SCHEMA)?;
@@ -287,6 +291,7 @@ impl AuditLog {
             health: WriterHealth::default(),
             checkpointer: Checkpointer::start(db)?,
             records_since_nudge: 0,
+            hasher: RecordHasher::new(),
         };
         log.check_anchor(last_seq)?;
         log.publish();
@@ -451,59 +456,22 @@ impl AuditLog {
             return Ok(self.checkpoint());
         }
         let now = self.config.clock.now();
-        let epoch_length =
-            time::Duration::seconds(self.config.epoch_seconds.min(i64::MAX as u64) as i64);
-        let mut chain = self.chain.clone();
+        let rule = EpochRule {
+            records: self.config.epoch_records,
+            length: time::Duration::seconds(self.config.epoch_seconds.min(i64::MAX as u64) as i64),
+        };
         let original_seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+        for (event, seq) in events.iter_mut().zip(self.chain.next_seq..) {
+            event.seq = seq;
+        }
+        let mut sealer = Sealer::new(self.chain.clone(), rule, now, &mut self.hasher);
         let result = (|| -> Result<(), AuditError> {
             let tx = self.conn.transaction()?;
-            {
-                let mut insert = tx.prepare_cached(INSERT_RECORD)?;
-                for event in events.iter_mut() {
-                    if chain.records_in_epoch >= self.config.epoch_records
-                        || now - chain.epoch_started >= epoch_length
-                    {
-                        chain.key.advance();
-                        chain.records_in_epoch = 0;
-                        chain.epoch_started = now;
-                    }
-                    event.seq = chain.next_seq;
-                    let json = serde_json::to_string(event)?;
-                    let columns = WrittenColumns::of(event);
-                    let fields = RecordFields {
-                        seq: chain.next_seq,
-                        ts_ns: columns.ts_ns,
-                        kind: columns.kind,
-                        agent: columns.agent,
-                        action: columns.action,
-                        rule: columns.rule,
-                        event: &json,
-                        epoch: chain.key.epoch,
-                        prev_hash: &chain.prev_hash,
-                    };
-                    let hash = record_hash(&fields);
-                    let seal = record_seal(&chain.key.key, &hash);
-                    insert.execute(params![
-                        chain.next_seq as i64,
-                        columns.ts_ns,
-                        columns.kind,
-                        columns.agent,
-                        columns.action,
-                        columns.rule,
-                        json,
-                        chain.key.epoch as i64,
-                        &chain.prev_hash[..],
-                        &hash[..],
-                        &seal[..],
-                    ])?;
-                    chain.prev_hash = hash;
-                    chain.next_seq += 1;
-                    chain.records_in_epoch += 1;
-                }
-            }
+            append::append(&tx, &mut sealer, events)?;
             tx.commit()?;
             Ok(())
         })();
+        let chain = sealer.chain;
         if let Err(e) = result {
             for (event, seq) in events.iter_mut().zip(original_seqs) {
                 event.seq = seq;

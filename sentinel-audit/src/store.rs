@@ -124,7 +124,7 @@ impl RecordRow {
             agent: self.agent.as_deref(),
             action: self.action.as_deref(),
             rule: self.rule.as_deref(),
-            event: &self.event,
+            event: self.event.as_bytes(),
             epoch: self.epoch,
             prev_hash: &self.prev_hash,
         }
@@ -302,7 +302,7 @@ pub struct Stats {
 }
 
 fn parse_event(seq: i64, json: &str) -> Result<Event, AuditError> {
-    serde_json::from_str(json).map_err(|e| AuditError::BadRow {
+    crate::compact::decode(json).map_err(|e| AuditError::BadRow {
         seq: seq as u64,
         reason: e.to_string(),
     })

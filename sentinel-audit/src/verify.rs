@@ -9,7 +9,9 @@ use rusqlite::Connection;
 use serde::Serialize;
 
 use crate::checkpoint::{read_anchor, ts_nanos, Checkpoint};
-use crate::encoding::{record_hash, record_seal, retention_seal, same_mac, GENESIS_HASH};
+use crate::encoding::{
+    record_hash, record_seal, retention_seal, same_mac, RecordHasher, GENESIS_HASH,
+};
 use crate::error::AuditError;
 use crate::event::Event;
 use crate::keys::{KeyChain, VERIFY_KEY_FILE};
@@ -33,8 +35,11 @@ pub enum Problem {
     /// The record at the anchor's sequence number is not the one that was
     /// anchored: the database was rewritten or replaced.
     AnchorMismatch,
-    /// The hash is consistent but the seal is not: the record (and maybe
-    /// the chain after it) was rewritten by someone without the key.
+    /// The hash is consistent but the seal is not (or no seal vouches for
+    /// the record): the records of the seal's run (and maybe the chain
+    /// after them) were rewritten by someone without the key. Reported at
+    /// the first record the seal should vouch for, or at the sealed record
+    /// itself when only its seal was changed.
     BadSeal,
     /// The record is intact but does not follow the one before it.
     BrokenLink,
@@ -176,10 +181,20 @@ pub fn verify_with_progress(
         report.count = checker.count;
         return Ok(report);
     }
+    let last_seq = checker.expected_seq - 1;
+    if let Some(start) = checker.unsealed_tail() {
+        // No seal vouches for the tail. Cut out of a batch, it is reported
+        // as truncation below, if an anchor says so; otherwise as a bad seal.
+        if anchor.as_ref().is_none_or(|a| a.seq <= last_seq) {
+            report.first_bad = checker.fail(start, Problem::BadSeal);
+            report.count = checker.count;
+            return Ok(report);
+        }
+    }
     report.count = checker.count;
     report.unsealed = checker.unsealed;
     report.first_seq = checker.first_seq;
-    report.last_seq = checker.first_seq.map(|_| checker.expected_seq - 1);
+    report.last_seq = checker.first_seq.map(|_| last_seq);
 
     report.anchor = match anchor {
         None => AnchorStatus::Missing,
@@ -249,18 +264,34 @@ fn check_anchor(
 
 /// Walks records in order, one at a time. Also used by retention to check
 /// the records it is about to remove.
+///
+/// Seals: the writer seals the last record of each run of one epoch's
+/// records in a batch (older records carry a seal each); the seal covers
+/// its record's hash and, through the chain, every record of the run. A run
+/// may not cross an epoch boundary (a later key must not vouch for an
+/// earlier epoch's records) nor end the chain unsealed. When a seal fails,
+/// the first record it should have vouched for is reported.
 pub(crate) struct ChainChecker {
     keys: Option<KeyChain>,
     expected_seq: u64,
+    /// The first sequence number this checker looks at.
+    start_seq: u64,
     prev_hash: Vec<u8>,
     prev_epoch: Option<u64>,
     /// First seq and length of the current run of records in one epoch.
     epoch_run: (u64, u64),
+    /// First seq of the records checked since the last seal (`None`: the
+    /// previous record was sealed).
+    seal_run: Option<u64>,
     first_seq: Option<u64>,
+    /// Records verified, up to the last seal.
     count: u64,
     unsealed: u64,
     /// Told the number of records checked so far, every few thousand.
     progress: Option<Progress>,
+    hasher: RecordHasher,
+    /// Set on the copy that looks ahead for the next seal.
+    probing: bool,
 }
 
 /// Reports how many records a long verification has checked.
@@ -269,7 +300,7 @@ pub type Progress = Box<dyn Fn(u64)>;
 impl ChainChecker {
     /// Checks the retention checkpoints and returns a checker positioned at
     /// the first record that should remain. Without `keys`, seals are not
-    /// checked (hashes and links still are).
+    /// checked (hashes, links and where seals sit still are).
     pub fn after_retention(
         conn: &Connection,
         mut keys: Option<KeyChain>,
@@ -306,118 +337,206 @@ impl ChainChecker {
         Ok(Ok(ChainChecker {
             keys,
             expected_seq,
+            start_seq: expected_seq,
             prev_hash,
             prev_epoch: None,
             epoch_run: (0, 0),
+            seal_run: None,
             first_seq: None,
             count: 0,
             unsealed: 0,
             progress: None,
+            hasher: RecordHasher::new(),
+            probing: false,
         }))
     }
 
-    /// Checks records in seq order up to `through` (all when `None`).
+    /// Checks records in seq order up to `through` (all when `None`), and
+    /// on past it to the seal that vouches for `through`.
     pub fn check_records(
         &mut self,
         conn: &Connection,
         through: Option<u64>,
     ) -> Result<Option<(u64, Problem)>, AuditError> {
-        let through = through.map_or(i64::MAX, |t| t.min(i64::MAX as u64) as i64);
         let mut stmt = conn.prepare(&format!(
-            "SELECT {RECORD_COLUMNS} FROM records WHERE seq <= ?1 ORDER BY seq"
+            "SELECT {RECORD_COLUMNS} FROM records WHERE seq >= ?1 ORDER BY seq"
         ))?;
-        let mut rows = stmt.query([through])?;
+        let mut rows = stmt.query([self.expected_seq.min(i64::MAX as u64) as i64])?;
         while let Some(row) = rows.next()? {
             let row = RecordRow::from_sql(row)?;
-            if let Some(bad) = self.check(&row) {
+            if through.is_some_and(|t| row.seq > t) && self.seal_run.is_none() {
+                return Ok(None);
+            }
+            if let Some(bad) = self.check(conn, &row)? {
                 return Ok(Some(bad));
             }
         }
         Ok(None)
     }
 
+    /// The first record of a run that no seal vouches for at the end of the
+    /// chain (the writer always seals a batch's last record).
+    pub fn unsealed_tail(&self) -> Option<u64> {
+        self.seal_run
+    }
+
+    /// Reports `problem` at `seq`; `count` keeps only records before it.
+    fn fail(&mut self, seq: u64, problem: Problem) -> Option<(u64, Problem)> {
+        self.count = self.count.min(seq.saturating_sub(self.start_seq));
+        Some((seq, problem))
+    }
+
     /// Checks one record; on success advances past it.
-    fn check(&mut self, row: &RecordRow) -> Option<(u64, Problem)> {
+    fn check(
+        &mut self,
+        conn: &Connection,
+        row: &RecordRow,
+    ) -> Result<Option<(u64, Problem)>, AuditError> {
         if row.seq > self.expected_seq {
-            return Some((self.expected_seq, Problem::Deleted));
+            return Ok(self.fail(self.expected_seq, Problem::Deleted));
         }
         if row.seq < self.expected_seq {
             // A record the retention checkpoints say was removed.
-            return Some((row.seq, Problem::BrokenLink));
+            return Ok(self.fail(row.seq, Problem::BrokenLink));
         }
         if let Some(column) = row.wrong_type {
-            return Some((row.seq, Problem::Edited { column }));
+            return Ok(self.fail(row.seq, Problem::Edited { column }));
         }
-        let computed = record_hash(&row.fields());
+        let computed = self.hasher.hash(&row.fields());
         if !same_mac(&row.hash, &computed) {
-            return Some((row.seq, self.diagnose(row)));
+            let problem = self.diagnose(conn, row, &computed)?;
+            return Ok(self.fail(row.seq, problem));
         }
-        if let Some(keys) = self.keys.as_mut() {
-            match keys.key_for(row.epoch) {
-                Some(key) if !same_mac(&row.seal, &record_seal(&key, &computed)) => {
-                    return Some((row.seq, Problem::BadSeal));
+        if let Some(run_start) = self.seal_run {
+            if self.prev_epoch != Some(row.epoch) {
+                // The previous epoch's records end without a seal: a later
+                // key may not vouch for them.
+                return Ok(self.fail(run_start, Problem::BadSeal));
+            }
+        }
+        let run_start = self.seal_run.unwrap_or(row.seq);
+        let sealed = !row.seal.is_empty();
+        if sealed {
+            if let Some(keys) = self.keys.as_mut() {
+                let valid = match keys.key_for(row.epoch) {
+                    Some(key) => same_mac(&row.seal, &record_seal(&key, &computed)),
+                    None if keys.predates_keys(row.epoch) => {
+                        self.unsealed += row.seq + 1 - run_start;
+                        true
+                    }
+                    // An epoch no key can reach: a forged epoch column.
+                    None => false,
+                };
+                if !valid {
+                    // Name the first record this seal vouched for, unless
+                    // the chain goes on intact to the next good seal: then
+                    // this record's hash is the written one, and only its
+                    // seal was changed.
+                    let only_the_seal =
+                        run_start < row.seq && !self.probing && self.next_seal_holds(conn, row)?;
+                    let at = if only_the_seal { row.seq } else { run_start };
+                    return Ok(self.fail(at, Problem::BadSeal));
                 }
-                Some(_) => {}
-                None if keys.predates_keys(row.epoch) => self.unsealed += 1,
-                // An epoch no key can reach: a forged epoch column.
-                None => return Some((row.seq, Problem::BadSeal)),
             }
         }
         if row.prev_hash != self.prev_hash {
-            return Some((row.seq, Problem::BrokenLink));
+            return Ok(self.fail(row.seq, Problem::BrokenLink));
         }
         match self.prev_epoch {
-            Some(prev) if row.epoch < prev => return Some((row.seq, Problem::BadEpoch)),
+            Some(prev) if row.epoch < prev => return Ok(self.fail(row.seq, Problem::BadEpoch)),
             Some(prev) if row.epoch == prev => self.epoch_run.1 += 1,
             _ => self.epoch_run = (row.seq, 1),
         }
         let limit = self.keys.as_ref().and_then(|k| k.epoch_records);
         if limit.is_some_and(|limit| self.epoch_run.1 > limit) {
             // The whole run is suspect: none of it counts as verified.
-            self.count -= self.epoch_run.1 - 1;
-            return Some((self.epoch_run.0, Problem::BadEpoch));
+            return Ok(self.fail(self.epoch_run.0, Problem::BadEpoch));
         }
+        self.advance(row, sealed, run_start);
+        Ok(None)
+    }
+
+    /// Moves past a record that passed every check.
+    fn advance(&mut self, row: &RecordRow, sealed: bool, run_start: u64) {
         self.first_seq.get_or_insert(row.seq);
         self.expected_seq = row.seq + 1;
-        self.prev_hash = row.hash.clone();
+        self.prev_hash.clear();
+        self.prev_hash.extend_from_slice(&row.hash);
         self.prev_epoch = Some(row.epoch);
-        self.count += 1;
-        if self.count.is_multiple_of(4096) {
-            if let Some(progress) = &self.progress {
-                progress(self.count);
+        if sealed {
+            let before = self.count;
+            self.count += row.seq + 1 - run_start;
+            self.seal_run = None;
+            if before / 4096 != self.count / 4096 {
+                if let Some(progress) = &self.progress {
+                    progress(self.count);
+                }
+            }
+        } else {
+            self.seal_run = Some(run_start);
+        }
+    }
+
+    /// Whether the records after `row` (taken as sealed) check out up to
+    /// the next seal.
+    fn next_seal_holds(&self, conn: &Connection, row: &RecordRow) -> Result<bool, AuditError> {
+        let mut probe = ChainChecker {
+            keys: self.keys.clone(),
+            prev_hash: self.prev_hash.clone(),
+            progress: None,
+            hasher: self.hasher.clone(),
+            probing: true,
+            ..*self
+        };
+        probe.advance(row, true, row.seq);
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {RECORD_COLUMNS} FROM records WHERE seq > ?1 ORDER BY seq"
+        ))?;
+        let mut rows = stmt.query([row.seq.min(i64::MAX as u64) as i64])?;
+        while let Some(next) = rows.next()? {
+            let next = RecordRow::from_sql(next)?;
+            if probe.check(conn, &next)?.is_some() {
+                return Ok(false);
+            }
+            if probe.seal_run.is_none() {
+                return Ok(true);
             }
         }
-        None
+        Ok(false)
     }
 
     /// The record's hash does not match its columns: find out which one
     /// changed by restoring each candidate and re-hashing.
-    fn diagnose(&mut self, row: &RecordRow) -> Problem {
-        let Ok(event) = serde_json::from_str::<Event>(&row.event) else {
-            return Problem::Edited {
+    fn diagnose(
+        &mut self,
+        conn: &Connection,
+        row: &RecordRow,
+        computed: &[u8; 32],
+    ) -> Result<Problem, AuditError> {
+        use crate::encoding::RecordFields;
+        let Ok(event) = crate::compact::decode(&row.event) else {
+            return Ok(Problem::Edited {
                 column: Column::Event,
-            };
+            });
         };
         let original = row.fields();
-        let matches = |candidate: crate::encoding::RecordFields<'_>| {
-            same_mac(&row.hash, &record_hash(&candidate))
-        };
+        let matches = |candidate: RecordFields<'_>| same_mac(&row.hash, &record_hash(&candidate));
         if event.seq != row.seq
-            && matches(crate::encoding::RecordFields {
+            && matches(RecordFields {
                 seq: event.seq,
                 ..original
             })
         {
-            return Problem::Reordered {
+            return Ok(Problem::Reordered {
                 belongs_at: event.seq,
-            };
+            });
         }
         let written = WrittenColumns::of(&event);
         let derived: [(Column, bool); 5] = [
             (
                 Column::Ts,
                 written.ts_ns != row.ts_ns
-                    && matches(crate::encoding::RecordFields {
+                    && matches(RecordFields {
                         ts_ns: written.ts_ns,
                         ..original
                     }),
@@ -425,7 +544,7 @@ impl ChainChecker {
             (
                 Column::Kind,
                 written.kind != row.kind
-                    && matches(crate::encoding::RecordFields {
+                    && matches(RecordFields {
                         kind: written.kind,
                         ..original
                     }),
@@ -433,7 +552,7 @@ impl ChainChecker {
             (
                 Column::Agent,
                 written.agent != row.agent.as_deref()
-                    && matches(crate::encoding::RecordFields {
+                    && matches(RecordFields {
                         agent: written.agent,
                         ..original
                     }),
@@ -441,7 +560,7 @@ impl ChainChecker {
             (
                 Column::Action,
                 written.action != row.action.as_deref()
-                    && matches(crate::encoding::RecordFields {
+                    && matches(RecordFields {
                         action: written.action,
                         ..original
                     }),
@@ -449,41 +568,53 @@ impl ChainChecker {
             (
                 Column::Rule,
                 written.rule != row.rule.as_deref()
-                    && matches(crate::encoding::RecordFields {
+                    && matches(RecordFields {
                         rule: written.rule,
                         ..original
                     }),
             ),
         ];
         if let Some((column, _)) = derived.iter().find(|(_, restored)| *restored) {
-            return Problem::Edited { column: *column };
+            return Ok(Problem::Edited { column: *column });
         }
         let base_epoch = self.prev_epoch.unwrap_or(0);
-        let epoch_restored = (base_epoch..base_epoch.saturating_add(16)).any(|epoch| {
-            epoch != row.epoch && matches(crate::encoding::RecordFields { epoch, ..original })
-        });
+        let epoch_restored = (base_epoch..base_epoch.saturating_add(16))
+            .any(|epoch| epoch != row.epoch && matches(RecordFields { epoch, ..original }));
         if epoch_restored {
-            return Problem::Edited {
+            return Ok(Problem::Edited {
                 column: Column::Epoch,
-            };
+            });
         }
         if row.prev_hash != self.prev_hash
-            && matches(crate::encoding::RecordFields {
+            && matches(RecordFields {
                 prev_hash: &self.prev_hash,
                 ..original
             })
         {
-            return Problem::Edited {
+            return Ok(Problem::Edited {
                 column: Column::PrevHash,
-            };
+            });
         }
-        let computed = record_hash(&original);
-        if let Some(key) = self.keys.as_mut().and_then(|k| k.key_for(row.epoch)) {
-            if same_mac(&row.seal, &record_seal(&key, &computed)) {
-                return Problem::Edited {
-                    column: Column::Hash,
-                };
-            }
+        // The columns are intact and the stored hash is not: the record's
+        // seal, or the next record's link, still holds the real one.
+        let sealed_hash = match self.keys.as_mut().and_then(|k| k.key_for(row.epoch)) {
+            Some(key) => same_mac(&row.seal, &record_seal(&key, computed)),
+            None => false,
+        };
+        use rusqlite::OptionalExtension;
+        let next_link: Option<Vec<u8>> = conn
+            .query_row(
+                "SELECT prev_hash FROM records WHERE seq = ?1",
+                [(row.seq + 1).min(i64::MAX as u64) as i64],
+                |r| r.get(0),
+            )
+            .optional()
+            .ok()
+            .flatten();
+        if sealed_hash || next_link.is_some_and(|link| same_mac(&link, computed)) {
+            return Ok(Problem::Edited {
+                column: Column::Hash,
+            });
         }
         // Several columns changed: name the first one that disagrees with
         // the event it was derived from, else the event itself.
@@ -499,7 +630,7 @@ impl ChainChecker {
             .iter()
             .find(|(_, differs)| *differs)
             .map_or(Column::Event, |(column, _)| *column);
-        Problem::Edited { column }
+        Ok(Problem::Edited { column })
     }
 }
 

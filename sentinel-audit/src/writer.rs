@@ -4,7 +4,7 @@
 //! its own OS thread, not on the async runtime.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -13,6 +13,7 @@ use crate::checkpoint::Checkpoint;
 use crate::error::AuditError;
 use crate::event::Event;
 use crate::log::{AuditLog, WriterHealth};
+use crate::queue::{queue, QueueReceiver, QueueSender};
 use crate::sink::{SinkMonitor, SinkStats, Sinks};
 
 /// Told how long each committed batch took and how many events it held
@@ -22,7 +23,8 @@ pub type CommitObserver = Arc<dyn Fn(Duration, usize) + Send + Sync>;
 /// Tunables of the writer thread.
 #[derive(Clone)]
 pub struct AuditWriterOptions {
-    /// Events buffered before `try_record` refuses (and counts) them.
+    /// Events buffered before `try_record` refuses (and counts) them and
+    /// `record` waits. The queue's memory follows what is in it.
     pub queue_capacity: usize,
     /// The most events committed in one transaction.
     pub max_batch: usize,
@@ -46,7 +48,9 @@ impl Default for AuditWriterOptions {
     fn default() -> Self {
         AuditWriterOptions {
             queue_capacity: 65_536,
-            max_batch: 1024,
+            // One fsync per commit: a flood is committed in large batches
+            // (about 30 ms of work each), a trickle one event at a time.
+            max_batch: 16_384,
             commit_attempts: 3,
             observer: None,
         }
@@ -94,7 +98,7 @@ enum Command {
 
 /// Handle to the writer thread.
 pub struct AuditWriter {
-    tx: Option<SyncSender<Command>>,
+    tx: Option<QueueSender<Command>>,
     worker: Option<JoinHandle<()>>,
     counters: Arc<Counters>,
     sinks: Arc<Mutex<SinkMonitor>>,
@@ -107,7 +111,7 @@ impl AuditWriter {
         sinks: Sinks,
         options: AuditWriterOptions,
     ) -> Result<AuditWriter, AuditError> {
-        let (tx, rx) = mpsc::sync_channel(options.queue_capacity.max(1));
+        let (tx, rx) = queue(options.queue_capacity);
         let counters = Arc::new(Counters::default());
         counters.last_seq.store(log.last_seq(), Ordering::Relaxed);
         counters.new_key_segment.store(
@@ -143,7 +147,7 @@ impl AuditWriter {
         let sent = self
             .tx
             .as_ref()
-            .is_some_and(|tx| tx.send(Command::ReplaceSinks(sinks)).is_ok());
+            .is_some_and(|tx| tx.send_unbounded(Command::ReplaceSinks(sinks)).is_ok());
         if sent {
             *self.sinks.lock().unwrap_or_else(|p| p.into_inner()) = monitor;
         }
@@ -158,7 +162,7 @@ impl AuditWriter {
         };
         match tx.try_send(Command::Record(event)) {
             Ok(()) => true,
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+            Err(_) => {
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                 false
             }
@@ -180,7 +184,10 @@ impl AuditWriter {
     /// checkpoint of the tail, or `None` if the writer has stopped.
     pub fn flush(&self, timeout: Duration) -> Option<Checkpoint> {
         let (reply, answer) = mpsc::sync_channel(1);
-        self.tx.as_ref()?.send(Command::Flush(reply)).ok()?;
+        self.tx
+            .as_ref()?
+            .send_unbounded(Command::Flush(reply))
+            .ok()?;
         answer.recv_timeout(timeout).ok()
     }
 
@@ -235,8 +242,10 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(&mut self, rx: Receiver<Command>) {
-        let mut batch = Vec::with_capacity(self.max_batch);
+    fn run(&mut self, rx: QueueReceiver<Command>) {
+        // Grown by bursts, given back when the queue runs dry.
+        const IDLE_BATCH: usize = 1024;
+        let mut batch = Vec::with_capacity(IDLE_BATCH.min(self.max_batch));
         let mut flushes = Vec::new();
         while let Ok(first) = rx.recv() {
             let mut next = Some(first);
@@ -262,6 +271,7 @@ impl Worker {
                 next = rx.try_recv().ok();
             }
             self.commit(&mut batch);
+            batch.shrink_to(IDLE_BATCH);
             for reply in flushes.drain(..) {
                 let _ = reply.send(self.log.checkpoint());
             }

@@ -35,6 +35,9 @@ pub mod kind {
     /// A change to the file system: rename, link, unlink, truncate, chmod,
     /// mkdir, symlink, mknod ([`MutateEvent`]).
     pub const MUTATE: u32 = 7;
+    /// The end of a run of identical opens the kernel folded into the
+    /// run's first record ([`RepeatEvent`]).
+    pub const REPEAT: u32 = 8;
 }
 
 /// How a file-system-changing syscall's arguments are laid out, by
@@ -167,6 +170,12 @@ pub mod config {
     /// Non-zero once the daemon wrote every `layout` offset: the programs
     /// resolve objects only then.
     pub const LAYOUT_READY: u32 = 5;
+    /// Bumped whenever an open that was allowed before may no longer be
+    /// the same action: the daemon bumps it when it reloads the policy or
+    /// changes the mode, the programs when a watched process changes the
+    /// file system (a rename can give a folded file another name). A run
+    /// of folded opens ends when it changes.
+    pub const COALESCE_EPOCH: u32 = 6;
     pub const LEN: u32 = 8;
 
     pub mod flags {
@@ -235,6 +244,9 @@ pub mod counter {
     /// Pending records (open, exec, mutation) dropped because their map
     /// was full.
     pub const PENDING_FULL: u32 = 4;
+    /// Opens folded into the first record of their run (see
+    /// [`RepeatEvent`]).
+    pub const COALESCED: u32 = 5;
     pub const LEN: u32 = 8;
 }
 
@@ -416,6 +428,50 @@ pub struct OpenEvent {
     pub requested: [u8; PATH_LEN],
 }
 
+/// The end of a run of identical opens by one thread: the same file (the
+/// same dentry on the same mount, so the same name and object), the same
+/// flags, allowed with no kernel action under the same rule state. The
+/// run's first open was emitted as an [`OpenEvent`] (its
+/// `header.ktime_ns` is `run_ktime_ns`); `count` more were folded into it.
+/// Emitted when the thread opens something else, when the run is older
+/// than `COALESCE_WINDOW_NS`, when the epoch changes, and when the thread
+/// exits; the daemon also reads runs idle that long from `COALESCE`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RepeatEvent {
+    pub header: EventHeader,
+    pub run_ktime_ns: u64,
+    /// Opens folded into the run's first record, in all.
+    pub count: u64,
+    pub obj: FileObject,
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// The run of identical opens a thread is in (`COALESCE`, by thread id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CoalesceRun {
+    pub dentry: u64,
+    pub mnt: u64,
+    pub epoch: u64,
+    /// `header.ktime_ns` of the run's first record.
+    pub run_ktime_ns: u64,
+    /// When the last open was folded.
+    pub last_ns: u64,
+    /// Opens folded so far.
+    pub count: u64,
+    pub obj: FileObject,
+    pub flags: u32,
+    pub rule_id: u32,
+    pub pid: u32,
+    pub uid: u32,
+}
+
+/// The longest a run of folded opens lasts before a new first record is
+/// emitted (and how long a run stays idle before the daemon collects it).
+pub const COALESCE_WINDOW_NS: u64 = 1_000_000_000;
+
 /// `ret` of a record emitted before the call returned.
 pub const RET_UNKNOWN: i32 = i32::MIN;
 
@@ -515,4 +571,5 @@ mod pod {
     unsafe impl aya::Pod for InodeRule {}
     unsafe impl aya::Pod for ApprovalKey {}
     unsafe impl aya::Pod for ChangeSyscall {}
+    unsafe impl aya::Pod for CoalesceRun {}
 }

@@ -18,6 +18,13 @@ pub fn bump(index: u32) {
 }
 
 #[inline(always)]
+pub fn bump_by(index: u32, n: u64) {
+    if let Some(p) = COUNTERS.get_ptr_mut(index) {
+        unsafe { *p += n };
+    }
+}
+
+#[inline(always)]
 pub fn send_signal(sig: u32) {
     unsafe { bpf_send_signal(sig) };
 }

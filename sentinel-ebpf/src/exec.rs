@@ -31,26 +31,27 @@ const LOOKUP: Lookup = Lookup {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_execve")]
 pub fn sys_enter_execve(ctx: TracePointContext) -> u32 {
+    let Some(cur) = watched() else { return 0 };
     let argv: *const *const u8 = unsafe { ctx.read_at(24) }.unwrap_or(core::ptr::null());
-    on_exec_enter(argv);
+    on_exec_enter(&cur, argv);
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_execveat")]
 pub fn sys_enter_execveat(ctx: TracePointContext) -> u32 {
+    let Some(cur) = watched() else { return 0 };
     let argv: *const *const u8 = unsafe { ctx.read_at(32) }.unwrap_or(core::ptr::null());
-    on_exec_enter(argv);
+    on_exec_enter(&cur, argv);
     0
 }
 
 #[inline(always)]
-fn on_exec_enter(argv: *const *const u8) {
-    let Some(cur) = watched() else { return };
+fn on_exec_enter(cur: &Current, argv: *const *const u8) {
     let Some(ev) = EXEC_SCRATCH.get_ptr_mut(0) else {
         return;
     };
     let ev = unsafe { &mut *ev };
-    fill_header(&mut ev.header, kind::EXEC, &cur);
+    fill_header(&mut ev.header, kind::EXEC, cur);
     ev.flags = 0;
     ev.argc = 0;
     ev.obj = Default::default();

@@ -61,6 +61,7 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     let _ = WATCHED_TASKS.remove(&cur.tid);
     let _ = PENDING_EXEC.remove(&cur.tid);
     let _ = PENDING_OPEN.remove(&cur.tid);
+    crate::coalesce::end(&cur);
     if cur.tid != cur.tgid {
         return 0;
     }

@@ -12,6 +12,8 @@
 //! - [`decide`]: map lookups in what the daemon compiled from the policy;
 //! - [`act`]: EPERM (or a held restart) from the LSM and cgroup hooks,
 //!   SIGKILL/SIGSTOP from tracepoints where nothing can refuse;
+//! - [`coalesce`]: folding a thread's repeated identical opens into the
+//!   first record of their run, with a count;
 //! - [`count`]: the IP bytes of sockets watched processes use.
 //!
 //! The hooks, by concern: [`exec`], [`open`], [`mutate`], [`connect`],
@@ -26,6 +28,7 @@
 
 mod act;
 mod capture;
+mod coalesce;
 mod connect;
 mod count;
 mod decide;

@@ -9,8 +9,9 @@ use aya_ebpf::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use sentinel_common::{
-    config, counter, layout, ApprovalKey, ChangeSyscall, ExecEvent, Flow, InodeKey, InodeRule,
-    MutateEvent, NetKeyData, NetRule, OpenEvent, PathKeyData, PathRule, PendingOpen, WALK_DEPTH,
+    config, counter, layout, ApprovalKey, ChangeSyscall, CoalesceRun, ExecEvent, Flow, InodeKey,
+    InodeRule, MutateEvent, NetKeyData, NetRule, OpenEvent, PathKeyData, PathRule, PendingOpen,
+    WALK_DEPTH,
 };
 
 #[map]
@@ -69,6 +70,9 @@ pub static KEY_SCRATCH: PerCpuArray<Key<PathKeyData>> = PerCpuArray::with_max_en
 /// The names of the dentries a resolution walked, leaf first.
 #[map]
 pub static WALK_SCRATCH: PerCpuArray<WalkNames> = PerCpuArray::with_max_entries(1, 0);
+/// The run of identical opens each watched thread is in (`coalesce`).
+#[map]
+pub static COALESCE: LruHashMap<u32, CoalesceRun> = LruHashMap::with_max_entries(16384, 0);
 /// Sockets of watched processes by socket cookie, with their byte counts.
 #[map]
 pub static FLOWS: LruHashMap<u64, Flow> = LruHashMap::with_max_entries(16384, 0);

@@ -51,6 +51,7 @@ fn lookup(leaf_scope: u8) -> Lookup {
 #[inline(always)]
 fn mutate_record(cur: &Current, op: u32, arg: u32) -> Option<&'static mut MutateEvent> {
     let ev = unsafe { &mut *MUTATE_SCRATCH.get_ptr_mut(0)? };
+    crate::coalesce::new_epoch();
     fill_header(&mut ev.header, kind::MUTATE, cur);
     ev.op = op;
     ev.arg = arg;
@@ -80,8 +81,17 @@ fn stricter(a: Decided, b: Decided) -> Decided {
 /// A name-based change: `dfd`/`name` is the name changed or created,
 /// `dfd2`/`name2` (rename, link) the source.
 #[inline(always)]
-fn on_change(op: u32, arg: u32, dfd: i32, name: u64, dfd2: i32, name2: u64, source_changes: bool) {
-    let Some(cur) = watched() else { return };
+#[allow(clippy::too_many_arguments)]
+fn on_change(
+    cur: &Current,
+    op: u32,
+    arg: u32,
+    dfd: i32,
+    name: u64,
+    dfd2: i32,
+    name2: u64,
+    source_changes: bool,
+) {
     if flag(config::flags::LSM_ENFORCES) {
         return;
     }
@@ -125,8 +135,7 @@ fn on_change(op: u32, arg: u32, dfd: i32, name: u64, dfd2: i32, name2: u64, sour
 /// A change through a descriptor (ftruncate, fchmod, fchown): the object
 /// is the descriptor's file.
 #[inline(always)]
-fn on_fd_change(op: u32, arg: u32, fd: i32) {
-    let Some(cur) = watched() else { return };
+fn on_fd_change(cur: &Current, op: u32, arg: u32, fd: i32) {
     if flag(config::flags::LSM_ENFORCES) {
         return;
     }
@@ -161,13 +170,15 @@ fn arg(ctx: &TracePointContext, i: i8) -> Option<u64> {
 /// the arguments are (`CHANGE_SYSCALLS`).
 #[tracepoint(category = "syscalls", name = "sys_enter_change")]
 pub fn sys_enter_change(ctx: TracePointContext) -> u32 {
+    // Unwatched processes leave before any argument is read.
+    let Some(cur) = watched() else { return 0 };
     let nr: i32 = unsafe { ctx.read_at(8) }.unwrap_or(-1);
     let Some(spec) = (unsafe { CHANGE_SYSCALLS.get(&(nr as u32)) }).copied() else {
         return 0;
     };
     let value = arg(&ctx, spec.arg).unwrap_or(0) as u32;
     if let Some(fd) = arg(&ctx, spec.fd) {
-        on_fd_change(u32::from(spec.op), value, fd as i32);
+        on_fd_change(&cur, u32::from(spec.op), value, fd as i32);
         return 0;
     }
     let mut op = u32::from(spec.op);
@@ -179,6 +190,7 @@ pub fn sys_enter_change(ctx: TracePointContext) -> u32 {
     let dfd = arg(&ctx, spec.dfd).map_or(AT_FDCWD, |d| d as i32);
     let dfd2 = arg(&ctx, spec.dfd2).map_or(AT_FDCWD, |d| d as i32);
     on_change(
+        &cur,
         op,
         value,
         dfd,

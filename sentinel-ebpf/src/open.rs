@@ -19,6 +19,7 @@ use sentinel_common::{
 
 use crate::act::{refuse, signal, ERESTARTNOINTR};
 use crate::capture::{bump, emit, fill_header, read_user_str, send_signal};
+use crate::coalesce;
 use crate::decide::{file_approval, open_decision, open_writes};
 use crate::filter::{flag, is_held, watched, watched_task, Current, SIGSTOP};
 use crate::kernel::{read, Layout};
@@ -35,15 +36,17 @@ const FMODE_EXEC_FLAG: u32 = 0x20;
 
 #[tracepoint(category = "syscalls", name = "sys_enter_openat")]
 pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
+    let Some(cur) = watched() else { return 0 };
     let dfd: i64 = unsafe { ctx.read_at(16) }.unwrap_or(0);
     let filename: u64 = unsafe { ctx.read_at(24) }.unwrap_or(0);
     let flags: u64 = unsafe { ctx.read_at(32) }.unwrap_or(0);
-    on_open_enter(dfd as i32, filename, flags as u32);
+    on_open_enter(&cur, dfd as i32, filename, flags as u32);
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
 pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
+    let Some(cur) = watched() else { return 0 };
     let dfd: i64 = unsafe { ctx.read_at(16) }.unwrap_or(0);
     let filename: u64 = unsafe { ctx.read_at(24) }.unwrap_or(0);
     let how: *const u64 = unsafe { ctx.read_at(32) }.unwrap_or(core::ptr::null());
@@ -53,22 +56,24 @@ pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
     } else {
         unsafe { bpf_probe_read_user(how) }.unwrap_or(0)
     };
-    on_open_enter(dfd as i32, filename, flags as u32);
+    on_open_enter(&cur, dfd as i32, filename, flags as u32);
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_open")]
 pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
+    let Some(cur) = watched() else { return 0 };
     let filename: u64 = unsafe { ctx.read_at(16) }.unwrap_or(0);
     let flags: u64 = unsafe { ctx.read_at(24) }.unwrap_or(0);
-    on_open_enter(AT_FDCWD, filename, flags as u32);
+    on_open_enter(&cur, AT_FDCWD, filename, flags as u32);
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_creat")]
 pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
+    let Some(cur) = watched() else { return 0 };
     let filename: u64 = unsafe { ctx.read_at(16) }.unwrap_or(0);
-    on_open_enter(AT_FDCWD, filename, O_CREAT | O_WRONLY | O_TRUNC);
+    on_open_enter(&cur, AT_FDCWD, filename, O_CREAT | O_WRONLY | O_TRUNC);
     0
 }
 
@@ -76,15 +81,18 @@ pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
 /// object is resolved at exit like every other open.
 #[tracepoint(category = "syscalls", name = "sys_enter_open_by_handle_at")]
 pub fn sys_enter_open_by_handle_at(ctx: TracePointContext) -> u32 {
+    let Some(cur) = watched() else { return 0 };
     let dfd: i64 = unsafe { ctx.read_at(16) }.unwrap_or(0);
     let flags: u64 = unsafe { ctx.read_at(32) }.unwrap_or(0);
-    on_open_enter(dfd as i32, 0, flags as u32);
+    on_open_enter(&cur, dfd as i32, 0, flags as u32);
     0
 }
 
+/// Records what a watched process asked for (the callers checked that it
+/// is watched before reading any argument: an unwatched open costs the two
+/// lookups of `watched` and nothing else).
 #[inline(always)]
-fn on_open_enter(dfd: i32, filename: u64, flags: u32) {
-    let Some(cur) = watched() else { return };
+fn on_open_enter(cur: &Current, dfd: i32, filename: u64, flags: u32) {
     let pending = PendingOpen {
         filename,
         flags,
@@ -166,6 +174,14 @@ fn on_open_exit(ctx: &TracePointContext) {
             ev.header.rule_id = d.rule_id;
             ev.header.action = signal(&cur, &d, &file_approval(approval_kind::OPEN, &ev.obj));
         }
+        if ev.header.action == kernel_action::NONE
+            && ev.obj.flags & object_flags::RESOLVED != 0
+            && coalesce::fold(&cur, dentry, vfs, ev)
+        {
+            return;
+        }
+    } else {
+        coalesce::end(&cur);
     }
     emit(ev);
 }
@@ -221,6 +237,15 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     }
     if let Some(pending) = pending {
         unsafe { (*pending).reported = 1 };
+    }
+    if action == kernel_action::NONE
+        && ev.obj.flags & object_flags::RESOLVED != 0
+        && coalesce::fold(&cur, dentry, vfs, ev)
+    {
+        return ret;
+    }
+    if action != kernel_action::NONE {
+        coalesce::end(&cur);
     }
     emit(ev);
     ret

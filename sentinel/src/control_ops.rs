@@ -412,6 +412,7 @@ pub(crate) fn status(core: &Arc<Mutex<Core>>, agents: &BTreeMap<u32, String>) ->
             "decode_errors": stats.decode_errors,
             "audit_errors": stats.audit_errors,
             "untracked_children": counters.task_map_full,
+            "coalesced": stats.coalesced,
         },
         "kernel_decisions": counters.kernel_decisions,
         "bandwidth": {

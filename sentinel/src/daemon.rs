@@ -221,6 +221,7 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
     core.raise_identity(identity_alerts);
     let core = Arc::new(Mutex::new(core));
     let mut file_guard = start_file_guard(&core, &engine, &config);
+    crate::memory::release_free_heap();
 
     // The proxies' socket first: once `status` answers, everything does.
     let mcp_path = sentinel_mcp::daemon::socket_path(&config.state_dir);
@@ -267,6 +268,7 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("polling the ring buffer: {}", e.into_parts().1))?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut ticks: u64 = 0;
     let mut posture_tick = tokio::time::interval(if config.scan_interval.is_zero() {
         Duration::from_secs(u64::MAX / 4)
     } else {
@@ -310,6 +312,10 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
             }
             _ = tick.tick() => {
                 lock(&core).tick();
+                ticks += 1;
+                if ticks.is_multiple_of(crate::memory::RELEASE_EVERY_TICKS) {
+                    crate::memory::release_free_heap();
+                }
                 if let Some(guard) = file_guard.as_mut() {
                     refresh_file_guard(&core, &engine, guard);
                 }

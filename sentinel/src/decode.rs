@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use sentinel_common::{
     exec_flags, kernel_action, kind, mutate_op, object_flags, ConnectEvent, EventHeader, ExecEvent,
-    ExitEvent, FileObject, ForkEvent, MutateEvent, OpenEvent, RET_UNKNOWN,
+    ExitEvent, FileObject, ForkEvent, MutateEvent, OpenEvent, RepeatEvent, RET_UNKNOWN,
 };
 use thiserror::Error;
 
@@ -186,6 +186,16 @@ pub enum KernelEvent {
     IoUring {
         header: Header,
     },
+    /// The end of a run of identical opens the kernel folded: `count` in
+    /// all were folded into the thread's open record stamped
+    /// `run_ktime_ns`.
+    Repeat {
+        header: Header,
+        run_ktime_ns: u64,
+        count: u64,
+        file: FileRef,
+        flags: u32,
+    },
 }
 
 impl KernelEvent {
@@ -197,7 +207,8 @@ impl KernelEvent {
             | Self::Connect { header, .. }
             | Self::Fork { header, .. }
             | Self::Exit { header }
-            | Self::IoUring { header } => header,
+            | Self::IoUring { header }
+            | Self::Repeat { header, .. } => header,
         }
     }
 }
@@ -310,6 +321,16 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             let ev: ExitEvent = read(bytes, raw.kind)?;
             KernelEvent::IoUring {
                 header: header(&ev.header),
+            }
+        }
+        kind::REPEAT => {
+            let ev: RepeatEvent = read(bytes, raw.kind)?;
+            KernelEvent::Repeat {
+                header: header(&ev.header),
+                run_ktime_ns: ev.run_ktime_ns,
+                count: ev.count,
+                file: FileRef::decode(&ev.obj, &[]),
+                flags: ev.flags,
             }
         }
         other => return Err(DecodeError::UnknownKind(other)),

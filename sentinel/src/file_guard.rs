@@ -396,6 +396,7 @@ impl Core {
                 path_requested: None,
                 process,
                 flags: intent_flags(r.intent),
+                repeats: 0,
             },
         };
         let Some(mut v) = self.verdict_for(&body, Some((r.object.dev, r.object.ino))) else {

@@ -6,6 +6,7 @@
 mod bandwidth;
 mod behaviour;
 mod clock;
+mod coalesce;
 mod config;
 mod control;
 mod control_ops;
@@ -19,6 +20,7 @@ mod identity;
 mod kernel_layout;
 mod llm_link;
 mod mcp_admin;
+mod memory;
 mod metrics;
 mod observe;
 mod paths;

@@ -22,8 +22,8 @@ use aya::programs::{
 };
 use aya::{Ebpf, EbpfLoader};
 use sentinel_common::{
-    config, counter, ApprovalKey, ChangeSyscall, Flow, InodeKey, InodeRule, NetKeyData, NetRule,
-    PathKeyData, PathRule,
+    config, counter, ApprovalKey, ChangeSyscall, CoalesceRun, Flow, InodeKey, InodeRule,
+    NetKeyData, NetRule, PathKeyData, PathRule,
 };
 
 use crate::kernel_layout::{self, LayoutError};
@@ -729,6 +729,27 @@ impl Sensor {
             unresolved: sum(counter::UNRESOLVED),
             pending_full: sum(counter::PENDING_FULL),
         })
+    }
+
+    /// Each watched thread's run of folded opens, by thread id.
+    pub fn coalesce_runs(&mut self) -> Result<Vec<(u32, CoalesceRun)>, SensorError> {
+        let m: BpfHashMap<_, u32, CoalesceRun> = self.map_mut("COALESCE")?;
+        Ok(m.iter().filter_map(Result::ok).collect())
+    }
+
+    /// Ends every run of folded opens: after a policy or mode change an
+    /// open may no longer be the same action as the run's first.
+    pub fn new_coalesce_epoch(&mut self) -> Result<(), SensorError> {
+        // The programs add 1 per file-system change; the daemon's stride
+        // keeps the value from ever coming back to one a live run holds.
+        let cfg: Array<_, u64> = self.map_mut("CONFIG")?;
+        let now = cfg
+            .get(&config::COALESCE_EPOCH, 0)
+            .map_err(|source| SensorError::Map {
+                name: "CONFIG",
+                source,
+            })?;
+        self.write_config(config::COALESCE_EPOCH, now.wrapping_add(1 << 32))
     }
 
     /// Every counted socket of a watched process, by socket cookie.

@@ -51,6 +51,9 @@ pub struct Stats {
     pub lost: AtomicU64,
     /// Events the audit chain failed to take.
     pub audit_errors: AtomicU64,
+    /// Events not recorded one by one but folded into an earlier record
+    /// that counts its repeats (kernel or reader coalescing).
+    pub coalesced: AtomicU64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -60,6 +63,7 @@ pub struct StatsSnapshot {
     pub decode_errors: u64,
     pub lost: u64,
     pub audit_errors: u64,
+    pub coalesced: u64,
 }
 
 impl Stats {
@@ -70,6 +74,7 @@ impl Stats {
             decode_errors: self.decode_errors.load(Ordering::Relaxed),
             lost: self.lost.load(Ordering::Relaxed),
             audit_errors: self.audit_errors.load(Ordering::Relaxed),
+            coalesced: self.coalesced.load(Ordering::Relaxed),
         }
     }
 }
@@ -124,6 +129,8 @@ pub struct Core {
     pub(crate) guard_records: crate::file_guard::GuardRecords,
     /// The file guard's state at the last tick, for `status`.
     pub guard_status: Option<crate::file_guard::GuardStatus>,
+    /// Runs of identical opens the kernel folds (see `coalesce`).
+    runs: crate::coalesce::Runs,
 }
 
 /// One agent's risk as its verdicts report it.
@@ -228,6 +235,7 @@ impl Core {
             guard_holds: None,
             guard_records: Default::default(),
             guard_status: None,
+            runs: Default::default(),
         };
         core.recompile()?;
         Ok(core)
@@ -247,7 +255,9 @@ impl Core {
         self.maps = maps;
         self.userspace_only = kp.userspace_only.clone();
         self.kernel_policy = kp;
-        Ok(())
+        // The policy or the mode changed: an open is decided afresh, not
+        // folded into a run its first open started under the old one.
+        self.sensor.new_coalesce_epoch()
     }
 
     /// Looks for protected objects that appeared or were replaced on disk
@@ -279,7 +289,22 @@ impl Core {
 
     pub fn handle(&mut self, event: KernelEvent) {
         let ts = self.clock.wall(event.header().ktime_ns);
+        if let KernelEvent::Repeat {
+            header,
+            run_ktime_ns,
+            count,
+            file,
+            flags,
+        } = event
+        {
+            self.record_folded(ts, &header, run_ktime_ns, count, &file, flags, true);
+            return;
+        }
         let header = event.header().clone();
+        // An open the kernel may fold later repeats into (see `coalesce`).
+        let may_start_run = header.action == KernelAction::None
+            && matches!(&event, KernelEvent::Open { ret: Some(r), file, .. }
+                if *r >= 0 && !file.path.is_empty());
         let approval = enforce::approval_key(&event);
         if let KernelEvent::Open { ret: Some(ret), .. } = &event {
             if *ret == -libc::EPERM && self.guard_records.take_refused(header.tid) {
@@ -298,9 +323,104 @@ impl Core {
         if let Some(v) = verdict.as_mut() {
             self.put_back_identity(&body, v);
         }
+        if may_start_run {
+            self.runs
+                .started(header.tid, header.ktime_ns, &body, &verdict);
+        }
         let seq = self.next_seq;
         self.push(ts, body, verdict);
         self.emit_followups(seq);
+    }
+
+    /// Records the opens the kernel folded into a thread's run (`count`
+    /// in all; `ended`: the run is over) that were not recorded yet, as
+    /// one record that says how many they are.
+    #[allow(clippy::too_many_arguments)]
+    fn record_folded(
+        &mut self,
+        ts: OffsetDateTime,
+        header: &Header,
+        run_ktime_ns: u64,
+        count: u64,
+        file: &decode::FileRef,
+        flags: u32,
+        ended: bool,
+    ) {
+        let Some(folded) = self.runs.folded(header.tid, run_ktime_ns, count, ended) else {
+            return;
+        };
+        self.stats
+            .coalesced
+            .fetch_add(folded.opens, Ordering::Relaxed);
+        let (body, verdict) = match folded.first {
+            Some((first, verdict)) => (
+                crate::coalesce::repeat_record(first, folded.opens),
+                verdict.map(|mut v| {
+                    // The first open of the run carried the verdict and
+                    // its alert; the count does not alert again.
+                    v.alert = false;
+                    v
+                }),
+            ),
+            None => (
+                Body::Open {
+                    process: self.table.info(header.pid, header.uid, &header.comm),
+                    path: format!("inode {}:{}", file.dev, file.ino),
+                    path_requested: None,
+                    flags,
+                    repeats: folded.opens,
+                },
+                None,
+            ),
+        };
+        self.push(ts, body, verdict);
+    }
+
+    /// Runs of folded opens left idle (the thread stopped opening but did
+    /// not exit) are recorded from the kernel's map once idle for the
+    /// coalescing window.
+    fn sweep_folded(&mut self) {
+        let runs = match self.sensor.coalesce_runs() {
+            Ok(runs) => runs,
+            Err(e) => {
+                tracing::warn!("reading the folded opens: {e}");
+                return;
+            }
+        };
+        let now = crate::observe::monotonic_ns();
+        for (tid, run) in runs {
+            if run.count == 0
+                || run.dentry == 0
+                || now.saturating_sub(run.last_ns) < sentinel_common::COALESCE_WINDOW_NS
+                || self.runs.is_current(tid, run.run_ktime_ns, run.count)
+            {
+                continue;
+            }
+            let header = Header {
+                pid: run.pid,
+                tid,
+                uid: run.uid,
+                ktime_ns: run.last_ns,
+                action: KernelAction::None,
+                rule_id: run.rule_id,
+                comm: String::new(),
+            };
+            let file = decode::FileRef {
+                dev: run.obj.dev,
+                ino: run.obj.ino,
+                ..Default::default()
+            };
+            let ts = self.clock.wall(run.last_ns);
+            self.record_folded(
+                ts,
+                &header,
+                run.run_ktime_ns,
+                run.count,
+                &file,
+                run.flags,
+                false,
+            );
+        }
     }
 
     /// Turns a kernel event into the record body, keeping the process
@@ -363,6 +483,7 @@ impl Core {
                     path,
                     process: t.info(header.pid, header.uid, &header.comm),
                     flags,
+                    repeats: 0,
                 }
             }
             KernelEvent::Change {
@@ -402,11 +523,15 @@ impl Core {
             KernelEvent::Exit { header } => {
                 let process = t.info(header.pid, header.uid, &header.comm);
                 let gone = t.on_exit(header.pid);
-                self.bandwidth
-                    .process_exited(header.pid, gone.and_then(|e| e.agent));
+                self.bandwidth.process_exited(
+                    header.pid,
+                    gone.and_then(|e| e.agent.map(|a| a.to_string())),
+                );
                 self.condemned.remove(&header.pid);
+                self.runs.exited(header.pid);
                 Body::Exit { process }
             }
+            KernelEvent::Repeat { .. } => return None,
             KernelEvent::IoUring { header } => {
                 let process = t.info(header.pid, header.uid, &header.comm);
                 Body::Alert {
@@ -659,6 +784,7 @@ impl Core {
             b.reload_webhook();
         }
         self.adopt_orphans();
+        self.sweep_folded();
         for (p, resolution) in self.approvals.expire(&mut self.sensor) {
             self.answer_guard(&p, false);
             self.push_resolution(&p, resolution, "timeout");
@@ -1128,6 +1254,7 @@ mod tests {
             path: "/etc/shadow".into(),
             path_requested: None,
             flags: 0o1101,
+            repeats: 0,
         };
         assert!(matches!(
             action_for(&open).unwrap().object,

@@ -7,24 +7,27 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sentinel_audit::ProcessInfo;
 
-/// One watched process.
+/// One watched process. The strings are shared (a forked child holds its
+/// parent's until it execs): a table of 100,000 processes is one hash
+/// table of small entries, not 300,000 string allocations.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcEntry {
     pub ppid: u32,
     pub uid: u32,
-    pub comm: String,
-    pub exe: String,
-    pub agent: Option<String>,
+    pub comm: Arc<str>,
+    pub exe: Arc<str>,
+    pub agent: Option<Arc<str>>,
 }
 
 /// Watched processes by pid, and the agent name of each watched UID.
 #[derive(Debug, Default)]
 pub struct ProcessTable {
     procs: HashMap<u32, ProcEntry>,
-    agents: HashMap<u32, String>,
+    agents: HashMap<u32, Arc<str>>,
     /// Where /proc is; tests point it elsewhere.
     proc_root: PathBuf,
 }
@@ -44,13 +47,13 @@ impl ProcessTable {
     pub fn with_proc_root(agents: HashMap<u32, String>, proc_root: PathBuf) -> Self {
         Self {
             procs: HashMap::new(),
-            agents,
+            agents: agents.into_iter().map(|(u, a)| (u, Arc::from(a))).collect(),
             proc_root,
         }
     }
 
     /// The agent of a process with this UID and parent.
-    fn attribute(&self, uid: u32, ppid: u32) -> Option<String> {
+    fn attribute(&self, uid: u32, ppid: u32) -> Option<Arc<str>> {
         self.agents
             .get(&uid)
             .cloned()
@@ -61,8 +64,10 @@ impl ProcessTable {
     /// owner): its entry, else the agent of its UID or of its parent.
     pub fn agent_of(&self, pid: u32, uid: u32) -> Option<String> {
         match self.procs.get(&pid) {
-            Some(entry) => entry.agent.clone(),
-            None => self.attribute(uid, self.read_ppid(pid).unwrap_or(0)),
+            Some(entry) => entry.agent.as_deref().map(str::to_string),
+            None => self
+                .attribute(uid, self.read_ppid(pid).unwrap_or(0))
+                .map(|a| a.to_string()),
         }
     }
 
@@ -95,8 +100,8 @@ impl ProcessTable {
             })
             .unwrap_or_else(|| filename.to_string());
         let entry = self.entry_or_proc(pid, uid, comm);
-        entry.exe = exe;
-        entry.comm = comm.to_string();
+        entry.exe = Arc::from(exe);
+        entry.comm = Arc::from(comm);
         entry.uid = uid;
         if ppid != 0 {
             entry.ppid = ppid;
@@ -108,7 +113,7 @@ impl ProcessTable {
         let mut uids: Vec<u32> = self
             .agents
             .iter()
-            .filter(|(_, name)| name.as_str() == agent)
+            .filter(|(_, name)| &***name == agent)
             .map(|(uid, _)| *uid)
             .collect();
         uids.sort_unstable();
@@ -117,7 +122,7 @@ impl ProcessTable {
 
     /// The agent name of a watched UID.
     pub fn agent_name(&self, uid: u32) -> Option<&str> {
-        self.agents.get(&uid).map(String::as_str)
+        self.agents.get(&uid).map(|a| &**a)
     }
 
     /// Processes the table attributes to `agent` (its UIDs' and every
@@ -133,7 +138,7 @@ impl ProcessTable {
     /// The parent the table knows for `pid`, and that parent's exe.
     pub fn parent_exe(&self, pid: u32) -> Option<String> {
         let ppid = self.procs.get(&pid)?.ppid;
-        self.procs.get(&ppid).map(|p| p.exe.clone())
+        self.procs.get(&ppid).map(|p| p.exe.to_string())
     }
 
     /// Every known descendant of `pid` (children, grandchildren, ...).
@@ -151,9 +156,14 @@ impl ProcessTable {
         out
     }
 
-    /// Removes an exited process, returning what was known of it.
+    /// Removes an exited process, returning what was known of it. The
+    /// table shrinks when a crowd of processes has gone.
     pub fn on_exit(&mut self, pid: u32) -> Option<ProcEntry> {
-        self.procs.remove(&pid)
+        let gone = self.procs.remove(&pid);
+        if self.procs.capacity() > 1024 && self.procs.len() < self.procs.capacity() / 8 {
+            self.procs.shrink_to(self.procs.len() * 2);
+        }
+        gone
     }
 
     /// The event's process fields, filling the table from /proc for a
@@ -167,8 +177,8 @@ impl ProcessTable {
             ppid: entry.ppid,
             uid,
             comm: comm.to_string(),
-            exe: entry.exe.clone(),
-            agent: entry.agent.clone(),
+            exe: entry.exe.to_string(),
+            agent: entry.agent.as_deref().map(str::to_string),
         }
     }
 
@@ -178,8 +188,8 @@ impl ProcessTable {
             let entry = ProcEntry {
                 ppid,
                 uid,
-                comm: comm.to_string(),
-                exe: self.read_exe(pid).unwrap_or_default(),
+                comm: Arc::from(comm),
+                exe: Arc::from(self.read_exe(pid).unwrap_or_default()),
                 agent: self.attribute(uid, ppid),
             };
             self.procs.insert(pid, entry);
@@ -283,8 +293,8 @@ impl ProcessTable {
                     ProcEntry {
                         ppid: *ppid,
                         uid: *uid,
-                        comm: comm.clone(),
-                        exe,
+                        comm: Arc::from(comm.as_str()),
+                        exe: Arc::from(exe),
                         agent: None,
                     },
                 );
@@ -301,7 +311,7 @@ impl ProcessTable {
         extra
     }
 
-    fn agent_up_the_tree(&self, mut pid: u32) -> Option<String> {
+    fn agent_up_the_tree(&self, mut pid: u32) -> Option<Arc<str>> {
         for _ in 0..64 {
             let e = self.procs.get(&pid)?;
             if let Some(a) = self.agents.get(&e.uid) {
@@ -316,7 +326,7 @@ impl ProcessTable {
 fn is_watched_lineage(
     pid: u32,
     by_pid: &HashMap<u32, (u32, u32)>,
-    agents: &HashMap<u32, String>,
+    agents: &HashMap<u32, Arc<str>>,
     memo: &mut HashMap<u32, bool>,
 ) -> bool {
     let mut chain = Vec::new();

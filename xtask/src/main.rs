@@ -53,7 +53,8 @@ enum Task {
     TestFanotifyGuest,
     /// Boot the guest kernel once and check the harness itself.
     GuestSelfTest,
-    /// Run the benchmarks and print their figures.
+    /// Run the benchmarks and print their figures (installs bpftrace and
+    /// auditd, the peers they are compared with; stops them after).
     Bench,
     /// Build the Debian package (target/debian/sentinel_VERSION_ARCH.deb).
     Package,
@@ -242,14 +243,22 @@ fn test(root: &Path, lint: bool) -> Result<()> {
     Ok(())
 }
 
+/// Every benchmark, one after the other: the overhead, flood, audit and
+/// memory tables (tests/overhead.rs, beside bpftrace and auditd), what the
+/// fanotify guard adds to an open, then the MCP proxy's latency
+/// (sentinel-mcp's proxy_latency bench).
 fn bench(root: &Path) -> Result<()> {
     setup::all(root)?;
+    setup::bench_peers()?;
     build(root)?;
-    cargo(
+    let audit_daemon_before = setup::audit_daemon_pid();
+    let overhead = cargo(
         root,
         &["bench", "--locked", "-p", "sentinel", "--bench", "overhead"],
-    )?;
-    // What the fanotify guard adds to an open (criterion).
+    );
+    setup::bench_peers_stopped(audit_daemon_before)?;
+    overhead?;
+    println!("\n## fanotify guard: what it adds to an open (criterion)\n");
     cargo(
         root,
         &[
@@ -259,6 +268,18 @@ fn bench(root: &Path) -> Result<()> {
             "sentinel-fanotify",
             "--bench",
             "open",
+        ],
+    )?;
+    println!("\n## MCP proxy: tools/call latency, direct and through the proxy\n");
+    cargo(
+        root,
+        &[
+            "bench",
+            "--locked",
+            "-p",
+            "sentinel-mcp",
+            "--bench",
+            "proxy_latency",
         ],
     )
 }

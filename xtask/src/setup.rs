@@ -106,6 +106,59 @@ pub fn kernel_mounts() -> Result<()> {
     Ok(())
 }
 
+/// The peers `cargo xtask bench` measures beside the sentinel, from
+/// Debian: bpftrace (one tracepoint filter) and auditd (one `openat` rule).
+pub const BENCH_PACKAGES: &[&str] = &["bpftrace", "auditd"];
+
+/// Installs the benchmark's peers. The benchmark starts and stops them
+/// itself; if installing auditd started its service (a machine with an
+/// init and no policy-rc.d), it is stopped and its rules cleared here, so
+/// no audit daemon is left running.
+pub fn bench_peers() -> Result<()> {
+    let audit_daemon_before = audit_daemon_pid();
+    let auditd_was_installed = crate::guest::dpkg_installed("auditd");
+    debian_packages(BENCH_PACKAGES)?;
+    if auditd_was_installed || audit_daemon_before.is_some() {
+        return Ok(());
+    }
+    if let Some(pid) = audit_daemon_pid() {
+        eprintln!("setup: stopping the audit daemon (pid {pid}) the auditd package started");
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        for args in [["-D"].as_slice(), &["-e", "0"]] {
+            let _ = Command::new("auditctl").args(args).status();
+        }
+    }
+    Ok(())
+}
+
+/// The pid of the audit daemon registered with the kernel, if any.
+pub fn audit_daemon_pid() -> Option<u32> {
+    let out = Command::new("auditctl").arg("-s").output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("pid "))
+        .and_then(|p| p.trim().parse().ok())
+        .filter(|p| *p != 0)
+}
+
+/// After the benchmark: no rule of the benchmark loaded, and no audit
+/// daemon left running that was not running before.
+pub fn bench_peers_stopped(audit_daemon_before: Option<u32>) -> Result<()> {
+    let rules = Command::new("auditctl")
+        .arg("-l")
+        .output()
+        .context("running auditctl -l")?;
+    if String::from_utf8_lossy(&rules.stdout).contains("sentinel-bench") {
+        bail!("the benchmark's audit rule is still loaded: remove it with `auditctl -D -k sentinel-bench`");
+    }
+    if let (None, Some(pid)) = (audit_daemon_before, audit_daemon_pid()) {
+        bail!("an audit daemon (pid {pid}) was left running by the benchmark: stop it with `kill {pid}`");
+    }
+    Ok(())
+}
+
 fn test_users() -> Result<()> {
     for (uid, name) in TEST_USERS {
         let exists = Command::new("getent")

@@ -63,6 +63,7 @@ pub fn open(ts: OffsetDateTime, path: &str, verdict: Option<Verdict>) -> Event {
             path: path.into(),
             path_requested: None,
             flags: 0o101,
+            repeats: 0,
         },
         verdict,
     }
