@@ -104,9 +104,17 @@ fi
 su -s /bin/sh -c "mv $H/.ssh/id_ed25519 $S/moved" sentineltest || true
 if [ "$EXPECT" = lsm ] && [ -e $S/moved ]; then fail "a protected key was moved away"; fi
 if [ -e $S/moved ]; then
+    # The daemon moves it back: the read fails refused, or finds nothing.
+    KILLED_OK=1
     refused "moved then read" $KEY agent $EV read $S/moved
-    mv $S/moved $H/.ssh/id_ed25519
+    KILLED_OK=
 fi
+i=0
+until [ -e $H/.ssh/id_ed25519 ] && [ ! -e $S/moved ]; do
+    i=$((i + 1))
+    [ $i -lt 50 ] || fail "the moved key was not moved back"
+    sleep 0.2
+done
 cp $EV $S/evasion-suid && chmod 4755 $S/evasion-suid
 refused "open_by_handle_at" $KEY agent $S/evasion-suid read-handle $H/.ssh/id_ed25519
 
@@ -125,7 +133,9 @@ refused "execveat(AT_EMPTY_PATH)" TUNNEL-RAN agent $EV exec-fd /usr/local/bin/ch
 refused "exec /proc/self/fd/N" TUNNEL-RAN agent $EV exec-proc-fd /usr/local/bin/chisel read /tmp/marker
 refused "exec shebang interpreter" TUNNEL-RAN agent $EV exec $S/tunnel.sh read /tmp/marker
 # A memfd has no file on disk to mark: without BPF LSM it is killed at exec.
-KILLED_OK=1 refused "exec memfd" TUNNEL-RAN agent $EV exec-memfd /usr/local/bin/sentinel-evasion read /tmp/marker
+KILLED_OK=1
+refused "exec memfd" TUNNEL-RAN agent $EV exec-memfd /usr/local/bin/sentinel-evasion read /tmp/marker
+KILLED_OK=
 out=$(as-user sentinelother $EV exec /usr/local/bin/chisel read /tmp/marker 2>&1) || true
 case "$out" in *TUNNEL-RAN*) ;; *) fail "the unwatched UID could not run the tool: $out" ;; esac
 
