@@ -542,22 +542,7 @@ impl Approvals {
             }
             return p.id;
         }
-        let id = self.next_id;
-        self.next_id += 1;
-        self.pending.insert(
-            id,
-            PendingApproval {
-                id,
-                pid,
-                start: start_time(pid),
-                action,
-                rule,
-                deadline: Instant::now() + self.timeout,
-                kernel_key,
-                guard_request: None,
-            },
-        );
-        id
+        self.insert(pid, action, rule, kernel_key, None)
     }
 
     /// Registers an open or exec the file guard holds in the kernel (the
@@ -571,6 +556,18 @@ impl Approvals {
         request: u64,
         kernel_key: Option<ApprovalKey>,
     ) -> u64 {
+        self.insert(pid, action, rule, kernel_key, Some(request))
+    }
+
+    /// A new pending approval with the next id.
+    fn insert(
+        &mut self,
+        pid: u32,
+        action: String,
+        rule: Option<String>,
+        kernel_key: Option<ApprovalKey>,
+        guard_request: Option<u64>,
+    ) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         self.pending.insert(
@@ -583,7 +580,7 @@ impl Approvals {
                 rule,
                 deadline: Instant::now() + self.timeout,
                 kernel_key,
-                guard_request: Some(request),
+                guard_request,
             },
         );
         id
