@@ -9,7 +9,7 @@
 //! out it drains the ring buffer, flushes the chain and the sinks, and
 //! detaches every program (dropping the sensor does that on every path).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -37,6 +37,7 @@ use crate::observe::{Sensor, SensorOptions};
 use crate::pipeline::{lock, mode_name, Core, CoreParts};
 use crate::preflight;
 use crate::process::ProcessTable;
+use crate::quarantine::QuarantineStore;
 
 /// What `sentinel run` was asked to do.
 #[derive(Debug, Clone)]
@@ -136,6 +137,18 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
     }
     let mut engine = Engine::new(policy);
     engine.set_homes(homes.clone());
+    // Quarantines outlive the daemon: the active ones are in force (and
+    // compiled into the kernel maps) before anything is attached.
+    let quarantines = QuarantineStore::open(&config.db).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for q in quarantines
+        .active(std::time::SystemTime::now())
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
+        let target = q.entry.target.clone();
+        if let Err(e) = engine.quarantine(q.entry) {
+            tracing::error!("stored quarantine #{} on {target} does not load: {e}", q.id);
+        }
+    }
     engine.set_mode(mode);
     engine.set_anomaly(behaviour.scorer());
     let engine = Arc::new(Mutex::new(engine));
@@ -184,6 +197,7 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
             .policy_dir
             .as_deref()
             .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.to_path_buf())),
+        quarantines: Some(quarantines),
     })?;
     let core = Arc::new(Mutex::new(core));
 
@@ -419,14 +433,16 @@ fn mcp_handler(
     );
     let agents = config.agents.clone();
     let agent_of = Box::new(move |peer: &PeerCred| agents.get(&peer.uid).cloned());
+    let inner = PeerBoundHandler::new(
+        Arc::new(decider),
+        agent_of,
+        Arc::new(sentinel_mcp::SystemClock),
+    );
+    lock(core).mcp_peers = inner.stats();
     Ok(Arc::new(CallLinking {
-        inner: PeerBoundHandler::new(
-            Arc::new(decider),
-            agent_of,
-            Arc::new(sentinel_mcp::SystemClock),
-        ),
+        inner,
         core: core.clone(),
-        in_flight: Mutex::new(HashMap::new()),
+        in_flight: Mutex::new(BTreeMap::new()),
     }))
 }
 
@@ -437,11 +453,19 @@ fn mcp_handler(
 struct CallLinking {
     inner: PeerBoundHandler,
     core: Arc<Mutex<Core>>,
-    /// Proxy pid → `seq` of its calls in flight, oldest first.
-    in_flight: Mutex<HashMap<u32, VecDeque<u64>>>,
+    /// Call id → `seq` of its record, for calls in flight (ids only grow,
+    /// so the first is the oldest).
+    in_flight: Mutex<BTreeMap<u64, u64>>,
 }
 
+/// Calls in flight kept for linking; beyond it the oldest is forgotten.
+const MAX_LINKED_CALLS: usize = 4096;
+
 impl DecisionHandler for CallLinking {
+    fn admit(&self, peer: &PeerCred) -> bool {
+        self.inner.admit(peer)
+    }
+
     fn handle(&self, peer: &PeerCred, request: DaemonRequest) -> DaemonResponse {
         let proxy = peer.pid.and_then(|p| u32::try_from(p).ok());
         match (request, proxy) {
@@ -449,23 +473,33 @@ impl DecisionHandler for CallLinking {
                 let (server, tool, args) =
                     (call.server.clone(), call.tool.clone(), call.args.clone());
                 let response = self.inner.handle(peer, DaemonRequest::Decide { call });
-                if let DaemonResponse::Verdict(v) = &response {
-                    if matches!(v.action, Decision::Allow | Decision::LogOnly) {
+                if let DaemonResponse::Decided(d) = &response {
+                    if let (true, Some(id)) = (
+                        matches!(d.verdict.action, Decision::Allow | Decision::LogOnly),
+                        d.call_id,
+                    ) {
                         let seq =
                             lock(&self.core).mcp_call_started(pid, peer.uid, server, tool, &args);
-                        lock(&self.in_flight).entry(pid).or_default().push_back(seq);
+                        let mut in_flight = lock(&self.in_flight);
+                        in_flight.insert(id, seq);
+                        if in_flight.len() > MAX_LINKED_CALLS {
+                            in_flight.pop_first();
+                        }
                     }
                 }
                 response
             }
-            (request @ DaemonRequest::Record { .. }, Some(pid)) => {
-                let finished = lock(&self.in_flight)
-                    .get_mut(&pid)
-                    .and_then(VecDeque::pop_front);
-                if let Some(seq) = finished {
-                    lock(&self.core).mcp_call_finished(seq);
+            (DaemonRequest::Outcome { call_id, outcome }, _) => {
+                let ends = sentinel_mcp::outcome_ends_call(&outcome) == Some(true);
+                let response = self
+                    .inner
+                    .handle(peer, DaemonRequest::Outcome { call_id, outcome });
+                if ends && response == DaemonResponse::Done {
+                    if let Some(seq) = lock(&self.in_flight).remove(&call_id) {
+                        lock(&self.core).mcp_call_finished(seq);
+                    }
                 }
-                self.inner.handle(peer, request)
+                response
             }
             (request, _) => self.inner.handle(peer, request),
         }

@@ -8,8 +8,6 @@
 //!   or kills them on `sentinel approve` / `sentinel deny` or a timeout.
 //!   An approval is one-shot and bound to the process (pid and start
 //!   time, so a reused pid is never signalled) and to the action.
-//! - [`kill_after_the_fact`] is the userspace fallback for deny verdicts the
-//!   kernel could not take itself (a regex on argv, an agent-scoped rule).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -211,27 +209,9 @@ pub fn apply(sensor: &mut Sensor, maps: &CompiledMaps) -> Result<(), SensorError
     sensor.set_flag(sentinel_common::config::flags::LOCKDOWN, maps.lockdown)
 }
 
-/// A process's start time (clock ticks since boot, /proc/PID/stat field
-/// 22): with the pid, it names one process even if the pid is reused.
-pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
+/// Sends `sig` to a held process, if it is still the one that was held.
 fn signal(pid: u32, start: Option<u64>, sig: i32) -> bool {
-    // Only the process we saw: a pid reused since then is left alone.
-    if start.is_some() && start_time(pid) != start {
-        return false;
-    }
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe { libc::kill(pid as i32, sig) == 0 }
-}
-
-/// The userspace fallback for a deny the kernel did not take: kills the
-/// process if it is still the one that acted. Returns whether it was.
-pub fn kill_after_the_fact(pid: u32, start: Option<u64>) -> bool {
-    signal(pid, start, libc::SIGKILL)
+    crate::identity::signal_known(pid, start, sig).is_ok()
 }
 
 /// A process held for an approval.
@@ -275,9 +255,16 @@ impl Approvals {
         }
     }
 
-    /// Registers a held process; returns the approval id. A process that
-    /// already waits (adopted before its late event arrived) keeps its id.
-    pub fn hold(&mut self, pid: u32, action: String, rule: Option<String>) -> u64 {
+    /// Registers a held process (`start`: its start time, as the process
+    /// table knows it); returns the approval id. A process that already
+    /// waits (adopted before its late event arrived) keeps its id.
+    pub fn hold(
+        &mut self,
+        pid: u32,
+        start: Option<u64>,
+        action: String,
+        rule: Option<String>,
+    ) -> u64 {
         if let Some(p) = self.pending.values_mut().find(|p| p.pid == pid) {
             p.action = action;
             p.rule = rule;
@@ -290,7 +277,7 @@ impl Approvals {
             PendingApproval {
                 id,
                 pid,
-                start: start_time(pid),
+                start,
                 action,
                 rule,
                 deadline: Instant::now() + self.timeout,

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use sentinel_anomaly::Outcome;
 use sentinel_audit::{AuditWriter, Body, Event};
 use sentinel_policy::{open_flags_write, Action, Decision, Engine, Mode, Object, Verdict};
 use serde::Serialize;
@@ -28,10 +29,12 @@ use crate::behaviour::Behaviour;
 use crate::clock::WallClock;
 use crate::decode::{self, Header, KernelAction, KernelEvent};
 use crate::enforce::{self, Approvals, CompiledMaps, PendingApproval, Resolution};
+use crate::identity::{self, ProcId};
 use crate::metrics::Metrics;
 
 use crate::observe::Sensor;
 use crate::process::ProcessTable;
+use crate::quarantine::QuarantineStore;
 
 /// Counters shared with the control socket (`sentinel status`).
 #[derive(Debug, Default)]
@@ -45,7 +48,8 @@ pub struct Stats {
     /// Events the kernel could not deliver (ring buffer full), as last
     /// reported.
     pub lost: AtomicU64,
-    /// Events the audit chain failed to take.
+    /// Events the audit chain failed to take: not queued (the writer
+    /// stopped) or not committed (a failed batch).
     pub audit_errors: AtomicU64,
 }
 
@@ -91,7 +95,7 @@ pub struct Core {
     pub stats: Arc<Stats>,
     /// Processes the daemon killed after the fact: children they forked
     /// before the kill landed are killed when their fork is seen.
-    condemned: HashSet<u32>,
+    condemned: HashSet<ProcId>,
     lost_reported: u64,
     next_recompile: Option<SystemTime>,
     pub bandwidth: BandwidthMeter,
@@ -106,6 +110,10 @@ pub struct Core {
     pub agent_risk: BTreeMap<String, AgentRisk>,
     /// Held by the kernel without an approval at the last tick.
     orphans: HashSet<u32>,
+    /// What the MCP decision socket refused (set when it is bound).
+    pub mcp_peers: Arc<sentinel_mcp::daemon::PeerStats>,
+    /// The durable copy of the quarantines (the engine holds the live one).
+    pub quarantines: Option<QuarantineStore>,
 }
 
 /// One agent's risk as its verdicts report it.
@@ -176,6 +184,7 @@ pub struct CoreParts {
     pub approvals: Approvals,
     pub metrics: Arc<Metrics>,
     pub policy_dir: Option<PathBuf>,
+    pub quarantines: Option<QuarantineStore>,
 }
 
 impl Core {
@@ -202,6 +211,8 @@ impl Core {
             feed: Feed::default(),
             agent_risk: BTreeMap::new(),
             orphans: HashSet::new(),
+            mcp_peers: Arc::default(),
+            quarantines: parts.quarantines,
         };
         core.recompile()?;
         Ok(core)
@@ -247,13 +258,17 @@ impl Core {
     /// Turns a kernel event into the record body, keeping the process
     /// table current. Fork events only update the table.
     fn enrich(&mut self, event: KernelEvent) -> Option<Body> {
+        let at = event.header().ktime_ns;
         let t = &mut self.table;
         Some(match event {
             KernelEvent::Fork { header, child_pid } => {
-                t.on_fork(header.pid, header.uid, &header.comm, child_pid);
-                if self.condemned.contains(&header.pid) {
-                    enforce::kill_after_the_fact(child_pid, None);
-                    self.condemned.insert(child_pid);
+                t.on_fork(header.pid, header.uid, &header.comm, child_pid, at);
+                let parent = t.get(header.pid).and_then(|e| e.id(header.pid));
+                if parent.is_some_and(|p| self.condemned.contains(&p)) {
+                    if let Some(child) = t.get(child_pid).and_then(|e| e.id(child_pid)) {
+                        let _ = identity::signal(child, libc::SIGKILL);
+                        self.condemned.insert(child);
+                    }
                 }
                 return None;
             }
@@ -265,9 +280,9 @@ impl Core {
                 argv_truncated,
                 ..
             } => {
-                t.on_exec(header.pid, ppid, header.uid, &header.comm, &filename);
+                t.on_exec(header.pid, ppid, header.uid, &header.comm, &filename, at);
                 Body::Exec {
-                    process: t.info(header.pid, header.uid, &header.comm),
+                    process: t.info(header.pid, header.uid, &header.comm, at),
                     argv,
                     argv_truncated,
                 }
@@ -279,27 +294,29 @@ impl Core {
                 dfd,
             } => Body::Open {
                 path: t.resolve_path(header.pid, dfd, &path),
-                process: t.info(header.pid, header.uid, &header.comm),
+                process: t.info(header.pid, header.uid, &header.comm, at),
                 flags,
             },
             KernelEvent::Connect {
                 header, addr, port, ..
             } => Body::Connect {
-                process: t.info(header.pid, header.uid, &header.comm),
+                process: t.info(header.pid, header.uid, &header.comm, at),
                 family: if addr.is_ipv4() { "inet" } else { "inet6" }.to_string(),
                 addr: addr.to_string(),
                 port,
             },
             KernelEvent::Exit { header } => {
-                let process = t.info(header.pid, header.uid, &header.comm);
-                let gone = t.on_exit(header.pid);
+                let process = t.info(header.pid, header.uid, &header.comm, at);
+                let gone = t.on_exit(header.pid, at);
+                if let Some(id) = gone.as_ref().and_then(|e| e.id(header.pid)) {
+                    self.condemned.remove(&id);
+                }
                 self.bandwidth
                     .process_exited(header.pid, gone.and_then(|e| e.agent));
-                self.condemned.remove(&header.pid);
                 Body::Exit { process }
             }
             KernelEvent::IoUring { header } => {
-                let process = t.info(header.pid, header.uid, &header.comm);
+                let process = t.info(header.pid, header.uid, &header.comm, at);
                 Body::Alert {
                     severity: "warning".into(),
                     category: "defense_evasion".into(),
@@ -320,24 +337,7 @@ impl Core {
         let mut v = lock(&self.engine)
             .assess(&action, SystemTime::now())
             .verdict;
-        // The scorer latches an auto-lockdown once (not while learning)
-        // until the operator lifts it.
-        if let Some(order) = self.behaviour.as_ref().and_then(Behaviour::take_lockdown) {
-            self.set_mode(Mode::Lockdown, &order.reason);
-            let alert = self
-                .behaviour
-                .as_mut()
-                .and_then(|b| b.raise(order.alert(), SystemTime::now()));
-            if let Some(alert) = alert {
-                let event = alert.to_event(self.take_seq());
-                self.emit(event);
-            }
-        }
-        if v.action == Decision::Deny {
-            if let Some(b) = &self.behaviour {
-                b.denied(&action);
-            }
-        }
+        self.enforce_auto_lockdown();
         let pid = header.pid;
         match header.action {
             KernelAction::Killed | KernelAction::Denied => {
@@ -387,9 +387,11 @@ impl Core {
                 Decision::Ask => {
                     // Stopped after the fact: the call has happened, but the
                     // process cannot use its result until a human decides.
-                    // SAFETY: kill has no memory-safety preconditions.
-                    let stopped = unsafe { libc::kill(pid as i32, libc::SIGSTOP) } == 0;
-                    let _ = self.sensor.hold(pid);
+                    let start = self.table.get(pid).and_then(|e| e.start);
+                    let stopped = identity::signal_known(pid, start, libc::SIGSTOP).is_ok();
+                    if stopped {
+                        let _ = self.sensor.hold(pid);
+                    }
                     let id = self.hold(pid, body, v.rule.clone());
                     v.enforced = false;
                     v.reason = format!(
@@ -401,24 +403,67 @@ impl Core {
                 _ => {}
             },
         }
+        if let Some(b) = &self.behaviour {
+            let outcome = match (header.action, v.action) {
+                (KernelAction::Denied | KernelAction::Killed, _) | (_, Decision::Deny) => {
+                    Some(Outcome::Denied)
+                }
+                (KernelAction::None, Decision::Allow | Decision::LogOnly) => Some(Outcome::Success),
+                _ => None,
+            };
+            if let Some(outcome) = outcome {
+                b.outcome(&action, outcome);
+            }
+        }
         Some(v)
+    }
+
+    /// The scorer latches an auto-lockdown once (not while learning) until
+    /// the operator lifts it; the mode follows at once. Checked after every
+    /// kernel verdict and every tick (an MCP call's score can trip it too).
+    fn enforce_auto_lockdown(&mut self) {
+        if let Some(order) = self.behaviour.as_ref().and_then(Behaviour::take_lockdown) {
+            self.set_mode(Mode::Lockdown, &order.reason);
+            let alert = self
+                .behaviour
+                .as_mut()
+                .and_then(|b| b.raise(order.alert(), SystemTime::now()));
+            if let Some(alert) = alert {
+                let event = alert.to_event(self.take_seq());
+                self.emit(event);
+            }
+        }
     }
 
     /// Kills a process and every descendant the table knows of, and
     /// remembers them so children whose fork is still in the ring buffer
-    /// follow. Returns whether the process itself was still there.
+    /// follow. Only processes whose identity (pid and start time) the
+    /// table holds are signalled. Returns whether the process itself was
+    /// still there.
     fn kill_tree(&mut self, pid: u32) -> bool {
-        let killed = enforce::kill_after_the_fact(pid, None);
-        self.condemned.insert(pid);
-        for child in self.table.descendants(pid) {
-            enforce::kill_after_the_fact(child, None);
-            self.condemned.insert(child);
+        let mut killed = false;
+        for (i, p) in std::iter::once(pid)
+            .chain(self.table.descendants(pid))
+            .enumerate()
+        {
+            let Some(id) = self.table.get(p).and_then(|e| e.id(p)) else {
+                continue;
+            };
+            let sent = identity::signal(id, libc::SIGKILL).is_ok();
+            killed |= i == 0 && sent;
+            self.condemned.insert(id);
         }
         killed
     }
 
     fn hold(&mut self, pid: u32, body: &Body, rule: Option<String>) -> u64 {
-        self.approvals.hold(pid, describe(body), rule)
+        let start = self.table.get(pid).and_then(|e| e.start);
+        self.approvals.hold(pid, start, describe(body), rule)
+    }
+
+    /// What the process table holds, for `status`.
+    pub fn table_stats(&self) -> crate::process::TableStats {
+        self.table.stats()
     }
 
     fn push(&mut self, ts: OffsetDateTime, body: Body, verdict: Option<Verdict>) {
@@ -436,6 +481,9 @@ impl Core {
         event.seq = self.take_seq();
         let alerts = match self.behaviour.as_mut() {
             Some(b) if !matches!(event.body, Body::Alert { .. }) => {
+                if let Some((action, outcome)) = crate::behaviour::outcome_of_mcp(&event) {
+                    b.outcome(&action, outcome);
+                }
                 let (alerts, link) = b.observe(&event);
                 // The analyst sees which tool call caused a kernel action
                 // in that action's own record.
@@ -483,6 +531,8 @@ impl Core {
         self.read_bandwidth();
         let lost = self.sensor.counters().map(|c| c.ringbuf_full).unwrap_or(0);
         self.stats.lost.store(lost, Ordering::Relaxed);
+        // Lost events may have been exits: check every entry then.
+        self.table.sweep(lost > self.lost_reported);
         if lost > self.lost_reported {
             let count = lost - self.lost_reported;
             self.lost_reported = lost;
@@ -492,9 +542,19 @@ impl Core {
         if let Some(b) = self.behaviour.as_mut() {
             b.reload_webhook();
         }
+        self.enforce_auto_lockdown();
         self.adopt_orphans();
         for (p, resolution) in self.approvals.expire(&mut self.sensor) {
             self.push_resolution(&p, resolution, "timeout");
+        }
+        let audit = self.audit.stats();
+        let errors = audit.failed + audit.dropped;
+        if errors > self.stats.audit_errors.swap(errors, Ordering::Relaxed) {
+            tracing::error!(
+                "the audit chain failed to take {errors} events so far ({} not committed, {} not queued)",
+                audit.failed,
+                audit.dropped
+            );
         }
         if self.next_recompile.is_some_and(|t| t <= SystemTime::now()) {
             if let Err(e) = self.recompile() {
@@ -523,6 +583,7 @@ impl Core {
         for pid in adopt {
             let id = self.approvals.hold(
                 pid,
+                identity::start_time(pid),
                 format!(
                     "a held action of pid {pid} (its event was lost: the ring buffer was full)"
                 ),
@@ -573,9 +634,9 @@ impl Core {
     }
 
     /// Resolves an approval (`sentinel approve|deny ID`).
-    pub fn resolve(&mut self, id: u64, approve: bool) -> Option<Resolution> {
+    pub fn resolve(&mut self, id: u64, approve: bool, by: &str) -> Option<Resolution> {
         let (p, resolution) = self.approvals.resolve(id, approve, &mut self.sensor)?;
-        self.push_resolution(&p, resolution, "operator");
+        self.push_resolution(&p, resolution, by);
         Some(resolution)
     }
 
@@ -612,7 +673,9 @@ impl Core {
         args: &serde_json::Value,
     ) -> u64 {
         let comm = std::fs::read_to_string(format!("/proc/{proxy_pid}/comm")).unwrap_or_default();
-        let process = self.table.info(proxy_pid, uid, comm.trim());
+        let process = self
+            .table
+            .info(proxy_pid, uid, comm.trim(), identity::now_ktime());
         let args_digest = blake3::hash(sentinel_policy::canonical_json(args).as_bytes())
             .to_hex()
             .to_string();

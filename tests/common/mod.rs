@@ -75,6 +75,8 @@ pub fn scratch_dir() -> tempfile::TempDir {
 
 pub struct Daemon {
     child: Option<Child>,
+    /// The command line it was started with (for `restart`).
+    args: Vec<std::ffi::OsString>,
     /// The rule-less policy of `start_observing`, kept while it runs.
     policy: Option<tempfile::TempDir>,
     pub state_dir: tempfile::TempDir,
@@ -92,22 +94,22 @@ impl Daemon {
             .unwrap();
         let jsonl = state_dir.path().join("events.jsonl");
         let stderr_path = state_dir.path().join("daemon.stderr");
-        let child = Command::new(sentinel_bin())
-            .arg("run")
-            .args(["--agent", &format!("testagent={WATCHED_UID}")])
-            .arg("--jsonl")
-            .arg(&jsonl)
-            .arg("--state-dir")
-            .arg(state_dir.path())
-            .arg("--db")
-            .arg(state_dir.path().join("sentinel.db"))
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(File::create(&stderr_path).unwrap())
-            .spawn()
-            .expect("starting sentinel");
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "run".into(),
+            "--agent".into(),
+            format!("testagent={WATCHED_UID}").into(),
+            "--jsonl".into(),
+            jsonl.clone().into(),
+            "--state-dir".into(),
+            state_dir.path().into(),
+            "--db".into(),
+            state_dir.path().join("sentinel.db").into(),
+        ];
+        args.extend(extra.iter().map(Into::into));
+        let child = spawn_daemon(&args, &stderr_path);
         let mut daemon = Daemon {
             child: Some(child),
+            args,
             policy: None,
             state_dir,
             jsonl,
@@ -133,6 +135,16 @@ impl Daemon {
         let mut daemon = Daemon::start(&args);
         daemon.policy = Some(policy);
         daemon
+    }
+
+    /// Stops the daemon (SIGTERM) and starts it again with the same
+    /// command line, state directory and database.
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            assert!(self.stop().success(), "sentinel did not stop cleanly");
+        }
+        self.child = Some(spawn_daemon(&self.args, &self.stderr_path));
+        self.wait_ready();
     }
 
     pub fn pid(&self) -> u32 {
@@ -254,6 +266,20 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
     }
+}
+
+fn spawn_daemon(args: &[std::ffi::OsString], stderr: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(stderr)
+        .unwrap();
+    Command::new(sentinel_bin())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("starting sentinel")
 }
 
 /// A command that will run as `uid` (its primary group is the same number).

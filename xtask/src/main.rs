@@ -5,6 +5,7 @@
 //! two README commands (`cargo xtask run -- run --uid N` and `cargo xtask
 //! test`) are all a newcomer or CI needs.
 
+mod fuzz;
 mod guest;
 mod guest_lsm;
 mod mcp_peers;
@@ -54,6 +55,17 @@ enum Task {
     Bench,
     /// Build the Debian package (target/debian/sentinel_VERSION_ARCH.deb).
     Package,
+    /// Build the libFuzzer targets (JSON-RPC framing and parser, policy
+    /// loader, ring-record decoder) and run each for a while. Not part of
+    /// `test`.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only this target (jsonrpc, policy, ring_record).
+        #[arg(long)]
+        target: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -94,6 +106,7 @@ fn run(task: Task) -> Result<()> {
         }
         Task::Bench => bench(&root),
         Task::Package => package::build(&root).map(drop),
+        Task::Fuzz { seconds, target } => fuzz::run(&root, seconds, target.as_deref()),
     }
 }
 
@@ -226,5 +239,16 @@ fn bench(root: &Path) -> Result<()> {
     cargo(
         root,
         &["bench", "--locked", "-p", "sentinel", "--bench", "overhead"],
+    )?;
+    cargo(
+        root,
+        &[
+            "bench",
+            "--locked",
+            "-p",
+            "sentinel",
+            "--bench",
+            "process_table",
+        ],
     )
 }

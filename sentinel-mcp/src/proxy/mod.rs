@@ -391,32 +391,45 @@ impl Proxy {
             .and_then(|p| p.get("arguments"))
             .cloned()
             .unwrap_or_else(|| json!({}));
-        let call = ToolCall {
+        let mut call = ToolCall {
             agent: self.config.agent.clone(),
             uid: self.config.uid,
             pid: self.config.pid,
             server: self.config.server.clone(),
             tool: tool.to_string(),
             args,
+            call_id: None,
         };
         let now = self.clock.now();
         let blocked = self.state().blocked_tools.get(tool).cloned();
         let verdict = match blocked {
             Some((rule, reason)) => {
+                // The decision point still hears of the call (and records
+                // its own verdict); the proxy refuses it for what it saw in
+                // the tool list, and reports that.
+                if let Ok(decided) = self.decider.decide(&call, now) {
+                    call.call_id = decided.call_id;
+                }
                 let verdict = own_verdict(Decision::Deny, &rule, reason, 90);
                 self.record(&call, &verdict, "denied");
                 verdict
             }
-            None => self.decider.decide(&call, now).unwrap_or_else(|e| {
-                let verdict = own_verdict(
-                    Decision::Deny,
-                    "sentinel-unavailable",
-                    format!("no verdict could be reached, so the call is refused: {e}"),
-                    100,
-                );
-                self.record(&call, &verdict, "denied");
-                verdict
-            }),
+            None => match self.decider.decide(&call, now) {
+                Ok(decided) => {
+                    call.call_id = decided.call_id;
+                    decided.verdict
+                }
+                Err(e) => {
+                    let verdict = own_verdict(
+                        Decision::Deny,
+                        "sentinel-unavailable",
+                        format!("no verdict could be reached, so the call is refused: {e}"),
+                        100,
+                    );
+                    self.record(&call, &verdict, "denied");
+                    verdict
+                }
+            },
         };
         match verdict.action {
             Decision::Allow | Decision::LogOnly => Some(PendingKind::ToolsCall {
@@ -528,8 +541,7 @@ impl Proxy {
             return step;
         };
         if let PendingKind::ToolsCall { call, verdict } = &p.kind {
-            self.decider
-                .server_outcome(&call.server, false, self.clock.now());
+            self.decider.server_outcome(call, false, self.clock.now());
             self.record(call, verdict, "timeout");
         }
         if !p.cancelled {
