@@ -595,7 +595,7 @@ fn status_and_doctor_speak_in_words() {
         "cgroup2",
         "fanotify_perm",
         "reported by the sensor, loaded for this check",
-        "exec     sigkill",
+        "exec     fanotify+sigkill",
         "to do better: boot a kernel with CONFIG_BPF_LSM=y",
         "connect  cgroup",
     ] {

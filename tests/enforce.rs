@@ -176,8 +176,9 @@ fn denied_exec_and_open_are_killed_for_the_watched_uid_only() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("TOP-SECRET"));
 
     let s = daemon.status();
-    assert_eq!(s["enforcement"]["exec"], "sigkill");
-    assert_eq!(s["enforcement"]["open"], "sigkill");
+    assert_eq!(s["enforcement"]["exec"], "fanotify+sigkill");
+    assert_eq!(s["enforcement"]["open"], "fanotify+sigkill");
+    assert!(s["file_guard"]["marked"].as_u64().unwrap_or(0) > 0, "{s}");
     let in_kernel: Vec<&str> = s["decided_in_kernel"]
         .as_array()
         .unwrap()

@@ -208,10 +208,20 @@ fn status_reports_attachments_and_counts() {
         .collect();
     for needle in [
         "tracepoint:syscalls:sys_enter_execve",
-        "tracepoint:sched:sched_process_exec",
+        "raw_tracepoint:sched_process_exec",
         "tracepoint:syscalls:sys_enter_openat",
+        "tracepoint:syscalls:sys_exit_openat",
+        "tracepoint:syscalls:sys_enter_open_by_handle_at",
+        "tracepoint:syscalls:sys_enter_io_uring_enter",
         "tracepoint:sched:sched_process_fork",
         "tracepoint:sched:sched_process_exit",
+        // Without BPF LSM, changes to the file system are seen at the
+        // syscalls (with it, by the LSM path hooks).
+        "tracepoint:syscalls:sys_enter_renameat2",
+        "tracepoint:syscalls:sys_enter_unlinkat",
+        "tracepoint:syscalls:sys_enter_truncate",
+        "tracepoint:syscalls:sys_enter_fchmodat",
+        "tracepoint:syscalls:sys_enter_linkat",
     ] {
         assert!(attached.contains(&needle), "{needle} not in {attached:?}");
     }
@@ -220,6 +230,7 @@ fn status_reports_attachments_and_counts() {
         .iter()
         .any(|a| a.starts_with("cgroup_sock_addr:connect4:")));
     assert_eq!(s["enforcement"]["connect"], "cgroup");
+    assert_eq!(s["enforcement"]["change"], "sigkill-after");
     assert!(s["events"]["seen"].as_u64().unwrap() > 0);
     assert!(s["events"]["emitted"].as_u64().unwrap() > 0);
     assert_eq!(s["events"]["lost"], 0);

@@ -134,6 +134,17 @@ pub fn event_line(event: &Event) -> String {
                 .put("fname", file_name)
                 .labelled("cn2", "flags", flags);
         }
+        Body::FileChange {
+            op, path, source, ..
+        } => {
+            let file_name = path.rsplit('/').next().unwrap_or(path);
+            ext.put("filePath", path)
+                .put("fname", file_name)
+                .labelled("cs5", "op", op);
+            if let Some(source) = source {
+                ext.put("oldFilePath", source);
+            }
+        }
         Body::Connect {
             addr, port, family, ..
         } => {
@@ -154,6 +165,30 @@ pub fn event_line(event: &Event) -> String {
                 .labelled("cs4", "args", args);
             if let Some(outcome) = outcome {
                 ext.put("outcome", outcome);
+            }
+        }
+        Body::LlmCall {
+            upstream,
+            endpoint,
+            model,
+            stream,
+            request_bytes,
+            response_bytes,
+            status,
+            outcome,
+            findings,
+            ..
+        } => {
+            ext.labelled("cs5", "llmUpstream", upstream)
+                .labelled("cs6", "llmEndpoint", endpoint)
+                .labelled("cs4", "model", model.as_deref().unwrap_or(""))
+                .put("out", request_bytes)
+                .put("in", response_bytes)
+                .labelled("cn2", "httpStatus", status)
+                .labelled("flexString1", "stream", stream)
+                .put("outcome", outcome);
+            if !findings.is_empty() {
+                ext.put("msg", findings.join(","));
             }
         }
         Body::Alert {

@@ -6,6 +6,10 @@
 //! `comm`, `exe`, `agent`; exec `argv`; open `path`, `flags`; connect
 //! `addr`, `port`, `family`; MCP `server`, `tool`, `args`; `verdict`;
 //! alerts `severity`, `category`, `reason`, `related`.
+//!
+//! Paths are the objects the kernel resolved (after symlinks, `..`,
+//! relative paths and descriptors); what the process typed is kept in
+//! `path_requested` when it differs.
 
 use sentinel_policy::Verdict;
 use serde::{Deserialize, Serialize};
@@ -48,13 +52,37 @@ pub enum Body {
         /// True when argv was cut to fit the kernel's bounds.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         argv_truncated: bool,
+        /// The filename as passed to execve, when it differs from `exe`
+        /// (the binary the kernel resolved and runs).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path_requested: Option<String>,
     },
     Open {
         #[serde(flatten)]
         process: ProcessInfo,
+        /// The resolved path of the object opened.
         path: String,
+        /// The path as the process passed it, when it differs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path_requested: Option<String>,
         /// The open(2) flags, as the kernel saw them.
         flags: u32,
+    },
+    /// A change to the file system: `op` is `rename`, `link`, `unlink`,
+    /// `rmdir`, `truncate`, `chmod`, `chown`, `mkdir`, `symlink` or
+    /// `mknod`; `path` the object changed or the name created; `source`
+    /// rename's and link's other name.
+    FileChange {
+        #[serde(flatten)]
+        process: ProcessInfo,
+        op: String,
+        path: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path_requested: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source_requested: Option<String>,
     },
     Connect {
         #[serde(flatten)]
@@ -78,6 +106,32 @@ pub enum Body {
         /// What happened after the verdict (`forwarded`, `error`, `result`, ...).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         outcome: Option<String>,
+    },
+    /// One request through the LLM API proxy (`sentinel llm-proxy`):
+    /// which agent called which model, how big the request and the answer
+    /// were, and what was done with it. The process is the proxy's.
+    LlmCall {
+        #[serde(flatten)]
+        process: ProcessInfo,
+        /// The upstream host the request was (or would have been) sent to.
+        upstream: String,
+        /// `chat.completions`, `responses`, `messages`, ...
+        endpoint: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        stream: bool,
+        request_bytes: u64,
+        response_bytes: u64,
+        /// The HTTP status the agent received.
+        status: u16,
+        /// `forwarded`, `refused`, `blocked-secret`, `redacted`,
+        /// `blocked-injection`, `upstream-error`, `unauthorized`, ...
+        outcome: String,
+        /// Secret kinds found in the request, injection markers in the
+        /// answer.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        findings: Vec<String>,
     },
     Alert {
         /// `info`, `warning` or `critical`.
@@ -103,9 +157,11 @@ impl Event {
         match self.body {
             Body::Exec { .. } => "exec",
             Body::Open { .. } => "open",
+            Body::FileChange { .. } => "file_change",
             Body::Connect { .. } => "connect",
             Body::Exit { .. } => "exit",
             Body::McpCall { .. } => "mcp_call",
+            Body::LlmCall { .. } => "llm_call",
             Body::Alert { .. } => "alert",
             Body::Lost { .. } => "lost",
             Body::ModeChange { .. } => "mode_change",
@@ -117,9 +173,11 @@ impl Event {
         match &self.body {
             Body::Exec { process, .. }
             | Body::Open { process, .. }
+            | Body::FileChange { process, .. }
             | Body::Connect { process, .. }
             | Body::Exit { process }
-            | Body::McpCall { process, .. } => Some(process),
+            | Body::McpCall { process, .. }
+            | Body::LlmCall { process, .. } => Some(process),
             _ => None,
         }
     }
@@ -145,6 +203,7 @@ mod tests {
                 },
                 argv: vec!["ls".into(), "-l".into()],
                 argv_truncated: false,
+                path_requested: None,
             },
             verdict: None,
         };

@@ -8,8 +8,15 @@
 //! can be written into and read from maps.
 #![no_std]
 
-/// Longest path (and exec filename) captured, including the NUL.
+/// Longest path string as the process passed it (and the kernel's copy of
+/// an exec filename) captured, including the NUL.
 pub const PATH_LEN: usize = 256;
+/// Longest resolved path captured, including the NUL: the path of the
+/// object the kernel resolved, rebuilt from its dentries and mounts.
+pub const RPATH_LEN: usize = 512;
+/// Path components (and mount crossings) a resolution walks at most;
+/// deeper objects are reported with `object_flags::TRUNCATED`.
+pub const WALK_DEPTH: usize = 48;
 /// Arguments captured per exec; more are flagged as truncated.
 pub const ARGV_MAX: usize = 16;
 /// Bytes captured per argument, including the NUL; longer ones are flagged.
@@ -23,8 +30,49 @@ pub mod kind {
     pub const CONNECT: u32 = 3;
     pub const EXIT: u32 = 4;
     pub const FORK: u32 = 5;
-    /// A watched process tried to set up io_uring (header only).
+    /// A watched process tried to set up or use io_uring (header only).
     pub const IO_URING: u32 = 6;
+    /// A change to the file system: rename, link, unlink, truncate, chmod,
+    /// mkdir, symlink, mknod ([`MutateEvent`]).
+    pub const MUTATE: u32 = 7;
+}
+
+/// How a file-system-changing syscall's arguments are laid out, by
+/// syscall number (the `CHANGE_SYSCALLS` map, written by the daemon for
+/// its architecture): argument indices, or -1 when absent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChangeSyscall {
+    /// `mutate_op::*`.
+    pub op: u8,
+    /// The directory fd of `name` (absent: the working directory).
+    pub dfd: i8,
+    /// The name changed or created.
+    pub name: i8,
+    /// rename's and link's source, and its directory fd.
+    pub dfd2: i8,
+    pub name2: i8,
+    /// A descriptor to the object itself (ftruncate, fchmod, fchown).
+    pub fd: i8,
+    /// The mode, flags or length reported as `arg`.
+    pub arg: i8,
+    /// Flags that turn an unlink into an rmdir (`AT_REMOVEDIR` in
+    /// unlinkat), at this argument index.
+    pub rmdir_flags: i8,
+}
+
+/// `MutateEvent::op` values.
+pub mod mutate_op {
+    pub const RENAME: u32 = 1;
+    pub const LINK: u32 = 2;
+    pub const UNLINK: u32 = 3;
+    pub const RMDIR: u32 = 4;
+    pub const TRUNCATE: u32 = 5;
+    pub const CHMOD: u32 = 6;
+    pub const CHOWN: u32 = 7;
+    pub const MKDIR: u32 = 8;
+    pub const SYMLINK: u32 = 9;
+    pub const MKNOD: u32 = 10;
 }
 
 /// Rule ids the kernel uses on its own; the daemon's compiled rules use
@@ -42,18 +90,53 @@ pub mod kernel_action {
     pub const DENIED: u32 = 1;
     /// The process was sent SIGKILL from the syscall-entry tracepoint.
     pub const KILLED: u32 = 2;
-    /// The process was sent SIGSTOP and waits for an approval.
+    /// The process was sent SIGSTOP and waits for an approval. Where the
+    /// call could be refused with a restart code (LSM, cgroup hooks), it
+    /// has not taken effect: resuming the process restarts it.
     pub const HELD: u32 = 3;
 }
 
-/// An open whose path could not be read at syscall entry (the page was
-/// not faulted in yet); it is read and decided at syscall exit.
+/// What a watched thread is opening, recorded at syscall entry and
+/// consumed at exit (or by the LSM `file_open` hook in between).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct PendingOpen {
+    /// The user-space address of the path as passed.
     pub filename: u64,
     pub flags: u32,
     pub dfd: i32,
+    /// Non-zero once the LSM hook reported this open itself.
+    pub reported: u32,
+    pub _pad: u32,
+}
+
+/// The identity of a file the kernel resolved.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileObject {
+    pub ino: u64,
+    /// The kernel's `dev_t` of its file system (`MAJOR << 20 | MINOR`).
+    pub dev: u32,
+    /// `object_flags::*`.
+    pub flags: u32,
+}
+
+/// `FileObject::flags` bits.
+pub mod object_flags {
+    /// `path` is the resolved object's path (else only what was typed is
+    /// known, e.g. the call failed before anything was resolved).
+    pub const RESOLVED: u32 = 1;
+    /// The resolved path was longer than the buffer or deeper than
+    /// `WALK_DEPTH`: `path` holds its first bytes.
+    pub const TRUNCATED: u32 = 2;
+    /// The object has no name left in the file system (a memfd, a deleted
+    /// file).
+    pub const UNLINKED: u32 = 4;
+    /// The file was opened with `O_PATH` (a handle, not readable).
+    pub const O_PATH: u32 = 8;
+    /// `path` was composed from the directory the kernel resolved and the
+    /// name as typed (mutations at syscall entry), not from the object.
+    pub const COMPOSED: u32 = 16;
 }
 
 /// Flags in `ExecEvent::flags`.
@@ -81,6 +164,9 @@ pub mod config {
     pub const EXEC_FILENAME_OFFSET: u32 = 3;
     /// Byte offset of `old_pid` in the `sched_process_exec` record.
     pub const EXEC_OLD_PID_OFFSET: u32 = 4;
+    /// Non-zero once the daemon wrote every `layout` offset: the programs
+    /// resolve objects only then.
+    pub const LAYOUT_READY: u32 = 5;
     pub const LEN: u32 = 8;
 
     pub mod flags {
@@ -100,6 +186,41 @@ pub mod config {
     }
 }
 
+/// Indices into the `LAYOUT` array: byte offsets of the kernel structure
+/// members the programs follow to resolve an object, read by the daemon
+/// from the running kernel's BTF (they differ between kernel builds).
+pub mod layout {
+    pub const TASK_FILES: u32 = 0;
+    pub const TASK_FS: u32 = 1;
+    pub const FILES_FDT: u32 = 2;
+    pub const FDTABLE_FD: u32 = 3;
+    pub const FDTABLE_MAX_FDS: u32 = 4;
+    pub const FILE_PATH: u32 = 5;
+    pub const FILE_FLAGS: u32 = 6;
+    pub const PATH_MNT: u32 = 7;
+    pub const PATH_DENTRY: u32 = 8;
+    pub const DENTRY_PARENT: u32 = 9;
+    /// `d_name.len`, from the start of the dentry.
+    pub const DENTRY_NAME_LEN: u32 = 10;
+    /// `d_name.name`, from the start of the dentry.
+    pub const DENTRY_NAME_PTR: u32 = 11;
+    pub const DENTRY_INODE: u32 = 12;
+    pub const INODE_INO: u32 = 13;
+    pub const INODE_NLINK: u32 = 14;
+    pub const SB_DEV: u32 = 15;
+    /// `struct mount` members; `MOUNT_MNT` is where its `vfsmount` sits.
+    pub const MOUNT_MNT: u32 = 16;
+    pub const MOUNT_PARENT: u32 = 17;
+    pub const MOUNT_MOUNTPOINT: u32 = 18;
+    pub const VFSMOUNT_ROOT: u32 = 19;
+    pub const VFSMOUNT_SB: u32 = 20;
+    /// `fs_struct.pwd` (a `struct path`).
+    pub const FS_PWD: u32 = 21;
+    pub const BPRM_FILE: u32 = 22;
+    pub const BPRM_FILENAME: u32 = 23;
+    pub const LEN: u32 = 24;
+}
+
 /// Indices into the per-CPU `COUNTERS` array.
 pub mod counter {
     /// Events dropped because the ring buffer was full.
@@ -108,7 +229,13 @@ pub mod counter {
     pub const TASK_MAP_FULL: u32 = 1;
     /// Decisions taken in the kernel (deny, kill or hold).
     pub const KERNEL_DECISIONS: u32 = 2;
-    pub const LEN: u32 = 4;
+    /// Objects the kernel could not resolve (layout missing, a read of
+    /// kernel memory failed): decided on what was typed instead.
+    pub const UNRESOLVED: u32 = 3;
+    /// Pending records (open, exec, mutation) dropped because their map
+    /// was full.
+    pub const PENDING_FULL: u32 = 4;
+    pub const LEN: u32 = 8;
 }
 
 /// `PathRule::decision` and `NetRule::decision`.
@@ -139,6 +266,64 @@ pub const PATH_KEY_PATH_LEN: usize = 255;
 #[derive(Clone, Copy)]
 pub struct PathKeyData {
     pub bytes: [u8; 1 + PATH_KEY_PATH_LEN],
+}
+
+/// Key of the protected-object map: a file or directory by identity, so
+/// every name it has (hardlinks, bind mounts, `/proc/self/root`, renames)
+/// is the same object.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct InodeKey {
+    pub ino: u64,
+    pub dev: u32,
+    /// `path_key_kind::EXEC` or `path_key_kind::OPEN`.
+    pub table: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Value of the protected-object map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InodeRule {
+    pub rule_id: u32,
+    pub decision: u8,
+    pub write_only: u8,
+    /// `inode_scope::*` bits.
+    pub scope: u8,
+    pub _pad: u8,
+}
+
+/// `InodeRule::scope` bits.
+pub mod inode_scope {
+    /// The object itself.
+    pub const SELF: u8 = 1;
+    /// Everything below it (a directory).
+    pub const SUBTREE: u8 = 2;
+}
+
+/// A one-shot approval of a held action: when the call restarts, the
+/// matching `ask` is let through once.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ApprovalKey {
+    pub pid: u32,
+    /// `approval_kind::*`.
+    pub kind: u32,
+    /// The inode (exec, open) or the port (connect).
+    pub id: u64,
+    /// The device (exec, open) or the family (connect).
+    pub dev: u32,
+    pub _pad: u32,
+    /// The address (connect), IPv4 in the first four bytes.
+    pub addr: [u8; 16],
+}
+
+pub mod approval_kind {
+    pub const EXEC: u32 = 1;
+    pub const OPEN: u32 = 2;
+    pub const CONNECT: u32 = 3;
+    /// Any change to the file system by this process (rename, unlink…).
+    pub const CHANGE: u32 = 4;
 }
 
 /// Value of the path trie.
@@ -202,6 +387,12 @@ pub struct ExecEvent {
     /// The parent's pid, from the kernel's fork record (0 if unknown).
     pub ppid: u32,
     pub _pad: u32,
+    /// The binary the kernel is running (for a script, its interpreter),
+    /// resolved from the file it opened.
+    pub obj: FileObject,
+    pub path: [u8; RPATH_LEN],
+    /// The filename as passed to execve (or the kernel's name for it,
+    /// e.g. `/dev/fd/3` for fexecve).
     pub filename: [u8; PATH_LEN],
     pub argv: [[u8; ARG_LEN]; ARGV_MAX],
 }
@@ -214,7 +405,42 @@ pub struct OpenEvent {
     pub flags: u32,
     /// The directory fd the path is relative to (`AT_FDCWD` = -100).
     pub dfd: i32,
-    pub path: [u8; PATH_LEN],
+    /// The call's result: the new fd, or a negative errno. `RET_UNKNOWN`
+    /// when reported before the call returned.
+    pub ret: i32,
+    pub _pad: u32,
+    pub obj: FileObject,
+    /// The resolved path of the object opened (see `obj.flags`).
+    pub path: [u8; RPATH_LEN],
+    /// The path as the process passed it.
+    pub requested: [u8; PATH_LEN],
+}
+
+/// `ret` of a record emitted before the call returned.
+pub const RET_UNKNOWN: i32 = i32::MIN;
+
+/// A change to the file system by a watched process.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MutateEvent {
+    pub header: EventHeader,
+    /// `mutate_op::*`.
+    pub op: u32,
+    /// The mode (chmod, mkdir, mknod), flags (rename, unlink) or the new
+    /// length's low bits (truncate).
+    pub arg: u32,
+    pub ret: i32,
+    pub _pad: u32,
+    /// The object changed (or the name created): rename's and link's
+    /// destination, everything else's only path.
+    pub obj: FileObject,
+    pub path: [u8; RPATH_LEN],
+    /// rename's and link's source.
+    pub obj2: FileObject,
+    pub path2: [u8; RPATH_LEN],
+    /// The paths as typed, in the same order.
+    pub requested: [u8; PATH_LEN],
+    pub requested2: [u8; PATH_LEN],
 }
 
 #[repr(C)]
@@ -285,4 +511,8 @@ mod pod {
     unsafe impl aya::Pod for NetKeyData {}
     unsafe impl aya::Pod for NetRule {}
     unsafe impl aya::Pod for Flow {}
+    unsafe impl aya::Pod for InodeKey {}
+    unsafe impl aya::Pod for InodeRule {}
+    unsafe impl aya::Pod for ApprovalKey {}
+    unsafe impl aya::Pod for ChangeSyscall {}
 }

@@ -176,6 +176,16 @@ impl Engine {
         crate::kernel::compile(&self.policy, self.mode, &self.quarantine, homes, now)
     }
 
+    /// Where on disk the deny and ask file rules and the quarantine point,
+    /// for a file-system guard (see [`crate::guarded_targets`]).
+    pub fn guarded_targets(
+        &self,
+        homes: &[(u32, PathBuf)],
+        now: SystemTime,
+    ) -> Vec<crate::GuardTarget> {
+        crate::guarded_targets(&self.policy, &self.quarantine, homes, now)
+    }
+
     /// Records how a call to an MCP server ended (for the circuit
     /// breaker of that caller and server; `scope` is
     /// [`Engine::caller_scope`]).
@@ -380,6 +390,20 @@ fn decide(
         rules[index].matches_with(&subject, now, path_hit)
     });
     let base = match matched.map(|index| &rules[index]) {
+        // The sudo gate answers for the elevator execs its rule catches.
+        Some(rule) if rule.name == crate::sudo::GATE_RULE => match &action.object {
+            Object::Exec { binary, argv } => {
+                let gate = engine.policy.sudo().decide(binary, argv);
+                let alert = alerts && gate.action != Decision::Allow;
+                let reason = format!("{} (`{}`)", gate.reason, gate.command);
+                let v = verdict(gate.action, &gate.rule, reason, gate.risk, alert);
+                if v.action == Decision::Deny {
+                    return (v, matched);
+                }
+                v
+            }
+            _ => rule_verdict(rule, alerts),
+        },
         Some(rule) if rule.action == Decision::Deny => {
             return (rule_verdict(rule, alerts), matched);
         }

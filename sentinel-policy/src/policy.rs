@@ -21,10 +21,13 @@ use crate::action::Object;
 use crate::action::{Decision, Kind};
 use crate::breaker::BreakerConfig;
 use crate::error::PolicyError;
+use crate::identity::IdentityFiles;
 use crate::pattern::{kernel_paths, KernelPath, NameGlobs, PathGlobs, PathIndex};
+use crate::playbook::{Playbook, RawPlaybook};
 use crate::rate::RateLimit;
 use crate::rule::{default_risk, Matcher, Rule, Subject};
 use crate::schedule::{parse_clock, parse_days, Schedule};
+use crate::sudo::{GateRule, SudoGate};
 
 /// Priority of a rule without a `priority` key.
 pub const DEFAULT_PRIORITY: i64 = 100;
@@ -59,6 +62,10 @@ const EMBEDDED: &[(&str, &str)] = &[
     ),
     ("40-mcp.toml", include_str!("../../policies/40-mcp.toml")),
     (
+        "50-agent-guards.toml",
+        include_str!("../../policies/50-agent-guards.toml"),
+    ),
+    (
         "90-lockdown.toml",
         include_str!("../../policies/90-lockdown.toml"),
     ),
@@ -72,6 +79,9 @@ pub struct Policy {
     files: Vec<String>,
     lockdown: LockdownAllow,
     breaker: BreakerConfig,
+    identity: IdentityFiles,
+    sudo: SudoGate,
+    playbooks: Vec<Playbook>,
     /// All exec rules' `binary` globs and all open rules' `path` globs,
     /// indexed by rule position (see [`Policy::path_hits`]).
     exec_index: Option<PathIndex>,
@@ -206,7 +216,45 @@ impl Policy {
                 policy.breaker = file.breaker(breaker)?;
                 breaker_from = Some(name.to_string());
             }
+            if let Some(identity) = raw.identity {
+                file.identity(identity, &mut policy.identity)?;
+            }
+            if let Some(sudo) = raw.sudo {
+                file.sudo(sudo, &mut policy.sudo)?;
+            }
+            for raw_playbook in raw.playbook {
+                let span = raw_playbook.span();
+                let playbook = raw_playbook
+                    .into_inner()
+                    .compile()
+                    .map_err(|m| file.error(span.clone(), m))?;
+                if policy.playbooks.iter().any(|p| p.name == playbook.name) {
+                    return Err(
+                        file.error(span, format!("duplicate playbook name `{}`", playbook.name))
+                    );
+                }
+                policy.playbooks.push(playbook);
+            }
             policy.files.push(name.to_string());
+        }
+        // The agent guards become ordinary rules, ahead of the files' own.
+        let guards = [
+            policy.identity.protected_rule(sources.len()),
+            policy.sudo.gate_rule(sources.len()),
+        ];
+        for rule in guards.into_iter().flatten() {
+            if let Some((other, line, column)) = seen.get(&rule.name) {
+                return Err(PolicyError::Invalid {
+                    file: other.clone(),
+                    line: *line,
+                    column: *column,
+                    message: format!(
+                        "rule name `{}` is reserved for the {} section; rename the rule",
+                        rule.name, rule.file
+                    ),
+                });
+            }
+            policy.rules.push(rule);
         }
         // Stable: ties keep file order, then position in the file.
         policy.rules.sort_by_key(|rule| rule.priority);
@@ -258,6 +306,21 @@ impl Policy {
 
     pub fn breaker(&self) -> BreakerConfig {
         self.breaker
+    }
+
+    /// `[identity]`: the protected and watched identity files.
+    pub fn identity(&self) -> &IdentityFiles {
+        &self.identity
+    }
+
+    /// `[sudo]`: the sudo gate.
+    pub fn sudo(&self) -> &SudoGate {
+        &self.sudo
+    }
+
+    /// `[[playbook]]`: responses to alerts, in file order.
+    pub fn playbooks(&self) -> &[Playbook] {
+        &self.playbooks
     }
 }
 
@@ -514,6 +577,87 @@ impl FileParser<'_> {
         Ok(())
     }
 
+    fn identity(&self, raw: RawIdentity, into: &mut IdentityFiles) -> Result<(), PolicyError> {
+        for (list, target) in [
+            (raw.protected, &mut into.protected),
+            (raw.watched, &mut into.watched),
+        ] {
+            for entry in list.unwrap_or_default() {
+                crate::identity::check_pattern(entry.get_ref())
+                    .map_err(|m| self.error(entry.span(), m))?;
+                target.push(entry.into_inner());
+            }
+        }
+        Ok(())
+    }
+
+    fn sudo(&self, raw: Spanned<RawSudo>, into: &mut SudoGate) -> Result<(), PolicyError> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        if into.configured && (raw.elevators.is_some() || raw.unmatched.is_some()) {
+            return Err(self.error(
+                span,
+                "[sudo] elevators/unmatched are already set in another file; keep one (rules may come from several files)",
+            ));
+        }
+        into.configured = true;
+        if let Some(elevators) = raw.elevators {
+            for e in &elevators {
+                if !e.starts_with('/') || e.contains(['*', '?', '[', '{']) {
+                    return Err(self.error(
+                        span.clone(),
+                        format!("[sudo] elevator `{e}` must be an exact absolute path (the kernel holds its exec)"),
+                    ));
+                }
+            }
+            into.elevators = elevators;
+        }
+        if let Some(unmatched) = raw.unmatched {
+            into.unmatched = *unmatched.get_ref();
+            if into.unmatched == Decision::LogOnly {
+                return Err(self.error(
+                    unmatched.span(),
+                    "[sudo] unmatched takes allow, ask or deny",
+                ));
+            }
+        }
+        for rule in raw.rule {
+            let name = rule.name.get_ref().trim().to_string();
+            if name.is_empty() || into.rules.iter().any(|r| r.name == name) {
+                return Err(self.error(
+                    rule.name.span(),
+                    format!("[[sudo.rule]] name `{name}` is empty or used twice"),
+                ));
+            }
+            let action = *rule.action.get_ref();
+            if action == Decision::LogOnly {
+                return Err(self.error(
+                    rule.action.span(),
+                    "[[sudo.rule]] action takes allow, ask or deny",
+                ));
+            }
+            let command = self
+                .name_globs(Some(rule.command))?
+                .ok_or_else(|| self.error(span.clone(), "[[sudo.rule]] needs `command`"))?;
+            let risk = match rule.risk {
+                None => crate::rule::default_risk(action),
+                Some(r) => u8::try_from(*r.get_ref())
+                    .ok()
+                    .filter(|r| *r <= 100)
+                    .ok_or_else(|| self.error(r.span(), "risk must be between 0 and 100"))?,
+            };
+            into.rules.push(GateRule {
+                name,
+                action,
+                command,
+                args: self.regex(rule.args)?,
+                risk,
+                reason: rule.reason,
+            });
+        }
+        Ok(())
+    }
+
     fn breaker(&self, raw: Spanned<RawBreaker>) -> Result<BreakerConfig, PolicyError> {
         let span = raw.span();
         let raw = raw.into_inner();
@@ -559,6 +703,37 @@ struct RawFile {
     rule: Vec<RawRule>,
     lockdown: Option<RawLockdown>,
     circuit_breaker: Option<Spanned<RawBreaker>>,
+    identity: Option<RawIdentity>,
+    sudo: Option<Spanned<RawSudo>>,
+    #[serde(default)]
+    playbook: Vec<Spanned<RawPlaybook>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    protected: Option<Vec<Spanned<String>>>,
+    watched: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSudo {
+    elevators: Option<Vec<String>>,
+    unmatched: Option<Spanned<Decision>>,
+    #[serde(default)]
+    rule: Vec<RawGateRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGateRule {
+    name: Spanned<String>,
+    action: Spanned<Decision>,
+    command: Spanned<StrList>,
+    args: Option<Spanned<String>>,
+    risk: Option<Spanned<i64>>,
+    reason: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -617,7 +792,9 @@ struct RawBreaker {
 }
 
 /// A string or a list of strings.
-struct StrList(Vec<String>);
+pub(crate) struct StrList(pub(crate) Vec<String>);
+
+pub(crate) type StrListPub = StrList;
 
 impl<'de> Deserialize<'de> for StrList {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

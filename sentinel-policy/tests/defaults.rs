@@ -459,6 +459,7 @@ fn kernel_compiles_the_path_rules_and_leaves_regexes_to_userspace() {
     assert_eq!(
         compiled_rules(&kernel.open),
         [
+            "identity-protected",
             "sentinel-state-files",
             "sentinel-runtime-files",
             "sentinel-binary-write",
@@ -480,7 +481,7 @@ fn kernel_compiles_the_path_rules_and_leaves_regexes_to_userspace() {
     );
     assert_eq!(
         compiled_rules(&kernel.exec),
-        ["sensor-blinding-tools", "tunnelling-tools"]
+        ["sudo-gate", "sensor-blinding-tools", "tunnelling-tools"]
     );
     let mut userspace: Vec<&str> = kernel
         .userspace_only

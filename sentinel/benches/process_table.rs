@@ -6,10 +6,10 @@
 //! indicative. Run by `cargo xtask bench`.
 #![allow(dead_code, unused_imports)]
 
-#[path = "../src/identity.rs"]
-mod identity;
 #[path = "../src/process.rs"]
 mod process;
+#[path = "../src/procid.rs"]
+mod procid;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
@@ -50,7 +50,7 @@ fn main() {
     let agents = HashMap::from([(2001u32, "testagent".to_string())]);
     let before = LIVE.load(Ordering::Relaxed);
     let mut table = process::ProcessTable::with_proc_root(agents, proc_root.clone());
-    let at = identity::now_ktime();
+    let at = procid::now_ktime();
     for pid in 2..PROCESSES + 2 {
         // A tree: each process's parent is an earlier one.
         let ppid = 1 + pid / 8;

@@ -94,6 +94,33 @@ pub enum Request {
     },
     /// MCP approvals (tool pins, asks) waiting for an operator.
     McpPending,
+    /// Identity files: their baselines and whether they match.
+    BaselineList,
+    /// The file as it is now becomes its baseline.
+    BaselineAccept {
+        path: PathBuf,
+    },
+    /// The baseline's shadow copy goes back in place.
+    BaselineRestore {
+        path: PathBuf,
+    },
+    /// Response playbooks: every response since start.
+    RespondList,
+    /// Carries out (approve) or skips (deny) a response waiting for the
+    /// operator.
+    RespondDecide {
+        id: u64,
+        approve: bool,
+    },
+    /// Reverses a response that was carried out.
+    RespondUndo {
+        id: u64,
+    },
+    /// A record from the LLM proxy (`sentinel llm-proxy`, run by root):
+    /// an `llm_call` or an `llm-*` alert, appended to the audit chain.
+    LlmRecord {
+        event: Box<sentinel_audit::Event>,
+    },
     /// Bytes and packets per agent and host over the last `hours`.
     Bandwidth {
         hours: f64,

@@ -60,6 +60,28 @@ pub fn handler(
             json!({"ok": true, "thresholds": t})
         }
         Request::ThresholdsSet { thresholds } => thresholds_set(&core, thresholds, caller),
+        Request::LlmRecord { event } => llm_record(&core, *event),
+        Request::BaselineList => {
+            let c = lock(&core);
+            match &c.guards.identity {
+                Some(m) => json!({"ok": true, "files": m.list()}),
+                None => json!({"ok": true, "files": []}),
+            }
+        }
+        Request::BaselineAccept { path } => baseline(&core, &path, true, caller),
+        Request::BaselineRestore { path } => baseline(&core, &path, false, caller),
+        Request::RespondList => {
+            let c = lock(&core);
+            json!({"ok": true, "responses": c.guards.responses.list()})
+        }
+        Request::RespondDecide { id, approve } => {
+            let result = lock(&core).decide_response(id, approve);
+            answer(result)
+        }
+        Request::RespondUndo { id } => {
+            let result = lock(&core).undo_response(id);
+            answer(result)
+        }
         Request::Bandwidth {
             hours,
             agent,
@@ -370,6 +392,50 @@ fn resolve(
     }
 }
 
+fn answer(result: Result<String, String>) -> serde_json::Value {
+    match result {
+        Ok(detail) => json!({"ok": true, "detail": detail}),
+        Err(e) => json!({"ok": false, "error": e}),
+    }
+}
+
+/// `sentinel baseline accept|restore PATH`, recorded as an admin alert.
+fn baseline(
+    core: &Arc<Mutex<Core>>,
+    path: &Path,
+    accept: bool,
+    caller: &Caller,
+) -> serde_json::Value {
+    let mut c = lock(core);
+    let Some(m) = c.guards.identity.as_mut() else {
+        return json!({"ok": false, "error": "the policy names no identity files ([identity])"});
+    };
+    let result = if accept {
+        m.accept(path)
+    } else {
+        m.restore(path)
+    };
+    if let Ok(detail) = &result {
+        record_admin(&mut c, format!("identity baseline: {detail} (by {caller})"));
+    }
+    answer(result)
+}
+
+/// Only what the LLM proxy produces is taken: its call records and its
+/// `llm-*` alerts.
+fn llm_record(core: &Arc<Mutex<Core>>, event: Event) -> serde_json::Value {
+    let ours = match &event.body {
+        Body::LlmCall { .. } => true,
+        Body::Alert { category, .. } => category.starts_with("llm-"),
+        _ => false,
+    };
+    if !ours {
+        return json!({"ok": false, "error": "only llm_call records and llm-* alerts are taken"});
+    }
+    lock(core).record(event);
+    json!({"ok": true})
+}
+
 fn bandwidth(
     core: &Arc<Mutex<Core>>,
     hours: f64,
@@ -387,7 +453,7 @@ fn bandwidth(
     report
 }
 
-fn status(core: &Arc<Mutex<Core>>, agents: &BTreeMap<u32, String>) -> serde_json::Value {
+pub(crate) fn status(core: &Arc<Mutex<Core>>, agents: &BTreeMap<u32, String>) -> serde_json::Value {
     let mut c = lock(core);
     let counters = c.sensor.counters().unwrap_or_default();
     let stats = c.stats.snapshot();
@@ -409,6 +475,9 @@ fn status(core: &Arc<Mutex<Core>>, agents: &BTreeMap<u32, String>) -> serde_json
         "attached": c.sensor.attached,
         "enforcement": c.sensor.mechanisms,
         "lsm_unavailable": c.sensor.lsm_unavailable,
+        "active_lsms": c.sensor.active_lsms,
+        "file_guard": c.guard_status,
+        "refused_map_entries": c.maps.refused,
         "watched_uids": agents.keys().collect::<Vec<_>>(),
         "agents": agents,
         "agent_risk": c.agent_risk,

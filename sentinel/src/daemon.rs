@@ -32,6 +32,7 @@ use crate::config::{self, Settings};
 use crate::control;
 use crate::control_ops;
 use crate::enforce::Approvals;
+use crate::file_guard::{FileGuard, Watched};
 use crate::metrics::{self, Metrics};
 use crate::observe::{Sensor, SensorOptions};
 use crate::pipeline::{lock, mode_name, Core, CoreParts};
@@ -56,6 +57,8 @@ pub struct RunConfig {
     pub policy_dir: Option<PathBuf>,
     pub mode: Mode,
     pub approval_timeout: Duration,
+    /// Between posture scans; zero: none.
+    pub scan_interval: Duration,
     pub sensor: SensorOptions,
     /// `--metrics ADDR`.
     pub metrics: Option<std::net::SocketAddr>,
@@ -176,7 +179,36 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
         tracing::info!("BPF LSM not used ({why}); cgroup hooks and SIGKILL instead");
     }
 
+    // Identity file baselines live next to the audit database (root-only).
+    let baseline_dir = config
+        .db
+        .parent()
+        .unwrap_or(Path::new("/var/lib/sentinel"))
+        .join("baselines");
+    let identity_homes: Vec<(u32, PathBuf)> = homes.iter().map(|(u, h)| (*u, h.clone())).collect();
+    // Identity files are baselined and alerted; every other file a deny
+    // rule keeps agents from changing is copied too, so what the kernel
+    // could only kill after the fact is put back.
+    let (identity, identity_alerts) = {
+        let files = config.policy.identity();
+        let guarded = sentinel_policy::unchangeable_patterns(&config.policy);
+        if files.is_empty() && guarded.is_empty() {
+            (None, Vec::new())
+        } else {
+            let (mut m, a) =
+                crate::identity::IdentityMonitor::open(&baseline_dir, files, identity_homes)
+                    .with_context(|| {
+                        format!(
+                            "opening the identity baselines in {}",
+                            baseline_dir.display()
+                        )
+                    })?;
+            m.set_guarded(guarded);
+            (Some(m), a)
+        }
+    };
     let core = Core::new(CoreParts {
+        identity,
         sensor,
         engine: engine.clone(),
         homes,
@@ -199,7 +231,10 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
             .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.to_path_buf())),
         quarantines: Some(quarantines),
     })?;
+    let mut core = core;
+    core.raise_identity(identity_alerts);
     let core = Arc::new(Mutex::new(core));
+    let mut file_guard = start_file_guard(&core, &engine, &config);
 
     // The proxies' socket first: once `status` answers, everything does.
     let mcp_path = sentinel_mcp::daemon::socket_path(&config.state_dir);
@@ -246,6 +281,19 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("polling the ring buffer: {}", e.into_parts().1))?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut posture_tick = tokio::time::interval(if config.scan_interval.is_zero() {
+        Duration::from_secs(u64::MAX / 4)
+    } else {
+        config.scan_interval
+    });
+    let posture_tracker = Arc::new(Mutex::new(crate::posture::Tracker::open(
+        config
+            .db
+            .parent()
+            .unwrap_or(Path::new("/var/lib/sentinel"))
+            .join("posture-findings.json"),
+    )));
+    let mut posture_running: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -274,7 +322,17 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
                     tokio::task::yield_now().await;
                 }
             }
-            _ = tick.tick() => lock(&core).tick(),
+            _ = tick.tick() => {
+                lock(&core).tick();
+                if let Some(guard) = file_guard.as_mut() {
+                    refresh_file_guard(&core, &engine, guard);
+                }
+            }
+            _ = posture_tick.tick(), if !config.scan_interval.is_zero() => {
+                if posture_running.as_ref().is_none_or(|t| t.is_finished()) {
+                    posture_running = Some(spawn_posture_scan(&core, &config, &posture_tracker));
+                }
+            }
             _ = sighup.recv() => reload(&core, &mut config),
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
@@ -288,6 +346,9 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
         while let Some(item) = rb.next() {
             c.handle_raw(&item);
         }
+    }
+    if let Some(guard) = file_guard.take() {
+        guard.shutdown();
     }
     control_task.abort();
     if let Some(task) = metrics_task {
@@ -304,10 +365,108 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
             .into_inner()
             .unwrap_or_else(|p| p.into_inner())
             .shutdown(),
-        Err(core) => lock(&core).flush(),
+        Err(core) => {
+            let c = lock(&core);
+            c.guards.shutdown();
+            c.flush();
+        }
     }
     tracing::info!("stopped; all programs detached");
     Ok(())
+}
+
+/// Starts the file guard where the BPF LSM does not enforce: opens and
+/// execs of protected files are then refused before they happen (fanotify)
+/// instead of killed at the syscall's return.
+fn start_file_guard(
+    core: &Arc<Mutex<Core>>,
+    engine: &Arc<Mutex<Engine>>,
+    config: &RunConfig,
+) -> Option<FileGuard> {
+    let (homes, tasks_map) = {
+        let mut c = lock(core);
+        if c.sensor.lsm_enforces() {
+            return None;
+        }
+        let map = c
+            .sensor
+            .watched_tasks_map_id()
+            .map_err(|e| tracing::warn!("file guard: {e}; descendants that changed UID are only watched by the kill path"))
+            .ok();
+        (c.homes.clone(), map)
+    };
+    let watched = Arc::new(Watched::new(config.agents.keys().copied(), tasks_map));
+    let targets = crate::file_guard::targets(engine, &homes);
+    match FileGuard::start(core, watched, targets, config.approval_timeout) {
+        Ok(guard) => {
+            let mut c = lock(core);
+            crate::file_guard::guarded_mechanisms(&mut c.sensor.mechanisms);
+            c.guard_status = Some(guard.status());
+            tracing::info!(
+                "enforcement exec={} open={} (fanotify file guard)",
+                c.sensor.mechanisms.exec,
+                c.sensor.mechanisms.open
+            );
+            Some(guard)
+        }
+        Err(e) => {
+            tracing::warn!("file guard not started ({e}); opens of protected files are killed at the syscall's return instead");
+            None
+        }
+    }
+}
+
+/// Keeps the guard's places in step with the policy and quarantine, and
+/// its state visible to `status`.
+fn refresh_file_guard(core: &Arc<Mutex<Core>>, engine: &Arc<Mutex<Engine>>, guard: &mut FileGuard) {
+    let homes = lock(core).homes.clone();
+    let targets = crate::file_guard::targets(engine, &homes);
+    if !guard.has_targets(&targets) {
+        guard.set_targets(targets);
+    }
+    let status = guard.status();
+    lock(core).guard_status = Some(status);
+}
+
+/// Runs the posture checks off the data path (they walk directories) and
+/// raises an alert for each new, changed or fixed finding.
+fn spawn_posture_scan(
+    core: &Arc<Mutex<Core>>,
+    config: &RunConfig,
+    tracker: &Arc<Mutex<crate::posture::Tracker>>,
+) -> tokio::task::JoinHandle<()> {
+    let status = crate::control_ops::status(core, &config.agents);
+    let gate = {
+        let c = lock(core);
+        let engine = lock(&c.engine);
+        engine.policy().sudo().clone()
+    };
+    let ctx = crate::posture::ScanContext {
+        agents: crate::posture::agents(&config.agents),
+        gate,
+        sentinel: crate::posture::SentinelFacts {
+            status: Some(status),
+            db: config.db.clone(),
+            state_dir: config.state_dir.clone(),
+            policy_dir: config.policy_dir.clone(),
+        },
+        suid_baseline: crate::posture::suid_baseline_path(&config.db),
+        suid_roots: crate::posture::SUID_ROOTS
+            .iter()
+            .map(PathBuf::from)
+            .collect(),
+        root_path: std::env::var("PATH").unwrap_or_default(),
+    };
+    let core = core.clone();
+    let tracker = tracker.clone();
+    tokio::task::spawn_blocking(move || {
+        let findings = crate::posture::scan(&ctx);
+        let changes = lock(&tracker).update(&findings);
+        let mut c = lock(&core);
+        for change in changes {
+            c.raise(&change.severity, "posture", change.reason, Vec::new(), None);
+        }
+    })
 }
 
 /// SIGHUP: re-reads the configuration file and its overlays (when the

@@ -5,8 +5,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use sentinel_common::{
-    exec_flags, kernel_action, kind, ConnectEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent,
-    OpenEvent,
+    exec_flags, kernel_action, kind, mutate_op, object_flags, ConnectEvent, EventHeader, ExecEvent,
+    ExitEvent, FileObject, ForkEvent, MutateEvent, OpenEvent, RET_UNKNOWN,
 };
 use thiserror::Error;
 
@@ -49,12 +49,98 @@ pub struct Header {
     pub comm: String,
 }
 
+/// A file the kernel resolved, or only named.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileRef {
+    /// The object's path as the kernel resolved it; empty when nothing was
+    /// resolved (then only what was typed is known).
+    pub path: String,
+    /// Its identity, when it exists.
+    pub dev: u32,
+    pub ino: u64,
+    /// `path` holds only the first bytes of a longer path.
+    pub truncated: bool,
+    /// The object has no name left (memfd, deleted file).
+    pub unlinked: bool,
+    /// An `O_PATH` handle.
+    pub o_path: bool,
+    /// Composed from the resolved directory and the name as typed (no
+    /// object existed, or none could be looked up where it was decided).
+    pub composed: bool,
+}
+
+impl FileRef {
+    fn decode(obj: &FileObject, path: &[u8]) -> Self {
+        let resolved = obj.flags & (object_flags::RESOLVED | object_flags::COMPOSED) != 0;
+        FileRef {
+            path: if resolved { c_str(path) } else { String::new() },
+            dev: obj.dev,
+            ino: obj.ino,
+            truncated: obj.flags & object_flags::TRUNCATED != 0,
+            unlinked: obj.flags & object_flags::UNLINKED != 0,
+            o_path: obj.flags & object_flags::O_PATH != 0,
+            composed: obj.flags & object_flags::COMPOSED != 0,
+        }
+    }
+}
+
+/// What a file-system change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeOp {
+    Rename,
+    Link,
+    Unlink,
+    Rmdir,
+    Truncate,
+    Chmod,
+    Chown,
+    Mkdir,
+    Symlink,
+    Mknod,
+}
+
+impl ChangeOp {
+    fn from_raw(raw: u32) -> Option<Self> {
+        Some(match raw {
+            mutate_op::RENAME => Self::Rename,
+            mutate_op::LINK => Self::Link,
+            mutate_op::UNLINK => Self::Unlink,
+            mutate_op::RMDIR => Self::Rmdir,
+            mutate_op::TRUNCATE => Self::Truncate,
+            mutate_op::CHMOD => Self::Chmod,
+            mutate_op::CHOWN => Self::Chown,
+            mutate_op::MKDIR => Self::Mkdir,
+            mutate_op::SYMLINK => Self::Symlink,
+            mutate_op::MKNOD => Self::Mknod,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Rename => "rename",
+            Self::Link => "link",
+            Self::Unlink => "unlink",
+            Self::Rmdir => "rmdir",
+            Self::Truncate => "truncate",
+            Self::Chmod => "chmod",
+            Self::Chown => "chown",
+            Self::Mkdir => "mkdir",
+            Self::Symlink => "symlink",
+            Self::Mknod => "mknod",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KernelEvent {
     Exec {
         header: Header,
         /// The parent's pid as the kernel recorded it at fork (0: unknown).
         ppid: u32,
+        /// The binary the kernel runs (a script's interpreter).
+        binary: FileRef,
+        /// The filename as passed to execve (or the kernel's name for it).
         filename: String,
         argv: Vec<String>,
         argv_truncated: bool,
@@ -63,9 +149,25 @@ pub enum KernelEvent {
     },
     Open {
         header: Header,
-        path: String,
+        file: FileRef,
+        /// The path as passed to the call.
+        requested: String,
         flags: u32,
         dfd: i32,
+        /// The new fd or a negative errno; `None` when reported before the
+        /// call returned.
+        ret: Option<i32>,
+    },
+    /// A file-system change: `target` is the object changed or the name
+    /// created; `source` rename's and link's other name.
+    Change {
+        header: Header,
+        op: ChangeOp,
+        arg: u32,
+        target: FileRef,
+        target_requested: String,
+        source: Option<FileRef>,
+        source_requested: String,
     },
     Connect {
         header: Header,
@@ -91,6 +193,7 @@ impl KernelEvent {
         match self {
             Self::Exec { header, .. }
             | Self::Open { header, .. }
+            | Self::Change { header, .. }
             | Self::Connect { header, .. }
             | Self::Fork { header, .. }
             | Self::Exit { header }
@@ -149,6 +252,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             KernelEvent::Exec {
                 header: header(&ev.header),
                 ppid: ev.ppid,
+                binary: FileRef::decode(&ev.obj, &ev.path),
                 filename: c_str(&ev.filename),
                 argv: ev.argv[..argc].iter().map(|a| c_str(a)).collect(),
                 argv_truncated: ev.flags & exec_flags::ARGV_TRUNCATED != 0,
@@ -159,9 +263,25 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             let ev: OpenEvent = read(bytes, raw.kind)?;
             KernelEvent::Open {
                 header: header(&ev.header),
-                path: c_str(&ev.path),
+                file: FileRef::decode(&ev.obj, &ev.path),
+                requested: c_str(&ev.requested),
                 flags: ev.flags,
                 dfd: ev.dfd,
+                ret: (ev.ret != RET_UNKNOWN).then_some(ev.ret),
+            }
+        }
+        kind::MUTATE => {
+            let ev: MutateEvent = read(bytes, raw.kind)?;
+            let op = ChangeOp::from_raw(ev.op).ok_or(DecodeError::UnknownKind(raw.kind))?;
+            let has_source = matches!(op, ChangeOp::Rename | ChangeOp::Link);
+            KernelEvent::Change {
+                header: header(&ev.header),
+                op,
+                arg: ev.arg,
+                target: FileRef::decode(&ev.obj, &ev.path),
+                target_requested: c_str(&ev.requested),
+                source: has_source.then(|| FileRef::decode(&ev.obj2, &ev.path2)),
+                source_requested: c_str(&ev.requested2),
             }
         }
         kind::CONNECT => {
@@ -199,7 +319,7 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sentinel_common::{ARGV_MAX, ARG_LEN, PATH_LEN};
+    use sentinel_common::{ARGV_MAX, ARG_LEN, PATH_LEN, RPATH_LEN};
 
     fn bytes_of<T>(v: &T) -> Vec<u8> {
         // SAFETY: reading the bytes of a repr(C) POD value.
@@ -237,16 +357,24 @@ mod tests {
             argc: 2,
             ppid: 41,
             _pad: 0,
+            obj: FileObject {
+                ino: 12,
+                dev: 3,
+                flags: object_flags::RESOLVED,
+            },
+            path: [0; RPATH_LEN],
             filename: [0; PATH_LEN],
             argv: [[0xAA; ARG_LEN]; ARGV_MAX],
         };
-        put(&mut ev.filename, "/usr/bin/ls");
+        put(&mut ev.filename, "/bin/ls");
+        put(&mut ev.path, "/usr/bin/ls");
         put(&mut ev.argv[0], "ls");
         put(&mut ev.argv[1], "-l");
         let got = decode(&bytes_of(&ev)).unwrap();
         let KernelEvent::Exec {
             header,
             ppid,
+            binary,
             filename,
             argv,
             argv_truncated,
@@ -259,7 +387,9 @@ mod tests {
         assert_eq!(ppid, 41);
         assert_eq!(header.comm, "bash");
         assert_eq!(header.action, KernelAction::Killed);
-        assert_eq!(filename, "/usr/bin/ls");
+        assert_eq!(filename, "/bin/ls");
+        assert_eq!(binary.path, "/usr/bin/ls");
+        assert_eq!(binary.identity(), Some((3, 12)));
         // Stale bytes beyond argc are never read.
         assert_eq!(argv, vec!["ls", "-l"]);
         assert!(argv_truncated);
@@ -274,6 +404,8 @@ mod tests {
             argc: 9999,
             ppid: 0,
             _pad: 0,
+            obj: FileObject::default(),
+            path: [0; RPATH_LEN],
             filename: [0; PATH_LEN],
             argv: [[0; ARG_LEN]; ARGV_MAX],
         };
@@ -290,12 +422,29 @@ mod tests {
             header: raw_header(kind::OPEN),
             flags: 0o1101,
             dfd: -100,
-            path: [0; PATH_LEN],
+            ret: 3,
+            _pad: 0,
+            obj: FileObject {
+                ino: 99,
+                dev: 8,
+                flags: object_flags::RESOLVED,
+            },
+            path: [0; RPATH_LEN],
+            requested: [0; PATH_LEN],
         };
         put(&mut ev.path, "/etc/shadow");
+        put(&mut ev.requested, "../../etc//shadow");
         let got = decode(&bytes_of(&ev)).unwrap();
         assert!(
-            matches!(got, KernelEvent::Open { ref path, flags: 0o1101, dfd: -100, .. } if path == "/etc/shadow")
+            matches!(got, KernelEvent::Open { ref file, ref requested, flags: 0o1101, dfd: -100, ret: Some(3), .. }
+                if file.path == "/etc/shadow" && requested == "../../etc//shadow" && file.identity() == Some((8, 99)))
+        );
+        // Nothing resolved (the open failed): no path, only what was typed.
+        ev.obj.flags = 0;
+        ev.ret = RET_UNKNOWN;
+        let got = decode(&bytes_of(&ev)).unwrap();
+        assert!(
+            matches!(got, KernelEvent::Open { ref file, ret: None, .. } if file.path.is_empty())
         );
 
         let mut addr = [0u8; 16];
@@ -331,7 +480,11 @@ mod tests {
             header: raw_header(kind::OPEN),
             flags: 0,
             dfd: 0,
-            path: [0; PATH_LEN],
+            ret: 0,
+            _pad: 0,
+            obj: FileObject::default(),
+            path: [0; RPATH_LEN],
+            requested: [0; PATH_LEN],
         };
         let bytes = bytes_of(&ev);
         assert_eq!(
@@ -344,5 +497,57 @@ mod tests {
         assert!(matches!(decode(&[1, 2]), Err(DecodeError::Short { .. })));
         let h = raw_header(99);
         assert_eq!(decode(&bytes_of(&h)), Err(DecodeError::UnknownKind(99)));
+    }
+
+    #[test]
+    fn decodes_changes_with_both_names() {
+        let mut ev = MutateEvent {
+            header: raw_header(kind::MUTATE),
+            op: mutate_op::RENAME,
+            arg: 0,
+            ret: RET_UNKNOWN,
+            _pad: 0,
+            obj: FileObject {
+                ino: 0,
+                dev: 0,
+                flags: object_flags::COMPOSED,
+            },
+            path: [0; RPATH_LEN],
+            obj2: FileObject {
+                ino: 5,
+                dev: 1,
+                flags: object_flags::RESOLVED,
+            },
+            path2: [0; RPATH_LEN],
+            requested: [0; PATH_LEN],
+            requested2: [0; PATH_LEN],
+        };
+        put(&mut ev.path, "/home/a/.bashrc");
+        put(&mut ev.path2, "/tmp/evil");
+        put(&mut ev.requested, ".bashrc");
+        let got = decode(&bytes_of(&ev)).unwrap();
+        let KernelEvent::Change {
+            op,
+            target,
+            source,
+            target_requested,
+            ..
+        } = got
+        else {
+            panic!("not a change: {got:?}")
+        };
+        assert_eq!(op, ChangeOp::Rename);
+        assert_eq!(target.path, "/home/a/.bashrc");
+        assert!(target.composed);
+        assert_eq!(source.unwrap().path, "/tmp/evil");
+        assert_eq!(target_requested, ".bashrc");
+        // An unlink has no source.
+        ev.op = mutate_op::UNLINK;
+        let KernelEvent::Change { source, .. } = decode(&bytes_of(&ev)).unwrap() else {
+            panic!()
+        };
+        assert!(source.is_none());
+        ev.op = 999;
+        assert!(decode(&bytes_of(&ev)).is_err());
     }
 }

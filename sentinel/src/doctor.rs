@@ -36,8 +36,16 @@ pub fn describe_mechanism(kind: &str, mechanism: &str) -> (String, Option<String
             format!("{kind} waits on a fanotify permission event and is refused with EPERM before it completes"),
             Some(lsm_advice),
         ),
+        "fanotify+sigkill" => (
+            format!("a {kind} of a file the policy protects by place waits on a fanotify permission event and is refused with EPERM before it happens, whatever name reaches the file; files matched only by a pattern the guard cannot place (`**/name`) are killed at the syscall's return instead"),
+            Some(lsm_advice.clone()),
+        ),
         "sigkill" => (
             format!("the process is killed at the {kind} syscall (SIGKILL from the tracepoint); the call is not refused with an error"),
+            Some(lsm_advice),
+        ),
+        "sigkill-after" => (
+            format!("the {kind} completes and the process is killed before it returns to user space (SIGKILL from the syscall tracepoint); the daemon reports it and puts back what it has a copy of"),
             Some(lsm_advice),
         ),
         other => (format!("{kind} is enforced by {other}"), None),
@@ -256,15 +264,21 @@ fn enforcement(state_dir: &Path, can_load: bool) -> (String, Value) {
         return (format!("nothing: {e}"), json!({}));
     }
     match Sensor::load(&SensorOptions::default()) {
-        Ok(sensor) => (
-            "the sensor, loaded for this check with nothing watched, then unloaded".into(),
-            json!({
-                "enforcement": sensor.mechanisms,
-                "lsm_unavailable": sensor.lsm_unavailable,
-                "bandwidth": {"unavailable": sensor.flows_unavailable},
-                "attached": sensor.attached,
-            }),
-        ),
+        Ok(mut sensor) => {
+            if !sensor.lsm_enforces() && fanotify_permission_events().0 {
+                // The daemon starts its file guard here.
+                crate::file_guard::guarded_mechanisms(&mut sensor.mechanisms);
+            }
+            (
+                "the sensor, loaded for this check with nothing watched, then unloaded".into(),
+                json!({
+                    "enforcement": sensor.mechanisms,
+                    "lsm_unavailable": sensor.lsm_unavailable,
+                    "bandwidth": {"unavailable": sensor.flows_unavailable},
+                    "attached": sensor.attached,
+                }),
+            )
+        }
         Err(e) => (format!("nothing: the sensor did not load: {e}"), json!({})),
     }
 }

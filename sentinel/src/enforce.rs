@@ -2,8 +2,11 @@
 //!
 //! - [`compile_maps`] lays the engine's [`KernelPolicy`] out as BPF map
 //!   entries (path LPM trie, network LPM tries, rule ids), so the kernel
-//!   decides synchronously what the policy lets it decide; [`apply`] writes
-//!   them.
+//!   decides synchronously what the policy lets it decide; [`identify`]
+//!   adds what exists on disk — each protected file and directory by
+//!   identity (device, inode), and each path's canonical spelling when it
+//!   differs (a symlinked directory, merged /usr) — and [`apply`] writes
+//!   them, counting what the kernel refused.
 //! - [`Approvals`] holds processes stopped for an `ask` verdict and resumes
 //!   or kills them on `sentinel approve` / `sentinel deny` or a timeout.
 //!   An approval is one-shot and bound to the process (pid and start
@@ -14,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use aya::maps::lpm_trie::Key;
 use sentinel_common::{
-    decision, path_key_kind, rule_id, NetKeyData, NetRule, PathKeyData, PathRule, NET_PORT_RANGES,
-    PATH_KEY_PATH_LEN,
+    approval_kind, decision, inode_scope, path_key_kind, rule_id, ApprovalKey, InodeKey, InodeRule,
+    NetKeyData, NetRule, PathKeyData, PathRule, NET_PORT_RANGES, PATH_KEY_PATH_LEN,
 };
 use sentinel_policy::{Decision, KernelPath, KernelPolicy, NetMatch, PathMatch};
 use serde::Serialize;
@@ -33,6 +36,11 @@ pub struct CompiledMaps {
     pub rules: Vec<String>,
     /// Entries the kernel could not hold (too long, too many port ranges).
     pub skipped: Vec<String>,
+    /// Protected objects by identity (from [`identify`]).
+    pub inodes: Vec<(InodeKey, InodeRule)>,
+    /// Rules with an entry the kernel refused when it was written: their
+    /// verdicts are not enforced by the kernel.
+    pub refused: Vec<String>,
 }
 
 impl CompiledMaps {
@@ -47,6 +55,32 @@ impl CompiledMaps {
                 .cloned()
                 .unwrap_or_else(|| format!("kernel-rule-{id}")),
         }
+    }
+
+    /// The rule protecting an object itself (by `st_dev` and inode, as
+    /// [`identify`] found it), whatever name it is reached by now.
+    pub fn object_rule(
+        &self,
+        st_dev: u64,
+        ino: u64,
+        table: u8,
+        writes: bool,
+    ) -> Option<(String, Decision)> {
+        let dev = kernel_dev(st_dev);
+        let i = self
+            .inodes
+            .binary_search_by_key(&(dev, ino, table), |(k, _)| (k.dev, k.ino, k.table))
+            .ok()?;
+        let rule = self.inodes[i].1;
+        if rule.scope & inode_scope::SELF == 0 || (rule.write_only != 0 && !writes) {
+            return None;
+        }
+        let decision = if rule.decision == decision::ASK {
+            Decision::Ask
+        } else {
+            Decision::Deny
+        };
+        Some((self.rule_name(rule.rule_id), decision))
     }
 
     fn rule_id(&mut self, name: &str) -> u32 {
@@ -201,17 +235,205 @@ pub fn compile_maps(kp: &KernelPolicy) -> CompiledMaps {
     out
 }
 
-/// Writes compiled maps into the kernel (replacing what was there).
-pub fn apply(sensor: &mut Sensor, maps: &CompiledMaps) -> Result<(), SensorError> {
-    sensor.replace_path_rules(&maps.paths)?;
-    sensor.replace_net_rules(NetTable::Rules, &maps.nets)?;
-    sensor.replace_net_rules(NetTable::LockdownAllow, &maps.lockdown_nets)?;
+/// What lets a call the kernel held through once when it restarts: the
+/// object (file identity, or address and port) it was held on.
+pub fn approval_key(event: &crate::decode::KernelEvent) -> Option<ApprovalKey> {
+    use crate::decode::{KernelAction, KernelEvent};
+    if event.header().action != KernelAction::Held {
+        return None;
+    }
+    let file = |kind, f: &crate::decode::FileRef| ApprovalKey {
+        kind,
+        id: f.ino,
+        dev: f.dev,
+        ..ApprovalKey::default()
+    };
+    Some(match event {
+        KernelEvent::Exec { binary, .. } => file(approval_kind::EXEC, binary),
+        KernelEvent::Open { file: f, .. } => file(approval_kind::OPEN, f),
+        KernelEvent::Change { .. } => ApprovalKey {
+            kind: approval_kind::CHANGE,
+            ..ApprovalKey::default()
+        },
+        KernelEvent::Connect { addr, port, .. } => {
+            let (family, bytes) = match addr {
+                std::net::IpAddr::V4(a) => {
+                    let mut b = [0u8; 16];
+                    b[..4].copy_from_slice(&a.octets());
+                    (2u32, b)
+                }
+                std::net::IpAddr::V6(a) => (10u32, a.octets()),
+            };
+            ApprovalKey {
+                kind: approval_kind::CONNECT,
+                id: u64::from(*port),
+                dev: family,
+                addr: bytes,
+                ..ApprovalKey::default()
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// The kernel's `dev_t` (`MAJOR << 20 | MINOR`) of a `st_dev`.
+pub fn kernel_dev(st_dev: u64) -> u32 {
+    let major = libc::major(st_dev);
+    let minor = libc::minor(st_dev);
+    (major << 20) | minor
+}
+
+/// Adds to compiled maps what exists on disk now: every exec and open
+/// entry's object by identity (an exact path: the object; a directory
+/// prefix: everything below it; a trailing `*`: each existing entry it
+/// matches), and the canonical spelling of each path where it differs.
+/// Paths that do not exist yet are still matched by their resolved path.
+pub fn identify(kp: &KernelPolicy, maps: &mut CompiledMaps) {
+    use std::os::unix::fs::MetadataExt;
+    let mut inodes: HashMap<InodeKey, InodeRule> = HashMap::new();
+    let mut aliases = Vec::new();
+    for (table, list) in [
+        (path_key_kind::EXEC, &kp.exec),
+        (path_key_kind::OPEN, &kp.open),
+    ] {
+        for m in list.iter() {
+            let id = maps.rule_id(&m.rule);
+            let rule = |scope| InodeRule {
+                rule_id: id,
+                decision: decision_byte(m.decision),
+                write_only: u8::from(m.write_only),
+                scope,
+                _pad: 0,
+            };
+            let mut add = |path: &std::path::Path, scope: u8| {
+                if let Ok(meta) = std::fs::metadata(path) {
+                    let key = InodeKey {
+                        ino: meta.ino(),
+                        dev: kernel_dev(meta.dev()),
+                        table,
+                        _pad: [0; 3],
+                    };
+                    // The first entry for an object wins, as in the trie.
+                    inodes.entry(key).or_insert(rule(scope));
+                }
+            };
+            let objects: Vec<(std::path::PathBuf, u8)> = match (m.prefix, m.path.strip_suffix('/'))
+            {
+                (false, _) => vec![(m.path.clone().into(), inode_scope::SELF)],
+                (true, Some(dir)) => vec![(dir.into(), inode_scope::SUBTREE)],
+                (true, None) => {
+                    // `dir/name*`: the entries of dir that start with name.
+                    let path = std::path::Path::new(&m.path);
+                    let (Some(dir), Some(start)) = (path.parent(), path.file_name()) else {
+                        continue;
+                    };
+                    let start = start.to_string_lossy().into_owned();
+                    std::fs::read_dir(dir)
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .filter(|e| e.file_name().to_string_lossy().starts_with(&start))
+                        .map(|e| (e.path(), inode_scope::SELF | inode_scope::SUBTREE))
+                        .collect()
+                }
+            };
+            for (path, scope) in objects {
+                add(&path, scope);
+            }
+            // The canonical spelling, when the policy's goes through a
+            // symlink: events carry resolved paths.
+            let literal = m.path.trim_end_matches('/');
+            if let Ok(real) = std::fs::canonicalize(literal) {
+                let mut real = real.to_string_lossy().into_owned();
+                if m.path.ends_with('/') && real != "/" {
+                    real.push('/');
+                }
+                if real != m.path && m.path.ends_with('/') == real.ends_with('/') {
+                    aliases.push((table, real, m.clone()));
+                }
+            }
+        }
+    }
+    for (table, real, m) in aliases {
+        let id = maps.rule_id(&m.rule);
+        if let Some(key) = path_key(table, &real, m.prefix) {
+            maps.paths.push((
+                key,
+                PathRule {
+                    rule_id: id,
+                    decision: decision_byte(m.decision),
+                    write_only: u8::from(m.write_only),
+                    _pad: [0; 2],
+                },
+            ));
+        }
+    }
+    let mut inodes: Vec<_> = inodes.into_iter().collect();
+    inodes.sort_by_key(|(k, _)| (k.dev, k.ino, k.table));
+    maps.inodes = inodes;
+}
+
+/// Writes compiled maps into the kernel (replacing what was there). An
+/// entry the kernel refuses (a full map) is logged and its rule recorded
+/// in `maps.refused`, so its verdicts do not claim kernel enforcement.
+pub fn apply(sensor: &mut Sensor, maps: &mut CompiledMaps) -> Result<(), SensorError> {
+    let mut refused = Vec::new();
+    for i in sensor.replace_path_rules(&maps.paths)? {
+        refused.push(maps.rule_name(maps.paths[i].1.rule_id));
+    }
+    for i in sensor.replace_net_rules(NetTable::Rules, &maps.nets)? {
+        refused.push(maps.rule_name(maps.nets[i].1.rule_id));
+    }
+    for i in sensor.replace_net_rules(NetTable::LockdownAllow, &maps.lockdown_nets)? {
+        refused.push(maps.rule_name(maps.lockdown_nets[i].1.rule_id));
+    }
+    for key in sensor.replace_inode_rules(&maps.inodes)? {
+        if let Some((_, rule)) = maps.inodes.iter().find(|(k, _)| *k == key) {
+            refused.push(maps.rule_name(rule.rule_id));
+        }
+    }
+    refused.sort();
+    refused.dedup();
+    for rule in &refused {
+        tracing::warn!(
+            "the kernel refused map entries of rule {rule}: it is enforced after the fact"
+        );
+    }
+    maps.refused = refused;
     sensor.set_flag(sentinel_common::config::flags::LOCKDOWN, maps.lockdown)
 }
 
 /// Sends `sig` to a held process, if it is still the one that was held.
 fn signal(pid: u32, start: Option<u64>, sig: i32) -> bool {
-    crate::identity::signal_known(pid, start, sig).is_ok()
+    crate::procid::signal_known(pid, start, sig).is_ok()
+}
+
+/// Resumes a stopped process if it is still the one that was stopped.
+pub fn resume(pid: u32, start: Option<u64>) -> bool {
+    signal(pid, start, libc::SIGCONT)
+}
+
+/// Writes `message` to a process's stderr when that is a terminal, a pipe
+/// or a socket (never a file the daemon would be writing as root).
+pub fn tell(pid: u32, message: &str) -> bool {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let fd = format!("/proc/{pid}/fd/2");
+    let target = std::fs::read_link(&fd)
+        .map(|t| t.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let safe = ["/dev/pts/", "/dev/tty", "pipe:", "socket:"]
+        .iter()
+        .any(|p| target.starts_with(p));
+    if !safe {
+        return false;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(&fd)
+        .and_then(|mut f| f.write_all(message.as_bytes()))
+        .is_ok()
 }
 
 /// A process held for an approval.
@@ -226,6 +448,14 @@ pub struct PendingApproval {
     pub rule: Option<String>,
     #[serde(skip)]
     pub deadline: Instant,
+    /// For a call the kernel held before it took effect: what lets it
+    /// through once when it restarts.
+    #[serde(skip)]
+    pub kernel_key: Option<ApprovalKey>,
+    /// For an open or exec the file guard keeps waiting in the kernel
+    /// (fanotify): its request id, answered instead of signalling.
+    #[serde(skip)]
+    pub guard_request: Option<u64>,
 }
 
 /// How an approval ended.
@@ -264,10 +494,14 @@ impl Approvals {
         start: Option<u64>,
         action: String,
         rule: Option<String>,
+        kernel_key: Option<ApprovalKey>,
     ) -> u64 {
         if let Some(p) = self.pending.values_mut().find(|p| p.pid == pid) {
             p.action = action;
             p.rule = rule;
+            if kernel_key.is_some() {
+                p.kernel_key = kernel_key;
+            }
             return p.id;
         }
         let id = self.next_id;
@@ -281,6 +515,36 @@ impl Approvals {
                 action,
                 rule,
                 deadline: Instant::now() + self.timeout,
+                kernel_key,
+                guard_request: None,
+            },
+        );
+        id
+    }
+
+    /// Registers an open or exec the file guard holds in the kernel (the
+    /// process is blocked in the call, not stopped); returns the approval
+    /// id. Each held call is its own approval.
+    pub fn hold_request(
+        &mut self,
+        pid: u32,
+        action: String,
+        rule: Option<String>,
+        request: u64,
+    ) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.pending.insert(
+            id,
+            PendingApproval {
+                id,
+                pid,
+                start: crate::procid::start_time(pid),
+                action,
+                rule,
+                deadline: Instant::now() + self.timeout,
+                kernel_key: None,
+                guard_request: Some(request),
             },
         );
         id
@@ -305,6 +569,23 @@ impl Approvals {
         sensor: &mut Sensor,
     ) -> Option<(PendingApproval, Resolution)> {
         let p = self.pending.remove(&id)?;
+        if p.guard_request.is_some() {
+            // The call waits in the kernel: the caller answers it.
+            let resolution = if approve {
+                Resolution::Approved
+            } else {
+                Resolution::Denied
+            };
+            return Some((p, resolution));
+        }
+        if approve {
+            if let Some(mut key) = p.kernel_key {
+                key.pid = p.pid;
+                if let Err(e) = sensor.approve(key) {
+                    tracing::warn!("approval {id}: {e}");
+                }
+            }
+        }
         let _ = sensor.release_held(p.pid);
         let resolution = if approve {
             if signal(p.pid, p.start, libc::SIGCONT) {

@@ -13,14 +13,22 @@ mod daemon;
 mod decode;
 mod doctor;
 mod enforce;
+mod file_guard;
+mod guards;
 mod identity;
+mod kernel_layout;
+mod llm_link;
 mod mcp_admin;
 mod metrics;
 mod observe;
+mod paths;
 mod pipeline;
+mod posture;
 mod preflight;
 mod process;
+mod procid;
 mod quarantine;
+mod respond;
 mod status;
 mod top;
 
@@ -119,6 +127,29 @@ enum Command {
     /// The MCP proxy: put it in the agent's MCP config in place of the
     /// server command (`sentinel mcp-proxy --agent NAME -- SERVER ARGS...`).
     McpProxy(sentinel_mcp::cli::McpProxyArgs),
+    /// Posture checks: what on this host would let an agent get around
+    /// Sentinel or outlast it. Exit 1 when a warning or critical finding
+    /// is found.
+    Scan(posture::ScanArgs),
+    /// Identity file baselines: list, accept the current content, restore
+    /// the shadow copy.
+    Baseline {
+        #[command(subcommand)]
+        command: BaselineCommand,
+        #[arg(long, default_value = DEFAULT_STATE_DIR, global = true)]
+        state_dir: PathBuf,
+    },
+    /// Response playbooks: list responses, approve or deny a gated one,
+    /// undo one.
+    Respond {
+        #[command(subcommand)]
+        command: RespondCommand,
+        #[arg(long, default_value = DEFAULT_STATE_DIR, global = true)]
+        state_dir: PathBuf,
+    },
+    /// The LLM API proxy: agents use a virtual key with an OpenAI- or
+    /// Anthropic-compatible SDK; the vault holds the real keys.
+    LlmProxy(sentinel_llm::LlmProxyArgs),
     /// The operator's management tools as an MCP server on stdio (root
     /// only): rules, monitor, audit, policy, alerts, quarantine.
     McpAdmin {
@@ -131,6 +162,29 @@ enum Command {
         #[arg(long)]
         policy: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum BaselineCommand {
+    /// Every identity file, its baseline, and whether it matches.
+    List,
+    /// The file as it is now becomes its baseline.
+    Accept { path: PathBuf },
+    /// Puts the baseline's shadow copy back.
+    Restore { path: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum RespondCommand {
+    /// Every response since the daemon started.
+    List,
+    /// Carries out a response waiting for approval.
+    Approve { id: u64 },
+    /// Skips a response waiting for approval.
+    Deny { id: u64 },
+    /// Reverses a response (suspend, cut-network, quarantine-agent,
+    /// lockdown; a kill cannot be undone).
+    Undo { id: u64 },
 }
 
 #[derive(Subcommand)]
@@ -296,6 +350,10 @@ struct RunArgs {
     /// Do not use BPF LSM even where the kernel allows it.
     #[arg(long)]
     no_lsm: bool,
+    /// Seconds between posture scans (0: none); each new or changed
+    /// finding is an alert.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    scan_interval: u64,
     /// Ring buffer size in bytes (a power of two; default 16 MiB).
     #[arg(long, value_name = "BYTES")]
     ring_buffer_bytes: Option<u64>,
@@ -414,7 +472,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(
         cli.command,
-        Command::Run(_) | Command::McpProxy(_) | Command::McpAdmin { .. } | Command::Top { .. }
+        Command::Run(_)
+            | Command::McpProxy(_)
+            | Command::LlmProxy(_)
+            | Command::McpAdmin { .. }
+            | Command::Top { .. }
     ) {
         quiet_on_closed_stdout();
     }
@@ -444,10 +506,40 @@ fn main() -> ExitCode {
             })
         }
         Command::Quarantine { command, state_dir } => quarantine(&state_dir, command),
+        Command::Baseline { command, state_dir } => {
+            let request = match command {
+                BaselineCommand::List => control::Request::BaselineList,
+                BaselineCommand::Accept { path } => control::Request::BaselineAccept {
+                    path: absolute(path),
+                },
+                BaselineCommand::Restore { path } => control::Request::BaselineRestore {
+                    path: absolute(path),
+                },
+            };
+            ask_daemon(&state_dir, &request, show_detail)
+        }
+        Command::Respond { command, state_dir } => {
+            let request = match command {
+                RespondCommand::List => control::Request::RespondList,
+                RespondCommand::Approve { id } => {
+                    control::Request::RespondDecide { id, approve: true }
+                }
+                RespondCommand::Deny { id } => {
+                    control::Request::RespondDecide { id, approve: false }
+                }
+                RespondCommand::Undo { id } => control::Request::RespondUndo { id },
+            };
+            ask_daemon(&state_dir, &request, show_detail)
+        }
+        Command::Scan(args) => posture::run_cli(args),
         Command::Policy(cmd) => sentinel_policy::cli::run(cmd),
         Command::Audit(cmd) => sentinel_audit::cli::run(cmd),
         Command::Alerts { command, db } => sentinel_anomaly::cli::run(&command, &db),
         Command::McpProxy(args) => sentinel_mcp::cli::run(args),
+        Command::LlmProxy(args) => {
+            let state_dir = args.state_dir.clone();
+            sentinel_llm::run(args, || llm_link::gate(state_dir))
+        }
         Command::McpAdmin {
             state_dir,
             db,
@@ -497,6 +589,7 @@ fn config_show(file: Option<PathBuf>, as_json: bool) -> ExitCode {
 fn run(args: RunArgs) -> ExitCode {
     // The configuration is checked before anything else: a bad one is one
     // error naming file:line, and nothing starts.
+    let scan_interval = args.scan_interval;
     let source = config::Source::from_flag(args.config.clone());
     let flags = args.flags();
     let merged = config::Merged::load(&source).map(|mut m| {
@@ -537,6 +630,7 @@ fn run(args: RunArgs) -> ExitCode {
         policy_dir: settings.policy,
         mode: settings.mode,
         approval_timeout: settings.approval_timeout,
+        scan_interval: std::time::Duration::from_secs(scan_interval),
         sensor: observe::SensorOptions {
             no_lsm: settings.no_lsm,
             ring_buffer_bytes: settings.ring_buffer_bytes,
@@ -548,6 +642,24 @@ fn run(args: RunArgs) -> ExitCode {
     match daemon::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(2, format!("{e:#}")),
+    }
+}
+
+fn absolute(path: PathBuf) -> PathBuf {
+    std::path::absolute(&path).unwrap_or(path)
+}
+
+/// The `detail` line of an answer, or the whole answer as JSON (lists).
+fn show_detail(answer: &serde_json::Value) -> String {
+    match answer["detail"].as_str() {
+        Some(detail) => detail.to_string(),
+        None => {
+            let mut a = answer.clone();
+            if let Some(o) = a.as_object_mut() {
+                o.remove("ok");
+            }
+            format!("{a:#}")
+        }
     }
 }
 

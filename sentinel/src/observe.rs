@@ -1,8 +1,10 @@
-//! The kernel sensor: loads the embedded eBPF object, attaches what this
-//! kernel allows (BPF LSM where it can, cgroup v2 hooks, tracepoints), and
-//! owns the maps the rest of the daemon reads and writes (watched UIDs and
-//! tasks, configuration, counters, compiled rules, held processes, the
-//! byte counts of watched sockets).
+//! The kernel sensor: loads the embedded eBPF object, tells it the running
+//! kernel's structure layout (from BTF), attaches what this kernel allows
+//! (BPF LSM where it is active and its programs load, cgroup v2 hooks,
+//! tracepoints), and owns the maps the rest of the daemon reads and writes
+//! (watched UIDs and tasks, configuration, counters, compiled rules,
+//! protected objects, held processes and their approvals, the byte counts
+//! of watched sockets).
 //!
 //! Dropping the [`Sensor`] detaches every program: aya's links are owned
 //! by the loaded object, so no exit path leaves anything attached.
@@ -15,10 +17,16 @@ use aya::maps::{
     Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf,
 };
 use aya::programs::{
-    CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, Lsm, TracePoint,
+    CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, Lsm,
+    RawTracePoint, TracePoint,
 };
-use aya::{Btf, Ebpf, EbpfLoader};
-use sentinel_common::{config, counter, Flow, NetKeyData, NetRule, PathKeyData, PathRule};
+use aya::{Ebpf, EbpfLoader};
+use sentinel_common::{
+    config, counter, ApprovalKey, ChangeSyscall, Flow, InodeKey, InodeRule, NetKeyData, NetRule,
+    PathKeyData, PathRule,
+};
+
+use crate::kernel_layout::{self, LayoutError};
 use serde::Serialize;
 use thiserror::Error;
 
@@ -47,14 +55,18 @@ pub enum SensorError {
     },
     #[error("cannot read a tracepoint format ({0}); is tracefs mounted at /sys/kernel/tracing?")]
     TracepointFormat(String),
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
 }
 
 /// How each kind of action is enforced on this kernel, for `status`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Mechanisms {
-    pub exec: &'static str,
-    pub open: &'static str,
-    pub connect: &'static str,
+    pub exec: String,
+    pub open: String,
+    pub connect: String,
+    /// Renames, links, unlinks, truncates, chmods... of protected paths.
+    pub change: String,
 }
 
 /// Options that change what is attached.
@@ -74,33 +86,194 @@ pub struct Sensor {
     pub mechanisms: Mechanisms,
     /// Why LSM is not used, when it is not.
     pub lsm_unavailable: Option<String>,
+    /// The kernel's active LSM list (`/sys/kernel/security/lsm`), if
+    /// readable.
+    pub active_lsms: Option<String>,
     /// Why the bytes of watched sockets are not counted, when they are not.
     pub flows_unavailable: Option<String>,
     flags: u64,
 }
 
-const TRACEPOINTS: &[(&str, &str, &str)] = &[
-    ("sys_enter_execve", "syscalls", "sys_enter_execve"),
-    ("sys_enter_execveat", "syscalls", "sys_enter_execveat"),
-    ("sched_process_exec", "sched", "sched_process_exec"),
-    ("sys_enter_openat", "syscalls", "sys_enter_openat"),
-    ("sys_enter_openat2", "syscalls", "sys_enter_openat2"),
-    ("sys_enter_open", "syscalls", "sys_enter_open"),
-    ("sys_enter_creat", "syscalls", "sys_enter_creat"),
-    ("sys_exit_openat", "syscalls", "sys_exit_openat"),
-    ("sys_exit_openat2", "syscalls", "sys_exit_openat2"),
-    ("sys_exit_open", "syscalls", "sys_exit_open"),
-    ("sys_exit_creat", "syscalls", "sys_exit_creat"),
-    (
-        "sys_enter_io_uring_setup",
-        "syscalls",
-        "sys_enter_io_uring_setup",
-    ),
-    ("sched_process_fork", "sched", "sched_process_fork"),
-    ("sched_process_exit", "sched", "sched_process_exit"),
+/// Syscall-entry tracepoints attached on every kernel (each program has
+/// its tracepoint's name).
+const SYSCALL_TRACEPOINTS: &[&str] = &[
+    "sys_enter_execve",
+    "sys_enter_execveat",
+    "sys_enter_openat",
+    "sys_enter_openat2",
+    "sys_enter_open",
+    "sys_enter_creat",
+    "sys_enter_open_by_handle_at",
+    "sys_enter_io_uring_setup",
+    "sys_enter_io_uring_enter",
+    "sys_enter_io_uring_register",
 ];
 
-const LSM_HOOKS: &[&str] = &["bprm_check_security", "file_open", "socket_connect"];
+/// The exits of every open syscall share one program.
+const OPEN_EXITS: &[&str] = &[
+    "sys_exit_openat",
+    "sys_exit_openat2",
+    "sys_exit_open",
+    "sys_exit_creat",
+    "sys_exit_open_by_handle_at",
+];
+
+/// Syscalls that change the file system, with where their arguments are;
+/// one program (`sys_enter_change`) is attached to each one's entry where
+/// no BPF LSM sees them.
+fn change_syscalls() -> Vec<(&'static str, i64, ChangeSyscall)> {
+    use sentinel_common::mutate_op::*;
+    let spec = |op: u32, dfd: i8, name: i8, dfd2: i8, name2: i8, fd: i8, arg: i8| ChangeSyscall {
+        op: op as u8,
+        dfd,
+        name,
+        dfd2,
+        name2,
+        fd,
+        arg,
+        rmdir_flags: -1,
+    };
+    vec![
+        (
+            "sys_enter_renameat2",
+            libc::SYS_renameat2,
+            spec(RENAME, 2, 3, 0, 1, -1, 4),
+        ),
+        (
+            "sys_enter_renameat",
+            libc::SYS_renameat,
+            spec(RENAME, 2, 3, 0, 1, -1, -1),
+        ),
+        (
+            "sys_enter_rename",
+            libc::SYS_rename,
+            spec(RENAME, -1, 1, -1, 0, -1, -1),
+        ),
+        (
+            "sys_enter_linkat",
+            libc::SYS_linkat,
+            spec(LINK, 2, 3, 0, 1, -1, 4),
+        ),
+        (
+            "sys_enter_link",
+            libc::SYS_link,
+            spec(LINK, -1, 1, -1, 0, -1, -1),
+        ),
+        (
+            "sys_enter_unlinkat",
+            libc::SYS_unlinkat,
+            ChangeSyscall {
+                rmdir_flags: 2,
+                ..spec(UNLINK, 0, 1, -1, -1, -1, 2)
+            },
+        ),
+        (
+            "sys_enter_unlink",
+            libc::SYS_unlink,
+            spec(UNLINK, -1, 0, -1, -1, -1, -1),
+        ),
+        (
+            "sys_enter_rmdir",
+            libc::SYS_rmdir,
+            spec(RMDIR, -1, 0, -1, -1, -1, -1),
+        ),
+        (
+            "sys_enter_truncate",
+            libc::SYS_truncate,
+            spec(TRUNCATE, -1, 0, -1, -1, -1, 1),
+        ),
+        (
+            "sys_enter_ftruncate",
+            libc::SYS_ftruncate,
+            spec(TRUNCATE, -1, -1, -1, -1, 0, 1),
+        ),
+        (
+            "sys_enter_fchmodat",
+            libc::SYS_fchmodat,
+            spec(CHMOD, 0, 1, -1, -1, -1, 2),
+        ),
+        ("sys_enter_fchmodat2", 452, spec(CHMOD, 0, 1, -1, -1, -1, 2)),
+        (
+            "sys_enter_chmod",
+            libc::SYS_chmod,
+            spec(CHMOD, -1, 0, -1, -1, -1, 1),
+        ),
+        (
+            "sys_enter_fchmod",
+            libc::SYS_fchmod,
+            spec(CHMOD, -1, -1, -1, -1, 0, 1),
+        ),
+        (
+            "sys_enter_fchownat",
+            libc::SYS_fchownat,
+            spec(CHOWN, 0, 1, -1, -1, -1, 2),
+        ),
+        (
+            "sys_enter_chown",
+            libc::SYS_chown,
+            spec(CHOWN, -1, 0, -1, -1, -1, 1),
+        ),
+        (
+            "sys_enter_lchown",
+            libc::SYS_lchown,
+            spec(CHOWN, -1, 0, -1, -1, -1, 1),
+        ),
+        (
+            "sys_enter_fchown",
+            libc::SYS_fchown,
+            spec(CHOWN, -1, -1, -1, -1, 0, 1),
+        ),
+        (
+            "sys_enter_mkdirat",
+            libc::SYS_mkdirat,
+            spec(MKDIR, 0, 1, -1, -1, -1, 2),
+        ),
+        (
+            "sys_enter_mkdir",
+            libc::SYS_mkdir,
+            spec(MKDIR, -1, 0, -1, -1, -1, 1),
+        ),
+        (
+            "sys_enter_symlinkat",
+            libc::SYS_symlinkat,
+            spec(SYMLINK, 1, 2, -1, 0, -1, -1),
+        ),
+        (
+            "sys_enter_symlink",
+            libc::SYS_symlink,
+            spec(SYMLINK, -1, 1, -1, 0, -1, -1),
+        ),
+        (
+            "sys_enter_mknodat",
+            libc::SYS_mknodat,
+            spec(MKNOD, 0, 1, -1, -1, -1, 2),
+        ),
+        (
+            "sys_enter_mknod",
+            libc::SYS_mknod,
+            spec(MKNOD, -1, 0, -1, -1, -1, 1),
+        ),
+    ]
+}
+
+/// The LSM hooks and the parameter count each program was written for
+/// (its `ret` argument comes after them); a kernel whose hook differs is
+/// not used for LSM.
+const LSM_HOOKS: &[(&str, usize)] = &[
+    ("bprm_check_security", 1),
+    ("file_open", 1),
+    ("socket_connect", 3),
+    ("path_unlink", 2),
+    ("path_rmdir", 2),
+    ("path_rename", 5),
+    ("path_link", 3),
+    ("path_truncate", 1),
+    ("path_chmod", 2),
+    ("path_chown", 3),
+    ("path_mkdir", 3),
+    ("path_symlink", 3),
+    ("path_mknod", 4),
+];
 
 impl Sensor {
     /// Loads and attaches everything. On error, whatever was attached is
@@ -111,60 +284,77 @@ impl Sensor {
             loader.map_max_entries("EVENTS", bytes);
         }
         let ebpf = loader.load(OBJECT)?;
+        let btf = kernel_layout::Btf::from_sys_fs()?;
+        let layout = kernel_layout::read(&btf)?;
         let mut sensor = Sensor {
             ebpf,
             attached: Vec::new(),
             mechanisms: Mechanisms {
-                exec: "sigkill",
-                open: "sigkill",
-                connect: "cgroup",
+                exec: "sigkill".into(),
+                open: "sigkill".into(),
+                connect: "cgroup".into(),
+                change: "sigkill-after".into(),
             },
             lsm_unavailable: None,
+            active_lsms: active_lsms(),
             flows_unavailable: None,
             flags: config::flags::DENY_IO_URING,
         };
         sensor.write_config(config::SELF_TGID, u64::from(std::process::id()))?;
-        for (index, event, field) in [
-            (
-                config::FORK_CHILD_PID_OFFSET,
-                "sched_process_fork",
-                "child_pid",
-            ),
-            (
-                config::EXEC_FILENAME_OFFSET,
-                "sched_process_exec",
-                "filename",
-            ),
-            (config::EXEC_OLD_PID_OFFSET, "sched_process_exec", "old_pid"),
-        ] {
-            sensor.write_config(index, tracepoint_field_offset(event, field)?)?;
+        sensor.write_config(
+            config::FORK_CHILD_PID_OFFSET,
+            tracepoint_field_offset("sched_process_fork", "child_pid")?,
+        )?;
+        {
+            let mut map: Array<_, u64> = sensor.map_mut("LAYOUT")?;
+            for (index, offset) in layout.iter().enumerate() {
+                map.set(index as u32, *offset, 0)
+                    .map_err(|source| SensorError::Map {
+                        name: "LAYOUT",
+                        source,
+                    })?;
+            }
         }
+        sensor.write_config(config::LAYOUT_READY, 1)?;
 
         let lsm = if opts.no_lsm {
             Err("disabled with --no-lsm".to_string())
         } else {
-            sensor.attach_lsm()
+            lsm_active(sensor.active_lsms.as_deref())
+                .and_then(|()| lsm_hooks_match(&btf))
+                .and_then(|()| sensor.attach_lsm())
         };
         let cgroup = cgroup2_root();
         match lsm {
             Ok(()) => {
                 sensor.flags |= config::flags::LSM_ENFORCES;
                 sensor.mechanisms = Mechanisms {
-                    exec: "lsm",
-                    open: "lsm",
-                    connect: "lsm",
+                    exec: "lsm".into(),
+                    open: "lsm".into(),
+                    connect: "lsm".into(),
+                    change: "lsm".into(),
                 };
             }
             Err(why) => {
                 sensor.lsm_unavailable = Some(why);
                 if cgroup.is_none() {
                     sensor.flags |= config::flags::CONNECT_VIA_TRACEPOINT;
-                    sensor.mechanisms.connect = "sigkill";
+                    sensor.mechanisms.connect = "sigkill".into();
                     sensor.attach_tracepoint(
                         "sys_enter_connect",
                         "syscalls",
                         "sys_enter_connect",
                     )?;
+                }
+                for (tp, nr, spec) in change_syscalls() {
+                    let mut map: BpfHashMap<_, u32, ChangeSyscall> =
+                        sensor.map_mut("CHANGE_SYSCALLS")?;
+                    map.insert(nr as u32, spec, 0)
+                        .map_err(|source| SensorError::Map {
+                            name: "CHANGE_SYSCALLS",
+                            source,
+                        })?;
+                    sensor.attach_tracepoint("sys_enter_change", "syscalls", tp)?;
                 }
             }
         }
@@ -174,6 +364,9 @@ impl Sensor {
                 // counting (the LSM hook decided already); UDP datagrams
                 // without connect() go through the sendmsg hooks either way.
                 sensor.attach_cgroup(cg, &["connect4", "connect6", "sendmsg4", "sendmsg6"])?;
+                // A connect the cgroup hook holds returns a restart code;
+                // the syscall exit stops the process before user space.
+                sensor.attach_tracepoint("sys_exit_connect", "syscalls", "sys_exit_connect")?;
                 if let Err(why) = sensor.attach_flow_counters(cg) {
                     tracing::warn!("bytes of watched sockets are not counted: {why}");
                     sensor.flows_unavailable = Some(why);
@@ -182,10 +375,29 @@ impl Sensor {
             None => sensor.flows_unavailable = Some("no cgroup v2 hierarchy is mounted".into()),
         }
         sensor.write_config(config::FLAGS, sensor.flags)?;
-        for (prog, category, name) in TRACEPOINTS {
-            sensor.attach_tracepoint(prog, category, name)?;
+        for tp in SYSCALL_TRACEPOINTS {
+            sensor.attach_tracepoint(tp, "syscalls", tp)?;
         }
+        for tp in OPEN_EXITS {
+            sensor.attach_tracepoint("sys_exit_open_any", "syscalls", tp)?;
+        }
+        for tp in ["sched_process_fork", "sched_process_exit"] {
+            sensor.attach_tracepoint(tp, "sched", tp)?;
+        }
+        let exec: &mut RawTracePoint = sensor.program("sched_process_exec")?;
+        exec.load()
+            .map_err(failed("sched_process_exec", "loaded"))?;
+        exec.attach("sched_process_exec")
+            .map_err(failed("sched_process_exec", "attached"))?;
+        sensor
+            .attached
+            .push("raw_tracepoint:sched_process_exec".into());
         Ok(sensor)
+    }
+
+    /// Whether BPF LSM programs enforce on this host.
+    pub fn lsm_enforces(&self) -> bool {
+        self.flags & config::flags::LSM_ENFORCES != 0
     }
 
     fn attach_tracepoint(
@@ -194,14 +406,20 @@ impl Sensor {
         category: &str,
         name: &str,
     ) -> Result<(), SensorError> {
-        // Some syscalls do not exist on every architecture (open, creat).
+        // A syscall this kernel does not have (open and creat on some
+        // architectures, fchmodat2 before 6.6) is skipped.
         if !std::path::Path::new(&format!("/sys/kernel/tracing/events/{category}/{name}")).exists()
         {
             tracing::warn!("tracepoint {category}:{name} does not exist on this kernel; skipped");
             return Ok(());
         }
         let tp: &mut TracePoint = self.program(prog)?;
-        tp.load().map_err(failed(prog, "loaded"))?;
+        // One program may serve several tracepoints: it is loaded once.
+        if tp.fd().is_err() {
+            let started = std::time::Instant::now();
+            tp.load().map_err(failed(prog, "loaded"))?;
+            tracing::debug!("{prog} verified in {:?}", started.elapsed());
+        }
         tp.attach(category, name)
             .map_err(failed(prog, "attached"))?;
         self.attached.push(format!("tracepoint:{category}:{name}"));
@@ -287,8 +505,8 @@ impl Sensor {
     /// Tries the BPF LSM hooks; on any failure, unloads those that loaded
     /// and says why.
     fn attach_lsm(&mut self) -> Result<(), String> {
-        let btf = Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
-        for hook in LSM_HOOKS {
+        let btf = aya::Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
+        for (hook, _) in LSM_HOOKS {
             let result = self
                 .program::<Lsm>(hook)
                 .map_err(|e| e.to_string())
@@ -298,7 +516,7 @@ impl Sensor {
                     Ok(())
                 });
             if let Err(e) = result {
-                for hook in LSM_HOOKS {
+                for (hook, _) in LSM_HOOKS {
                     if let Ok(p) = self.program::<Lsm>(hook) {
                         let _ = p.unload();
                     }
@@ -307,7 +525,7 @@ impl Sensor {
             }
         }
         self.attached
-            .extend(LSM_HOOKS.iter().map(|h| format!("lsm:{h}")));
+            .extend(LSM_HOOKS.iter().map(|(h, _)| format!("lsm:{h}")));
         Ok(())
     }
 
@@ -349,11 +567,6 @@ impl Sensor {
             .map_err(|source| SensorError::Map { name, source })
     }
 
-    /// Removes `key` from a set-like map; a missing key is fine.
-    fn set_remove(&mut self, name: &'static str, key: u32) -> Result<(), SensorError> {
-        self.remove_key::<u32, u8>(name, &key)
-    }
-
     /// Removes `key` from a hash map; a missing key is fine.
     fn remove_key<K: aya::Pod, V: aya::Pod>(
         &mut self,
@@ -365,6 +578,18 @@ impl Sensor {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(source) => Err(SensorError::Map { name, source }),
         }
+    }
+
+    /// The kernel id of the watched-process map, for a second reader (the
+    /// file guard's watched check, which must not wait for the core).
+    pub fn watched_tasks_map_id(&mut self) -> Result<u32, SensorError> {
+        use aya::maps::IterableMap;
+        let name = "WATCHED_TASKS";
+        let m: BpfHashMap<_, u32, u8> = self.map_mut(name)?;
+        m.map()
+            .info()
+            .map(|i| i.id())
+            .map_err(|source| SensorError::Map { name, source })
     }
 
     pub fn watch_uid(&mut self, uid: u32) -> Result<(), SensorError> {
@@ -389,53 +614,104 @@ impl Sensor {
     /// Marks a process held (stopped by the daemon for an approval): the
     /// kernel kills it if anybody else resumes it.
     pub fn hold(&mut self, pid: u32) -> Result<(), SensorError> {
-        self.set_insert("HELD", pid)
+        let mut m: BpfHashMap<_, u32, u64> = self.map_mut("HELD")?;
+        m.insert(pid, monotonic_ns(), 0)
+            .map_err(|source| SensorError::Map {
+                name: "HELD",
+                source,
+            })
     }
 
     /// Processes the kernel holds (stopped for an approval).
     pub fn held_pids(&mut self) -> Result<Vec<u32>, SensorError> {
-        let m: BpfHashMap<_, u32, u8> = self.map_mut("HELD")?;
+        let m: BpfHashMap<_, u32, u64> = self.map_mut("HELD")?;
         Ok(m.keys().filter_map(Result::ok).collect())
     }
 
     /// Forgets a held process before the daemon resumes it, so the kernel
     /// does not take the resume for a bypass.
     pub fn release_held(&mut self, pid: u32) -> Result<(), SensorError> {
-        self.set_remove("HELD", pid)
+        self.remove_key::<u32, u64>("HELD", &pid)
+    }
+
+    /// Lets the held call of a process through once when it restarts.
+    pub fn approve(&mut self, key: ApprovalKey) -> Result<(), SensorError> {
+        let mut m: BpfHashMap<_, ApprovalKey, u8> = self.map_mut("APPROVED")?;
+        m.insert(key, 1, 0).map_err(|source| SensorError::Map {
+            name: "APPROVED",
+            source,
+        })
+    }
+
+    /// Replaces the protected objects: new entries are written first, then
+    /// the ones no longer wanted removed, so nothing protected in both is
+    /// ever unprotected in between. Returns the entries the map refused.
+    pub fn replace_inode_rules(
+        &mut self,
+        entries: &[(InodeKey, InodeRule)],
+    ) -> Result<Vec<InodeKey>, SensorError> {
+        let mut m: BpfHashMap<_, InodeKey, InodeRule> = self.map_mut("INODE_RULES")?;
+        let mut refused = Vec::new();
+        for (key, rule) in entries {
+            if m.insert(key, rule, 0).is_err() {
+                refused.push(*key);
+            }
+        }
+        let wanted: std::collections::HashSet<InodeKey> = entries.iter().map(|(k, _)| *k).collect();
+        let stale: Vec<InodeKey> = m
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !wanted.contains(k))
+            .collect();
+        for key in stale {
+            let _ = m.remove(&key);
+        }
+        Ok(refused)
     }
 
     /// Replaces the compiled path rules (exec, open, lockdown allow-lists).
+    /// Returns the indices of entries the map refused.
     pub fn replace_path_rules(
         &mut self,
         entries: &[(Key<PathKeyData>, PathRule)],
-    ) -> Result<(), SensorError> {
+    ) -> Result<Vec<usize>, SensorError> {
         self.replace_trie("PATH_RULES", entries)
     }
 
-    /// Replaces one of the network tries.
+    /// Replaces one of the network tries; returns the indices refused.
     pub fn replace_net_rules(
         &mut self,
         table: NetTable,
         entries: &[(Key<NetKeyData>, NetRule)],
-    ) -> Result<(), SensorError> {
+    ) -> Result<Vec<usize>, SensorError> {
         self.replace_trie(table.map_name(), entries)
     }
 
+    /// New entries first, then the stale ones out: an entry present before
+    /// and after is never missing in between.
     fn replace_trie<K: aya::Pod, V: aya::Pod>(
         &mut self,
         name: &'static str,
         entries: &[(Key<K>, V)],
-    ) -> Result<(), SensorError> {
+    ) -> Result<Vec<usize>, SensorError> {
         let mut trie: LpmTrie<_, K, V> = self.map_mut(name)?;
-        let old: Vec<Key<K>> = trie.keys().filter_map(Result::ok).collect();
-        for key in &old {
+        let mut refused = Vec::new();
+        for (i, (key, value)) in entries.iter().enumerate() {
+            if trie.insert(key, value, 0).is_err() {
+                refused.push(i);
+            }
+        }
+        let wanted: std::collections::HashSet<Vec<u8>> =
+            entries.iter().map(|(k, _)| key_bytes(k)).collect();
+        let stale: Vec<Key<K>> = trie
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !wanted.contains(&key_bytes(k)))
+            .collect();
+        for key in &stale {
             let _ = trie.remove(key);
         }
-        for (key, value) in entries {
-            trie.insert(key, value, 0)
-                .map_err(|source| SensorError::Map { name, source })?;
-        }
-        Ok(())
+        Ok(refused)
     }
 
     /// Kernel-side counters summed over CPUs.
@@ -450,6 +726,8 @@ impl Sensor {
             ringbuf_full: sum(counter::RINGBUF_FULL),
             task_map_full: sum(counter::TASK_MAP_FULL),
             kernel_decisions: sum(counter::KERNEL_DECISIONS),
+            unresolved: sum(counter::UNRESOLVED),
+            pending_full: sum(counter::PENDING_FULL),
         })
     }
 
@@ -511,6 +789,10 @@ pub struct KernelCounters {
     pub ringbuf_full: u64,
     pub task_map_full: u64,
     pub kernel_decisions: u64,
+    /// Objects the kernel could not resolve (decided on what was typed).
+    pub unresolved: u64,
+    /// Calls whose pending record did not fit its map.
+    pub pending_full: u64,
 }
 
 /// Maps a program error to the sensor's, naming the program and the step.
@@ -519,6 +801,65 @@ fn failed(
     what: &'static str,
 ) -> impl FnOnce(aya::programs::ProgramError) -> SensorError {
     move |source| SensorError::Program { name, what, source }
+}
+
+/// The bytes of an LPM key (prefix length and data), to compare keys.
+fn key_bytes<K: aya::Pod>(key: &Key<K>) -> Vec<u8> {
+    let data = key.data();
+    // SAFETY: `K` is plain old data (aya::Pod); its bytes are readable.
+    let bytes = unsafe {
+        std::slice::from_raw_parts((&data as *const K).cast::<u8>(), std::mem::size_of::<K>())
+    };
+    let mut out = key.prefix_len().to_le_bytes().to_vec();
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds, the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The kernel's active LSMs, in order (securityfs must be mounted).
+fn active_lsms() -> Option<String> {
+    std::fs::read_to_string("/sys/kernel/security/lsm")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// BPF LSM programs run only where `bpf` is an active LSM: a kernel built
+/// with CONFIG_BPF_LSM but booted without it in `lsm=` loads and attaches
+/// them, and they never run.
+fn lsm_active(active: Option<&str>) -> Result<(), String> {
+    match active {
+        None => Err("cannot read /sys/kernel/security/lsm (is securityfs mounted?)".into()),
+        Some(list) if list.split(',').any(|l| l == "bpf") => Ok(()),
+        Some(list) => Err(format!(
+            "BPF LSM is not active on this kernel (active: {list}); add `bpf` to the `lsm=` boot parameter to use it"
+        )),
+    }
+}
+
+/// Every hook must have the parameters its program reads.
+fn lsm_hooks_match(btf: &kernel_layout::Btf) -> Result<(), String> {
+    for (hook, params) in LSM_HOOKS {
+        match btf.param_count(&format!("bpf_lsm_{hook}")) {
+            Some(n) if n == *params => {}
+            Some(n) => {
+                return Err(format!(
+                    "lsm/{hook} takes {n} arguments on this kernel, the program expects {params}"
+                ))
+            }
+            None => return Err(format!("this kernel has no BPF LSM hook {hook}")),
+        }
+    }
+    Ok(())
 }
 
 /// The cgroup v2 mount point, from /proc/self/mountinfo (it is

@@ -29,12 +29,16 @@ use crate::behaviour::Behaviour;
 use crate::clock::WallClock;
 use crate::decode::{self, Header, KernelAction, KernelEvent};
 use crate::enforce::{self, Approvals, CompiledMaps, PendingApproval, Resolution};
-use crate::identity::{self, ProcId};
 use crate::metrics::Metrics;
+use crate::procid::{self, ProcId};
 
+use crate::guards::Guards;
 use crate::observe::Sensor;
 use crate::process::ProcessTable;
 use crate::quarantine::QuarantineStore;
+
+/// How often protected objects are looked for on disk again.
+const IDENTIFY_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Counters shared with the control socket (`sentinel status`).
 #[derive(Debug, Default)]
@@ -83,8 +87,8 @@ pub struct Core {
     /// Deny/ask rules the kernel cannot decide, and why (for status).
     pub userspace_only: Vec<sentinel_policy::UserspaceOnly>,
     pub approvals: Approvals,
-    homes: HashMap<u32, PathBuf>,
-    table: ProcessTable,
+    pub(crate) homes: HashMap<u32, PathBuf>,
+    pub(crate) table: ProcessTable,
     clock: WallClock,
     audit: AuditWriter,
     /// The `seq` the audit chain will give the next record (it numbers
@@ -98,6 +102,10 @@ pub struct Core {
     condemned: HashSet<ProcId>,
     lost_reported: u64,
     next_recompile: Option<SystemTime>,
+    /// The compiled policy the maps were laid out from, kept to find
+    /// protected objects created or replaced on disk since.
+    kernel_policy: sentinel_policy::KernelPolicy,
+    next_identify: std::time::Instant,
     pub bandwidth: BandwidthMeter,
     pub metrics: Arc<Metrics>,
     /// The policy directory in force (absolute); `None`: the embedded
@@ -114,6 +122,16 @@ pub struct Core {
     pub mcp_peers: Arc<sentinel_mcp::daemon::PeerStats>,
     /// The durable copy of the quarantines (the engine holds the live one).
     pub quarantines: Option<QuarantineStore>,
+    /// The agent guards' state: identity baselines, responses, alerts
+    /// waiting for the playbooks (see `guards`).
+    pub(crate) guards: Guards,
+    /// Answers opens and execs the file guard holds for an approval.
+    pub(crate) guard_holds: Option<sentinel_fanotify::Resolver>,
+    /// What the file guard recorded, so the eBPF side's report of the
+    /// same call is not recorded twice.
+    pub(crate) guard_records: crate::file_guard::GuardRecords,
+    /// The file guard's state at the last tick, for `status`.
+    pub guard_status: Option<crate::file_guard::GuardStatus>,
 }
 
 /// One agent's risk as its verdicts report it.
@@ -175,6 +193,8 @@ pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 pub struct CoreParts {
+    /// Identity file baselines (`None`: no `[identity]` files).
+    pub identity: Option<crate::identity::IdentityMonitor>,
     pub sensor: Sensor,
     pub engine: Arc<Mutex<Engine>>,
     pub homes: HashMap<u32, PathBuf>,
@@ -205,6 +225,8 @@ impl Core {
             condemned: HashSet::new(),
             lost_reported: 0,
             next_recompile: None,
+            kernel_policy: sentinel_policy::KernelPolicy::default(),
+            next_identify: std::time::Instant::now(),
             bandwidth: BandwidthMeter::new(OffsetDateTime::now_utc()),
             metrics: parts.metrics,
             policy_dir: parts.policy_dir,
@@ -213,6 +235,10 @@ impl Core {
             orphans: HashSet::new(),
             mcp_peers: Arc::default(),
             quarantines: parts.quarantines,
+            guards: Guards::new(parts.identity),
+            guard_holds: None,
+            guard_records: Default::default(),
+            guard_status: None,
         };
         core.recompile()?;
         Ok(core)
@@ -223,14 +249,31 @@ impl Core {
     pub fn recompile(&mut self) -> Result<(), crate::observe::SensorError> {
         let kp = lock(&self.engine).kernel_policy(&self.homes, SystemTime::now());
         self.next_recompile = kp.next_expiry;
-        let maps = enforce::compile_maps(&kp);
+        let mut maps = enforce::compile_maps(&kp);
+        enforce::identify(&kp, &mut maps);
         for skipped in &maps.skipped {
             tracing::warn!("{skipped}");
         }
-        enforce::apply(&mut self.sensor, &maps)?;
+        enforce::apply(&mut self.sensor, &mut maps)?;
         self.maps = maps;
-        self.userspace_only = kp.userspace_only;
+        self.userspace_only = kp.userspace_only.clone();
+        self.kernel_policy = kp;
         Ok(())
+    }
+
+    /// Looks for protected objects that appeared or were replaced on disk
+    /// since the maps were written (a key created later, a file renamed
+    /// over another) and updates the kernel when anything changed.
+    pub fn reidentify(&mut self) {
+        let mut maps = enforce::compile_maps(&self.kernel_policy);
+        enforce::identify(&self.kernel_policy, &mut maps);
+        if maps.inodes == self.maps.inodes && maps.paths.len() == self.maps.paths.len() {
+            return;
+        }
+        match enforce::apply(&mut self.sensor, &mut maps) {
+            Ok(()) => self.maps = maps,
+            Err(e) => tracing::error!("updating the protected objects failed: {e}"),
+        }
     }
 
     /// Handles one ring-buffer record.
@@ -248,11 +291,27 @@ impl Core {
     pub fn handle(&mut self, event: KernelEvent) {
         let ts = self.clock.wall(event.header().ktime_ns);
         let header = event.header().clone();
+        let approval = enforce::approval_key(&event);
+        if let KernelEvent::Open { ret: Some(ret), .. } = &event {
+            if *ret == -libc::EPERM && self.guard_records.take_refused(header.tid) {
+                return;
+            }
+        }
         let Some(body) = self.enrich(event) else {
             return;
         };
-        let verdict = self.verdict_and_enforce(&body, &header);
+        if let Body::FileChange { process, path, .. } = &body {
+            if self.guard_records.has_change(process.pid, path) {
+                return;
+            }
+        }
+        let mut verdict = self.verdict_and_enforce(&body, &header, approval);
+        if let Some(v) = verdict.as_mut() {
+            self.put_back_identity(&body, v);
+        }
+        let seq = self.next_seq;
         self.push(ts, body, verdict);
+        self.emit_followups(seq);
     }
 
     /// Turns a kernel event into the record body, keeping the process
@@ -266,7 +325,7 @@ impl Core {
                 let parent = t.get(header.pid).and_then(|e| e.id(header.pid));
                 if parent.is_some_and(|p| self.condemned.contains(&p)) {
                     if let Some(child) = t.get(child_pid).and_then(|e| e.id(child_pid)) {
-                        let _ = identity::signal(child, libc::SIGKILL);
+                        let _ = procid::signal(child, libc::SIGKILL);
                         self.condemned.insert(child);
                     }
                 }
@@ -275,28 +334,78 @@ impl Core {
             KernelEvent::Exec {
                 header,
                 ppid,
+                binary,
                 filename,
                 argv,
                 argv_truncated,
                 ..
             } => {
-                t.on_exec(header.pid, ppid, header.uid, &header.comm, &filename, at);
+                // The binary the kernel resolved is the truth; the name
+                // passed is kept when it differs (a symlink, a script,
+                // /proc/self/fd/N).
+                let exe = if binary.path.is_empty() {
+                    &filename
+                } else {
+                    &binary.path
+                };
+                t.on_exec(header.pid, ppid, header.uid, &header.comm, exe, at);
+                let process = t.info(header.pid, header.uid, &header.comm, at);
+                let path_requested =
+                    (!filename.is_empty() && filename != process.exe).then_some(filename);
                 Body::Exec {
-                    process: t.info(header.pid, header.uid, &header.comm, at),
+                    process,
                     argv,
                     argv_truncated,
+                    path_requested,
                 }
             }
             KernelEvent::Open {
                 header,
-                path,
+                file,
+                requested,
                 flags,
                 dfd,
-            } => Body::Open {
-                path: t.resolve_path(header.pid, dfd, &path),
-                process: t.info(header.pid, header.uid, &header.comm, at),
-                flags,
-            },
+                ..
+            } => {
+                let path = if file.path.is_empty() {
+                    t.resolve_path(header.pid, dfd, &requested)
+                } else {
+                    file.path
+                };
+                Body::Open {
+                    path_requested: (!requested.is_empty() && requested != path)
+                        .then_some(requested),
+                    path,
+                    process: t.info(header.pid, header.uid, &header.comm, at),
+                    flags,
+                }
+            }
+            KernelEvent::Change {
+                header,
+                op,
+                target,
+                target_requested,
+                source,
+                source_requested,
+                ..
+            } => {
+                let path = t.change_path(header.pid, &target, &target_requested);
+                let source = source.map(|s| t.change_path(header.pid, &s, &source_requested));
+                Body::FileChange {
+                    process: t.info(header.pid, header.uid, &header.comm, at),
+                    op: op.name().to_string(),
+                    path_requested: (!target_requested.is_empty() && target_requested != path)
+                        .then_some(target_requested),
+                    path,
+                    source_requested: match &source {
+                        Some(s) if !source_requested.is_empty() && source_requested != *s => {
+                            Some(source_requested)
+                        }
+                        _ => None,
+                    },
+                    source,
+                }
+            }
             KernelEvent::Connect {
                 header, addr, port, ..
             } => Body::Connect {
@@ -332,13 +441,32 @@ impl Core {
 
     /// The engine's verdict, reconciled with what the kernel already did,
     /// and carried out where the kernel could not.
-    fn verdict_and_enforce(&mut self, body: &Body, header: &Header) -> Option<Verdict> {
+    fn verdict_and_enforce(
+        &mut self,
+        body: &Body,
+        header: &Header,
+        approval: Option<sentinel_common::ApprovalKey>,
+    ) -> Option<Verdict> {
         let action = action_for(body)?;
         let mut v = lock(&self.engine)
             .assess(&action, SystemTime::now())
             .verdict;
+        // A rename or link changes its source name too: the stricter
+        // verdict of the two stands.
+        if let Some(source) = source_action_for(body) {
+            let sv = lock(&self.engine)
+                .assess(&source, SystemTime::now())
+                .verdict;
+            if strictness(sv.action) > strictness(v.action) {
+                v = sv;
+            }
+        }
         self.enforce_auto_lockdown();
+        self.gate_elevated_child(body, &mut v);
         let pid = header.pid;
+        if header.action == KernelAction::Held && self.settle_gated_elevator(pid, body, &mut v) {
+            return Some(v);
+        }
         match header.action {
             KernelAction::Killed | KernelAction::Denied => {
                 let kernel_rule = self.maps.rule_name(header.rule_id);
@@ -364,13 +492,26 @@ impl Core {
                     v.rule = Some(self.maps.rule_name(header.rule_id));
                 }
                 v.enforced = true;
-                let id = self.hold(pid, body, v.rule.clone());
+                let id = self.hold(pid, body, v.rule.clone(), approval);
                 v.reason = format!(
                     "{}; held by the kernel: `sentinel approve {id}` resumes it, `sentinel deny {id}` kills it",
                     v.reason
                 );
             }
             KernelAction::None => match v.action {
+                Decision::Deny
+                    if v.rule
+                        .as_ref()
+                        .is_some_and(|r| self.maps.refused.contains(r)) =>
+                {
+                    let killed = self.kill_tree(pid);
+                    v.enforced = false;
+                    v.reason = format!(
+                        "{}; the kernel refused this rule's map entries, so it was decided in userspace: {}",
+                        v.reason,
+                        if killed { "the daemon killed the process after the call" } else { "the process had already exited" }
+                    );
+                }
                 Decision::Deny => {
                     let killed = self.kill_tree(pid);
                     v.enforced = false;
@@ -388,11 +529,11 @@ impl Core {
                     // Stopped after the fact: the call has happened, but the
                     // process cannot use its result until a human decides.
                     let start = self.table.get(pid).and_then(|e| e.start);
-                    let stopped = identity::signal_known(pid, start, libc::SIGSTOP).is_ok();
+                    let stopped = procid::signal_known(pid, start, libc::SIGSTOP).is_ok();
                     if stopped {
                         let _ = self.sensor.hold(pid);
                     }
-                    let id = self.hold(pid, body, v.rule.clone());
+                    let id = self.hold(pid, body, v.rule.clone(), None);
                     v.enforced = false;
                     v.reason = format!(
                         "{}; decided in userspace, {}: `sentinel approve {id}` / `sentinel deny {id}`",
@@ -435,12 +576,17 @@ impl Core {
         }
     }
 
+    /// Whether the daemon already killed `pid` after the fact.
+    pub(crate) fn is_condemned(&self, pid: u32) -> bool {
+        self.condemned.iter().any(|id| id.pid == pid)
+    }
+
     /// Kills a process and every descendant the table knows of, and
     /// remembers them so children whose fork is still in the ring buffer
     /// follow. Only processes whose identity (pid and start time) the
     /// table holds are signalled. Returns whether the process itself was
     /// still there.
-    fn kill_tree(&mut self, pid: u32) -> bool {
+    pub(crate) fn kill_tree(&mut self, pid: u32) -> bool {
         let mut killed = false;
         for (i, p) in std::iter::once(pid)
             .chain(self.table.descendants(pid))
@@ -449,16 +595,23 @@ impl Core {
             let Some(id) = self.table.get(p).and_then(|e| e.id(p)) else {
                 continue;
             };
-            let sent = identity::signal(id, libc::SIGKILL).is_ok();
+            let sent = procid::signal(id, libc::SIGKILL).is_ok();
             killed |= i == 0 && sent;
             self.condemned.insert(id);
         }
         killed
     }
 
-    fn hold(&mut self, pid: u32, body: &Body, rule: Option<String>) -> u64 {
+    fn hold(
+        &mut self,
+        pid: u32,
+        body: &Body,
+        rule: Option<String>,
+        approval: Option<sentinel_common::ApprovalKey>,
+    ) -> u64 {
         let start = self.table.get(pid).and_then(|e| e.start);
-        self.approvals.hold(pid, start, describe(body), rule)
+        self.approvals
+            .hold(pid, start, describe(body), rule, approval)
     }
 
     /// What the process table holds, for `status`.
@@ -466,7 +619,7 @@ impl Core {
         self.table.stats()
     }
 
-    fn push(&mut self, ts: OffsetDateTime, body: Body, verdict: Option<Verdict>) {
+    pub(crate) fn push(&mut self, ts: OffsetDateTime, body: Body, verdict: Option<Verdict>) {
         self.record(Event {
             seq: 0,
             ts,
@@ -499,11 +652,14 @@ impl Core {
             let event = alert.to_event(self.take_seq());
             self.emit(event);
         }
+        self.respond();
     }
 
     /// Hands a numbered event to the audit writer, counting it for the
-    /// metrics and keeping it for the live feed.
-    fn emit(&mut self, event: Event) {
+    /// metrics and keeping it for the live feed; alerts are queued for
+    /// the playbooks.
+    pub(crate) fn emit(&mut self, event: Event) {
+        self.guards.observe(&event);
         self.metrics.observe(&event);
         if let (Some(agent), Some(v)) = (
             event.process().and_then(|p| p.agent.as_ref()),
@@ -519,7 +675,7 @@ impl Core {
         self.stats.emitted.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn take_seq(&mut self) -> u64 {
+    pub(crate) fn take_seq(&mut self) -> u64 {
         self.next_seq += 1;
         self.next_seq - 1
     }
@@ -529,6 +685,10 @@ impl Core {
     /// expired quarantines recompiled.
     pub fn tick(&mut self) {
         self.read_bandwidth();
+        if self.next_identify <= std::time::Instant::now() {
+            self.reidentify();
+            self.next_identify = std::time::Instant::now() + IDENTIFY_EVERY;
+        }
         let lost = self.sensor.counters().map(|c| c.ringbuf_full).unwrap_or(0);
         self.stats.lost.store(lost, Ordering::Relaxed);
         // Lost events may have been exits: check every entry then.
@@ -545,6 +705,7 @@ impl Core {
         self.enforce_auto_lockdown();
         self.adopt_orphans();
         for (p, resolution) in self.approvals.expire(&mut self.sensor) {
+            self.answer_guard(&p, false);
             self.push_resolution(&p, resolution, "timeout");
         }
         let audit = self.audit.stats();
@@ -561,6 +722,7 @@ impl Core {
                 tracing::error!("recompiling the kernel maps failed: {e}");
             }
         }
+        self.guards_tick();
     }
 
     /// A process the kernel stopped for an approval whose event was lost
@@ -583,10 +745,11 @@ impl Core {
         for pid in adopt {
             let id = self.approvals.hold(
                 pid,
-                identity::start_time(pid),
+                procid::start_time(pid),
                 format!(
                     "a held action of pid {pid} (its event was lost: the ring buffer was full)"
                 ),
+                None,
                 None,
             );
             let reason = format!(
@@ -636,8 +799,17 @@ impl Core {
     /// Resolves an approval (`sentinel approve|deny ID`).
     pub fn resolve(&mut self, id: u64, approve: bool, by: &str) -> Option<Resolution> {
         let (p, resolution) = self.approvals.resolve(id, approve, &mut self.sensor)?;
+        self.answer_guard(&p, approve);
         self.push_resolution(&p, resolution, by);
         Some(resolution)
+    }
+
+    /// An approval of a call the file guard holds is answered in the
+    /// kernel (the process is blocked in the call, not stopped).
+    fn answer_guard(&self, p: &PendingApproval, approve: bool) {
+        if let (Some(request), Some(resolver)) = (p.guard_request, &self.guard_holds) {
+            crate::file_guard::answer(resolver, request, approve);
+        }
     }
 
     fn push_resolution(&mut self, p: &PendingApproval, resolution: Resolution, by: &str) {
@@ -675,7 +847,7 @@ impl Core {
         let comm = std::fs::read_to_string(format!("/proc/{proxy_pid}/comm")).unwrap_or_default();
         let process = self
             .table
-            .info(proxy_pid, uid, comm.trim(), identity::now_ktime());
+            .info(proxy_pid, uid, comm.trim(), procid::now_ktime());
         let args_digest = blake3::hash(sentinel_policy::canonical_json(args).as_bytes())
             .to_hex()
             .to_string();
@@ -744,6 +916,10 @@ impl Core {
         let policy = sentinel_policy::Policy::load_dir(dir).map_err(|e| e.to_string())?;
         let rules = policy.rules().len();
         let old = lock(&self.engine).policy().clone();
+        if let Some(m) = self.guards.identity.as_mut() {
+            m.set_patterns(policy.identity());
+            m.set_guarded(sentinel_policy::unchangeable_patterns(&policy));
+        }
         lock(&self.engine).reload(policy);
         if let Err(e) = self.recompile() {
             lock(&self.engine).reload(old);
@@ -841,6 +1017,7 @@ impl Core {
     /// Commits everything and stops the writer and the sinks (the daemon
     /// is exiting).
     pub fn shutdown(self) {
+        self.guards.shutdown();
         let stats = self.audit.shutdown();
         if stats.dropped > 0 || stats.failed > 0 {
             tracing::warn!(
@@ -864,9 +1041,44 @@ pub fn mode_name(mode: Mode) -> String {
         .unwrap_or_default()
 }
 
+/// How far a decision goes, to pick the stricter of two verdicts.
+fn strictness(d: Decision) -> u8 {
+    match d {
+        Decision::Allow => 0,
+        Decision::LogOnly => 1,
+        Decision::Ask => 2,
+        Decision::Deny => 3,
+    }
+}
+
+/// The other name a rename or link changes, as a write to it.
+fn source_action_for(body: &Body) -> Option<Action> {
+    let Body::FileChange {
+        process,
+        op,
+        source: Some(source),
+        ..
+    } = body
+    else {
+        return None;
+    };
+    if op != "rename" {
+        return None;
+    }
+    Some(Action {
+        agent: process.agent.clone(),
+        uid: process.uid,
+        pid: process.pid,
+        object: Object::Open {
+            path: source.clone(),
+            write: true,
+        },
+    })
+}
+
 /// The engine's view of a kernel event; `None` for kinds that are not
-/// actions (exit, alerts).
-fn action_for(body: &Body) -> Option<Action> {
+/// actions (exit, alerts). A file-system change is a write to its path.
+pub(crate) fn action_for(body: &Body) -> Option<Action> {
     let (process, object) = match body {
         Body::Exec { process, argv, .. } => (
             process,
@@ -875,15 +1087,26 @@ fn action_for(body: &Body) -> Option<Action> {
                 argv: argv.clone(),
             },
         ),
+        // An O_PATH handle reads nothing; reopening it through
+        // /proc/self/fd is an open of its own and decided then.
+        Body::Open { flags, .. } if flags & (libc::O_PATH as u32) != 0 => return None,
         Body::Open {
             process,
             path,
             flags,
+            ..
         } => (
             process,
             Object::Open {
                 path: path.clone(),
                 write: open_flags_write(*flags),
+            },
+        ),
+        Body::FileChange { process, path, .. } => (
+            process,
+            Object::Open {
+                path: path.clone(),
+                write: true,
             },
         ),
         Body::Connect {
@@ -909,10 +1132,17 @@ fn action_for(body: &Body) -> Option<Action> {
 }
 
 /// A short description of an action for approvals.
-fn describe(body: &Body) -> String {
+pub(crate) fn describe(body: &Body) -> String {
     match body {
         Body::Exec { process, .. } => format!("exec {}", process.exe),
         Body::Open { path, .. } => format!("open {path}"),
+        Body::FileChange {
+            op,
+            path,
+            source: Some(source),
+            ..
+        } => format!("{op} {source} -> {path}"),
+        Body::FileChange { op, path, .. } => format!("{op} {path}"),
         Body::Connect { addr, port, .. } => format!("connect {addr}:{port}"),
         other => format!("{other:?}"),
     }
@@ -940,6 +1170,7 @@ mod tests {
             process: info(),
             argv: vec!["curl".into(), "x".into()],
             argv_truncated: false,
+            path_requested: None,
         };
         let a = action_for(&exec).unwrap();
         assert_eq!(a.agent.as_deref(), Some("claude"));
@@ -947,6 +1178,7 @@ mod tests {
         let open = Body::Open {
             process: info(),
             path: "/etc/shadow".into(),
+            path_requested: None,
             flags: 0o1101,
         };
         assert!(matches!(

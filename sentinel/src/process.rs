@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use sentinel_audit::ProcessInfo;
 use serde::Serialize;
 
-use crate::identity::{self, ProcId};
+use crate::procid::{self, ProcId};
 
 /// Most processes the table holds (100,000 live processes fit).
 pub const MAX_TRACKED: usize = 131_072;
@@ -170,7 +170,7 @@ impl ProcessTable {
     /// The start time of the process now at `pid`, if it can be the one
     /// that acted at kernel time `at` (else the pid was reused since).
     fn start_for(&self, pid: u32, at: u64) -> Option<u64> {
-        identity::start_time_in(&self.proc_root, pid).filter(|s| identity::started_by(*s, at))
+        procid::start_time_in(&self.proc_root, pid).filter(|s| procid::started_by(*s, at))
     }
 
     /// A watched process forked `child` at kernel time `at`: a new
@@ -242,6 +242,44 @@ impl ProcessTable {
         if ppid != 0 {
             entry.ppid = ppid;
         }
+    }
+
+    /// The watched UIDs named `agent`.
+    pub fn uids_of(&self, agent: &str) -> Vec<u32> {
+        let mut uids: Vec<u32> = self
+            .agents
+            .iter()
+            .filter(|(_, name)| name.as_str() == agent)
+            .map(|(uid, _)| *uid)
+            .collect();
+        uids.sort_unstable();
+        uids
+    }
+
+    /// The agent name of a watched UID.
+    pub fn agent_name(&self, uid: u32) -> Option<&str> {
+        self.agents.get(&uid).map(String::as_str)
+    }
+
+    /// Live processes the table attributes to `agent` (its UIDs' and
+    /// every descendant's, `sudo` children included), each still the
+    /// process the table saw (start time checked).
+    pub fn pids_of_agent(&self, agent: &str) -> Vec<u32> {
+        self.procs
+            .iter()
+            .filter(|(_, e)| e.exited.is_none() && e.agent.as_deref() == Some(agent))
+            // Only the process the table saw, not a later one on its pid.
+            .filter(|(pid, e)| {
+                e.start.is_some() && procid::start_time_in(&self.proc_root, **pid) == e.start
+            })
+            .map(|(pid, _)| *pid)
+            .collect()
+    }
+
+    /// The parent the table knows for `pid`, and that parent's exe.
+    pub fn parent_exe(&self, pid: u32) -> Option<String> {
+        let ppid = self.procs.get(&pid)?.ppid;
+        self.procs.get(&ppid).map(|p| p.exe.clone())
     }
 
     /// Every known descendant of `pid` (children, grandchildren, ...),
@@ -417,13 +455,13 @@ impl ProcessTable {
             let Some(e) = self.procs.get_mut(&pid).filter(|e| e.exited.is_none()) else {
                 continue;
             };
-            let now = identity::start_time_in(&self.proc_root, pid);
+            let now = procid::start_time_in(&self.proc_root, pid);
             let keep = match e.start {
                 // Provisional: verified if /proc shows a process (not a
                 // thread) that can be the one seen.
                 None => {
                     e.start = now
-                        .filter(|s| identity::started_by(*s, e.since))
+                        .filter(|s| procid::started_by(*s, e.since))
                         .filter(|_| !is_thread(&self.proc_root, pid));
                     e.start.is_some()
                 }
@@ -466,9 +504,23 @@ impl ProcessTable {
             return path.to_string();
         };
         match std::fs::read_link(&base) {
-            Ok(dir) => normalize(&dir.join(path)),
+            Ok(dir) => crate::paths::canonical(Some(&dir), path),
             Err(_) => path.to_string(),
         }
+    }
+
+    /// The canonical path of a change's name: the kernel's resolved path,
+    /// or what it composed from the directory and the name as typed
+    /// (cleaned and its directories resolved here), or, when the kernel
+    /// had nothing, the name as typed against the process's directory.
+    pub fn change_path(&self, pid: u32, file: &crate::decode::FileRef, typed: &str) -> String {
+        if file.path.is_empty() {
+            return self.resolve_path(pid, -100, typed);
+        }
+        if file.composed {
+            return crate::paths::canonical(None, &file.path);
+        }
+        file.path.clone()
     }
 
     /// Seeds the table from /proc: every process whose UID is watched, and
@@ -499,7 +551,7 @@ impl ProcessTable {
             let Some(uid) = read_status_uid(&base) else {
                 continue;
             };
-            all.push((pid, ppid, uid, comm, identity::parse_stat_start(&stat)));
+            all.push((pid, ppid, uid, comm, procid::parse_stat_start(&stat)));
         }
         all.sort_unstable();
         let mut watched: HashMap<u32, bool> = HashMap::new();
@@ -522,7 +574,7 @@ impl ProcessTable {
                         exe,
                         agent: None,
                         start: *start,
-                        since: identity::now_ktime(),
+                        since: procid::now_ktime(),
                         exited: None,
                         generation: 0,
                     },
@@ -617,29 +669,6 @@ fn read_status_uid(base: &Path) -> Option<u32> {
         .find_map(|l| l.strip_prefix("Uid:"))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|s| s.parse().ok())
-}
-
-/// Lexically removes `.` and `..` (the kernel saw the unresolved string).
-fn normalize(path: &Path) -> String {
-    let mut out: Vec<&std::ffi::OsStr> = Vec::new();
-    for c in path.components() {
-        match c {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::Normal(s) => out.push(s),
-            _ => {}
-        }
-    }
-    let mut s = String::new();
-    for part in out {
-        s.push('/');
-        s.push_str(&part.to_string_lossy());
-    }
-    if s.is_empty() {
-        s.push('/');
-    }
-    s
 }
 
 #[cfg(test)]

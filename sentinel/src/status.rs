@@ -111,6 +111,31 @@ pub fn summary(a: &Value) -> String {
     if let Some(why) = a["lsm_unavailable"].as_str() {
         let _ = writeln!(out, "  no BPF LSM: {why}");
     }
+    let g = &a["file_guard"];
+    if g.is_object() {
+        let caps = &g["capabilities"];
+        let _ = writeln!(
+            out,
+            "  file guard: {} places, {} objects marked (fanotify{}{}), {} requests, {} refused",
+            n(&g["targets"]),
+            n(&g["marked"]),
+            if caps["open_exec_perm"] == true {
+                ", exec"
+            } else {
+                ""
+            },
+            if caps["pre_content"] == true {
+                ", pre-content"
+            } else {
+                ", no pre-content: truncate and writes through open descriptors are undone after the fact"
+            },
+            n(&g["stats"]["events"]),
+            n(&g["stats"]["denied"]),
+        );
+        for f in g["failures"].as_array().into_iter().flatten() {
+            let _ = writeln!(out, "    {}", f.as_str().unwrap_or("?"));
+        }
+    }
     let e = &a["events"];
     let _ = writeln!(
         out,

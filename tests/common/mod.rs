@@ -92,6 +92,22 @@ impl Daemon {
             .prefix("sentinel-state-")
             .tempdir()
             .unwrap();
+        Daemon::start_with(state_dir, extra)
+    }
+
+    /// Stops this daemon and starts another on the same state directory
+    /// and database (a restart), with `extra` arguments.
+    pub fn restart(mut self, extra: &[&str]) -> Daemon {
+        if self.child.is_some() {
+            self.stop();
+        }
+        let state_dir = std::mem::replace(&mut self.state_dir, tempfile::tempdir().unwrap());
+        let mut daemon = Daemon::start_with(state_dir, extra);
+        daemon.policy = self.policy.take();
+        daemon
+    }
+
+    fn start_with(state_dir: tempfile::TempDir, extra: &[&str]) -> Daemon {
         let jsonl = state_dir.path().join("events.jsonl");
         let stderr_path = state_dir.path().join("daemon.stderr");
         let mut args: Vec<std::ffi::OsString> = vec![

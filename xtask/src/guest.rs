@@ -68,6 +68,9 @@ pub struct GuestSpec {
     pub script: String,
     /// Wall-clock limit for boot, script and power-off together.
     pub timeout: Duration,
+    /// `lsm=` for this boot instead of the kernel's own list (with `bpf`
+    /// added when it lacks it), e.g. a list without `bpf`.
+    pub lsm: Option<String>,
 }
 
 /// What the guest reported.
@@ -106,12 +109,36 @@ pub fn run_guest_test(root: &Path, spec: &GuestSpec) -> Result<GuestOutcome> {
         let nonce = nonce();
         let initrd = build_initramfs(&run_dir, spec, &nonce)
             .context("building the guest initramfs failed")?;
+        let mut kernel = kernel.clone();
+        if let Some(lsm) = &spec.lsm {
+            kernel.extra_cmdline = format!("lsm={lsm}");
+        }
         boot(&kernel, &initrd, &nonce, spec.timeout)
     })();
     if std::env::var_os("SENTINEL_GUEST_KEEP").is_none() {
         let _ = fs::remove_dir_all(&run_dir);
     }
     result.map_err(|e| anyhow!("{NOT_RUN}: {e:#}"))
+}
+
+/// Copies the release binary `built` (relative to the workspace root) to
+/// `target/guest/<name>` and strips it: a small initramfs (release
+/// binaries carry debug info). Returns the copy's path, to put in
+/// `GuestSpec::binaries`.
+pub fn stripped_copy(root: &Path, built: &str, name: &str) -> Result<PathBuf> {
+    let dir = root.join("target/guest");
+    fs::create_dir_all(&dir)?;
+    let bin = dir.join(name);
+    fs::copy(root.join(built), &bin)
+        .with_context(|| format!("copying {built} (build it first)"))?;
+    let status = Command::new("strip")
+        .arg(&bin)
+        .status()
+        .context("running strip")?;
+    if !status.success() {
+        bail!("strip failed on {}", bin.display());
+    }
+    Ok(bin)
 }
 
 /// Boots the guest once with a script that checks BPF LSM is active, the
@@ -135,6 +162,7 @@ pub fn self_test(root: &Path) -> Result<()> {
         extra_files: vec![(extra, PathBuf::from("/sentinel-guest/selftest-extra.txt"))],
         script: SELFTEST_SCRIPT.to_string(),
         timeout: Duration::from_secs(180),
+        lsm: None,
     };
     let outcome = run_guest_test(root, &spec)?;
     if !outcome.passed {

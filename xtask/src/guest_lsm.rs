@@ -1,60 +1,77 @@
-//! The BPF-LSM enforcement test: boots the guest kernel (see `guest`) with
-//! the release `sentinel` binary and runs `tests/guest/lsm.sh` in it. The
-//! host kernel refuses LSM programs, so this is where that path is tested
-//! for real. A guest that cannot start is an error, never a pass.
+//! The guest-kernel tests: boots the Debian 6.1 guest kernel (see `guest`)
+//! with the release `sentinel` and `sentinel-evasion` binaries and runs
+//!
+//! - `tests/guest/lsm.sh`: exec, open and connect refused by BPF LSM;
+//! - `tests/guest/evasion.sh` with BPF LSM active: the evasion corpus;
+//! - `tests/guest/evasion.sh` again with `bpf` left out of `lsm=` (a kernel
+//!   built with BPF LSM whose LSM programs never run, like stock Ubuntu):
+//!   status must report the fallback, and the corpus is still refused.
+//!
+//! The host kernel refuses LSM programs, so this is where that path is
+//! tested for real. A guest that cannot start is an error, never a pass.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
-use crate::guest::{run_guest_test, GuestSpec};
+use crate::guest::{run_guest_test, stripped_copy, GuestSpec};
 
-const SCRIPT: &str = include_str!("../../tests/guest/lsm.sh");
+const LSM_SCRIPT: &str = include_str!("../../tests/guest/lsm.sh");
+const EVASION_SCRIPT: &str = include_str!("../../tests/guest/evasion.sh");
+/// The guest kernel's default LSM list without `bpf`.
+const LSM_WITHOUT_BPF: &str = "landlock,lockdown,yama,integrity,apparmor";
 
 pub fn run(root: &Path) -> Result<()> {
-    // A stripped copy keeps the initramfs small (the release binary
-    // carries debug info).
-    let dir = root.join("target/guest");
-    std::fs::create_dir_all(&dir)?;
-    let bin = dir.join("sentinel");
-    std::fs::copy(root.join("target/release/sentinel"), &bin)
-        .context("copying target/release/sentinel (build it first)")?;
-    let status = Command::new("strip")
-        .arg(&bin)
-        .status()
-        .context("running strip")?;
-    if !status.success() {
-        bail!("strip failed on {}", bin.display());
-    }
-    // The binary goes in through `binaries` so its libraries come along;
-    // the script puts it on PATH.
-    let guest_bin = PathBuf::from("/usr/local/bin/sentinel");
-    let spec = GuestSpec {
-        binaries: vec![bin.clone()],
-        extra_files: vec![
-            (
-                root.join("tests/guest/policy"),
-                "/sentinel-guest/policy".into(),
-            ),
-            (
-                "/usr/bin/true".into(),
-                "/sentinel-guest/forbidden-tool".into(),
-            ),
-        ],
-        script: format!("cp {} {}\n{SCRIPT}", bin.display(), guest_bin.display()),
-        timeout: Duration::from_secs(300),
-    };
-    eprintln!("xtask: BPF-LSM test in the guest kernel (qemu, software emulation)");
-    let outcome = run_guest_test(root, &spec)?;
-    if !outcome.passed {
-        eprintln!("{}", outcome.console);
-        bail!("the BPF-LSM guest test failed: {}", outcome.reason);
-    }
-    eprintln!(
-        "xtask: BPF-LSM guest test passed in {:.1} s",
-        outcome.elapsed.as_secs_f64()
+    let sentinel = stripped_copy(root, "target/release/sentinel", "sentinel")?;
+    let evasion = stripped_copy(root, "target/release/sentinel-evasion", "sentinel-evasion")?;
+    // The binaries go in through `binaries` so their libraries come along;
+    // the script puts them on PATH.
+    let install = format!(
+        "cp {} /usr/local/bin/sentinel\ncp {} /usr/local/bin/sentinel-evasion\n",
+        sentinel.display(),
+        evasion.display()
     );
+    let boots = [
+        ("BPF-LSM enforcement", LSM_SCRIPT.to_string(), None),
+        (
+            "evasion corpus under BPF LSM",
+            format!("EXPECT=lsm\n{EVASION_SCRIPT}"),
+            None,
+        ),
+        (
+            "evasion corpus with bpf left out of lsm=",
+            format!("EXPECT=fallback\n{EVASION_SCRIPT}"),
+            Some(LSM_WITHOUT_BPF.to_string()),
+        ),
+    ];
+    for (name, script, lsm) in boots {
+        let spec = GuestSpec {
+            binaries: vec![sentinel.clone(), evasion.clone()],
+            extra_files: vec![
+                (
+                    root.join("tests/guest/policy"),
+                    "/sentinel-guest/policy".into(),
+                ),
+                (
+                    "/usr/bin/true".into(),
+                    "/sentinel-guest/forbidden-tool".into(),
+                ),
+            ],
+            script: format!("{install}{script}"),
+            timeout: Duration::from_secs(600),
+            lsm,
+        };
+        eprintln!("xtask: guest kernel test: {name} (qemu, software emulation)");
+        let outcome = run_guest_test(root, &spec)?;
+        if !outcome.passed {
+            eprintln!("{}", outcome.console);
+            bail!("the guest test \"{name}\" failed: {}", outcome.reason);
+        }
+        eprintln!(
+            "xtask: guest test \"{name}\" passed in {:.1} s",
+            outcome.elapsed.as_secs_f64()
+        );
+    }
     Ok(())
 }

@@ -7,6 +7,7 @@
 
 mod fuzz;
 mod guest;
+mod guest_fanotify;
 mod guest_lsm;
 mod mcp_peers;
 mod package;
@@ -49,6 +50,8 @@ enum Task {
     },
     /// Only the BPF-LSM test in the guest kernel (builds first).
     TestLsm,
+    /// Only the fanotify guard check in the guest kernel.
+    TestFanotifyGuest,
     /// Boot the guest kernel once and check the harness itself.
     GuestSelfTest,
     /// Run the benchmarks and print their figures.
@@ -104,6 +107,7 @@ fn run(task: Task) -> Result<()> {
             build(&root)?;
             guest_lsm::run(&root)
         }
+        Task::TestFanotifyGuest => guest_fanotify::run(&root),
         Task::Bench => bench(&root),
         Task::Package => package::build(&root).map(drop),
         Task::Fuzz { seconds, target } => fuzz::run(&root, seconds, target.as_deref()),
@@ -157,12 +161,17 @@ fn build_ebpf(root: &Path) -> Result<()> {
     Ok(())
 }
 
-fn cargo(root: &Path, args: &[&str]) -> Result<()> {
+pub(crate) fn cargo(root: &Path, args: &[&str]) -> Result<()> {
     let status = Command::new("cargo")
         .current_dir(root)
         .env("SENTINEL_EBPF_OBJECT", ebpf_object(root))
         // The MCP proxy tests drive the real `sentinel mcp-proxy` binary.
         .env("SENTINEL_BIN", root.join("target/release/sentinel"))
+        // The evasion tests try every route with this tool.
+        .env(
+            "SENTINEL_EVASION_BIN",
+            root.join("target/release/sentinel-evasion"),
+        )
         // The package test installs the package `test` builds.
         .env("SENTINEL_DEB", package::deb_path(root)?)
         .args(args)
@@ -176,7 +185,18 @@ fn cargo(root: &Path, args: &[&str]) -> Result<()> {
 
 fn build(root: &Path) -> Result<()> {
     build_ebpf(root)?;
-    cargo(root, &["build", "--locked", "--release", "-p", "sentinel"])
+    cargo(
+        root,
+        &[
+            "build",
+            "--locked",
+            "--release",
+            "-p",
+            "sentinel",
+            "-p",
+            "sentinel-evasion",
+        ],
+    )
 }
 
 fn test(root: &Path, lint: bool) -> Result<()> {
@@ -185,15 +205,15 @@ fn test(root: &Path, lint: bool) -> Result<()> {
     package::build(root)?;
     if lint {
         cargo(root, &["fmt", "--all", "--check"])?;
-        // The eBPF crate is outside the workspace; its one file is
-        // formatted by the same rules.
+        // The eBPF crate is outside the workspace; its files are formatted
+        // by the same rules (rustfmt follows its `mod` declarations).
         let status = Command::new("rustfmt")
             .current_dir(root)
             .args(["--edition", "2021", "--check", "sentinel-ebpf/src/main.rs"])
             .status()
             .context("running rustfmt on the eBPF crate")?;
         if !status.success() {
-            bail!("sentinel-ebpf/src/main.rs is not formatted: run `rustfmt --edition 2021 sentinel-ebpf/src/main.rs`");
+            bail!("the eBPF crate is not formatted: run `rustfmt --edition 2021 sentinel-ebpf/src/main.rs`");
         }
         cargo(
             root,
@@ -229,6 +249,8 @@ fn test(root: &Path, lint: bool) -> Result<()> {
     )?;
     // The BPF-LSM path, in a guest kernel that allows it.
     guest_lsm::run(root)?;
+    // The fanotify guard on a kernel without pre-content events.
+    guest_fanotify::run(root)?;
     println!("xtask: every test passed");
     Ok(())
 }
@@ -249,6 +271,18 @@ fn bench(root: &Path) -> Result<()> {
             "sentinel",
             "--bench",
             "process_table",
+        ],
+    )?;
+    // What the fanotify guard adds to an open (criterion).
+    cargo(
+        root,
+        &[
+            "bench",
+            "--locked",
+            "-p",
+            "sentinel-fanotify",
+            "--bench",
+            "open",
         ],
     )
 }

@@ -1,9 +1,11 @@
-//! Installs the real MCP peers the sentinel-mcp integration tests drive:
-//! the Python SDK (`mcp` from PyPI, pinned in tests/mcp/requirements.txt)
-//! into a venv, and the npm reference servers (pinned in
-//! tests/mcp/package.json + package-lock.json) into a node folder, both
-//! under target/mcp-peers. Idempotent: a part whose pinned inputs did not
-//! change since it was installed is skipped.
+//! Installs the real peers the integration tests drive: the Python MCP
+//! SDK (`mcp` from PyPI, pinned in tests/mcp/requirements.txt) into a venv
+//! and the npm reference servers (pinned in tests/mcp/package.json +
+//! package-lock.json) into a node folder, both under target/mcp-peers; and
+//! the `openai` and `anthropic` SDKs (pinned in tests/llm/requirements.txt)
+//! the LLM proxy tests use as clients, into target/llm-peers/venv.
+//! Idempotent: a part whose pinned inputs did not change since it was
+//! installed is skipped.
 
 use std::fs;
 use std::path::Path;
@@ -35,30 +37,11 @@ pub fn ensure_mcp_peers(root: &Path) -> Result<()> {
     let peers = root.join(PEERS_DIR);
     fs::create_dir_all(&peers).with_context(|| format!("cannot create {}", peers.display()))?;
 
-    let requirements = spec.join("requirements.txt");
-    let wanted = fs::read_to_string(&requirements)
-        .with_context(|| format!("cannot read {}", requirements.display()))?;
-    let venv = peers.join("venv");
-    let stamp = venv.join(".sentinel-requirements");
-    if up_to_date(&stamp, &wanted) && venv.join("bin/python").exists() {
-        eprintln!("mcp peers: Python venv up to date ({})", venv.display());
-    } else {
-        eprintln!(
-            "mcp peers: installing the Python MCP SDK into {}",
-            venv.display()
-        );
-        run(
-            Command::new("python3").arg("-m").arg("venv").arg(&venv),
-            "python3 -m venv",
-        )?;
-        run(
-            Command::new(venv.join("bin/pip"))
-                .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
-                .arg(&requirements),
-            "pip install -r tests/mcp/requirements.txt",
-        )?;
-        fs::write(&stamp, &wanted)?;
-    }
+    ensure_venv(
+        &spec.join("requirements.txt"),
+        &peers.join("venv"),
+        "the Python MCP SDK",
+    )?;
 
     let node = peers.join("node");
     fs::create_dir_all(&node)?;
@@ -86,5 +69,47 @@ pub fn ensure_mcp_peers(root: &Path) -> Result<()> {
         run(&mut npm, "npm install of tests/mcp/package.json")?;
         fs::write(&stamp, &inputs)?;
     }
+    Ok(())
+}
+
+/// The LLM SDKs, in a venv of their own (their pins differ from the MCP
+/// SDK's).
+pub fn ensure_llm_peers(root: &Path) -> Result<()> {
+    ensure_venv(
+        &root.join("tests/llm/requirements.txt"),
+        &root.join(LLM_PEERS_DIR).join("venv"),
+        "the openai and anthropic SDKs",
+    )
+}
+
+/// Where the LLM SDKs are installed, relative to the workspace root.
+pub const LLM_PEERS_DIR: &str = "target/llm-peers";
+
+/// Creates `venv` with the pinned `requirements` unless it already holds
+/// exactly them.
+fn ensure_venv(requirements: &Path, venv: &Path, what: &str) -> Result<()> {
+    let wanted = fs::read_to_string(requirements)
+        .with_context(|| format!("cannot read {}", requirements.display()))?;
+    let stamp = venv.join(".sentinel-requirements");
+    if up_to_date(&stamp, &wanted) && venv.join("bin/python").exists() {
+        eprintln!("peers: {what} up to date ({})", venv.display());
+        return Ok(());
+    }
+    eprintln!("peers: installing {what} into {}", venv.display());
+    if let Some(parent) = venv.parent() {
+        fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    run(
+        Command::new("python3").arg("-m").arg("venv").arg(venv),
+        "python3 -m venv",
+    )?;
+    run(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(requirements),
+        &format!("pip install -r {}", requirements.display()),
+    )?;
+    fs::write(&stamp, &wanted)?;
     Ok(())
 }

@@ -17,9 +17,15 @@ pub fn all(root: &Path) -> Result<()> {
     kernel_mounts()?;
     test_users()?;
     crate::mcp_peers::ensure_mcp_peers(root)?;
+    crate::mcp_peers::ensure_llm_peers(root)?;
     debian_packages(CONSOLE_PACKAGES)?;
+    debian_packages(GUARD_PACKAGES)?;
     Ok(())
 }
+
+/// Debian packages the agent-guard tests use as peers: the real `sudo`
+/// (the sudo gate) and `nftables` (the cut-network response).
+pub const GUARD_PACKAGES: &[&str] = &["sudo", "nftables"];
 
 /// Debian packages the operator-console tests drive for real: Prometheus
 /// (and promtool) scraping the daemon, rsyslog with its GnuTLS driver
