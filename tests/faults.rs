@@ -656,3 +656,206 @@ for i in range(60):
     daemon.restart();
     assert_eq!(mode(&daemon), "alert");
 }
+
+/// `sentinel-evasion` (tests/evasion): tries one call and reports it.
+fn evasion_bin() -> std::path::PathBuf {
+    let path = std::env::var_os("SENTINEL_EVASION_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/sentinel-evasion")
+        });
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --release -p sentinel-evasion`",
+        path.display()
+    );
+    path
+}
+
+/// A copy of /bin/true in a scratch directory, and a policy whose one
+/// rule the kernel decides on its own: exec of that copy is denied.
+fn kernel_denied_tool() -> (tempfile::TempDir, String, tempfile::TempDir) {
+    let dir = scratch_dir();
+    let tool = dir.path().join("denied-tool");
+    std::fs::copy("/bin/true", &tool).unwrap();
+    std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let tool = tool.to_str().unwrap().to_string();
+    let policy = tempfile::tempdir().unwrap();
+    std::fs::write(
+        policy.path().join("deny.toml"),
+        format!("[[rule]]\nname = \"deny-tool\"\nkind = \"exec\"\naction = \"deny\"\nbinary = [\"{tool}\"]\nreason = \"test: denied in the kernel\"\n"),
+    )
+    .unwrap();
+    (dir, tool, policy)
+}
+
+fn generations(pins: &Path) -> Vec<String> {
+    std::fs::read_dir(pins)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The attack: the daemon is SIGKILLed (a crash, an OOM kill, `sudo kill
+/// -9`). Its pinned programs keep refusing the denied exec with no daemon
+/// at all; a watched process hammering the exec while a new daemon starts
+/// and takes over never gets through; the new daemon records the death;
+/// a clean stop then detaches everything.
+#[test]
+fn enforcement_survives_kill_9_and_a_restart_takes_over_without_a_gap() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    require_environment();
+    let _lock = kernel_lock();
+    let (_dir, tool, policy) = kernel_denied_tool();
+    let mut daemon = Daemon::start(&["--policy", policy.path().to_str().unwrap()]);
+    let runs = {
+        let tool = tool.clone();
+        move || run(as_user(WATCHED_UID, &tool)).status.success()
+    };
+    assert!(!runs(), "the denied tool runs while the daemon runs");
+    let pins = pin_dir(daemon.state_dir());
+    let old_pid = daemon.pid();
+    assert_eq!(generations(&pins), vec![format!("gen-{old_pid}")]);
+
+    daemon.kill9();
+    for _ in 0..3 {
+        assert!(!runs(), "the denied tool ran once the daemon was killed");
+    }
+    assert!(
+        run(as_user(OTHER_UID, &tool)).status.success(),
+        "the unwatched UID is refused with no daemon"
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tries, ran) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let hammer = {
+        let (stop, tries, ran, runs) = (stop.clone(), tries.clone(), ran.clone(), runs.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if runs() {
+                    ran.fetch_add(1, Ordering::Relaxed);
+                }
+                tries.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    daemon.restart();
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    hammer.join().unwrap();
+    assert_eq!(
+        ran.load(Ordering::Relaxed),
+        0,
+        "the denied tool ran during the takeover ({} tries)",
+        tries.load(Ordering::Relaxed)
+    );
+    assert!(tries.load(Ordering::Relaxed) > 5, "too few tries to mean anything");
+    assert_eq!(
+        generations(&pins),
+        vec![format!("gen-{}", daemon.pid())],
+        "the old pins were not replaced"
+    );
+    let death = daemon.wait_for("the death record", |e| {
+        e["kind"] == "alert" && str_field(e, "category") == "sentinel-death"
+    });
+    assert!(
+        str_field(&death, "reason").contains(&format!("pid {old_pid}"))
+            && str_field(&death, "severity") == "critical",
+        "{death}"
+    );
+    assert!(!runs(), "the restarted daemon does not enforce");
+
+    assert!(daemon.stop().success());
+    assert!(!pins.exists(), "a clean stop left pins in {}", pins.display());
+    assert!(runs(), "a clean stop left the programs attached");
+}
+
+/// A setuid-root copy of `sentinel-evasion` the watched user can run: a
+/// watched process that became root.
+fn setuid_root_evasion() -> (tempfile::TempDir, String) {
+    let dir = scratch_dir();
+    let bin = dir.path().join("suid-evasion");
+    std::fs::copy(evasion_bin(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o4755)).unwrap();
+    let bin = bin.to_str().unwrap().to_string();
+    (dir, bin)
+}
+
+fn killed_by_sigkill(out: &std::process::Output) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    out.status.signal() == Some(libc::SIGKILL)
+}
+
+/// The attack, without BPF LSM (this host): a watched process's
+/// setuid-root child signals the daemon — SIGTERM (would be a clean stop,
+/// detaching everything), then tkill, pidfd_send_signal and ptrace of it,
+/// and bpf(). Each time the attacker is killed and a critical alert
+/// recorded; the SIGTERM is ignored. Then SIGKILL, which the kernel
+/// delivers before the attacker dies: enforcement stays (pinned), and the
+/// restarted daemon's death record names the attempt.
+#[test]
+fn a_watched_setuid_root_child_that_attacks_the_daemon_is_killed_and_alerted() {
+    require_environment();
+    let _lock = kernel_lock();
+    let (_dir, tool, policy) = kernel_denied_tool();
+    let (_suid_dir, suid) = setuid_root_evasion();
+    let mut daemon = Daemon::start(&["--policy", policy.path().to_str().unwrap()]);
+    let status = daemon.status();
+    if status.to_string().contains("\"self_protection\":\"lsm\"") {
+        panic!("BPF LSM enforces here: this test is for the tracepoint path (the guest tests LSM)");
+    }
+    let pid = daemon.pid().to_string();
+    let attempts: [(&[&str], &str); 5] = [
+        (&["kill", &pid, "15"], "tried kill"),
+        (&["tkill", &pid, "15"], "tried tkill"),
+        (&["pidfd-signal", &pid, "15"], "tried pidfd_open"),
+        (&["ptrace", &pid], "tried ptrace"),
+        (&["bpf"], "tried bpf"),
+    ];
+    for (args, said) in attempts {
+        let mut cmd = as_user(WATCHED_UID, &suid);
+        cmd.args(args);
+        let out = run(cmd);
+        assert!(killed_by_sigkill(&out), "{args:?} was not killed: {out:?}");
+        daemon.wait_for(said, |e| {
+            e["kind"] == "alert"
+                && str_field(e, "category") == "tamper"
+                && str_field(e, "severity") == "critical"
+                && str_field(e, "reason").contains(said)
+        });
+        assert!(daemon.running(), "the daemon died of {args:?}");
+    }
+    // The unwatched root is the operator: it is never touched.
+    let out = run({
+        let mut c = std::process::Command::new(evasion_bin());
+        c.args(["kill", &pid, "0"]);
+        c
+    });
+    assert!(out.status.success(), "{out:?}");
+
+    let old_pid = daemon.pid();
+    let mut cmd = as_user(WATCHED_UID, &suid);
+    cmd.args(["kill", &pid, "9"]);
+    let out = run(cmd);
+    assert!(killed_by_sigkill(&out), "{out:?}");
+    daemon
+        .wait_exit(Duration::from_secs(5))
+        .expect("without LSM the SIGKILL is delivered");
+    assert!(
+        !run(as_user(WATCHED_UID, &tool)).status.success(),
+        "the denied tool ran after the daemon was killed"
+    );
+    daemon.restart();
+    let death = daemon.wait_for("the death record", |e| {
+        e["kind"] == "alert" && str_field(e, "category") == "sentinel-death"
+    });
+    let reason = str_field(&death, "reason");
+    assert!(
+        reason.contains(&format!("pid {old_pid}")) && reason.contains(" kill target "),
+        "{death}"
+    );
+}

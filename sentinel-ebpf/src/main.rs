@@ -12,7 +12,9 @@
 //! - [`decide`]: map lookups in what the daemon compiled from the policy;
 //! - [`act`]: EPERM (or a held restart) from the LSM and cgroup hooks,
 //!   SIGKILL/SIGSTOP from tracepoints where nothing can refuse;
-//! - [`count`]: the IP bytes of sockets watched processes use.
+//! - [`count`]: the IP bytes of sockets watched processes use;
+//! - [`protect`]: watched processes may not signal, ptrace or `bpf()`
+//!   against the sentinel, and its death is noted in the pinned state.
 //!
 //! The hooks, by concern: [`exec`], [`open`], [`mutate`], [`connect`],
 //! [`lifecycle`]. The programs hold no policy of their own: every rule is
@@ -36,6 +38,7 @@ mod lifecycle;
 mod maps;
 mod mutate;
 mod open;
+mod protect;
 mod resolve;
 
 #[cfg(not(test))]

@@ -156,7 +156,14 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
     engine.set_anomaly(behaviour.scorer());
     let engine = Arc::new(Mutex::new(engine));
 
+    // A previous daemon that did not stop cleanly left its programs
+    // pinned and enforcing: they stay attached until this one's are.
+    let pin_base = crate::pins::base_dir(&config.state_dir);
+    let previous = crate::pins::previous(&pin_base)?;
     let mut sensor = Sensor::load(&config.sensor)?;
+    if let Some(p) = &previous {
+        sensor.adopt(p)?;
+    }
     for uid in config.agents.keys() {
         sensor.watch_uid(*uid)?;
     }
@@ -232,6 +239,24 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
         quarantines: Some(quarantines),
     })?;
     let mut core = core;
+    // Rules are in the maps now: pin, and let the old programs go.
+    if let Err(e) = core.sensor.pin(&pin_base) {
+        tracing::warn!("enforcement will not survive this daemon: {e}");
+    }
+    if let Some(p) = &previous {
+        let reason = p.describe();
+        tracing::warn!("{reason}");
+        core.push(
+            time::OffsetDateTime::now_utc(),
+            sentinel_audit::Body::Alert {
+                severity: "critical".into(),
+                category: "sentinel-death".into(),
+                reason,
+                related: Vec::new(),
+            },
+            None,
+        );
+    }
     core.raise_identity(identity_alerts);
     let core = Arc::new(Mutex::new(core));
     let mut file_guard = start_file_guard(&core, &engine, &config);
@@ -334,8 +359,16 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
                 }
             }
             _ = sighup.recv() => reload(&core, &mut config),
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
+            _ = sigterm.recv() => {
+                if !signalled_by_agent(&core, libc::SIGTERM) {
+                    break;
+                }
+            }
+            _ = sigint.recv() => {
+                if !signalled_by_agent(&core, libc::SIGINT) {
+                    break;
+                }
+            }
         }
     }
 
@@ -360,6 +393,8 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
     }
     drop(control_socket);
     drop(ring);
+    // A clean stop: the pins go, so the programs detach with the sensor.
+    lock(&core).sensor.unpin();
     match Arc::try_unwrap(core) {
         Ok(core) => core
             .into_inner()
@@ -682,4 +717,26 @@ pub fn resolve_agents(
         }
     }
     Ok(out)
+}
+
+/// Whether the kernel saw a watched process send `sig` to the sentinel in
+/// the last seconds (without BPF LSM the tracepoint kills the sender but
+/// the signal is still delivered): such a stop request is ignored, so an
+/// agent cannot detach the sensor with a SIGTERM.
+fn signalled_by_agent(core: &Arc<Mutex<Core>>, sig: i32) -> bool {
+    let t = match lock(core).sensor.tamper() {
+        Ok(t) => t,
+        Err(_) => return false,
+    };
+    use sentinel_common::tamper;
+    let recent = crate::observe::monotonic_ns().saturating_sub(t[tamper::KTIME as usize])
+        < 5_000_000_000;
+    let by_agent = t[tamper::COUNT as usize] > 0 && recent && t[tamper::SIGNAL as usize] == sig as u64;
+    if by_agent {
+        tracing::error!(
+            "signal {sig} came from a watched process ({}); ignored",
+            crate::pins::describe_tamper(&t)
+        );
+    }
+    by_agent
 }

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use sentinel_common::{
     exec_flags, kernel_action, kind, mutate_op, object_flags, ConnectEvent, EventHeader, ExecEvent,
-    ExitEvent, FileObject, ForkEvent, MutateEvent, OpenEvent, RET_UNKNOWN,
+    ExitEvent, FileObject, ForkEvent, MutateEvent, OpenEvent, TamperEvent, RET_UNKNOWN,
 };
 use thiserror::Error;
 
@@ -186,6 +186,15 @@ pub enum KernelEvent {
     IoUring {
         header: Header,
     },
+    /// A watched process signalled, ptraced or called bpf() against the
+    /// sentinel (`header.action`: refused or killed).
+    Tamper {
+        header: Header,
+        /// `tamper_op::*`.
+        op: u32,
+        signal: u32,
+        target: i64,
+    },
 }
 
 impl KernelEvent {
@@ -197,7 +206,8 @@ impl KernelEvent {
             | Self::Connect { header, .. }
             | Self::Fork { header, .. }
             | Self::Exit { header }
-            | Self::IoUring { header } => header,
+            | Self::IoUring { header }
+            | Self::Tamper { header, .. } => header,
         }
     }
 }
@@ -310,6 +320,15 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
             let ev: ExitEvent = read(bytes, raw.kind)?;
             KernelEvent::IoUring {
                 header: header(&ev.header),
+            }
+        }
+        kind::TAMPER => {
+            let ev: TamperEvent = read(bytes, raw.kind)?;
+            KernelEvent::Tamper {
+                header: header(&ev.header),
+                op: ev.op,
+                signal: ev.signal,
+                target: ev.target,
             }
         }
         other => return Err(DecodeError::UnknownKind(other)),

@@ -22,6 +22,7 @@ mod mcp_admin;
 mod metrics;
 mod observe;
 mod paths;
+mod pins;
 mod pipeline;
 mod posture;
 mod preflight;

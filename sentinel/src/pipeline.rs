@@ -424,6 +424,31 @@ impl Core {
                     .process_exited(header.pid, gone.and_then(|e| e.agent));
                 Body::Exit { process }
             }
+            KernelEvent::Tamper {
+                header,
+                op,
+                signal,
+                target,
+            } => {
+                let process = t.info(header.pid, header.uid, &header.comm, at);
+                let done = match header.action {
+                    KernelAction::Denied => "refused in the kernel",
+                    KernelAction::Killed => "the process was killed",
+                    _ => "seen",
+                };
+                Body::Alert {
+                    severity: "critical".into(),
+                    category: "tamper".into(),
+                    reason: format!(
+                        "{} (pid {}, uid {}) tried {} against the sentinel (target {target}, signal {signal}); {done}",
+                        process.comm,
+                        process.pid,
+                        process.uid,
+                        sentinel_common::tamper_op::name(op),
+                    ),
+                    related: Vec::new(),
+                }
+            }
             KernelEvent::IoUring { header } => {
                 let process = t.info(header.pid, header.uid, &header.comm, at);
                 Body::Alert {
@@ -685,6 +710,9 @@ impl Core {
     /// expired quarantines recompiled.
     pub fn tick(&mut self) {
         self.read_bandwidth();
+        if let Err(e) = self.sensor.refresh_self_threads() {
+            tracing::warn!("self-protection: {e}");
+        }
         if self.next_identify <= std::time::Instant::now() {
             self.reidentify();
             self.next_identify = std::time::Instant::now() + IDENTIFY_EVERY;

@@ -97,7 +97,7 @@ impl Daemon {
 
     /// Stops this daemon and starts another on the same state directory
     /// and database (a restart), with `extra` arguments.
-    pub fn restart(mut self, extra: &[&str]) -> Daemon {
+    pub fn restart_with(mut self, extra: &[&str]) -> Daemon {
         if self.child.is_some() {
             self.stop();
         }
@@ -267,6 +267,47 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// SIGKILL, as a crash or an attacker would: nothing is cleaned up and
+    /// the pinned programs stay attached. `restart()` starts it again.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("daemon running");
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let _ = child.wait();
+    }
+
+    /// Whether the daemon process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Waits for the daemon to exit on its own (killed by someone else).
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut()?.try_wait().ok()? {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+/// Where a daemon on `state_dir` pins its programs (`sentinel::pins`).
+pub fn pin_dir(state_dir: &Path) -> PathBuf {
+    let key: String = state_dir
+        .to_string_lossy()
+        .trim_matches('/')
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    PathBuf::from("/sys/fs/bpf/sentinel").join(&key[key.len().saturating_sub(200)..])
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -274,13 +315,15 @@ impl Drop for Daemon {
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
-                    return;
+                    break;
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Whatever happened, a test daemon leaves nothing attached.
+        let _ = std::fs::remove_dir_all(pin_dir(self.state_dir()));
     }
 }
 
