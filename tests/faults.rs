@@ -714,7 +714,13 @@ fn enforcement_survives_kill_9_and_a_restart_takes_over_without_a_gap() {
     let mut daemon = Daemon::start(&["--policy", policy.path().to_str().unwrap()]);
     let runs = {
         let tool = tool.clone();
-        move || run(as_user(WATCHED_UID, &tool)).status.success()
+        // Refused before it ran (the file guard's EPERM at spawn) or
+        // killed at the exec (the pinned tracepoint): either way not run.
+        move || {
+            as_user(WATCHED_UID, &tool)
+                .status()
+                .is_ok_and(|s| s.success())
+        }
     };
     assert!(!runs(), "the denied tool runs while the daemon runs");
     let pins = pin_dir(daemon.state_dir());
@@ -846,7 +852,9 @@ fn a_watched_setuid_root_child_that_attacks_the_daemon_is_killed_and_alerted() {
         .wait_exit(Duration::from_secs(5))
         .expect("without LSM the SIGKILL is delivered");
     assert!(
-        !run(as_user(WATCHED_UID, &tool)).status.success(),
+        !as_user(WATCHED_UID, &tool)
+            .status()
+            .is_ok_and(|s| s.success()),
         "the denied tool ran after the daemon was killed"
     );
     daemon.restart();

@@ -474,6 +474,9 @@ pub(crate) fn status(core: &Arc<Mutex<Core>>, agents: &BTreeMap<u32, String>) ->
         "policy_dir": c.policy_dir,
         "attached": c.sensor.attached,
         "enforcement": c.sensor.mechanisms,
+        // Where the programs are pinned (they outlive the daemon); null:
+        // they detach if it dies.
+        "pinned": c.sensor.pin_dir,
         "lsm_unavailable": c.sensor.lsm_unavailable,
         "active_lsms": c.sensor.active_lsms,
         "file_guard": c.guard_status,
