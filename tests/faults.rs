@@ -759,7 +759,10 @@ fn enforcement_survives_kill_9_and_a_restart_takes_over_without_a_gap() {
         "the denied tool ran during the takeover ({} tries)",
         tries.load(Ordering::Relaxed)
     );
-    assert!(tries.load(Ordering::Relaxed) > 5, "too few tries to mean anything");
+    assert!(
+        tries.load(Ordering::Relaxed) > 5,
+        "too few tries to mean anything"
+    );
     assert_eq!(
         generations(&pins),
         vec![format!("gen-{}", daemon.pid())],
@@ -776,7 +779,11 @@ fn enforcement_survives_kill_9_and_a_restart_takes_over_without_a_gap() {
     assert!(!runs(), "the restarted daemon does not enforce");
 
     assert!(daemon.stop().success());
-    assert!(!pins.exists(), "a clean stop left pins in {}", pins.display());
+    assert!(
+        !pins.exists(),
+        "a clean stop left pins in {}",
+        pins.display()
+    );
     assert!(runs(), "a clean stop left the programs attached");
 }
 

@@ -729,9 +729,10 @@ fn signalled_by_agent(core: &Arc<Mutex<Core>>, sig: i32) -> bool {
         Err(_) => return false,
     };
     use sentinel_common::tamper;
-    let recent = crate::observe::monotonic_ns().saturating_sub(t[tamper::KTIME as usize])
-        < 5_000_000_000;
-    let by_agent = t[tamper::COUNT as usize] > 0 && recent && t[tamper::SIGNAL as usize] == sig as u64;
+    let recent =
+        crate::observe::monotonic_ns().saturating_sub(t[tamper::KTIME as usize]) < 5_000_000_000;
+    let by_agent =
+        t[tamper::COUNT as usize] > 0 && recent && t[tamper::SIGNAL as usize] == sig as u64;
     if by_agent {
         tracing::error!(
             "signal {sig} came from a watched process ({}); ignored",

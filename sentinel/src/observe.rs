@@ -693,10 +693,7 @@ impl Sensor {
         std::fs::create_dir_all(&dir).map_err(|e| pin_err("creating the directory", &e))?;
         self.pin_dir = Some(dir.clone());
         for name in crate::pins::PINNED_MAPS {
-            let map = self
-                .ebpf
-                .map(name)
-                .ok_or(SensorError::MissingMap(name))?;
+            let map = self.ebpf.map(name).ok_or(SensorError::MissingMap(name))?;
             map.pin(dir.join(format!("map-{name}")))
                 .map_err(|e| pin_err(name, &e))?;
         }

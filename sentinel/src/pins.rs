@@ -62,7 +62,9 @@ pub fn remove_other_generations(base: &Path, keep: &Path) {
     }
 }
 
-pub fn read_tamper<T: std::borrow::Borrow<MapData>>(m: &Array<T, u64>) -> [u64; tamper::LEN as usize] {
+pub fn read_tamper<T: std::borrow::Borrow<MapData>>(
+    m: &Array<T, u64>,
+) -> [u64; tamper::LEN as usize] {
     let mut out = [0u64; tamper::LEN as usize];
     for (i, v) in out.iter_mut().enumerate() {
         *v = m.get(&(i as u32), 0).unwrap_or(0);
@@ -101,8 +103,7 @@ fn open<T: TryFrom<Map>>(dir: &Path, name: &str) -> Option<T> {
 
 fn is_sentinel(pid: u32) -> bool {
     let exe = |p: &str| std::fs::read_link(format!("/proc/{p}/exe")).ok();
-    pid != std::process::id()
-        && exe(&pid.to_string()).is_some_and(|e| Some(e) == exe("self"))
+    pid != std::process::id() && exe(&pid.to_string()).is_some_and(|e| Some(e) == exe("self"))
 }
 
 /// Reads the newest generation a previous daemon left under `base`.
@@ -110,12 +111,7 @@ fn is_sentinel(pid: u32) -> bool {
 /// there was none).
 pub fn previous(base: &Path) -> Result<Option<Previous>, TakeoverError> {
     let mut gens = generations(base);
-    gens.sort_by_key(|(pid, dir)| {
-        (
-            std::fs::metadata(dir).and_then(|m| m.modified()).ok(),
-            *pid,
-        )
-    });
+    gens.sort_by_key(|(pid, dir)| (std::fs::metadata(dir).and_then(|m| m.modified()).ok(), *pid));
     let Some((pid, dir)) = gens.pop() else {
         return Ok(None);
     };

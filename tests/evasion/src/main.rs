@@ -330,7 +330,12 @@ fn route(args: &[String]) -> Result<Option<Vec<u8>>, String> {
             let mut attr = [0u32; 4];
             // SAFETY: attr is ours and its size is passed.
             let ret = unsafe {
-                libc::syscall(libc::SYS_bpf, 11, attr.as_mut_ptr(), std::mem::size_of_val(&attr))
+                libc::syscall(
+                    libc::SYS_bpf,
+                    11,
+                    attr.as_mut_ptr(),
+                    std::mem::size_of_val(&attr),
+                )
             };
             check(ret).map(|_| None)
         }
