@@ -451,8 +451,10 @@ fn top_in_a_real_terminal_approves_a_held_exec() {
     let (flood_start, seen_before) = (Instant::now(), seen(&daemon));
     std::thread::sleep(Duration::from_secs(2));
 
-    let mut child = as_user(WATCHED_UID, tool.to_str().unwrap())
-        .arg("approved-from-top")
+    // Through `sh -c exec`: where the file guard holds an exec inside
+    // execve, spawning the tool directly would wait for the approval.
+    let mut child = as_user(WATCHED_UID, "/bin/sh")
+        .args(["-c", &format!("exec {} approved-from-top", tool.display())])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

@@ -119,20 +119,21 @@ fn ctl(daemon: &Daemon, args: &[&str]) -> std::process::Output {
 }
 
 #[test]
-fn denied_exec_and_open_are_killed_for_the_watched_uid_only() {
+fn denied_exec_and_open_are_refused_for_the_watched_uid_only() {
     require_environment();
     let _lock = kernel_lock();
     let fx = Fixture::new();
     let mut daemon = fx.start();
 
+    // Where the file guard runs (no BPF LSM), a protected file is refused
+    // with EPERM before the call like under the LSM, not killed after it.
+    let guarded = daemon.status()["enforcement"]["exec"] == "fanotify+sigkill";
+
     // exec
-    let out = run(as_user(WATCHED_UID, &fx.path("forbidden-tool")));
-    assert_eq!(
-        out.status.signal(),
-        Some(9),
-        "watched exec must be killed: {out:?}"
-    );
-    assert!(out.stdout.is_empty(), "the denied program never ran");
+    let how = exec_refused(as_user(WATCHED_UID, &fx.path("forbidden-tool")));
+    if guarded {
+        assert_eq!(how, Refused::Eperm, "refused before it ran");
+    }
     let ev = daemon.wait_for("denied exec", |e| {
         e["kind"] == "exec" && e["verdict"]["rule"] == "deny-test-exec"
     });
@@ -153,11 +154,19 @@ fn denied_exec_and_open_are_killed_for_the_watched_uid_only() {
         c.arg(&secret);
         c
     });
-    assert_eq!(
-        out.status.signal(),
-        Some(9),
-        "watched open must be killed: {out:?}"
-    );
+    if guarded {
+        assert!(
+            out.status.code() == Some(1)
+                && String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"),
+            "watched open must be refused with EPERM: {out:?}"
+        );
+    } else {
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "watched open must be killed: {out:?}"
+        );
+    }
     assert!(
         !String::from_utf8_lossy(&out.stdout).contains("TOP-SECRET"),
         "the content never reached the agent"
@@ -270,23 +279,46 @@ fn ask_holds_the_process_until_approved_once() {
     let fx = Fixture::new();
     let mut daemon = fx.start();
 
+    // Where the file guard runs, the exec waits inside execve (nothing of
+    // the new program has run) and a denial fails it with EPERM; otherwise
+    // the kernel stops the process after the exec and a denial kills it.
+    let in_the_call = daemon.status()["enforcement"]["exec"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("fanotify"));
+    // Through `sh -c exec`, so spawning does not itself wait for the exec.
+    let held = |arg: &str| {
+        as_user(WATCHED_UID, "/bin/sh")
+            .args(["-c", &format!("exec {} {arg}", fx.path("needs-approval"))])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
     // Approved: the program runs to completion after the approval.
-    let mut child = as_user(WATCHED_UID, &fx.path("needs-approval"))
-        .arg("approved-output")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = held("approved-output");
     let pid = child.id();
     let id = approval_id(&daemon, pid);
-    let ev = daemon.wait_for("ask event", |e| e["kind"] == "exec" && e["pid"] == pid);
+    let tool = fx.path("needs-approval");
+    let ev = daemon.wait_for("ask event", |e| {
+        e["kind"] == "exec" && e["pid"] == pid && e["exe"] == tool.as_str()
+    });
     assert_eq!(verdict_of(&ev)["action"], "ask");
     assert_eq!(verdict_of(&ev)["rule"], "ask-test-exec");
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        proc_state(pid),
-        Some('T'),
-        "held (stopped) until a human answers"
-    );
+    if in_the_call {
+        let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+        assert!(
+            syscall.starts_with(&format!("{} ", libc::SYS_execve)),
+            "held inside execve until a human answers: {syscall}"
+        );
+    } else {
+        assert_eq!(
+            proc_state(pid),
+            Some('T'),
+            "held (stopped) until a human answers"
+        );
+    }
     assert!(child.try_wait().unwrap().is_none());
     let out = ctl(&daemon, &["approve", &id]);
     assert!(out.status.success(), "{out:?}");
@@ -304,16 +336,32 @@ fn ask_holds_the_process_until_approved_once() {
     let again = ctl(&daemon, &["approve", &id]);
     assert_eq!(again.status.code(), Some(1), "{again:?}");
 
-    // Denied: the held process is killed.
-    let mut child = as_user(WATCHED_UID, &fx.path("needs-approval"))
-        .arg("never")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // Denied: the held exec is refused, or the held process killed.
+    let mut child = held("never");
     let id = approval_id(&daemon, child.id());
     assert!(ctl(&daemon, &["deny", &id]).status.success());
     let status = child.wait().unwrap();
-    assert_eq!(status.signal(), Some(9));
+    let mut said = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    assert!(!said.contains("never"), "the denied program ran: {said}");
+    if in_the_call {
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(!status.success(), "{status:?}");
+        assert!(err.contains("Operation not permitted"), "{err}");
+    } else {
+        assert_eq!(status.signal(), Some(9));
+    }
     daemon.stop();
 }
 
@@ -428,12 +476,8 @@ fn a_policy_reload_that_fails_keeps_the_old_policy() {
                 .unwrap_or("")
                 .contains("stays in force")
     });
-    let out = run(as_user(WATCHED_UID, &fx.path("forbidden-tool")));
-    assert_eq!(
-        out.status.signal(),
-        Some(9),
-        "the old deny rule still holds: {out:?}"
-    );
+    // The old deny rule still holds.
+    exec_refused(as_user(WATCHED_UID, &fx.path("forbidden-tool")));
     // Fixed: a new rule comes into force, in the kernel too.
     std::fs::write(
         policy.join("zz-broken.toml"),
@@ -449,8 +493,7 @@ fn a_policy_reload_that_fails_keeps_the_old_policy() {
                 .unwrap_or("")
                 .starts_with("policy reloaded")
     });
-    let out = run(as_user(WATCHED_UID, &fx.path("needs-approval")));
-    assert_eq!(out.status.signal(), Some(9), "{out:?}");
+    exec_refused(as_user(WATCHED_UID, &fx.path("needs-approval")));
     let out = run(as_user(WATCHED_UID, &fx.path("forbidden-tool")));
     assert!(
         out.status.success(),
@@ -461,5 +504,109 @@ fn a_policy_reload_that_fails_keeps_the_old_policy() {
         s["decided_in_kernel"].to_string().contains("deny-true-now"),
         "{s}"
     );
+    daemon.stop();
+}
+
+/// `ask` on an open and on a connect holds the call before it takes
+/// effect: nothing of the file is read and no connection is made until the
+/// operator answers; approved, the call completes; denied, it fails.
+#[test]
+fn ask_holds_opens_and_connects_before_they_happen() {
+    require_environment();
+    let _lock = kernel_lock();
+    let dir = scratch_dir();
+    let d = dir.path();
+    let held = d.join("held.txt");
+    std::fs::write(&held, "HELD-CONTENT\n").unwrap();
+    std::fs::set_permissions(&held, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let policy = d.join("policy");
+    std::fs::create_dir(&policy).unwrap();
+    std::fs::write(
+        policy.join("ask.toml"),
+        format!(
+            "[[rule]]\nname = \"ask-test-open\"\nkind = \"open\"\naction = \"ask\"\npath = [\"{}\"]\n\n[[rule]]\nname = \"ask-test-connect\"\nkind = \"connect\"\naction = \"ask\"\naddr = [\"127.0.0.1/32\"]\nport = {port}\n",
+            held.display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "--approval-timeout",
+        "30",
+    ]);
+    let guarded = daemon.status()["enforcement"]["open"] == "fanotify+sigkill";
+    let cat = || {
+        as_user(WATCHED_UID, "/bin/cat")
+            .arg(&held)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    // Open, approved.
+    let mut child = cat();
+    let pid = child.id();
+    let id = approval_id(&daemon, pid);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "held until answered");
+    if guarded {
+        let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+        assert!(
+            syscall.starts_with(&format!("{} ", libc::SYS_openat)),
+            "held inside openat, before the file is open: {syscall}"
+        );
+    }
+    assert!(ctl(&daemon, &["approve", &id]).status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "HELD-CONTENT\n");
+
+    // Open, denied: nothing read.
+    let child = cat();
+    let id = approval_id(&daemon, child.id());
+    assert!(ctl(&daemon, &["deny", &id]).status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+
+    // Connect: no connection exists while it is held.
+    let connect = format!(
+        "import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=60)\nprint('connected')\n"
+    );
+    let child = as_user(WATCHED_UID, "/usr/bin/python3")
+        .args(["-c", &connect])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = approval_id(&daemon, child.id());
+    std::thread::sleep(Duration::from_millis(500));
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("a held connect reached the listener: {other:?}"),
+    }
+    assert!(ctl(&daemon, &["approve", &id]).status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "connected");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match listener.accept() {
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the approved connect never arrived"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
     daemon.stop();
 }

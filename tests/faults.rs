@@ -418,7 +418,12 @@ fn a_quarantine_outlives_a_restart_and_is_lifted_by_id() {
     std::fs::copy("/bin/true", &tool).unwrap();
     std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let tool_path = tool.to_str().unwrap();
-    let runs = || run(as_user(WATCHED_UID, tool_path)).status.success();
+    // Refused at spawn (the file guard's EPERM) or killed: not run.
+    let runs = || {
+        as_user(WATCHED_UID, tool_path)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
     assert!(runs(), "the tool runs before the quarantine");
 
     let out = sentinel(
@@ -483,22 +488,17 @@ fn a_quarantine_outlives_a_restart_and_is_lifted_by_id() {
 fn a_hold_whose_record_was_lost_is_found_and_timed_out() {
     require_environment();
     let _lock = kernel_lock();
-    let dir = scratch_dir();
-    let tool = dir.path().join("needs-approval");
-    std::fs::copy("/bin/sleep", &tool).unwrap();
-    std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
     let policy = tempfile::tempdir().unwrap();
     std::fs::write(
         policy.path().join("ask.toml"),
         format!(
-            "[[rule]]\nname = \"ask-lost\"\nkind = \"exec\"\naction = \"ask\"\nbinary = [\"{}\"]\n",
-            tool.display()
+            "[[rule]]\nname = \"ask-lost\"\nkind = \"connect\"\naction = \"ask\"\naddr = [\"127.0.0.1/32\"]\nport = {port}\n"
         ),
     )
     .unwrap();
-    // A 4 KiB ring buffer cannot hold an exec record (4.3 KiB): the
-    // kernel holds the process and its HELD record is lost, every time.
-    let daemon = Daemon::start(&[
+    let mut daemon = Daemon::start(&[
         "--policy",
         policy.path().to_str().unwrap(),
         "--ring-buffer-bytes",
@@ -506,10 +506,20 @@ fn a_hold_whose_record_was_lost_is_found_and_timed_out() {
         "--approval-timeout",
         "3",
     ]);
-    let mut held = as_user(WATCHED_UID, tool.to_str().unwrap());
-    held.arg("30");
+    // The daemon stops reading (SIGSTOP) while the watched process fills
+    // the 4 KiB ring with opens, then connects: the kernel holds it and
+    // its HELD record is lost, deterministically.
+    let dpid = daemon.pid() as i32;
+    unsafe { libc::kill(dpid, libc::SIGSTOP) };
+    let mut held = as_user(WATCHED_UID, "/bin/bash");
+    held.args([
+        "-c",
+        &format!("for i in $(seq 100); do : < /etc/hostname; done; echo hi > /dev/tcp/127.0.0.1/{port}"),
+    ]);
     let mut child = held.spawn().unwrap();
     let pid = child.id();
+    std::thread::sleep(Duration::from_secs(2));
+    unsafe { libc::kill(dpid, libc::SIGCONT) };
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -537,6 +547,7 @@ fn a_hold_whose_record_was_lost_is_found_and_timed_out() {
             && str_field(e, "reason").contains("TimedOut")
     });
     assert!(daemon.status()["events"]["lost"].as_u64().unwrap() >= 1);
+    assert!(daemon.running());
 }
 
 /// An MCP action of the watched agent, as the daemon's engine sees it.

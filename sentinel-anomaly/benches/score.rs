@@ -119,6 +119,7 @@ fn bench_detector(c: &mut Criterion) {
                 body: Body::Open {
                     process: process.clone(),
                     path: "/home/agent/src/main.rs".into(),
+                    path_requested: None,
                     flags: 0,
                 },
                 verdict: None,

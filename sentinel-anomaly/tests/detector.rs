@@ -46,6 +46,7 @@ fn exec(seq: u64, pid: u32, ppid: u32, uid: u32, exe: &str, argv: &[&str]) -> Ev
             process: process(pid, ppid, uid, exe),
             argv: argv.iter().map(|s| s.to_string()).collect(),
             argv_truncated: false,
+            path_requested: None,
         },
     )
 }
@@ -56,6 +57,7 @@ fn open(seq: u64, pid: u32, ppid: u32, exe: &str, path: &str, flags: u32) -> Eve
         Body::Open {
             process: process(pid, ppid, AGENT_UID, exe),
             path: path.into(),
+            path_requested: None,
             flags,
         },
     )

@@ -23,6 +23,7 @@ fn sample_event(i: u64) -> Event {
             },
             argv: vec!["bash".into(), "-c".into(), format!("echo {i} > /tmp/out")],
             argv_truncated: false,
+            path_requested: None,
         },
         verdict: Some(Verdict {
             action: Decision::Allow,

@@ -28,6 +28,7 @@ fn tricky_exec() -> Event {
             },
             argv: vec!["sh".into(), "-c".into(), "a=b|c\\d\ne\rf".into()],
             argv_truncated: false,
+            path_requested: None,
         },
         verdict: Some(Verdict {
             action: Decision::Deny,

@@ -358,7 +358,12 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
                     posture_running = Some(spawn_posture_scan(&core, &config, &posture_tracker));
                 }
             }
-            _ = sighup.recv() => reload(&core, &mut config),
+            _ = sighup.recv() => {
+                reload(&core, &mut config);
+                if let Some(guard) = file_guard.as_mut() {
+                    refresh_file_guard(&core, &engine, guard);
+                }
+            }
             _ = sigterm.recv() => {
                 if !signalled_by_agent(&core, libc::SIGTERM) {
                     break;

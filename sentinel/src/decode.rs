@@ -408,7 +408,7 @@ mod tests {
         assert_eq!(header.action, KernelAction::Killed);
         assert_eq!(filename, "/bin/ls");
         assert_eq!(binary.path, "/usr/bin/ls");
-        assert_eq!(binary.identity(), Some((3, 12)));
+        assert_eq!((binary.dev, binary.ino), (3, 12));
         // Stale bytes beyond argc are never read.
         assert_eq!(argv, vec!["ls", "-l"]);
         assert!(argv_truncated);
@@ -456,7 +456,7 @@ mod tests {
         let got = decode(&bytes_of(&ev)).unwrap();
         assert!(
             matches!(got, KernelEvent::Open { ref file, ref requested, flags: 0o1101, dfd: -100, ret: Some(3), .. }
-                if file.path == "/etc/shadow" && requested == "../../etc//shadow" && file.identity() == Some((8, 99)))
+                if file.path == "/etc/shadow" && requested == "../../etc//shadow" && (file.dev, file.ino) == (8, 99))
         );
         // Nothing resolved (the open failed): no path, only what was typed.
         ev.obj.flags = 0;

@@ -297,6 +297,12 @@ pub fn identify(kp: &KernelPolicy, maps: &mut CompiledMaps) {
         (path_key_kind::OPEN, &kp.open),
     ] {
         for m in list.iter() {
+            // An exec rule naming an applet of a multi-call binary (busybox's
+            // `su` is busybox's `sh` too) would catch every applet by
+            // identity: it is decided on the name only.
+            if table == path_key_kind::EXEC && is_applet(&m.path) {
+                continue;
+            }
             let id = maps.rule_id(&m.rule);
             let rule = |scope| InodeRule {
                 rule_id: id,
@@ -371,6 +377,20 @@ pub fn identify(kp: &KernelPolicy, maps: &mut CompiledMaps) {
     let mut inodes: Vec<_> = inodes.into_iter().collect();
     inodes.sort_by_key(|(k, _)| (k.dev, k.ino, k.table));
     maps.inodes = inodes;
+}
+
+/// Multi-call binaries: one file, many programs chosen by the name.
+const MULTI_CALL: &[&str] = &["busybox", "toybox", "coreutils"];
+
+/// Whether `path` is a symlink to a multi-call binary.
+fn is_applet(path: &str) -> bool {
+    let path = std::path::Path::new(path.trim_end_matches('/'));
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+        && std::fs::canonicalize(path).is_ok_and(|real| {
+            real.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| MULTI_CALL.contains(&n))
+        })
 }
 
 /// Writes compiled maps into the kernel (replacing what was there). An
@@ -531,6 +551,7 @@ impl Approvals {
         action: String,
         rule: Option<String>,
         request: u64,
+        kernel_key: Option<ApprovalKey>,
     ) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
@@ -543,7 +564,7 @@ impl Approvals {
                 action,
                 rule,
                 deadline: Instant::now() + self.timeout,
-                kernel_key: None,
+                kernel_key,
                 guard_request: Some(request),
             },
         );
@@ -569,6 +590,14 @@ impl Approvals {
         sensor: &mut Sensor,
     ) -> Option<(PendingApproval, Resolution)> {
         let p = self.pending.remove(&id)?;
+        if approve {
+            if let Some(mut key) = p.kernel_key {
+                key.pid = p.pid;
+                if let Err(e) = sensor.approve(key) {
+                    tracing::warn!("approval {id}: {e}");
+                }
+            }
+        }
         if p.guard_request.is_some() {
             // The call waits in the kernel: the caller answers it.
             let resolution = if approve {
@@ -577,14 +606,6 @@ impl Approvals {
                 Resolution::Denied
             };
             return Some((p, resolution));
-        }
-        if approve {
-            if let Some(mut key) = p.kernel_key {
-                key.pid = p.pid;
-                if let Err(e) = sensor.approve(key) {
-                    tracing::warn!("approval {id}: {e}");
-                }
-            }
         }
         let _ = sensor.release_held(p.pid);
         let resolution = if approve {
@@ -641,6 +662,69 @@ mod tests {
             decision,
             rule: rule.into(),
         }
+    }
+
+    #[test]
+    fn objects_are_matched_by_identity_whatever_their_name() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("id_ed25519");
+        let pub_key = dir.path().join("id_ed25519.pub");
+        std::fs::write(&key, "k").unwrap();
+        std::fs::write(&pub_key, "p").unwrap();
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(sub.join("inner"), "i").unwrap();
+        let kp = KernelPolicy {
+            open: vec![
+                pm(key.to_str().unwrap(), false, Decision::Deny, "key"),
+                PathMatch {
+                    write_only: true,
+                    ..pm(
+                        &format!("{}/", sub.display()),
+                        true,
+                        Decision::Ask,
+                        "sub-writes",
+                    )
+                },
+            ],
+            ..KernelPolicy::default()
+        };
+        let mut maps = compile_maps(&kp);
+        identify(&kp, &mut maps);
+        // A hard link elsewhere is the same object: found by identity.
+        let link = dir.path().join("elsewhere");
+        std::fs::hard_link(&key, &link).unwrap();
+        let m = std::fs::metadata(&link).unwrap();
+        assert_eq!(
+            maps.object_rule(m.dev(), m.ino(), path_key_kind::OPEN, false),
+            Some(("key".to_string(), Decision::Deny))
+        );
+        // Another file in the same directory is not.
+        let other = std::fs::metadata(&pub_key).unwrap();
+        assert_eq!(
+            maps.object_rule(other.dev(), other.ino(), path_key_kind::OPEN, false),
+            None
+        );
+        // The exec table is another table.
+        assert_eq!(
+            maps.object_rule(m.dev(), m.ino(), path_key_kind::EXEC, false),
+            None
+        );
+        // A directory is matched as an ancestor (by the kernel's walk),
+        // not as the object itself; and a write-only rule ignores reads.
+        let d = std::fs::metadata(&sub).unwrap();
+        assert_eq!(
+            maps.object_rule(d.dev(), d.ino(), path_key_kind::OPEN, true),
+            None
+        );
+        let (_, rule) = maps
+            .inodes
+            .iter()
+            .find(|(k, _)| k.ino == d.ino())
+            .expect("the directory is known by identity");
+        assert_eq!(rule.scope, inode_scope::SUBTREE);
+        assert_eq!(rule.write_only, 1);
     }
 
     #[test]

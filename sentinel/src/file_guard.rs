@@ -30,6 +30,10 @@ use time::OffsetDateTime;
 
 use crate::pipeline::{lock, Core};
 
+/// How long the engine may take on a request before the guard answers for
+/// it: deny for a watched process (only watched ones reach the engine).
+const DECIDE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long a record one mechanism made keeps the other from recording the
 /// same call again.
 const DEDUPE_WINDOW: Duration = Duration::from_secs(5);
@@ -135,6 +139,9 @@ impl FileGuard {
         let guard = Guard::start(
             decider,
             Options {
+                // A watched process waits at most this long on a protected
+                // file while the core is busy (a flood); then it is refused.
+                decide_timeout: DECIDE_TIMEOUT,
                 // The core answers an approval's timeout itself; the guard's
                 // own deadline is the backstop.
                 hold_timeout: approval_timeout + Duration::from_secs(5),
@@ -309,6 +316,9 @@ pub struct GuardRecords {
     refused: Vec<(u32, Instant)>,
     /// Changes the guard recorded, by process and path.
     changes: Vec<(u32, String, Instant)>,
+    /// Calls the operator approved while the guard held them, by process
+    /// and description: the eBPF side's report of each is not asked again.
+    approved: Vec<(u32, String, Instant)>,
 }
 
 impl GuardRecords {
@@ -318,6 +328,31 @@ impl GuardRecords {
             .retain(|(_, t)| now.duration_since(*t) < DEDUPE_WINDOW);
         self.changes
             .retain(|(_, _, t)| now.duration_since(*t) < DEDUPE_WINDOW);
+        self.approved
+            .retain(|(_, _, t)| now.duration_since(*t) < DEDUPE_WINDOW);
+    }
+
+    /// The operator let a held call through.
+    pub fn approved(&mut self, pid: u32, action: &str) {
+        self.prune();
+        self.approved
+            .push((pid, action.to_string(), Instant::now()));
+    }
+
+    /// The eBPF side reports a call the operator already approved (once).
+    pub fn take_approved(&mut self, pid: u32, action: &str) -> bool {
+        self.prune();
+        match self
+            .approved
+            .iter()
+            .position(|(p, a, _)| *p == pid && a == action)
+        {
+            Some(i) => {
+                self.approved.swap_remove(i);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The eBPF side reports a failed open the guard already recorded.
@@ -368,6 +403,16 @@ impl Core {
         let Some(mut v) = self.verdict_for(&body, Some((r.object.dev, r.object.ino))) else {
             return Answer::Allow;
         };
+        // The sudo gate judges the command an elevator is asked to run,
+        // which only the exec's own event carries (argv): the exec path
+        // holds it there.
+        if matches!(body, Body::Exec { .. })
+            && v.rule
+                .as_deref()
+                .is_some_and(|r| r.starts_with(sentinel_policy::GATE_RULE))
+        {
+            return Answer::Allow;
+        }
         let answer = match v.action {
             Decision::Deny => {
                 v.enforced = true;
@@ -381,11 +426,25 @@ impl Core {
                 let Some(request) = self.guard_holds.as_ref().map(|_| r.id.0) else {
                     return Answer::Deny;
                 };
+                // Once approved, the kill path at the syscall's return lets
+                // the same object through once too.
+                let kind = match r.kind {
+                    RequestKind::OpenExec => sentinel_common::approval_kind::EXEC,
+                    _ => sentinel_common::approval_kind::OPEN,
+                };
+                let key = sentinel_common::ApprovalKey {
+                    pid: r.pid,
+                    kind,
+                    id: r.object.ino,
+                    dev: crate::enforce::kernel_dev(r.object.dev),
+                    ..Default::default()
+                };
                 let id = self.approvals.hold_request(
                     r.pid,
                     crate::pipeline::describe(&body),
                     v.rule.clone(),
                     request,
+                    Some(key),
                 );
                 v.enforced = true;
                 v.reason = format!(

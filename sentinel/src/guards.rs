@@ -7,6 +7,8 @@
 //! responses carried out, recorded and undone.
 
 use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use sentinel_audit::{Body, Event};
 use sentinel_policy::{
@@ -50,6 +52,10 @@ pub struct Guards {
     /// The agent of the alert being emitted, when its raiser knows it.
     explicit_agent: Option<String>,
     followups: Vec<Followup>,
+    /// Protected files a refused rename moved away before the kill landed,
+    /// to move back once the rename has completed: (where it went, where it
+    /// belongs, until when to try).
+    moved_away: Vec<(PathBuf, PathBuf, Instant)>,
 }
 
 impl Guards {
@@ -62,7 +68,36 @@ impl Guards {
             recent: VecDeque::new(),
             explicit_agent: None,
             followups: Vec::new(),
+            moved_away: Vec::new(),
         }
+    }
+
+    /// Moves protected files that refused renames took away back where
+    /// they belong, once the rename has landed; says what it did.
+    fn move_back_pending(&mut self) -> Vec<String> {
+        let now = Instant::now();
+        let mut done = Vec::new();
+        self.moved_away
+            .retain(|(away, home, until)| match move_back(away, home) {
+                Some(Ok(())) => {
+                    done.push(format!(
+                        "{} was moved back to {}",
+                        away.display(),
+                        home.display()
+                    ));
+                    false
+                }
+                Some(Err(e)) => {
+                    done.push(format!(
+                        "could not move {} back to {}: {e}",
+                        away.display(),
+                        home.display()
+                    ));
+                    false
+                }
+                None => *until > now,
+            });
+        done
     }
 
     /// Every emitted event passes here: alerts (except the responses' own)
@@ -276,6 +311,30 @@ impl Core {
         let Some(monitor) = self.guards.identity.as_mut() else {
             return;
         };
+        // A protected file renamed away is moved back (the same object,
+        // so the copy it left readable elsewhere is gone), now or once the
+        // rename has landed.
+        if let Body::FileChange {
+            op,
+            path,
+            source: Some(source),
+            ..
+        } = body
+        {
+            if op == "rename" && monitor.classify(Path::new(source)).is_some() {
+                match move_back(Path::new(path), Path::new(source)) {
+                    Some(Ok(())) => v.reason = format!("{}; moved back to {source}", v.reason),
+                    Some(Err(e)) => {
+                        v.reason = format!("{}; could not move {path} back: {e}", v.reason)
+                    }
+                    None => self.guards.moved_away.push((
+                        PathBuf::from(path),
+                        PathBuf::from(source),
+                        Instant::now() + MOVE_BACK_WINDOW,
+                    )),
+                }
+            }
+        }
         for path in paths {
             match monitor.put_back(std::path::Path::new(path)) {
                 Ok(Some(detail)) => v.reason = format!("{}; {path}: {detail}", v.reason),
@@ -287,6 +346,19 @@ impl Core {
 
     /// Once a second: identity file changes, response timeouts.
     pub(crate) fn guards_tick(&mut self) {
+        for line in self.guards.move_back_pending() {
+            tracing::warn!("{line}");
+            self.push(
+                OffsetDateTime::now_utc(),
+                Body::Alert {
+                    severity: "warning".into(),
+                    category: "identity".into(),
+                    reason: line,
+                    related: Vec::new(),
+                },
+                None,
+            );
+        }
         let alerts = self
             .guards
             .identity
@@ -546,4 +618,14 @@ fn strictness(d: Decision) -> u8 {
 
 fn agent_label(agent: Option<&str>) -> String {
     agent.map_or("an unnamed agent".into(), |a| format!("agent {a}"))
+}
+
+/// How long a refused rename's result is waited for, to move it back.
+const MOVE_BACK_WINDOW: Duration = Duration::from_secs(5);
+
+/// Renames `away` back to `home`; `None` while `away` does not exist (the
+/// rename has not landed yet).
+fn move_back(away: &Path, home: &Path) -> Option<Result<(), String>> {
+    std::fs::symlink_metadata(away).ok()?;
+    Some(std::fs::rename(away, home).map_err(|e| e.to_string()))
 }

@@ -409,6 +409,35 @@ impl IdentityMonitor {
             tracked.stat = key;
             let baseline = self.baselines.get(&path).cloned();
             let shown = path.display().to_string();
+            // An agent's change was refused, but it landed after the file
+            // was put back (the kill came after the call): put back again.
+            let refused_lately = self
+                .refused
+                .get(&path)
+                .is_some_and(|t| t.elapsed() < QUIET_AFTER_REFUSAL);
+            if !start && refused_lately && matches!(class, Class::Protected | Class::Guarded) {
+                if let Some(b) = &baseline {
+                    let same = matches!(read(&path), Content::File { ref hash, .. } if *hash == b.hash)
+                        && std::fs::symlink_metadata(&path)
+                            .is_ok_and(|m| m.mode() & 0o7777 == b.mode);
+                    if !same {
+                        let reason = match self.restore(&path) {
+                            Ok(_) => format!("{shown}: a refused change had landed; put back from the copy"),
+                            Err(e) => format!("{shown}: a refused change had landed and could not be put back: {e}"),
+                        };
+                        if let Some(t) = self.tracked.get_mut(&path) {
+                            t.stat = std::fs::symlink_metadata(&path).ok().as_ref().map(stat_key);
+                            t.present = true;
+                        }
+                        alerts.push(IdentityAlert {
+                            severity: "warning",
+                            reason,
+                            uid,
+                        });
+                        continue;
+                    }
+                }
+            }
             match read(&path) {
                 Content::File { bytes, hash, meta } => {
                     let tracked = self.tracked.get_mut(&path).expect("inserted above");

@@ -550,6 +550,13 @@ impl Core {
                         }
                     );
                 }
+                Decision::Ask if self.guard_records.take_approved(pid, &describe(body)) => {
+                    // The kernel held this very call before its effect and
+                    // the operator let it through: this is its report.
+                    v.action = Decision::Allow;
+                    v.enforced = true;
+                    v.reason = format!("{}; approved while the kernel held it", v.reason);
+                }
                 Decision::Ask => {
                     // Stopped after the fact: the call has happened, but the
                     // process cannot use its result until a human decides.
@@ -834,9 +841,14 @@ impl Core {
 
     /// An approval of a call the file guard holds is answered in the
     /// kernel (the process is blocked in the call, not stopped).
-    fn answer_guard(&self, p: &PendingApproval, approve: bool) {
+    /// A call approved while the kernel held it (before its effect) is
+    /// reported again when it completes: that report is not asked again.
+    fn answer_guard(&mut self, p: &PendingApproval, approve: bool) {
         if let (Some(request), Some(resolver)) = (p.guard_request, &self.guard_holds) {
             crate::file_guard::answer(resolver, request, approve);
+        }
+        if approve && (p.guard_request.is_some() || p.kernel_key.is_some()) {
+            self.guard_records.approved(p.pid, &p.action);
         }
     }
 

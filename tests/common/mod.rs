@@ -358,6 +358,33 @@ pub fn run(mut cmd: Command) -> Output {
     cmd.output().expect("running a test command")
 }
 
+/// How a denied exec was stopped before the program ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// execve failed with EPERM (BPF LSM, or the fanotify file guard).
+    Eperm,
+    /// SIGKILL before the program's first instruction (the fallback).
+    Killed,
+}
+
+/// Runs `cmd`, which must be refused before it runs; says how.
+pub fn exec_refused(mut cmd: Command) -> Refused {
+    match cmd.output() {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => Refused::Eperm,
+        Err(e) => panic!("the exec failed, but not with EPERM: {e}"),
+        Ok(out) => {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(
+                out.status.signal(),
+                Some(9),
+                "the denied program ran: {out:?}"
+            );
+            assert!(out.stdout.is_empty(), "the denied program ran: {out:?}");
+            Refused::Killed
+        }
+    }
+}
+
 /// Runs a shell line as `uid`.
 pub fn sh_as(uid: u32, line: &str) -> Output {
     let mut cmd = as_user(uid, "/bin/bash");

@@ -5,7 +5,9 @@
 # persistence file leave it as it was. `EXPECT` (set by the harness) says
 # which mechanism this boot must report: `lsm` (BPF LSM active: every refusal
 # is EPERM from the LSM hooks) or `fallback` (booted with `bpf` left out of
-# `lsm=`: status must say so, and the routes are still refused).
+# `lsm=`: status must say so, and the fanotify file guard refuses the same
+# routes with EPERM before the open; only a fileless exec, which has no file
+# to mark, is killed at exec instead).
 EV=/usr/local/bin/sentinel-evasion
 H=/home/sentineltest
 S=/tmp/s
@@ -56,6 +58,10 @@ else
     grep -q '"open": "lsm"' /tmp/status.json && fail "status claims BPF LSM with bpf out of lsm="
     grep -q 'BPF LSM is not active' /tmp/status.json \
         || fail "status does not say why BPF LSM is not used: $(cat /tmp/status.json)"
+    for kind in exec open; do
+        grep -q "\"$kind\": \"fanotify+sigkill\"" /tmp/status.json \
+            || fail "$kind is not guarded by fanotify: $(cat /tmp/status.json)"
+    done
 fi
 
 # refused NAME SECRET CMD...: CMD as the watched UID gets none of SECRET
@@ -64,7 +70,7 @@ refused() {
     name=$1; secret=$2; shift 2
     if out=$("$@" 2>&1); then fail "$name: it succeeded: $out"; fi
     case "$out" in *"$secret"*) fail "$name: the secret reached the process: $out" ;; esac
-    if [ "$EXPECT" = lsm ]; then
+    if [ "$EXPECT" = lsm ] || [ -z "$KILLED_OK" ]; then
         case "$out" in
             *"Operation not permitted"*|*"not permitted"*) ;;
             *) fail "$name: not refused with EPERM: $out" ;;
@@ -118,7 +124,8 @@ refused "exec dots" TUNNEL-RAN agent $EV exec /usr/local//bin/./chisel read /tmp
 refused "execveat(AT_EMPTY_PATH)" TUNNEL-RAN agent $EV exec-fd /usr/local/bin/chisel read /tmp/marker
 refused "exec /proc/self/fd/N" TUNNEL-RAN agent $EV exec-proc-fd /usr/local/bin/chisel read /tmp/marker
 refused "exec shebang interpreter" TUNNEL-RAN agent $EV exec $S/tunnel.sh read /tmp/marker
-refused "exec memfd" TUNNEL-RAN agent $EV exec-memfd /usr/local/bin/sentinel-evasion read /tmp/marker
+# A memfd has no file on disk to mark: without BPF LSM it is killed at exec.
+KILLED_OK=1 refused "exec memfd" TUNNEL-RAN agent $EV exec-memfd /usr/local/bin/sentinel-evasion read /tmp/marker
 out=$(as-user sentinelother $EV exec /usr/local/bin/chisel read /tmp/marker 2>&1) || true
 case "$out" in *TUNNEL-RAN*) ;; *) fail "the unwatched UID could not run the tool: $out" ;; esac
 

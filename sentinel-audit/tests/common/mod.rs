@@ -48,6 +48,7 @@ pub fn exec(ts: OffsetDateTime, argv: &[&str], verdict: Option<Verdict>) -> Even
             process: process(Some("claude")),
             argv: argv.iter().map(|s| s.to_string()).collect(),
             argv_truncated: false,
+            path_requested: None,
         },
         verdict,
     }
@@ -60,6 +61,7 @@ pub fn open(ts: OffsetDateTime, path: &str, verdict: Option<Verdict>) -> Event {
         body: Body::Open {
             process: process(Some("codex")),
             path: path.into(),
+            path_requested: None,
             flags: 0o101,
         },
         verdict,
