@@ -507,14 +507,17 @@ fn a_hold_whose_record_was_lost_is_found_and_timed_out() {
         "3",
     ]);
     // The daemon stops reading (SIGSTOP) while the watched process fills
-    // the 4 KiB ring with opens, then connects: the kernel holds it and
-    // its HELD record is lost, deterministically.
+    // the 4 KiB ring, then connects: the kernel holds it and its HELD
+    // record is lost, deterministically. (An exec ask cannot be used on
+    // this host: the file guard holds execs in fanotify instead.)
     let dpid = daemon.pid() as i32;
     unsafe { libc::kill(dpid, libc::SIGSTOP) };
     let mut held = as_user(WATCHED_UID, "/bin/bash");
     held.args([
         "-c",
-        &format!("for i in $(seq 100); do : < /etc/hostname; done; echo hi > /dev/tcp/127.0.0.1/{port}"),
+        // Opens fill the ring; forks and exits of subshells (the smallest
+        // records) then fill what is left below a connect record's size.
+        &format!("for i in $(seq 100); do : < /etc/hostname; done; for i in $(seq 300); do ( : ); done; echo hi > /dev/tcp/127.0.0.1/{port}"),
     ]);
     let mut child = held.spawn().unwrap();
     let pid = child.id();
