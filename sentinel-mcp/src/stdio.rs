@@ -96,6 +96,9 @@ where
     O: AsyncWrite + Unpin + Send + 'static,
 {
     let max_line = proxy.config().max_line;
+    // Listening before the server starts: a SIGTERM from then on ends the
+    // server too, never only the proxy.
+    let termination = Termination::listen();
     let Downstream {
         child,
         mut frames,
@@ -109,8 +112,8 @@ where
     let client_writer = tokio::spawn(writer(client_out, client_rx));
     let server_pid = child.as_ref().and_then(Child::id);
     let exited = Arc::new(AtomicBool::new(false));
-    if let Some(pid) = server_pid {
-        tokio::spawn(forward_termination(pid, Arc::clone(&exited)));
+    if let (Some(pid), Some(termination)) = (server_pid, termination) {
+        tokio::spawn(forward_termination(termination, pid, Arc::clone(&exited)));
     }
 
     {
@@ -171,21 +174,31 @@ async fn stop_after_grace(pid: u32, exited: &AtomicBool) {
     signal(pid, exited, libc::SIGKILL);
 }
 
+/// The signals that end the proxy, caught from before the server starts.
+struct Termination {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Termination {
+    fn listen() -> Option<Termination> {
+        use tokio::signal::unix::{signal as on, SignalKind};
+        Some(Termination {
+            term: on(SignalKind::terminate()).ok()?,
+            int: on(SignalKind::interrupt()).ok()?,
+            hup: on(SignalKind::hangup()).ok()?,
+        })
+    }
+}
+
 /// SIGTERM, SIGINT or SIGHUP to the proxy ends the server too, so it does
 /// not outlive the proxy; the proxy then exits with the server's status.
-async fn forward_termination(pid: u32, exited: Arc<AtomicBool>) {
-    use tokio::signal::unix::{signal as on, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        on(SignalKind::terminate()),
-        on(SignalKind::interrupt()),
-        on(SignalKind::hangup()),
-    ) else {
-        return;
-    };
+async fn forward_termination(mut t: Termination, pid: u32, exited: Arc<AtomicBool>) {
     tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-        _ = hup.recv() => {}
+        _ = t.term.recv() => {}
+        _ = t.int.recv() => {}
+        _ = t.hup.recv() => {}
     }
     signal(pid, &exited, libc::SIGTERM);
     tokio::time::sleep(TERM_GRACE).await;

@@ -552,7 +552,26 @@ fn sigterm_to_the_proxy_ends_the_server_and_reports_it() {
         &proxy_args(&policy, &dir.path().join("s.db"), &[], &server),
         &[],
     );
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Once the server runs, the proxy is listening for the signal.
+    let tasks = format!("/proc/{}/task", proxy.child.id());
+    let has_child = || {
+        std::fs::read_dir(&tasks)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|t| {
+                std::fs::read_to_string(t.path().join("children"))
+                    .is_ok_and(|c| !c.trim().is_empty())
+            })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !has_child() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let pid = libc::pid_t::try_from(proxy.child.id()).unwrap();
     // SAFETY: signalling the child this test started.
     unsafe { libc::kill(pid, libc::SIGTERM) };

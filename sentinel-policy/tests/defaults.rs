@@ -481,7 +481,12 @@ fn kernel_compiles_the_path_rules_and_leaves_regexes_to_userspace() {
     );
     assert_eq!(
         compiled_rules(&kernel.exec),
-        ["sudo-gate", "sensor-blinding-tools", "tunnelling-tools"]
+        [
+            "sudo-gate",
+            "sensor-blinding-tools",
+            "tunnelling-tools",
+            "fileless-exec"
+        ]
     );
     let mut userspace: Vec<&str> = kernel
         .userspace_only
