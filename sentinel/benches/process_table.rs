@@ -6,6 +6,10 @@
 //! indicative. Run by `cargo xtask bench`.
 #![allow(dead_code, unused_imports)]
 
+#[path = "../src/decode.rs"]
+mod decode;
+#[path = "../src/paths.rs"]
+mod paths;
 #[path = "../src/process.rs"]
 mod process;
 #[path = "../src/procid.rs"]
