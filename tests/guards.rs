@@ -275,7 +275,7 @@ fn identity_changes_by_others_are_alerted_accepted_and_restored() {
     // Changed while the daemon is down: critical at the next start.
     daemon.stop();
     std::fs::write(&soul, "rewritten offline\n").unwrap();
-    let again = daemon.restart(&["--policy", fx.dir.path().join("policy").to_str().unwrap()]);
+    let again = daemon.restart_with(&["--policy", fx.dir.path().join("policy").to_str().unwrap()]);
     let alert = again.wait_for("the start-up alert", |e| {
         e["kind"] == "alert"
             && e["reason"]

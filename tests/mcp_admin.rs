@@ -382,7 +382,7 @@ fn operator_tools_drive_the_running_daemon() {
             .collect();
         if reasons
             .iter()
-            .any(|r| r.contains("quarantine on host 203.0.113.7/32 lifted"))
+            .any(|r| r.contains("on host 203.0.113.7/32 lifted by uid 0"))
         {
             assert!(reasons
                 .iter()

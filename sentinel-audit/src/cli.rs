@@ -5,7 +5,7 @@
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -17,7 +17,7 @@ use crate::cef;
 use crate::error::AuditError;
 use crate::log::{AuditLog, Retention};
 use crate::store::{AuditReader, QueryFilter, Stats};
-use crate::verify::{verify_with_progress, AnchorStatus};
+use crate::verify::{recorded_key_dir, verify_found, verify_with_progress, AnchorStatus};
 
 pub const DEFAULT_DB: &str = "/var/lib/sentinel/sentinel.db";
 pub const DEFAULT_STATE_DIR: &str = "/run/sentinel";
@@ -202,15 +202,38 @@ fn execute(cmd: AuditCommand) -> Result<ExitCode, CliError> {
             key,
             json,
         } => {
-            let bar = progress_bar(&location.db, "verifying");
-            let tick = bar.clone();
-            let report = verify_with_progress(
-                &location.db,
-                &location.state_dir,
-                &key,
-                Some(Box::new(move |n| tick.set_position(n))),
-            )?;
-            bar.finish_and_clear();
+            let report = if !key.is_empty() || location.state_dir != Path::new(DEFAULT_STATE_DIR) {
+                let bar = progress_bar(&location.db, "verifying");
+                let tick = bar.clone();
+                let mut report = verify_with_progress(
+                    &location.db,
+                    &location.state_dir,
+                    &key,
+                    Some(Box::new(move |n| tick.set_position(n))),
+                )?;
+                bar.finish_and_clear();
+                report.key_source = Some(if key.is_empty() {
+                    format!("{} (--state-dir)", location.state_dir.display())
+                } else {
+                    "--key".into()
+                });
+                report
+            } else {
+                // Not told: the daemon's state directory, then where the
+                // database's writer says it keeps its keys, then beside
+                // the database (a standalone proxy's DB.state).
+                let mut beside = location.db.as_os_str().to_owned();
+                beside.push(".state");
+                let mut candidates = vec![(
+                    PathBuf::from(DEFAULT_STATE_DIR),
+                    "the daemon's state directory".to_string(),
+                )];
+                if let Some(dir) = recorded_key_dir(&location.db) {
+                    candidates.push((dir, "recorded in the database by its writer".into()));
+                }
+                candidates.push((PathBuf::from(beside), "beside the database".into()));
+                verify_found(&location.db, &candidates)?
+            };
             let mut out = stdout.lock();
             if json {
                 serde_json::to_writer(&mut out, &report).map_err(io::Error::from)?;
@@ -228,10 +251,7 @@ fn execute(cmd: AuditCommand) -> Result<ExitCode, CliError> {
                 };
                 let anchor = match report.anchor {
                     AnchorStatus::Matched { seq } => format!("matches the anchor at seq {seq}"),
-                    _ => format!(
-                        "no anchor in {}: truncation of the tail not checked",
-                        location.state_dir.display()
-                    ),
+                    _ => "no anchor beside the key: truncation of the tail not checked".to_string(),
                 };
                 let retained = report
                     .retained_through
@@ -242,6 +262,9 @@ fn execute(cmd: AuditCommand) -> Result<ExitCode, CliError> {
                     "audit trail intact: {} records{range}{retained}; {anchor}",
                     report.count
                 )?;
+                if let Some(source) = &report.key_source {
+                    writeln!(out, "verification key: {source}")?;
+                }
                 if report.unsealed > 0 {
                     writeln!(
                         out,

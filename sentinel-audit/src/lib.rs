@@ -33,7 +33,9 @@ pub use keys::{VERIFY_KEY_FILE, WRITER_KEY_FILE};
 pub use log::{AuditConfig, AuditLog, Retention, RetentionSummary, WriterHealth};
 pub use sink::{Sink, SinkMonitor, SinkOptions, SinkSpec, SinkStats, Sinks};
 pub use store::{AuditReader, Column, QueryFilter, Stats};
-pub use verify::{verify, verify_with_keys, AnchorStatus, Problem, VerifyReport};
+pub use verify::{
+    recorded_key_dir, verify, verify_found, verify_with_keys, AnchorStatus, Problem, VerifyReport,
+};
 pub use writer::{AuditWriter, AuditWriterOptions, AuditWriterStats, CommitObserver};
 
 /// The append path's stages, exposed for the criterion benches

@@ -261,6 +261,13 @@ impl AuditLog {
                 id
             }
         };
+        // Where this writer keeps its keys, so `audit verify --db` finds
+        // them without being told (it says which source it used).
+        let key_dir = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (name, value) VALUES ('key_dir', ?1)",
+            [key_dir.to_string_lossy()],
+        )?;
 
         let now = config.clock.now();
         let (key, epoch_records, new_segment) =

@@ -112,6 +112,54 @@ pub struct VerifyReport {
     /// Records whose hash chain was checked but whose seal could not be,
     /// because their key segment's verification key is not available.
     pub unsealed: u64,
+    /// Where the verification key (and the anchor) came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_source: Option<String>,
+}
+
+/// The key directory the database's writer recorded (`meta.key_dir`).
+pub fn recorded_key_dir(db: &Path) -> Option<PathBuf> {
+    let conn = open_read_only(db).ok()?;
+    conn.query_row("SELECT value FROM meta WHERE name = 'key_dir'", [], |r| {
+        r.get::<_, String>(0)
+    })
+    .ok()
+    .map(PathBuf::from)
+}
+
+/// [`verify`] without being told where the keys are: tries each
+/// `(directory, description)` in order and verifies with the first that
+/// holds this database's verification key. The report names the source.
+pub fn verify_found(
+    db: &Path,
+    candidates: &[(PathBuf, String)],
+) -> Result<VerifyReport, AuditError> {
+    let mut first_error = None;
+    for (dir, how) in candidates {
+        if !dir.join(VERIFY_KEY_FILE).exists() {
+            continue;
+        }
+        match verify_with_keys(db, dir, &[]) {
+            Ok(mut report) => {
+                report.key_source = Some(format!("{} ({how})", dir.display()));
+                return Ok(report);
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        // Nothing found anywhere: the error names the first place tried.
+        None => verify_with_keys(
+            db,
+            candidates
+                .first()
+                .map_or(Path::new("."), |(d, _)| d.as_path()),
+            &[],
+        ),
+    }
 }
 
 /// Verifies the audit database `db` with the verification key and anchor
@@ -166,6 +214,7 @@ pub fn verify_with_progress(
         retained_through: None,
         anchor: AnchorStatus::NotReached,
         unsealed: 0,
+        key_source: None,
     };
     let mut checker = match ChainChecker::after_retention(&tx, Some(keys))? {
         Ok(checker) => checker,

@@ -103,3 +103,50 @@ fn export_writes_every_record_in_both_formats() {
         .lines()
         .all(|l| l.starts_with("CEF:0|Sentinel|sentinel|") && l.contains("|exec|")));
 }
+
+/// A standalone proxy keeps its keys in `DB.state/`; a moved one is found
+/// by where its writer recorded them. `verify --db` alone finds either.
+#[test]
+fn verify_finds_the_keys_without_being_told_and_says_where() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let db = dir.path().join("proxy.db");
+    let beside = dir.path().join("proxy.db.state");
+    {
+        let mut log = sentinel_audit::AuditLog::open(&db, &beside).expect("open");
+        for _ in 0..3 {
+            log.append(common::varied(0)).expect("append");
+        }
+    }
+    let found = sentinel_audit::verify_found(
+        &db,
+        &[
+            (dir.path().join("no-such-dir"), "a".into()),
+            (beside.clone(), "beside the database".into()),
+        ],
+    )
+    .expect("verified");
+    assert!(found.ok, "{found:?}");
+    assert_eq!(
+        found.key_source.as_deref(),
+        Some(format!("{} (beside the database)", beside.display()).as_str())
+    );
+    assert_eq!(
+        run_args(&["verify", "--db", db.to_str().expect("utf-8")]),
+        code(0)
+    );
+    // Keys elsewhere: the database says where its writer put them.
+    let other = dir.path().join("elsewhere.db");
+    let keys = dir.path().join("keys-somewhere");
+    {
+        let mut log = sentinel_audit::AuditLog::open(&other, &keys).expect("open");
+        log.append(common::varied(0)).expect("append");
+    }
+    assert_eq!(
+        sentinel_audit::recorded_key_dir(&other).as_deref(),
+        Some(keys.as_path())
+    );
+    assert_eq!(
+        run_args(&["verify", "--db", other.to_str().expect("utf-8")]),
+        code(0)
+    );
+}

@@ -38,6 +38,9 @@ pub mod kind {
     /// The end of a run of identical opens the kernel folded into the
     /// run's first record ([`RepeatEvent`]).
     pub const REPEAT: u32 = 8;
+    /// A watched process signalled, ptraced or called bpf() against the
+    /// sentinel ([`TamperEvent`]).
+    pub const TAMPER: u32 = 16;
 }
 
 /// How a file-system-changing syscall's arguments are laid out, by
@@ -176,7 +179,12 @@ pub mod config {
     /// file system (a rename can give a folded file another name). A run
     /// of folded opens ends when it changes.
     pub const COALESCE_EPOCH: u32 = 6;
-    pub const LEN: u32 = 8;
+    /// The daemon's process group: `kill(-pgid)` reaches it.
+    pub const SELF_PGID: u32 = 8;
+    /// Written by the kernel: when the daemon's process exited while its
+    /// programs stayed attached (pinned), `bpf_ktime_get_ns`; 0 otherwise.
+    pub const DAEMON_EXIT_NS: u32 = 9;
+    pub const LEN: u32 = 12;
 
     pub mod flags {
         /// Lockdown: deny every exec, open and connect of a watched process
@@ -227,7 +235,13 @@ pub mod layout {
     pub const FS_PWD: u32 = 21;
     pub const BPRM_FILE: u32 = 22;
     pub const BPRM_FILENAME: u32 = 23;
-    pub const LEN: u32 = 24;
+    /// `task_struct.tgid`, for the target of a signal or ptrace (LSM).
+    pub const TASK_TGID: u32 = 24;
+    /// `file.private_data` (a pidfd's `struct pid`).
+    pub const FILE_PRIVATE_DATA: u32 = 25;
+    /// `pid.numbers` (`numbers[0].nr` is the pid in the initial namespace).
+    pub const PID_NUMBERS: u32 = 26;
+    pub const LEN: u32 = 27;
 }
 
 /// Indices into the per-CPU `COUNTERS` array.
@@ -519,6 +533,61 @@ pub struct ForkEvent {
     pub header: EventHeader,
     pub child_pid: u32,
     pub _pad: u32,
+}
+
+/// Indices into the `TAMPER` array: the last attempt against the
+/// sentinel, kept in the kernel (pinned) so a daemon that was killed by it
+/// learns of it at its next start.
+pub mod tamper {
+    /// Attempts seen since the programs were loaded.
+    pub const COUNT: u32 = 0;
+    /// `bpf_ktime_get_ns` of the last one.
+    pub const KTIME: u32 = 1;
+    pub const PID: u32 = 2;
+    pub const UID: u32 = 3;
+    /// `tamper_op::*`.
+    pub const OP: u32 = 4;
+    /// The pid, pidfd target or bpf command it named.
+    pub const TARGET: u32 = 5;
+    pub const SIGNAL: u32 = 6;
+    pub const LEN: u32 = 8;
+}
+
+/// What a watched process tried against the sentinel.
+pub mod tamper_op {
+    pub const KILL: u32 = 1;
+    pub const TKILL: u32 = 2;
+    pub const TGKILL: u32 = 3;
+    pub const PIDFD_OPEN: u32 = 4;
+    pub const PIDFD_SEND_SIGNAL: u32 = 5;
+    pub const PTRACE: u32 = 6;
+    pub const BPF: u32 = 7;
+
+    pub fn name(op: u32) -> &'static str {
+        match op {
+            KILL => "kill",
+            TKILL => "tkill",
+            TGKILL => "tgkill",
+            PIDFD_OPEN => "pidfd_open",
+            PIDFD_SEND_SIGNAL => "pidfd_send_signal",
+            PTRACE => "ptrace",
+            BPF => "bpf",
+            _ => "unknown",
+        }
+    }
+}
+
+/// A watched process acted against the sentinel (`header.action`: what
+/// the kernel did to it: `DENIED` from LSM, `KILLED` from a tracepoint).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TamperEvent {
+    pub header: EventHeader,
+    /// `tamper_op::*`.
+    pub op: u32,
+    pub signal: u32,
+    /// The pid it named (or the bpf command).
+    pub target: i64,
 }
 
 #[repr(C)]

@@ -14,7 +14,9 @@
 //!   SIGKILL/SIGSTOP from tracepoints where nothing can refuse;
 //! - [`coalesce`]: folding a thread's repeated identical opens into the
 //!   first record of their run, with a count;
-//! - [`count`]: the IP bytes of sockets watched processes use.
+//! - [`count`]: the IP bytes of sockets watched processes use;
+//! - [`protect`]: watched processes may not signal, ptrace or `bpf()`
+//!   against the sentinel, and its death is noted in the pinned state.
 //!
 //! The hooks, by concern: [`exec`], [`open`], [`mutate`], [`connect`],
 //! [`lifecycle`]. The programs hold no policy of their own: every rule is
@@ -39,6 +41,7 @@ mod lifecycle;
 mod maps;
 mod mutate;
 mod open;
+mod protect;
 mod resolve;
 
 #[cfg(not(test))]

@@ -9,9 +9,9 @@ use aya_ebpf::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use sentinel_common::{
-    config, counter, layout, ApprovalKey, ChangeSyscall, CoalesceRun, ExecEvent, Flow, InodeKey,
-    InodeRule, MutateEvent, NetKeyData, NetRule, OpenEvent, PathKeyData, PathRule, PendingOpen,
-    WALK_DEPTH,
+    config, counter, layout, tamper, ApprovalKey, ChangeSyscall, CoalesceRun, ExecEvent, Flow,
+    InodeKey, InodeRule, MutateEvent, NetKeyData, NetRule, OpenEvent, PathKeyData, PathRule,
+    PendingOpen, WALK_DEPTH,
 };
 
 #[map]
@@ -104,3 +104,11 @@ pub struct WalkNames {
     pub seg_len: u64,
     pub seg_dots: u64,
 }
+
+/// The daemon's threads (its tgid is `CONFIG[SELF_TGID]`), written by the
+/// daemon: `tkill`/`tgkill` may name any of them.
+#[map]
+pub static SELF_THREADS: HashMap<u32, u8> = HashMap::with_max_entries(512, 0);
+/// The last attempt against the sentinel (`sentinel_common::tamper`).
+#[map]
+pub static TAMPER: Array<u64> = Array::with_max_entries(tamper::LEN, 0);

@@ -25,6 +25,20 @@ pub struct ToolCall {
     pub server: String,
     pub tool: String,
     pub args: Value,
+    /// The decision point's id for this call, from its answer to
+    /// [`Decider::decide`]; later outcome reports name the call by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<u64>,
+}
+
+/// The decision point's answer to [`Decider::decide`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decided {
+    pub verdict: Verdict,
+    /// Names the call in later outcome reports (a daemon needs it: it
+    /// records its own verdict with them, never the proxy's copy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<u64>,
 }
 
 /// What happened to a call, for the audit chain.
@@ -33,9 +47,37 @@ pub struct CallRecord {
     /// The call, with its arguments already redacted.
     pub call: ToolCall,
     pub verdict: Verdict,
-    /// `forwarded`, `denied`, `result`, `error`, `timeout`, `redacted`,
-    /// `blocked`, `ask-pending`, ...
+    /// One of [`OUTCOMES`]: `denied`, `result`, `tool-error`, `error`,
+    /// `timeout`, `redacted`, `blocked`, `ask-pending`, ...
     pub outcome: String,
+}
+
+/// Every outcome a proxy reports, and whether it ends the call (no more
+/// reports follow). `tool-error` is a result the tool marked `isError`;
+/// `error` a JSON-RPC error answer.
+pub const OUTCOMES: &[(&str, bool)] = &[
+    ("denied", true),
+    ("result", true),
+    ("tool-error", true),
+    ("error", true),
+    ("timeout", true),
+    ("redacted", true),
+    ("blocked", true),
+    ("server-exited", true),
+    ("denied-by-elicitation", true),
+    ("ask-elicited", true),
+    ("ask-pending", true),
+    ("approved", false),
+    ("approved-by-elicitation", false),
+];
+
+/// Whether `outcome` is in the vocabulary, and if so whether it ends the
+/// call.
+pub fn outcome_ends_call(outcome: &str) -> Option<bool> {
+    OUTCOMES
+        .iter()
+        .find(|(name, _)| *name == outcome)
+        .map(|(_, ends)| *ends)
 }
 
 /// An alert raised by the proxy (rug-pull, secret in a result, injection).
@@ -68,20 +110,24 @@ pub trait Decider: Send + Sync {
     /// The verdict for a call, before it reaches the server. The decision
     /// point audits the decision itself (outcome `forwarded`, `denied` or
     /// `ask`), so a proxy that skips [`Decider::record`] cannot hide it.
-    fn decide(&self, call: &ToolCall, now: SystemTime) -> Result<Verdict, DecideError>;
+    fn decide(&self, call: &ToolCall, now: SystemTime) -> Result<Decided, DecideError>;
 
     /// The verdict used to decide whether a tool is advertised in
     /// `tools/list` (arguments unknown: `args` is null). Not audited.
     fn decide_listing(&self, probe: &ToolCall, now: SystemTime) -> Result<Verdict, DecideError>;
 
-    /// Appends a call record to the audit chain (`kind = "mcp_call"`).
+    /// Appends a call record to the audit chain (`kind = "mcp_call"`). A
+    /// daemon takes only the outcome from it: the verdict it records is
+    /// its own for `record.call.call_id`.
     fn record(&self, record: CallRecord, now: SystemTime) -> Result<(), DecideError>;
 
-    /// Appends an alert to the audit chain.
+    /// Appends an alert to the audit chain. A daemon takes the category
+    /// and the text as a report and sets the severity itself.
     fn alert(&self, alert: ProxyAlert, now: SystemTime) -> Result<(), DecideError>;
 
-    /// Tells the circuit breaker whether the server answered well.
-    fn server_outcome(&self, server: &str, ok: bool, now: SystemTime);
+    /// Tells the circuit breaker of this caller and `call.server` whether
+    /// the server answered well.
+    fn server_outcome(&self, call: &ToolCall, ok: bool, now: SystemTime);
 
     /// Compares a server's tool definitions (one `tools/list` page;
     /// `last_page` when no `nextCursor` follows) with their pins, under the

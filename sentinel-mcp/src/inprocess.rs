@@ -31,11 +31,11 @@ impl Evaluate for SharedEngine {
             .evaluate_static(action, now)
     }
 
-    fn server_outcome(&self, server: &str, ok: bool, now: SystemTime) {
+    fn server_outcome(&self, scope: &str, server: &str, ok: bool, now: SystemTime) {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .record_server_outcome(server, ok, now);
+            .record_server_outcome(scope, server, ok, now);
     }
 
     fn mcp_settings(&self) -> crate::scan::McpSettings {

@@ -33,7 +33,10 @@ pub mod stdio;
 pub mod store;
 pub mod upstream;
 
-pub use decider::{CallRecord, Clock, DecideError, Decider, ProxyAlert, SystemClock, ToolCall};
+pub use decider::{
+    outcome_ends_call, CallRecord, Clock, DecideError, Decided, Decider, ProxyAlert, SystemClock,
+    ToolCall,
+};
 pub use local::{AuditSink, Evaluate, LocalDecider};
 pub use proxy::{Proxy, ProxyConfig};
 pub use scan::{FindingAction, McpSettings, ScanPolicy, Scanner};

@@ -10,7 +10,7 @@ use sentinel_policy::{Action, Decision, Object, Verdict};
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::decider::{CallRecord, DecideError, Decider, ProxyAlert, ToolCall};
+use crate::decider::{CallRecord, DecideError, Decided, Decider, ProxyAlert, ToolCall};
 use crate::scan::{McpSettings, ScanPolicy, Scanner};
 use crate::store::{CallBinding, PinStatus, Store};
 
@@ -21,8 +21,9 @@ pub trait Evaluate: Send + Sync {
     /// breaker probe, no anomaly baseline update): used to decide whether
     /// a tool is advertised in `tools/list`.
     fn evaluate_quietly(&self, action: &Action, now: SystemTime) -> Verdict;
-    /// Feeds the circuit breaker.
-    fn server_outcome(&self, server: &str, ok: bool, now: SystemTime);
+    /// Feeds the circuit breaker of one caller (`scope`, see
+    /// [`sentinel_policy::Engine::caller_scope`]) and server.
+    fn server_outcome(&self, scope: &str, server: &str, ok: bool, now: SystemTime);
     /// The policy's `[mcp]` settings.
     fn mcp_settings(&self) -> McpSettings {
         McpSettings::default()
@@ -159,7 +160,7 @@ impl Decider for LocalDecider {
         self.label.clone()
     }
 
-    fn decide(&self, call: &ToolCall, now: SystemTime) -> Result<Verdict, DecideError> {
+    fn decide(&self, call: &ToolCall, now: SystemTime) -> Result<Decided, DecideError> {
         let mut verdict = self.engine.evaluate(&Self::action(call), now);
         let outcome = match verdict.action {
             Decision::Allow | Decision::LogOnly => "forwarded",
@@ -168,7 +169,10 @@ impl Decider for LocalDecider {
         };
         verdict.enforced = verdict.action != Decision::LogOnly;
         self.append(self.call_body(call, outcome), Some(verdict.clone()), now)?;
-        Ok(verdict)
+        Ok(Decided {
+            verdict,
+            call_id: None,
+        })
     }
 
     fn decide_listing(&self, probe: &ToolCall, now: SystemTime) -> Result<Verdict, DecideError> {
@@ -193,8 +197,9 @@ impl Decider for LocalDecider {
         self.append(body, None, now)
     }
 
-    fn server_outcome(&self, server: &str, ok: bool, now: SystemTime) {
-        self.engine.server_outcome(server, ok, now);
+    fn server_outcome(&self, call: &ToolCall, ok: bool, now: SystemTime) {
+        let scope = sentinel_policy::Engine::caller_scope(call.agent.as_deref(), call.uid);
+        self.engine.server_outcome(&scope, &call.server, ok, now);
     }
 
     fn check_tools(

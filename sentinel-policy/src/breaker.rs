@@ -5,6 +5,10 @@
 //! one probe call goes through; its success closes the breaker, its failure
 //! opens it again. A probe whose outcome never arrives is given up on after
 //! another cool-down, so a lost probe cannot wedge the server shut.
+//!
+//! Breakers are per caller and server: one agent's failing (or lying)
+//! proxy cannot open, or reset, another agent's breaker for the same
+//! server name.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -46,9 +50,17 @@ pub enum Admission {
     },
 }
 
+/// A breaker's key: the caller scope (`agent:NAME` or `uid:N`, as for rate
+/// limits) and the server name.
+pub type BreakerKey = (String, String);
+
 #[derive(Debug, Default)]
 pub struct Breakers {
-    servers: HashMap<String, BreakerState>,
+    servers: HashMap<BreakerKey, BreakerState>,
+}
+
+fn key(scope: &str, server: &str) -> BreakerKey {
+    (scope.to_string(), server.to_string())
 }
 
 impl Breakers {
@@ -56,17 +68,29 @@ impl Breakers {
     /// Decides admission for a call to `server` and, for a probe, marks it
     /// sent. Use [`Breakers::check`] and [`Breakers::probe_sent`] when the
     /// call may still be stopped by a later step.
-    pub fn admit(&mut self, server: &str, config: BreakerConfig, now: SystemTime) -> Admission {
-        let admission = self.check(server, config, now);
+    pub fn admit(
+        &mut self,
+        scope: &str,
+        server: &str,
+        config: BreakerConfig,
+        now: SystemTime,
+    ) -> Admission {
+        let admission = self.check(scope, server, config, now);
         if admission == Admission::Probe {
-            self.probe_sent(server, now);
+            self.probe_sent(scope, server, now);
         }
         admission
     }
 
     /// Would a call to `server` be let through now? Changes nothing.
-    pub fn check(&self, server: &str, config: BreakerConfig, now: SystemTime) -> Admission {
-        match self.servers.get(server) {
+    pub fn check(
+        &self,
+        scope: &str,
+        server: &str,
+        config: BreakerConfig,
+        now: SystemTime,
+    ) -> Admission {
+        match self.servers.get(&key(scope, server)) {
             None | Some(BreakerState::Closed { .. }) => Admission::Pass,
             Some(&BreakerState::Open { until }) if now < until => {
                 Admission::Refuse { until: Some(until) }
@@ -82,9 +106,9 @@ impl Breakers {
     }
 
     /// The half-open probe call to `server` went out at `now`.
-    pub fn probe_sent(&mut self, server: &str, now: SystemTime) {
+    pub fn probe_sent(&mut self, scope: &str, server: &str, now: SystemTime) {
         self.servers.insert(
-            server.to_string(),
+            key(scope, server),
             BreakerState::HalfOpen {
                 probe_sent: Some(now),
             },
@@ -92,10 +116,17 @@ impl Breakers {
     }
 
     /// Records how a call to `server` ended.
-    pub fn record(&mut self, server: &str, ok: bool, config: BreakerConfig, now: SystemTime) {
+    pub fn record(
+        &mut self,
+        scope: &str,
+        server: &str,
+        ok: bool,
+        config: BreakerConfig,
+        now: SystemTime,
+    ) {
         let state = self
             .servers
-            .entry(server.to_string())
+            .entry(key(scope, server))
             .or_insert(BreakerState::Closed {
                 consecutive_failures: 0,
             });
@@ -128,19 +159,17 @@ impl Breakers {
         };
     }
 
-    pub fn state(&self, server: &str) -> BreakerState {
+    pub fn state(&self, scope: &str, server: &str) -> BreakerState {
         self.servers
-            .get(server)
+            .get(&key(scope, server))
             .copied()
             .unwrap_or(BreakerState::Closed {
                 consecutive_failures: 0,
             })
     }
 
-    pub fn states(&self) -> impl Iterator<Item = (&str, BreakerState)> {
-        self.servers
-            .iter()
-            .map(|(name, state)| (name.as_str(), *state))
+    pub fn states(&self) -> impl Iterator<Item = (&BreakerKey, BreakerState)> {
+        self.servers.iter().map(|(key, state)| (key, *state))
     }
 }
 
@@ -157,40 +186,42 @@ mod tests {
         };
         let t = |s: u64| UNIX_EPOCH + Duration::from_secs(1000 + s);
         let mut b = Breakers::default();
-        assert_eq!(b.admit("s", config, t(0)), Admission::Pass);
-        b.record("s", false, config, t(0));
-        b.record("s", false, config, t(1));
+        assert_eq!(b.admit("a", "s", config, t(0)), Admission::Pass);
+        b.record("a", "s", false, config, t(0));
+        b.record("a", "s", false, config, t(1));
         // A success in between resets the count.
-        b.record("s", true, config, t(2));
-        b.record("s", false, config, t(3));
-        b.record("s", false, config, t(4));
-        assert_eq!(b.admit("s", config, t(4)), Admission::Pass);
-        b.record("s", false, config, t(5));
-        assert_eq!(b.state("s"), BreakerState::Open { until: t(35) });
+        b.record("a", "s", true, config, t(2));
+        b.record("a", "s", false, config, t(3));
+        b.record("a", "s", false, config, t(4));
+        assert_eq!(b.admit("a", "s", config, t(4)), Admission::Pass);
+        b.record("a", "s", false, config, t(5));
+        assert_eq!(b.state("a", "s"), BreakerState::Open { until: t(35) });
         assert_eq!(
-            b.admit("s", config, t(34)),
+            b.admit("a", "s", config, t(34)),
             Admission::Refuse { until: Some(t(35)) }
         );
-        // Other servers are unaffected.
-        assert_eq!(b.admit("other", config, t(10)), Admission::Pass);
+        // Other servers, and the same server for other callers, are
+        // unaffected.
+        assert_eq!(b.admit("a", "other", config, t(10)), Admission::Pass);
+        assert_eq!(b.admit("b", "s", config, t(10)), Admission::Pass);
         // Cool-down over: exactly one probe.
-        assert_eq!(b.admit("s", config, t(35)), Admission::Probe);
+        assert_eq!(b.admit("a", "s", config, t(35)), Admission::Probe);
         assert!(matches!(
-            b.admit("s", config, t(36)),
+            b.admit("a", "s", config, t(36)),
             Admission::Refuse { .. }
         ));
         // The probe fails: open again for a full cool-down.
-        b.record("s", false, config, t(37));
+        b.record("a", "s", false, config, t(37));
         assert_eq!(
-            b.admit("s", config, t(66)),
+            b.admit("a", "s", config, t(66)),
             Admission::Refuse { until: Some(t(67)) }
         );
-        assert_eq!(b.admit("s", config, t(67)), Admission::Probe);
+        assert_eq!(b.admit("a", "s", config, t(67)), Admission::Probe);
         // The probe succeeds: closed.
-        b.record("s", true, config, t(68));
-        assert_eq!(b.admit("s", config, t(68)), Admission::Pass);
+        b.record("a", "s", true, config, t(68));
+        assert_eq!(b.admit("a", "s", config, t(68)), Admission::Pass);
         assert_eq!(
-            b.state("s"),
+            b.state("a", "s"),
             BreakerState::Closed {
                 consecutive_failures: 0
             }
@@ -205,12 +236,12 @@ mod tests {
         };
         let t = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
         let mut b = Breakers::default();
-        b.record("s", false, config, t(0));
-        assert_eq!(b.admit("s", config, t(10)), Admission::Probe);
+        b.record("a", "s", false, config, t(0));
+        assert_eq!(b.admit("a", "s", config, t(10)), Admission::Probe);
         assert!(matches!(
-            b.admit("s", config, t(19)),
+            b.admit("a", "s", config, t(19)),
             Admission::Refuse { .. }
         ));
-        assert_eq!(b.admit("s", config, t(20)), Admission::Probe);
+        assert_eq!(b.admit("a", "s", config, t(20)), Admission::Probe);
     }
 }

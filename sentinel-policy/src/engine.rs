@@ -186,24 +186,36 @@ impl Engine {
         crate::guarded_targets(&self.policy, &self.quarantine, homes, now)
     }
 
-    /// Records how a call to an MCP server ended (for the circuit breaker).
-    pub fn record_server_outcome(&mut self, server: &str, ok: bool, now: SystemTime) {
-        self.breakers.record(server, ok, self.policy.breaker(), now);
+    /// Records how a call to an MCP server ended (for the circuit
+    /// breaker of that caller and server; `scope` is
+    /// [`Engine::caller_scope`]).
+    pub fn record_server_outcome(&mut self, scope: &str, server: &str, ok: bool, now: SystemTime) {
+        self.breakers
+            .record(scope, server, ok, self.policy.breaker(), now);
     }
 
-    pub fn server_state(&self, server: &str) -> BreakerState {
-        self.breakers.state(server)
+    pub fn server_state(&self, scope: &str, server: &str) -> BreakerState {
+        self.breakers.state(scope, server)
     }
 
-    /// Every MCP server with breaker state.
-    pub fn server_states(&self) -> Vec<(String, BreakerState)> {
+    /// Every (caller scope, MCP server) with breaker state.
+    pub fn server_states(&self) -> Vec<(String, String, BreakerState)> {
         let mut states: Vec<_> = self
             .breakers
             .states()
-            .map(|(name, state)| (name.to_string(), state))
+            .map(|((scope, server), state)| (scope.clone(), server.clone(), state))
             .collect();
-        states.sort_by(|a, b| a.0.cmp(&b.0));
+        states.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         states
+    }
+
+    /// Whose breakers and rate-limit buckets an action uses: `agent:NAME`,
+    /// or `uid:N` for a caller without an agent name.
+    pub fn caller_scope(agent: Option<&str>, uid: u32) -> String {
+        match agent {
+            Some(agent) => format!("agent:{agent}"),
+            None => format!("uid:{uid}"),
+        }
     }
 
     pub fn set_anomaly(&mut self, scorer: Box<dyn AnomalyScorer>) {
@@ -273,8 +285,9 @@ impl Engine {
         }
         if let Object::Mcp { server, .. } = &action.object {
             let config = self.policy.breaker();
-            if self.breakers.check(server, config, now) == Admission::Probe {
-                self.breakers.probe_sent(server, now);
+            let scope = rate_subject(action);
+            if self.breakers.check(&scope, server, config, now) == Admission::Probe {
+                self.breakers.probe_sent(&scope, server, now);
             }
         }
     }
@@ -282,10 +295,7 @@ impl Engine {
 
 /// Rate-limit buckets are per rule and per agent (or UID when unnamed).
 fn rate_subject(action: &Action) -> String {
-    match &action.agent {
-        Some(agent) => format!("agent:{agent}"),
-        None => format!("uid:{}", action.uid),
-    }
+    Engine::caller_scope(action.agent.as_deref(), action.uid)
 }
 
 fn verdict(action: Decision, rule: &str, reason: String, risk: u8, alert: bool) -> Verdict {
@@ -318,7 +328,9 @@ fn decide(
     // 1. Circuit breaker.
     if let (true, Object::Mcp { server, .. }) = (live, &action.object) {
         if let Admission::Refuse { .. } =
-            engine.breakers.check(server, engine.policy.breaker(), now)
+            engine
+                .breakers
+                .check(&rate_subject(action), server, engine.policy.breaker(), now)
         {
             let reason =
                 format!("MCP server `{server}` keeps failing; cut off until its cool-down ends");

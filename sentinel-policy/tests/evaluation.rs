@@ -697,17 +697,24 @@ fn circuit_breaker_opens_half_opens_and_closes() {
     let mut engine = engine(rules, Mode::SilentAllow);
     let call = mcp("flaky", "read", json!({}));
     let other = mcp("healthy", "read", json!({}));
-    engine.record_server_outcome("flaky", false, at(0));
+    let me = Engine::caller_scope(call.agent.as_deref(), call.uid);
+    // Another agent's calls to the same server name have their own breaker.
+    let stranger = as_agent(mcp("flaky", "read", json!({})), Some("stranger"), 4242);
+    let theirs = Engine::caller_scope(Some("stranger"), 4242);
+    engine.record_server_outcome(&theirs, "flaky", false, at(0));
+    engine.record_server_outcome(&theirs, "flaky", false, at(0));
+    engine.record_server_outcome(&me, "flaky", false, at(0));
     assert_eq!(engine.evaluate(&call, at(0)).action, Decision::Allow);
-    engine.record_server_outcome("flaky", false, at(1));
+    engine.record_server_outcome(&me, "flaky", false, at(1));
     assert_eq!(
-        engine.server_state("flaky"),
+        engine.server_state(&me, "flaky"),
         BreakerState::Open { until: at(11) }
     );
     // Step 1 comes first: even before rules and for any tool.
     let verdict = engine.evaluate(&call, at(5));
     assert_eq!(decided(&verdict), (Decision::Deny, "circuit-breaker"));
     assert_eq!(engine.evaluate(&other, at(5)).action, Decision::Allow);
+    assert_eq!(engine.evaluate(&stranger, at(0)).action, Decision::Deny);
     // Kernel actions never hit the breaker.
     assert_eq!(
         engine.evaluate(&open("/tmp/x", false), at(5)).action,
@@ -722,7 +729,7 @@ fn circuit_breaker_opens_half_opens_and_closes() {
     // Half-open: one probe passes, the next waits.
     assert_eq!(engine.evaluate(&call, at(11)).action, Decision::Allow);
     assert!(matches!(
-        engine.server_state("flaky"),
+        engine.server_state(&me, "flaky"),
         BreakerState::HalfOpen { .. }
     ));
     assert_eq!(
@@ -730,19 +737,19 @@ fn circuit_breaker_opens_half_opens_and_closes() {
         (Decision::Deny, "circuit-breaker")
     );
     // The probe fails: open again; then a successful probe closes it.
-    engine.record_server_outcome("flaky", false, at(12));
+    engine.record_server_outcome(&me, "flaky", false, at(12));
     assert_eq!(engine.evaluate(&call, at(21)).action, Decision::Deny);
     assert_eq!(engine.evaluate(&call, at(22)).action, Decision::Allow);
-    engine.record_server_outcome("flaky", true, at(23));
+    engine.record_server_outcome(&me, "flaky", true, at(23));
     assert_eq!(
-        engine.server_state("flaky"),
+        engine.server_state(&me, "flaky"),
         BreakerState::Closed {
             consecutive_failures: 0
         }
     );
     assert_eq!(engine.evaluate(&call, at(23)).action, Decision::Allow);
     assert_eq!(engine.evaluate(&call, at(23)).action, Decision::Allow);
-    assert_eq!(engine.server_states().len(), 1);
+    assert_eq!(engine.server_states().len(), 2);
 }
 
 /// A scorer that returns scripted scores and records what it saw.

@@ -15,7 +15,7 @@ use sentinel_anomaly::{
     Alert, AlertConfig, AlertManager, AnomalyEngine, Detector, LockdownOrder, NewAlert, Outcome,
     Raised, ScorerConfig, SharedAnomalyEngine,
 };
-use sentinel_audit::Event;
+use sentinel_audit::{Body, Event};
 use sentinel_policy::{Action, AnomalyScorer, Mode};
 
 pub struct Behaviour {
@@ -102,11 +102,14 @@ impl Behaviour {
         self.scorer.lock().take_lockdown()
     }
 
-    /// Feeds a denial back into the error-rate baseline.
-    pub fn denied(&self, action: &Action) {
+    /// Feeds what became of an action into the error-rate baseline: a
+    /// kernel action that ran or was denied, an MCP call's result, error
+    /// or refusal. Only a baseline that also sees successes can tell a
+    /// burst of failures from the usual.
+    pub fn outcome(&self, action: &Action, outcome: Outcome) {
         self.scorer
             .lock()
-            .record_outcome(action, Outcome::Denied, SystemTime::now());
+            .record_outcome(action, outcome, SystemTime::now());
     }
 
     /// An MCP tool call (recorded as `call_seq`) is in flight through the
@@ -151,4 +154,39 @@ impl Behaviour {
             }
         }
     }
+}
+
+/// What an MCP call record says about the call, for the error-rate
+/// baseline: results are successes, errors (JSON-RPC errors, results the
+/// tool marked `isError`, timeouts, a server that died) failures, and
+/// refusals denials. Records of a decision alone (`forwarded`, `ask`, ...)
+/// say nothing yet.
+pub fn outcome_of_mcp(event: &Event) -> Option<(Action, Outcome)> {
+    let Body::McpCall {
+        process,
+        server,
+        tool,
+        args,
+        outcome,
+    } = &event.body
+    else {
+        return None;
+    };
+    let outcome = match outcome.as_deref()? {
+        "result" | "redacted" => Outcome::Success,
+        "error" | "tool-error" | "timeout" | "server-exited" => Outcome::Failure,
+        "denied" | "blocked" | "denied-by-elicitation" => Outcome::Denied,
+        _ => return None,
+    };
+    let action = Action {
+        agent: process.agent.clone(),
+        uid: process.uid,
+        pid: process.pid,
+        object: sentinel_policy::Object::Mcp {
+            server: server.clone(),
+            tool: tool.clone(),
+            args: args.clone(),
+        },
+    };
+    Some((action, outcome))
 }

@@ -65,6 +65,10 @@ pub enum Request {
     QuarantineLift {
         target: QuarantineTarget,
     },
+    /// Lifts a quarantine by the id `quarantine list` shows.
+    QuarantineLiftId {
+        id: i64,
+    },
     ThresholdsGet,
     ThresholdsSet {
         thresholds: AnomalyThresholds,
@@ -128,7 +132,30 @@ pub enum Request {
     },
 }
 
-pub type Handler = Arc<dyn Fn(Request) -> Value + Send + Sync>;
+/// Who sent a request, as the kernel reports it (SO_PEERCRED): recorded
+/// with every change it makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub pid: Option<i32>,
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "uid {}", self.uid)?;
+        if let Some(pid) = self.pid {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            write!(f, " (pid {pid}")?;
+            if !comm.trim().is_empty() {
+                write!(f, " {}", comm.trim())?;
+            }
+            write!(f, ")")?;
+        }
+        Ok(())
+    }
+}
+
+pub type Handler = Arc<dyn Fn(Request, &Caller) -> Value + Send + Sync>;
 
 pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join(SOCKET_NAME)
@@ -177,7 +204,11 @@ pub async fn serve(listener: UnixListener, handler: Handler) {
         };
         let handler = handler.clone();
         tokio::spawn(async move {
-            let root = stream.peer_cred().map(|c| c.uid() == 0).unwrap_or(false);
+            let caller = stream.peer_cred().ok().map(|c| Caller {
+                uid: c.uid(),
+                pid: c.pid(),
+            });
+            let root = caller.is_some_and(|c| c.uid == 0);
             let (read, mut write) = stream.into_split();
             let mut lines = TokioBufReader::new(read).lines();
             let Ok(Some(line)) = lines.next_line().await else {
@@ -186,9 +217,12 @@ pub async fn serve(listener: UnixListener, handler: Handler) {
             let response = if !root {
                 serde_json::json!({"ok": false, "error": "the control socket is for root only"})
             } else {
-                match serde_json::from_str::<Request>(&line) {
-                    Ok(req) => handler(req),
-                    Err(e) => {
+                match (serde_json::from_str::<Request>(&line), caller) {
+                    (Ok(req), Some(caller)) => handler(req, &caller),
+                    (Ok(_), None) => {
+                        serde_json::json!({"ok": false, "error": "the caller could not be identified"})
+                    }
+                    (Err(e), _) => {
                         serde_json::json!({"ok": false, "error": format!("bad request: {e}")})
                     }
                 }

@@ -18,7 +18,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::clock::rfc3339;
-use crate::control::{self, Request};
+use crate::control::{self, Caller, Request};
 use crate::pipeline::{lock, mode_name, Core};
 
 /// `status` reports the core's policy directory for `mcp-admin`.
@@ -27,7 +27,7 @@ pub fn handler(
     agents: BTreeMap<u32, String>,
     db: PathBuf,
 ) -> control::Handler {
-    Arc::new(move |req| match req {
+    Arc::new(move |req, caller| match req {
         Request::Status => status(&core, &agents),
         Request::ModeGet => {
             let c = lock(&core);
@@ -35,31 +35,31 @@ pub fn handler(
             json!({"ok": true, "mode": mode_name(mode)})
         }
         Request::ModeSet { mode } => {
-            lock(&core).set_mode(mode, "operator");
+            lock(&core).set_mode(mode, &caller.to_string());
             json!({"ok": true, "mode": mode_name(mode)})
         }
-        Request::Approve { id } => resolve(&core, &db, &id, true),
-        Request::Deny { id } => resolve(&core, &db, &id, false),
-        Request::Reload { dir } => reload(&core, &dir),
+        Request::Approve { id } => resolve(&core, &db, &id, true, caller),
+        Request::Deny { id } => resolve(&core, &db, &id, false, caller),
+        Request::Reload { dir } => reload(&core, &dir, caller),
         Request::PolicyInfo => policy_info(&core),
         Request::Evaluate { action } => evaluate(&core, &action),
         Request::QuarantineAdd {
             target,
             expires_in_seconds,
             reason,
-        } => quarantine_add(&core, target, expires_in_seconds, reason),
+        } => quarantine_add(&core, target, expires_in_seconds, reason, caller),
         Request::QuarantineList => {
             let c = lock(&core);
-            let list = quarantine_list(&lock(&c.engine));
-            json!({"ok": true, "quarantines": list})
+            json!({"ok": true, "quarantines": quarantine_list(&c)})
         }
-        Request::QuarantineLift { target } => quarantine_lift(&core, &target),
+        Request::QuarantineLift { target } => quarantine_lift(&core, Lift::Target(target), caller),
+        Request::QuarantineLiftId { id } => quarantine_lift(&core, Lift::Id(id), caller),
         Request::ThresholdsGet => {
             let c = lock(&core);
             let t = lock(&c.engine).anomaly_thresholds();
             json!({"ok": true, "thresholds": t})
         }
-        Request::ThresholdsSet { thresholds } => thresholds_set(&core, thresholds),
+        Request::ThresholdsSet { thresholds } => thresholds_set(&core, thresholds, caller),
         Request::LlmRecord { event } => llm_record(&core, *event),
         Request::BaselineList => {
             let c = lock(&core);
@@ -68,8 +68,8 @@ pub fn handler(
                 None => json!({"ok": true, "files": []}),
             }
         }
-        Request::BaselineAccept { path } => baseline(&core, &path, true),
-        Request::BaselineRestore { path } => baseline(&core, &path, false),
+        Request::BaselineAccept { path } => baseline(&core, &path, true, caller),
+        Request::BaselineRestore { path } => baseline(&core, &path, false, caller),
         Request::RespondList => {
             let c = lock(&core);
             json!({"ok": true, "responses": c.guards.responses.list()})
@@ -148,9 +148,9 @@ fn record_admin(core: &mut Core, reason: String) {
     });
 }
 
-fn reload(core: &Arc<Mutex<Core>>, dir: &Path) -> serde_json::Value {
+fn reload(core: &Arc<Mutex<Core>>, dir: &Path, caller: &Caller) -> serde_json::Value {
     let mut c = lock(core);
-    match c.reload_policy(dir, "the operator") {
+    match c.reload_policy(dir, &caller.to_string()) {
         Ok(rules) => json!({
             "ok": true,
             "dir": dir,
@@ -166,12 +166,14 @@ fn reload(core: &Arc<Mutex<Core>>, dir: &Path) -> serde_json::Value {
 
 fn policy_info(core: &Arc<Mutex<Core>>) -> serde_json::Value {
     let c = lock(core);
+    // Before the engine's lock: the list takes it itself.
+    let quarantines = quarantine_list(&c);
     let engine = lock(&c.engine);
     let policy = engine.policy();
     let breakers: Vec<serde_json::Value> = engine
         .server_states()
         .into_iter()
-        .map(|(server, state)| json!({"server": server, "state": format!("{state:?}")}))
+        .map(|(caller, server, state)| json!({"caller": caller, "server": server, "state": format!("{state:?}")}))
         .collect();
     json!({
         "ok": true,
@@ -180,7 +182,7 @@ fn policy_info(core: &Arc<Mutex<Core>>) -> serde_json::Value {
         "rules": policy.rules().len(),
         "enabled_rules": policy.rules().iter().filter(|r| r.enabled).count(),
         "rule_names": policy.rules().iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
-        "quarantines": quarantine_list(&engine),
+        "quarantines": quarantines,
         "thresholds": engine.anomaly_thresholds(),
         "circuit_breakers": breakers,
         "decided_in_kernel": c.maps.rules.iter().collect::<Vec<_>>(),
@@ -206,9 +208,17 @@ fn evaluate(core: &Arc<Mutex<Core>>, action: &Action) -> serde_json::Value {
     json!({"ok": true, "verdict": verdict, "mode": mode_name(engine.mode())})
 }
 
-fn quarantine_list(engine: &Engine) -> Vec<serde_json::Value> {
+/// The active quarantines: the engine's live list, with the id, author
+/// and time of each from the durable table. Takes the engine's lock: call
+/// it without holding it.
+fn quarantine_list(c: &Core) -> Vec<serde_json::Value> {
     let now = SystemTime::now();
-    engine
+    let stored = c
+        .quarantines
+        .as_ref()
+        .and_then(|s| s.active(now).ok())
+        .unwrap_or_default();
+    lock(&c.engine)
         .quarantines()
         .into_iter()
         .filter(|e| e.is_active(now))
@@ -219,7 +229,16 @@ fn quarantine_list(engine: &Engine) -> Vec<serde_json::Value> {
                     .map(rfc3339)
                     .unwrap_or_default()
             });
-            json!({"target": e.target, "description": e.target.to_string(), "expires": expires, "reason": e.reason})
+            let row = stored.iter().find(|s| s.entry.target == e.target);
+            json!({
+                "id": row.map(|r| r.id),
+                "target": e.target,
+                "description": e.target.to_string(),
+                "expires": expires,
+                "reason": e.reason,
+                "added_by": row.map(|r| r.added_by.clone()),
+                "added": row.and_then(|r| OffsetDateTime::from_unix_timestamp(r.added_unix).ok()).map(rfc3339),
+            })
         })
         .collect()
 }
@@ -229,14 +248,16 @@ fn quarantine_add(
     target: QuarantineTarget,
     expires_in_seconds: Option<u64>,
     reason: String,
+    caller: &Caller,
 ) -> serde_json::Value {
+    let now = SystemTime::now();
     let entry = QuarantineEntry {
         target: target.clone(),
-        expires: expires_in_seconds.map(|s| SystemTime::now() + Duration::from_secs(s)),
+        expires: expires_in_seconds.map(|s| now + Duration::from_secs(s)),
         reason: reason.clone(),
     };
     let mut c = lock(core);
-    if let Err(e) = lock(&c.engine).quarantine(entry) {
+    if let Err(e) = lock(&c.engine).quarantine(entry.clone()) {
         return json!({"ok": false, "error": e.to_string()});
     }
     if let Err(e) = c.recompile() {
@@ -244,32 +265,82 @@ fn quarantine_add(
         let _ = c.recompile();
         return json!({"ok": false, "error": format!("quarantine not applied: compiling it into the kernel maps failed ({e})")});
     }
+    let by = caller.to_string();
+    let id = match c.quarantines.as_mut().map(|s| s.add(&entry, &by, now)) {
+        Some(Ok(id)) => Some(id),
+        Some(Err(e)) => {
+            tracing::error!("the quarantine on {target} is in force but not stored: {e}");
+            None
+        }
+        None => None,
+    };
     let until = expires_in_seconds.map_or("until lifted".to_string(), |s| format!("for {s} s"));
+    let number = id.map_or(String::new(), |id| format!(" #{id}"));
     record_admin(
         &mut c,
-        format!("quarantine on {target} {until} by the operator: {reason}"),
+        format!("quarantine{number} on {target} {until} by {by}: {reason}"),
     );
-    let list = quarantine_list(&lock(&c.engine));
-    json!({"ok": true, "quarantined": target.to_string(), "quarantines": list, "decided_in_kernel": c.maps.rules.iter().collect::<Vec<_>>()})
+    let list = quarantine_list(&c);
+    json!({"ok": true, "id": id, "quarantined": target.to_string(), "quarantines": list, "decided_in_kernel": c.maps.rules.iter().collect::<Vec<_>>()})
 }
 
-fn quarantine_lift(core: &Arc<Mutex<Core>>, target: &QuarantineTarget) -> serde_json::Value {
+/// Which quarantine to lift.
+enum Lift {
+    Target(QuarantineTarget),
+    Id(i64),
+}
+
+fn quarantine_lift(core: &Arc<Mutex<Core>>, which: Lift, caller: &Caller) -> serde_json::Value {
+    let now = SystemTime::now();
     let mut c = lock(core);
-    if !lock(&c.engine).lift(target) {
+    let (target, id) = match which {
+        Lift::Target(target) => {
+            let id = c
+                .quarantines
+                .as_ref()
+                .and_then(|s| s.id_of(&target, now).ok().flatten());
+            (target, id)
+        }
+        Lift::Id(id) => {
+            let found = c
+                .quarantines
+                .as_ref()
+                .and_then(|s| s.active(now).ok())
+                .and_then(|all| all.into_iter().find(|q| q.id == id));
+            match found {
+                Some(q) => (q.entry.target, Some(id)),
+                None => {
+                    return json!({"ok": false, "error": format!("no active quarantine #{id}; see `sentinel quarantine list`")})
+                }
+            }
+        }
+    };
+    let by = caller.to_string();
+    if let (Some(id), Some(store)) = (id, c.quarantines.as_mut()) {
+        if let Err(e) = store.lift(id, &by, now) {
+            return json!({"ok": false, "error": format!("quarantine #{id} not lifted: {e}")});
+        }
+    }
+    if !lock(&c.engine).lift(&target) && id.is_none() {
         return json!({"ok": false, "error": format!("no quarantine on {target}; see the list for the exact target")});
     }
     if let Err(e) = c.recompile() {
         return json!({"ok": false, "error": format!("quarantine lifted in the engine but the kernel maps were not recompiled: {e}")});
     }
+    let number = id.map_or(String::new(), |id| format!(" #{id}"));
     record_admin(
         &mut c,
-        format!("quarantine on {target} lifted by the operator"),
+        format!("quarantine{number} on {target} lifted by {by}"),
     );
-    let list = quarantine_list(&lock(&c.engine));
-    json!({"ok": true, "lifted": target.to_string(), "quarantines": list, "decided_in_kernel": c.maps.rules.iter().collect::<Vec<_>>()})
+    let list = quarantine_list(&c);
+    json!({"ok": true, "id": id, "lifted": target.to_string(), "quarantines": list, "decided_in_kernel": c.maps.rules.iter().collect::<Vec<_>>()})
 }
 
-fn thresholds_set(core: &Arc<Mutex<Core>>, t: AnomalyThresholds) -> serde_json::Value {
+fn thresholds_set(
+    core: &Arc<Mutex<Core>>,
+    t: AnomalyThresholds,
+    caller: &Caller,
+) -> serde_json::Value {
     let ordered = t.suspicious <= t.anomalous
         && t.anomalous <= t.critical
         && t.critical <= t.auto_lockdown
@@ -284,7 +355,7 @@ fn thresholds_set(core: &Arc<Mutex<Core>>, t: AnomalyThresholds) -> serde_json::
     record_admin(
         &mut c,
         format!(
-            "anomaly thresholds set by the operator: suspicious {}, anomalous {}, critical {}, auto_lockdown {}",
+            "anomaly thresholds set by {caller}: suspicious {}, anomalous {}, critical {}, auto_lockdown {}",
             t.suspicious, t.anomalous, t.critical, t.auto_lockdown
         ),
     );
@@ -293,9 +364,15 @@ fn thresholds_set(core: &Arc<Mutex<Core>>, t: AnomalyThresholds) -> serde_json::
 
 /// Numeric ids are held kernel actions; others are MCP approvals (tool
 /// pins and ask tokens) in the store.
-fn resolve(core: &Arc<Mutex<Core>>, db: &Path, id: &str, approve: bool) -> serde_json::Value {
+fn resolve(
+    core: &Arc<Mutex<Core>>,
+    db: &Path,
+    id: &str,
+    approve: bool,
+    caller: &Caller,
+) -> serde_json::Value {
     if let Ok(n) = id.parse::<u64>() {
-        return match lock(core).resolve(n, approve) {
+        return match lock(core).resolve(n, approve, &caller.to_string()) {
             Some(r) => json!({"ok": true, "id": n, "resolution": r}),
             None => {
                 json!({"ok": false, "error": format!("no pending approval {n} (already answered or timed out)")})
@@ -323,7 +400,12 @@ fn answer(result: Result<String, String>) -> serde_json::Value {
 }
 
 /// `sentinel baseline accept|restore PATH`, recorded as an admin alert.
-fn baseline(core: &Arc<Mutex<Core>>, path: &Path, accept: bool) -> serde_json::Value {
+fn baseline(
+    core: &Arc<Mutex<Core>>,
+    path: &Path,
+    accept: bool,
+    caller: &Caller,
+) -> serde_json::Value {
     let mut c = lock(core);
     let Some(m) = c.guards.identity.as_mut() else {
         return json!({"ok": false, "error": "the policy names no identity files ([identity])"});
@@ -334,10 +416,7 @@ fn baseline(core: &Arc<Mutex<Core>>, path: &Path, accept: bool) -> serde_json::V
         m.restore(path)
     };
     if let Ok(detail) = &result {
-        record_admin(
-            &mut c,
-            format!("identity baseline: {detail} (by the operator)"),
-        );
+        record_admin(&mut c, format!("identity baseline: {detail} (by {caller})"));
     }
     answer(result)
 }
@@ -378,6 +457,7 @@ pub(crate) fn status(core: &Arc<Mutex<Core>>, agents: &BTreeMap<u32, String>) ->
     let mut c = lock(core);
     let counters = c.sensor.counters().unwrap_or_default();
     let stats = c.stats.snapshot();
+    let table = c.table_stats();
     let mode = lock(&c.engine).mode();
     let kernel_rules: Vec<&String> = c.maps.rules.iter().collect();
     let audit = c.audit_stats();
@@ -394,6 +474,9 @@ pub(crate) fn status(core: &Arc<Mutex<Core>>, agents: &BTreeMap<u32, String>) ->
         "policy_dir": c.policy_dir,
         "attached": c.sensor.attached,
         "enforcement": c.sensor.mechanisms,
+        // Where the programs are pinned (they outlive the daemon); null:
+        // they detach if it dies.
+        "pinned": c.sensor.pin_dir,
         "lsm_unavailable": c.sensor.lsm_unavailable,
         "active_lsms": c.sensor.active_lsms,
         "file_guard": c.guard_status,
@@ -401,7 +484,6 @@ pub(crate) fn status(core: &Arc<Mutex<Core>>, agents: &BTreeMap<u32, String>) ->
         "watched_uids": agents.keys().collect::<Vec<_>>(),
         "agents": agents,
         "agent_risk": c.agent_risk,
-        "tracked_processes": c.tracked_processes(),
         "decided_in_kernel": kernel_rules,
         "decided_in_userspace": c.userspace_only,
         "approvals": c.approvals.list(),
@@ -415,12 +497,15 @@ pub(crate) fn status(core: &Arc<Mutex<Core>>, agents: &BTreeMap<u32, String>) ->
             "coalesced": stats.coalesced,
         },
         "kernel_decisions": counters.kernel_decisions,
+        "tracked_processes": table.tracked,
+        "process_table": table,
         "bandwidth": {
             "counting": c.sensor.flows_unavailable.is_none(),
             "unavailable": c.sensor.flows_unavailable,
             "sockets": c.bandwidth.sockets(),
             "total": c.bandwidth.total(),
         },
+        "mcp_socket": c.mcp_peers.snapshot(),
         "sinks": sinks,
         "audit": {
             "recorded": audit.recorded,

@@ -9,7 +9,7 @@
 //! out it drains the ring buffer, flushes the chain and the sinks, and
 //! detaches every program (dropping the sensor does that on every path).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -38,6 +38,7 @@ use crate::observe::{Sensor, SensorOptions};
 use crate::pipeline::{lock, mode_name, Core, CoreParts};
 use crate::preflight;
 use crate::process::ProcessTable;
+use crate::quarantine::QuarantineStore;
 
 /// What `sentinel run` was asked to do.
 #[derive(Debug, Clone)]
@@ -139,11 +140,30 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
     }
     let mut engine = Engine::new(policy);
     engine.set_homes(homes.clone());
+    // Quarantines outlive the daemon: the active ones are in force (and
+    // compiled into the kernel maps) before anything is attached.
+    let quarantines = QuarantineStore::open(&config.db).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for q in quarantines
+        .active(std::time::SystemTime::now())
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
+        let target = q.entry.target.clone();
+        if let Err(e) = engine.quarantine(q.entry) {
+            tracing::error!("stored quarantine #{} on {target} does not load: {e}", q.id);
+        }
+    }
     engine.set_mode(mode);
     engine.set_anomaly(behaviour.scorer());
     let engine = Arc::new(Mutex::new(engine));
 
+    // A previous daemon that did not stop cleanly left its programs
+    // pinned and enforcing: they stay attached until this one's are.
+    let pin_base = crate::pins::base_dir(&config.state_dir);
+    let previous = crate::pins::previous(&pin_base)?;
     let mut sensor = Sensor::load(&config.sensor)?;
+    if let Some(p) = &previous {
+        sensor.adopt(p)?;
+    }
     for uid in config.agents.keys() {
         sensor.watch_uid(*uid)?;
     }
@@ -216,8 +236,27 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
             .policy_dir
             .as_deref()
             .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.to_path_buf())),
+        quarantines: Some(quarantines),
     })?;
     let mut core = core;
+    // Rules are in the maps now: pin, and let the old programs go.
+    if let Err(e) = core.sensor.pin(&pin_base) {
+        tracing::warn!("enforcement will not survive this daemon: {e}");
+    }
+    if let Some(p) = &previous {
+        let reason = p.describe();
+        tracing::warn!("{reason}");
+        core.push(
+            time::OffsetDateTime::now_utc(),
+            sentinel_audit::Body::Alert {
+                severity: "critical".into(),
+                category: "sentinel-death".into(),
+                reason,
+                related: Vec::new(),
+            },
+            None,
+        );
+    }
     core.raise_identity(identity_alerts);
     let core = Arc::new(Mutex::new(core));
     let mut file_guard = start_file_guard(&core, &engine, &config);
@@ -331,8 +370,16 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
                     refresh_file_guard(&core, &engine, guard);
                 }
             }
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
+            _ = sigterm.recv() => {
+                if !signalled_by_agent(&core, libc::SIGTERM) {
+                    break;
+                }
+            }
+            _ = sigint.recv() => {
+                if !signalled_by_agent(&core, libc::SIGINT) {
+                    break;
+                }
+            }
         }
     }
 
@@ -357,6 +404,8 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
     }
     drop(control_socket);
     drop(ring);
+    // A clean stop: the pins go, so the programs detach with the sensor.
+    lock(&core).sensor.unpin();
     match Arc::try_unwrap(core) {
         Ok(core) => core
             .into_inner()
@@ -589,14 +638,16 @@ fn mcp_handler(
     );
     let agents = config.agents.clone();
     let agent_of = Box::new(move |peer: &PeerCred| agents.get(&peer.uid).cloned());
+    let inner = PeerBoundHandler::new(
+        Arc::new(decider),
+        agent_of,
+        Arc::new(sentinel_mcp::SystemClock),
+    );
+    lock(core).mcp_peers = inner.stats();
     Ok(Arc::new(CallLinking {
-        inner: PeerBoundHandler::new(
-            Arc::new(decider),
-            agent_of,
-            Arc::new(sentinel_mcp::SystemClock),
-        ),
+        inner,
         core: core.clone(),
-        in_flight: Mutex::new(HashMap::new()),
+        in_flight: Mutex::new(BTreeMap::new()),
     }))
 }
 
@@ -607,11 +658,19 @@ fn mcp_handler(
 struct CallLinking {
     inner: PeerBoundHandler,
     core: Arc<Mutex<Core>>,
-    /// Proxy pid → `seq` of its calls in flight, oldest first.
-    in_flight: Mutex<HashMap<u32, VecDeque<u64>>>,
+    /// Call id → `seq` of its record, for calls in flight (ids only grow,
+    /// so the first is the oldest).
+    in_flight: Mutex<BTreeMap<u64, u64>>,
 }
 
+/// Calls in flight kept for linking; beyond it the oldest is forgotten.
+const MAX_LINKED_CALLS: usize = 4096;
+
 impl DecisionHandler for CallLinking {
+    fn admit(&self, peer: &PeerCred) -> bool {
+        self.inner.admit(peer)
+    }
+
     fn handle(&self, peer: &PeerCred, request: DaemonRequest) -> DaemonResponse {
         let proxy = peer.pid.and_then(|p| u32::try_from(p).ok());
         match (request, proxy) {
@@ -619,23 +678,33 @@ impl DecisionHandler for CallLinking {
                 let (server, tool, args) =
                     (call.server.clone(), call.tool.clone(), call.args.clone());
                 let response = self.inner.handle(peer, DaemonRequest::Decide { call });
-                if let DaemonResponse::Verdict(v) = &response {
-                    if matches!(v.action, Decision::Allow | Decision::LogOnly) {
+                if let DaemonResponse::Decided(d) = &response {
+                    if let (true, Some(id)) = (
+                        matches!(d.verdict.action, Decision::Allow | Decision::LogOnly),
+                        d.call_id,
+                    ) {
                         let seq =
                             lock(&self.core).mcp_call_started(pid, peer.uid, server, tool, &args);
-                        lock(&self.in_flight).entry(pid).or_default().push_back(seq);
+                        let mut in_flight = lock(&self.in_flight);
+                        in_flight.insert(id, seq);
+                        if in_flight.len() > MAX_LINKED_CALLS {
+                            in_flight.pop_first();
+                        }
                     }
                 }
                 response
             }
-            (request @ DaemonRequest::Record { .. }, Some(pid)) => {
-                let finished = lock(&self.in_flight)
-                    .get_mut(&pid)
-                    .and_then(VecDeque::pop_front);
-                if let Some(seq) = finished {
-                    lock(&self.core).mcp_call_finished(seq);
+            (DaemonRequest::Outcome { call_id, outcome }, _) => {
+                let ends = sentinel_mcp::outcome_ends_call(&outcome) == Some(true);
+                let response = self
+                    .inner
+                    .handle(peer, DaemonRequest::Outcome { call_id, outcome });
+                if ends && response == DaemonResponse::Done {
+                    if let Some(seq) = lock(&self.in_flight).remove(&call_id) {
+                        lock(&self.core).mcp_call_finished(seq);
+                    }
                 }
-                self.inner.handle(peer, request)
+                response
             }
             (request, _) => self.inner.handle(peer, request),
         }
@@ -659,4 +728,27 @@ pub fn resolve_agents(
         }
     }
     Ok(out)
+}
+
+/// Whether the kernel saw a watched process send `sig` to the sentinel in
+/// the last seconds (without BPF LSM the tracepoint kills the sender but
+/// the signal is still delivered): such a stop request is ignored, so an
+/// agent cannot detach the sensor with a SIGTERM.
+fn signalled_by_agent(core: &Arc<Mutex<Core>>, sig: i32) -> bool {
+    let t = match lock(core).sensor.tamper() {
+        Ok(t) => t,
+        Err(_) => return false,
+    };
+    use sentinel_common::tamper;
+    let recent =
+        crate::observe::monotonic_ns().saturating_sub(t[tamper::KTIME as usize]) < 5_000_000_000;
+    let by_agent =
+        t[tamper::COUNT as usize] > 0 && recent && t[tamper::SIGNAL as usize] == sig as u64;
+    if by_agent {
+        tracing::error!(
+            "signal {sig} came from a watched process ({}); ignored",
+            crate::pins::describe_tamper(&t)
+        );
+    }
+    by_agent
 }

@@ -6,7 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use sentinel_common::{
     exec_flags, kernel_action, kind, mutate_op, object_flags, ConnectEvent, EventHeader, ExecEvent,
-    ExitEvent, FileObject, ForkEvent, MutateEvent, OpenEvent, RepeatEvent, RET_UNKNOWN,
+    ExitEvent, FileObject, ForkEvent, MutateEvent, OpenEvent, RepeatEvent, TamperEvent,
+    RET_UNKNOWN,
 };
 use thiserror::Error;
 
@@ -196,6 +197,15 @@ pub enum KernelEvent {
         file: FileRef,
         flags: u32,
     },
+    /// A watched process signalled, ptraced or called bpf() against the
+    /// sentinel (`header.action`: refused or killed).
+    Tamper {
+        header: Header,
+        /// `tamper_op::*`.
+        op: u32,
+        signal: u32,
+        target: i64,
+    },
 }
 
 impl KernelEvent {
@@ -208,7 +218,8 @@ impl KernelEvent {
             | Self::Fork { header, .. }
             | Self::Exit { header }
             | Self::IoUring { header }
-            | Self::Repeat { header, .. } => header,
+            | Self::Repeat { header, .. }
+            | Self::Tamper { header, .. } => header,
         }
     }
 }
@@ -331,6 +342,15 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 count: ev.count,
                 file: FileRef::decode(&ev.obj, &[]),
                 flags: ev.flags,
+            }
+        }
+        kind::TAMPER => {
+            let ev: TamperEvent = read(bytes, raw.kind)?;
+            KernelEvent::Tamper {
+                header: header(&ev.header),
+                op: ev.op,
+                signal: ev.signal,
+                target: ev.target,
             }
         }
         other => return Err(DecodeError::UnknownKind(other)),

@@ -11,8 +11,6 @@
 //!   or kills them on `sentinel approve` / `sentinel deny` or a timeout.
 //!   An approval is one-shot and bound to the process (pid and start
 //!   time, so a reused pid is never signalled) and to the action.
-//! - [`kill_after_the_fact`] is the userspace fallback for deny verdicts the
-//!   kernel could not take itself (a regex on argv, an agent-scoped rule).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -425,27 +423,9 @@ pub fn apply(sensor: &mut Sensor, maps: &mut CompiledMaps) -> Result<(), SensorE
     sensor.set_flag(sentinel_common::config::flags::LOCKDOWN, maps.lockdown)
 }
 
-/// A process's start time (clock ticks since boot, /proc/PID/stat field
-/// 22): with the pid, it names one process even if the pid is reused.
-pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
+/// Sends `sig` to a held process, if it is still the one that was held.
 fn signal(pid: u32, start: Option<u64>, sig: i32) -> bool {
-    // Only the process we saw: a pid reused since then is left alone.
-    if start.is_some() && start_time(pid) != start {
-        return false;
-    }
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe { libc::kill(pid as i32, sig) == 0 }
-}
-
-/// The userspace fallback for a deny the kernel did not take: kills the
-/// process if it is still the one that acted. Returns whether it was.
-pub fn kill_after_the_fact(pid: u32, start: Option<u64>) -> bool {
-    signal(pid, start, libc::SIGKILL)
+    crate::procid::signal_known(pid, start, sig).is_ok()
 }
 
 /// Resumes a stopped process if it is still the one that was stopped.
@@ -525,11 +505,13 @@ impl Approvals {
         }
     }
 
-    /// Registers a held process; returns the approval id. A process that
-    /// already waits (adopted before its late event arrived) keeps its id.
+    /// Registers a held process (`start`: its start time, as the process
+    /// table knows it); returns the approval id. A process that already
+    /// waits (adopted before its late event arrived) keeps its id.
     pub fn hold(
         &mut self,
         pid: u32,
+        start: Option<u64>,
         action: String,
         rule: Option<String>,
         kernel_key: Option<ApprovalKey>,
@@ -542,7 +524,7 @@ impl Approvals {
             }
             return p.id;
         }
-        self.insert(pid, action, rule, kernel_key, None)
+        self.insert(pid, start, action, rule, kernel_key, None)
     }
 
     /// Registers an open or exec the file guard holds in the kernel (the
@@ -556,13 +538,15 @@ impl Approvals {
         request: u64,
         kernel_key: Option<ApprovalKey>,
     ) -> u64 {
-        self.insert(pid, action, rule, kernel_key, Some(request))
+        let start = crate::procid::start_time(pid);
+        self.insert(pid, start, action, rule, kernel_key, Some(request))
     }
 
     /// A new pending approval with the next id.
     fn insert(
         &mut self,
         pid: u32,
+        start: Option<u64>,
         action: String,
         rule: Option<String>,
         kernel_key: Option<ApprovalKey>,
@@ -575,7 +559,7 @@ impl Approvals {
             PendingApproval {
                 id,
                 pid,
-                start: start_time(pid),
+                start,
                 action,
                 rule,
                 deadline: Instant::now() + self.timeout,

@@ -379,7 +379,9 @@ impl Core {
     /// refusal or a hold is recorded here (the syscall then fails or
     /// waits); an allowed open is recorded by the eBPF side as usual.
     pub(crate) fn guard_decide(&mut self, r: &Request) -> Answer {
-        let mut process = self.table.info(r.pid, r.uid, &comm_of(r.pid));
+        let mut process =
+            self.table
+                .info(r.pid, r.uid, &comm_of(r.pid), crate::procid::now_ktime());
         let path = r.path.to_string_lossy().into_owned();
         let body = match r.kind {
             RequestKind::OpenExec => {
@@ -464,7 +466,9 @@ impl Core {
     /// BPF LSM), so the process is killed and the file put back, unless
     /// the policy allows it.
     pub(crate) fn guard_mutation(&mut self, m: &Mutation, uid: u32) {
-        let process = self.table.info(m.pid, uid, &comm_of(m.pid));
+        let process = self
+            .table
+            .info(m.pid, uid, &comm_of(m.pid), crate::procid::now_ktime());
         let path = m.path.to_string_lossy().into_owned();
         let body = Body::FileChange {
             process,

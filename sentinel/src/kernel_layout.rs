@@ -310,6 +310,9 @@ pub fn read(btf: &Btf) -> Result<[u64; layout::LEN as usize], LayoutError> {
         (layout::FS_PWD, "fs_struct", "pwd"),
         (layout::BPRM_FILE, "linux_binprm", "file"),
         (layout::BPRM_FILENAME, "linux_binprm", "filename"),
+        (layout::TASK_TGID, "task_struct", "tgid"),
+        (layout::FILE_PRIVATE_DATA, "file", "private_data"),
+        (layout::PID_NUMBERS, "pid", "numbers"),
     ];
     for (index, structure, member) in entries {
         out[index as usize] = btf.offset(structure, member)?;

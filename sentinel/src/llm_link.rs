@@ -61,7 +61,7 @@ impl Evaluate for DaemonEngine {
         self.evaluate(action, now)
     }
 
-    fn server_outcome(&self, _server: &str, _ok: bool, _now: SystemTime) {}
+    fn server_outcome(&self, _scope: &str, _server: &str, _ok: bool, _now: SystemTime) {}
 }
 
 struct DaemonAudit(PathBuf);

@@ -24,10 +24,13 @@ mod memory;
 mod metrics;
 mod observe;
 mod paths;
+mod pins;
 mod pipeline;
 mod posture;
 mod preflight;
 mod process;
+mod procid;
+mod quarantine;
 mod respond;
 mod status;
 mod top;
@@ -105,6 +108,14 @@ enum Command {
     Deny {
         id: String,
         #[arg(long, default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+    /// Quarantine an agent, binary, path, host or tool (in force in the
+    /// kernel at once, kept across restarts, recorded with who did it).
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
+        #[arg(long, default_value = DEFAULT_STATE_DIR, global = true)]
         state_dir: PathBuf,
     },
     /// Check a policy directory, or dry-run one action against a policy.
@@ -207,6 +218,86 @@ enum ApprovalsCommand {
         #[arg(long, default_value = "/var/lib/sentinel/sentinel.db")]
         db: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum QuarantineCommand {
+    /// Quarantine one target.
+    Add {
+        #[command(flatten)]
+        target: QuarantineTargetArgs,
+        /// Lift it automatically after this long (90s, 30m, 2h, 1d).
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+        duration: Option<u64>,
+        #[arg(long, default_value = "quarantined by the operator")]
+        reason: String,
+    },
+    /// The active quarantines.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lift a quarantine by its id (see `list`).
+    Lift { id: i64 },
+}
+
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct QuarantineTargetArgs {
+    /// Opens (and execs) of paths matching this glob.
+    #[arg(long, value_name = "GLOB")]
+    path: Option<String>,
+    /// Execs of binaries matching this glob.
+    #[arg(long, value_name = "GLOB")]
+    binary: Option<String>,
+    /// Connects to this address or network.
+    #[arg(long, value_name = "CIDR")]
+    host: Option<String>,
+    /// MCP calls of tools matching this glob, on any server.
+    #[arg(long, value_name = "NAME")]
+    tool: Option<String>,
+    /// Every action of matching agents.
+    #[arg(long, value_name = "NAME")]
+    agent: Option<String>,
+}
+
+impl QuarantineTargetArgs {
+    fn target(self) -> Result<sentinel_policy::QuarantineTarget, String> {
+        use sentinel_policy::QuarantineTarget as T;
+        match self {
+            Self { path: Some(p), .. } => Ok(T::Path(p)),
+            Self {
+                binary: Some(b), ..
+            } => Ok(T::Binary(b)),
+            Self { tool: Some(t), .. } => Ok(T::Tool(t)),
+            Self { agent: Some(a), .. } => Ok(T::Agent(a)),
+            Self { host: Some(h), .. } => sentinel_policy::parse_net(&h)
+                .map(T::Host)
+                .ok_or_else(|| format!("{h:?} is not an address or a CIDR network")),
+            _ => Err("name one target: --path, --binary, --host, --tool or --agent".into()),
+        }
+    }
+}
+
+/// `90`, `90s`, `30m`, `2h`, `1d` → seconds.
+fn parse_duration(s: &str) -> Result<u64, String> {
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (90s, 30m, 2h, 1d)"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
+    };
+    n.checked_mul(scale)
+        .filter(|secs| *secs > 0)
+        .ok_or_else(|| format!("{s:?} is not a usable duration"))
 }
 
 #[derive(Subcommand)]
@@ -443,6 +534,7 @@ fn main() -> ExitCode {
                 format!("{}", a.get("resolution").or(a.get("approval")).unwrap_or(a))
             })
         }
+        Command::Quarantine { command, state_dir } => quarantine(&state_dir, command),
         Command::Baseline { command, state_dir } => {
             let request = match command {
                 BaselineCommand::List => control::Request::BaselineList,
@@ -614,4 +706,55 @@ fn ask_daemon(
         Ok(a) => fail(1, a["error"].as_str().unwrap_or("the daemon refused")),
         Err(e) => fail(2, e),
     }
+}
+
+fn quarantine(state_dir: &std::path::Path, command: QuarantineCommand) -> ExitCode {
+    let request = match command {
+        QuarantineCommand::Add {
+            target,
+            duration,
+            reason,
+        } => match target.target() {
+            Ok(target) => control::Request::QuarantineAdd {
+                target,
+                expires_in_seconds: duration,
+                reason,
+            },
+            Err(e) => return fail(2, e),
+        },
+        QuarantineCommand::List { json } => {
+            return ask_daemon(state_dir, &control::Request::QuarantineList, |a| {
+                if json {
+                    return format!("{:#}", a["quarantines"]);
+                }
+                let list = a["quarantines"].as_array().cloned().unwrap_or_default();
+                if list.is_empty() {
+                    return "no active quarantines".into();
+                }
+                list.iter()
+                    .map(|q| {
+                        format!(
+                            "#{}\t{}\t{}\tby {}\t{}",
+                            q["id"],
+                            q["description"].as_str().unwrap_or(""),
+                            q["expires"]
+                                .as_str()
+                                .map_or("until lifted".to_string(), |e| format!("until {e}")),
+                            q["added_by"].as_str().unwrap_or("-"),
+                            q["reason"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        QuarantineCommand::Lift { id } => control::Request::QuarantineLiftId { id },
+    };
+    ask_daemon(state_dir, &request, |a| {
+        match (&a["quarantined"], &a["lifted"]) {
+            (serde_json::Value::String(t), _) => format!("quarantine #{} on {t}", a["id"]),
+            (_, serde_json::Value::String(t)) => format!("lifted quarantine #{} on {t}", a["id"]),
+            _ => a.to_string(),
+        }
+    })
 }

@@ -6,8 +6,11 @@
 //! protected objects, held processes and their approvals, the byte counts
 //! of watched sockets).
 //!
-//! Dropping the [`Sensor`] detaches every program: aya's links are owned
-//! by the loaded object, so no exit path leaves anything attached.
+//! Every attachment is a BPF link the sensor owns. [`Sensor::pin`] pins
+//! them (and the maps that carry state across a restart) to bpffs, so the
+//! programs keep enforcing if the daemon dies; [`Sensor::unpin`] (a clean
+//! stop) removes the pins, and dropping the [`Sensor`] then detaches every
+//! program. See [`crate::pins`].
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -17,6 +20,7 @@ use aya::maps::{
     Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf,
 };
 use aya::programs::{
+    links::{FdLink, PinnedLink},
     CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, Lsm,
     RawTracePoint, TracePoint,
 };
@@ -57,6 +61,10 @@ pub enum SensorError {
     TracepointFormat(String),
     #[error(transparent)]
     Layout(#[from] LayoutError),
+    #[error("{0} cannot be held as a BPF link on this kernel ({1}); the sentinel needs BPF links (Linux 5.15+) to keep enforcing when it dies")]
+    Unpinnable(String, String),
+    #[error("pinning the sensor to bpffs failed: {0}; is bpffs mounted at /sys/fs/bpf?")]
+    Pin(String),
 }
 
 /// How each kind of action is enforced on this kernel, for `status`.
@@ -67,6 +75,9 @@ pub struct Mechanisms {
     pub connect: String,
     /// Renames, links, unlinks, truncates, chmods... of protected paths.
     pub change: String,
+    /// Signals, ptrace and bpf() of watched processes against the
+    /// sentinel: `lsm` (refused) or `sigkill` (the caller is killed).
+    pub self_protection: String,
 }
 
 /// Options that change what is attached.
@@ -92,6 +103,12 @@ pub struct Sensor {
     /// Why the bytes of watched sockets are not counted, when they are not.
     pub flows_unavailable: Option<String>,
     flags: u64,
+    /// Every attachment, as `(what, link)`; dropping one detaches it
+    /// unless it is pinned.
+    links: Vec<(String, FdLink)>,
+    /// The links once pinned, and the generation directory they are in.
+    pinned: Vec<PinnedLink>,
+    pub pin_dir: Option<PathBuf>,
 }
 
 /// Syscall-entry tracepoints attached on every kernel (each program has
@@ -275,6 +292,24 @@ const LSM_HOOKS: &[(&str, usize)] = &[
     ("path_mknod", 4),
 ];
 
+/// Self-protection programs by syscall-entry tracepoint (`protect.rs`).
+const PROTECT_TRACEPOINTS: &[(&str, &str)] = &[
+    ("protect_kill", "sys_enter_kill"),
+    ("protect_tkill", "sys_enter_tkill"),
+    ("protect_tgkill", "sys_enter_tgkill"),
+    ("protect_pidfd_open", "sys_enter_pidfd_open"),
+    ("protect_pidfd_send_signal", "sys_enter_pidfd_send_signal"),
+    ("protect_ptrace", "sys_enter_ptrace"),
+    ("protect_bpf", "sys_enter_bpf"),
+];
+
+/// Self-protection programs by LSM hook.
+const PROTECT_LSM: &[(&str, &str)] = &[
+    ("protect_task_kill", "task_kill"),
+    ("protect_ptrace_access", "ptrace_access_check"),
+    ("protect_bpf_call", "bpf"),
+];
+
 impl Sensor {
     /// Loads and attaches everything. On error, whatever was attached is
     /// detached again when the partly built object is dropped.
@@ -294,13 +329,20 @@ impl Sensor {
                 open: "sigkill".into(),
                 connect: "cgroup".into(),
                 change: "sigkill-after".into(),
+                self_protection: "sigkill".into(),
             },
             lsm_unavailable: None,
             active_lsms: active_lsms(),
             flows_unavailable: None,
             flags: config::flags::DENY_IO_URING,
+            links: Vec::new(),
+            pinned: Vec::new(),
+            pin_dir: None,
         };
         sensor.write_config(config::SELF_TGID, u64::from(std::process::id()))?;
+        // SAFETY: getpgrp has no preconditions.
+        sensor.write_config(config::SELF_PGID, unsafe { libc::getpgrp() } as u64)?;
+        sensor.refresh_self_threads()?;
         sensor.write_config(
             config::FORK_CHILD_PID_OFFSET,
             tracepoint_field_offset("sched_process_fork", "child_pid")?,
@@ -333,6 +375,7 @@ impl Sensor {
                     open: "lsm".into(),
                     connect: "lsm".into(),
                     change: "lsm".into(),
+                    self_protection: "sigkill".into(),
                 };
             }
             Err(why) => {
@@ -384,14 +427,33 @@ impl Sensor {
         for tp in ["sched_process_fork", "sched_process_exit"] {
             sensor.attach_tracepoint(tp, "sched", tp)?;
         }
+        sensor.attach_tracepoint("protect_exit", "sched", "sched_process_exit")?;
+        let protect_lsm = if sensor.lsm_enforces() {
+            sensor.attach_protect_lsm()
+        } else {
+            Err("BPF LSM is not used".to_string())
+        };
+        match protect_lsm {
+            Ok(()) => sensor.mechanisms.self_protection = "lsm".into(),
+            Err(why) => {
+                if sensor.lsm_enforces() {
+                    tracing::warn!("self-protection falls back to tracepoints: {why}");
+                }
+                for (prog, tp) in PROTECT_TRACEPOINTS {
+                    sensor.attach_tracepoint(prog, "syscalls", tp)?;
+                }
+            }
+        }
         let exec: &mut RawTracePoint = sensor.program("sched_process_exec")?;
         exec.load()
             .map_err(failed("sched_process_exec", "loaded"))?;
-        exec.attach("sched_process_exec")
+        let id = exec
+            .attach("sched_process_exec")
             .map_err(failed("sched_process_exec", "attached"))?;
-        sensor
-            .attached
-            .push("raw_tracepoint:sched_process_exec".into());
+        let link = exec
+            .take_link(id)
+            .map_err(failed("sched_process_exec", "attached"))?;
+        sensor.keep("raw_tracepoint:sched_process_exec".into(), link)?;
         Ok(sensor)
     }
 
@@ -420,10 +482,11 @@ impl Sensor {
             tp.load().map_err(failed(prog, "loaded"))?;
             tracing::debug!("{prog} verified in {:?}", started.elapsed());
         }
-        tp.attach(category, name)
+        let id = tp
+            .attach(category, name)
             .map_err(failed(prog, "attached"))?;
-        self.attached.push(format!("tracepoint:{category}:{name}"));
-        Ok(())
+        let link = tp.take_link(id).map_err(failed(prog, "attached"))?;
+        self.keep(format!("tracepoint:{category}:{name}"), link)
     }
 
     fn attach_cgroup(
@@ -438,10 +501,14 @@ impl Sensor {
             // On kernels with BPF links (5.7+) aya attaches through a link,
             // which never displaces another tool's program and takes no
             // attach flags (the kernel refuses any with EINVAL).
-            p.attach(&dir, CgroupAttachMode::Single)
+            let id = p
+                .attach(&dir, CgroupAttachMode::Single)
                 .map_err(failed(prog, "attached"))?;
-            self.attached
-                .push(format!("cgroup_sock_addr:{prog}:{}", cgroup.display()));
+            let link = p.take_link(id).map_err(failed(prog, "attached"))?;
+            self.keep(
+                format!("cgroup_sock_addr:{prog}:{}", cgroup.display()),
+                link,
+            )?;
         }
         Ok(())
     }
@@ -450,6 +517,7 @@ impl Sensor {
     /// the release hook that marks them closed. Optional: on any failure
     /// the ones attached are detached again and the reason returned.
     fn attach_flow_counters(&mut self, cgroup: &PathBuf) -> Result<(), String> {
+        let before = self.links.len();
         let result = (|| -> Result<(), SensorError> {
             let dir = open_cgroup(cgroup)?;
             for (prog, direction) in [
@@ -458,25 +526,29 @@ impl Sensor {
             ] {
                 let p: &mut CgroupSkb = self.program(prog)?;
                 p.load().map_err(failed(prog, "loaded"))?;
-                p.attach(&dir, direction, CgroupAttachMode::Single)
+                let id = p
+                    .attach(&dir, direction, CgroupAttachMode::Single)
                     .map_err(failed(prog, "attached"))?;
+                let link = p.take_link(id).map_err(failed(prog, "attached"))?;
+                self.keep(format!("cgroup_skb:{prog}:{}", cgroup.display()), link)?;
             }
             let p: &mut CgroupSock = self.program("flow_release")?;
             p.load().map_err(failed("flow_release", "loaded"))?;
-            p.attach(&dir, CgroupAttachMode::Single)
+            let id = p
+                .attach(&dir, CgroupAttachMode::Single)
                 .map_err(failed("flow_release", "attached"))?;
-            Ok(())
+            let link = p
+                .take_link(id)
+                .map_err(failed("flow_release", "attached"))?;
+            self.keep(
+                format!("cgroup_sock:sock_release:{}", cgroup.display()),
+                link,
+            )
         })();
         match result {
-            Ok(()) => {
-                self.attached.extend([
-                    format!("cgroup_skb:egress:{}", cgroup.display()),
-                    format!("cgroup_skb:ingress:{}", cgroup.display()),
-                    format!("cgroup_sock:sock_release:{}", cgroup.display()),
-                ]);
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(e) => {
+                self.drop_links_from(before);
                 for prog in ["flow_egress", "flow_ingress"] {
                     if let Ok(p) = self.program::<CgroupSkb>(prog) {
                         let _ = p.unload();
@@ -506,26 +578,156 @@ impl Sensor {
     /// and says why.
     fn attach_lsm(&mut self) -> Result<(), String> {
         let btf = aya::Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
-        for (hook, _) in LSM_HOOKS {
+        let hooks: Vec<(&'static str, &'static str)> =
+            LSM_HOOKS.iter().map(|(h, _)| (*h, *h)).collect();
+        self.attach_lsm_programs(&hooks, &btf)
+    }
+
+    /// The LSM half of self-protection (`protect.rs`); on failure nothing
+    /// of it stays attached and the tracepoints are used instead.
+    fn attach_protect_lsm(&mut self) -> Result<(), String> {
+        let btf = aya::Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
+        self.attach_lsm_programs(PROTECT_LSM, &btf)
+    }
+
+    /// Loads and attaches `(program, hook)` pairs, all or none.
+    fn attach_lsm_programs(
+        &mut self,
+        programs: &[(&'static str, &'static str)],
+        btf: &aya::Btf,
+    ) -> Result<(), String> {
+        let before = self.links.len();
+        for (prog, hook) in programs {
             let result = self
-                .program::<Lsm>(hook)
+                .program::<Lsm>(prog)
                 .map_err(|e| e.to_string())
                 .and_then(|p| {
-                    p.load(hook, &btf).map_err(|e| format!("load: {e}"))?;
-                    p.attach().map_err(|e| format!("attach: {e}"))?;
-                    Ok(())
+                    p.load(hook, btf).map_err(|e| format!("load: {e}"))?;
+                    let id = p.attach().map_err(|e| format!("attach: {e}"))?;
+                    p.take_link(id).map_err(|e| format!("attach: {e}"))
+                })
+                .and_then(|link| {
+                    self.keep(format!("lsm:{hook}"), link)
+                        .map_err(|e| e.to_string())
                 });
             if let Err(e) = result {
-                for (hook, _) in LSM_HOOKS {
-                    if let Ok(p) = self.program::<Lsm>(hook) {
+                self.drop_links_from(before);
+                for (prog, _) in programs {
+                    if let Ok(p) = self.program::<Lsm>(prog) {
                         let _ = p.unload();
                     }
                 }
                 return Err(format!("lsm/{hook}: {e}"));
             }
         }
-        self.attached
-            .extend(LSM_HOOKS.iter().map(|(h, _)| format!("lsm:{h}")));
+        Ok(())
+    }
+
+    /// Takes ownership of an attachment as a BPF link (so it can be
+    /// pinned).
+    fn keep<L>(&mut self, what: String, link: L) -> Result<(), SensorError>
+    where
+        L: TryInto<FdLink>,
+        L::Error: std::fmt::Display,
+    {
+        let link = link
+            .try_into()
+            .map_err(|e| SensorError::Unpinnable(what.clone(), e.to_string()))?;
+        self.attached.push(what.clone());
+        self.links.push((what, link));
+        Ok(())
+    }
+
+    /// Detaches the attachments made since `len` links were held.
+    fn drop_links_from(&mut self, len: usize) {
+        let dropped = self.links.split_off(len);
+        for (what, _) in &dropped {
+            self.attached.retain(|a| a != what);
+        }
+    }
+
+    /// Tells the programs which threads are the daemon's (`tkill` and
+    /// `tgkill` name threads). Called at load and on every tick.
+    pub fn refresh_self_threads(&mut self) -> Result<(), SensorError> {
+        let tids: Vec<u32> = std::fs::read_dir("/proc/self/task")
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut m: BpfHashMap<_, u32, u8> = self.map_mut("SELF_THREADS")?;
+        let stale: Vec<u32> = m
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|t| !tids.contains(t))
+            .collect();
+        for t in stale {
+            let _ = m.remove(&t);
+        }
+        for t in tids {
+            m.insert(t, 1, 0).map_err(|source| SensorError::Map {
+                name: "SELF_THREADS",
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The last attempt against the sentinel the kernel saw
+    /// (`sentinel_common::tamper` indices).
+    pub fn tamper(&mut self) -> Result<[u64; sentinel_common::tamper::LEN as usize], SensorError> {
+        let m: Array<_, u64> = self.map_mut("TAMPER")?;
+        Ok(crate::pins::read_tamper(&m))
+    }
+
+    /// Pins every link and the maps that carry state across a restart into
+    /// a new generation directory under `base`, then removes the pins of
+    /// earlier generations (their programs detach: this sensor's programs
+    /// were attached before, so nothing is ever unenforced).
+    pub fn pin(&mut self, base: &std::path::Path) -> Result<(), SensorError> {
+        let dir = crate::pins::generation_dir(base, std::process::id());
+        let pin_err = |what: &str, e: &dyn std::fmt::Display| {
+            SensorError::Pin(format!("{what} in {}: {e}", dir.display()))
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| pin_err("creating the directory", &e))?;
+        self.pin_dir = Some(dir.clone());
+        for name in crate::pins::PINNED_MAPS {
+            let map = self.ebpf.map(name).ok_or(SensorError::MissingMap(name))?;
+            map.pin(dir.join(format!("map-{name}")))
+                .map_err(|e| pin_err(name, &e))?;
+        }
+        for (i, (what, link)) in std::mem::take(&mut self.links).into_iter().enumerate() {
+            let path = dir.join(format!("link-{i:02}"));
+            let pinned = link.pin(&path).map_err(|e| pin_err(&what, &e))?;
+            self.pinned.push(pinned);
+        }
+        crate::pins::remove_other_generations(base, &dir);
+        Ok(())
+    }
+
+    /// A clean stop: removes this sensor's pins, so dropping it detaches
+    /// every program.
+    pub fn unpin(&mut self) {
+        if let Some(dir) = self.pin_dir.take() {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!("removing the pins in {}: {e}", dir.display());
+            }
+            if let Some(base) = dir.parent() {
+                let _ = std::fs::remove_dir(base);
+            }
+        }
+    }
+
+    /// Carries the kernel state of a previous daemon's programs over:
+    /// watched descendants (setuid children included) and held processes.
+    pub fn adopt(&mut self, previous: &crate::pins::Previous) -> Result<(), SensorError> {
+        for pid in &previous.watched_tasks {
+            self.watch_task(*pid)?;
+        }
+        for pid in &previous.held {
+            self.hold(*pid)?;
+        }
         Ok(())
     }
 

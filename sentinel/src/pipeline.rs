@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use sentinel_anomaly::Outcome;
 use sentinel_audit::{AuditWriter, Body, Event};
 use sentinel_policy::{open_flags_write, Action, Decision, Engine, Mode, Object, Verdict};
 use serde::Serialize;
@@ -29,10 +30,12 @@ use crate::clock::WallClock;
 use crate::decode::{self, Header, KernelAction, KernelEvent};
 use crate::enforce::{self, Approvals, CompiledMaps, PendingApproval, Resolution};
 use crate::metrics::Metrics;
+use crate::procid::{self, ProcId};
 
 use crate::guards::Guards;
 use crate::observe::Sensor;
 use crate::process::ProcessTable;
+use crate::quarantine::QuarantineStore;
 
 /// How often protected objects are looked for on disk again.
 const IDENTIFY_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
@@ -49,7 +52,8 @@ pub struct Stats {
     /// Events the kernel could not deliver (ring buffer full), as last
     /// reported.
     pub lost: AtomicU64,
-    /// Events the audit chain failed to take.
+    /// Events the audit chain failed to take: not queued (the writer
+    /// stopped) or not committed (a failed batch).
     pub audit_errors: AtomicU64,
     /// Events not recorded one by one but folded into an earlier record
     /// that counts its repeats (kernel or reader coalescing).
@@ -100,7 +104,7 @@ pub struct Core {
     pub stats: Arc<Stats>,
     /// Processes the daemon killed after the fact: children they forked
     /// before the kill landed are killed when their fork is seen.
-    condemned: HashSet<u32>,
+    condemned: HashSet<ProcId>,
     lost_reported: u64,
     next_recompile: Option<SystemTime>,
     /// The compiled policy the maps were laid out from, kept to find
@@ -119,6 +123,10 @@ pub struct Core {
     pub agent_risk: BTreeMap<String, AgentRisk>,
     /// Held by the kernel without an approval at the last tick.
     orphans: HashSet<u32>,
+    /// What the MCP decision socket refused (set when it is bound).
+    pub mcp_peers: Arc<sentinel_mcp::daemon::PeerStats>,
+    /// The durable copy of the quarantines (the engine holds the live one).
+    pub quarantines: Option<QuarantineStore>,
     /// The agent guards' state: identity baselines, responses, alerts
     /// waiting for the playbooks (see `guards`).
     pub(crate) guards: Guards,
@@ -203,6 +211,7 @@ pub struct CoreParts {
     pub approvals: Approvals,
     pub metrics: Arc<Metrics>,
     pub policy_dir: Option<PathBuf>,
+    pub quarantines: Option<QuarantineStore>,
 }
 
 impl Core {
@@ -231,6 +240,8 @@ impl Core {
             feed: Feed::default(),
             agent_risk: BTreeMap::new(),
             orphans: HashSet::new(),
+            mcp_peers: Arc::default(),
+            quarantines: parts.quarantines,
             guards: Guards::new(parts.identity),
             guard_holds: None,
             guard_records: Default::default(),
@@ -364,7 +375,9 @@ impl Core {
             ),
             None => (
                 Body::Open {
-                    process: self.table.info(header.pid, header.uid, &header.comm),
+                    process: self
+                        .table
+                        .info(header.pid, header.uid, &header.comm, header.ktime_ns),
                     path: format!("inode {}:{}", file.dev, file.ino),
                     path_requested: None,
                     flags,
@@ -426,13 +439,17 @@ impl Core {
     /// Turns a kernel event into the record body, keeping the process
     /// table current. Fork events only update the table.
     fn enrich(&mut self, event: KernelEvent) -> Option<Body> {
+        let at = event.header().ktime_ns;
         let t = &mut self.table;
         Some(match event {
             KernelEvent::Fork { header, child_pid } => {
-                t.on_fork(header.pid, header.uid, &header.comm, child_pid);
-                if self.condemned.contains(&header.pid) {
-                    enforce::kill_after_the_fact(child_pid, None);
-                    self.condemned.insert(child_pid);
+                t.on_fork(header.pid, header.uid, &header.comm, child_pid, at);
+                let parent = t.get(header.pid).and_then(|e| e.id(header.pid));
+                if parent.is_some_and(|p| self.condemned.contains(&p)) {
+                    if let Some(child) = t.get(child_pid).and_then(|e| e.id(child_pid)) {
+                        let _ = procid::signal(child, libc::SIGKILL);
+                        self.condemned.insert(child);
+                    }
                 }
                 return None;
             }
@@ -453,8 +470,8 @@ impl Core {
                 } else {
                     &binary.path
                 };
-                t.on_exec(header.pid, ppid, header.uid, &header.comm, exe);
-                let process = t.info(header.pid, header.uid, &header.comm);
+                t.on_exec(header.pid, ppid, header.uid, &header.comm, exe, at);
+                let process = t.info(header.pid, header.uid, &header.comm, at);
                 let path_requested =
                     (!filename.is_empty() && filename != process.exe).then_some(filename);
                 Body::Exec {
@@ -481,7 +498,7 @@ impl Core {
                     path_requested: (!requested.is_empty() && requested != path)
                         .then_some(requested),
                     path,
-                    process: t.info(header.pid, header.uid, &header.comm),
+                    process: t.info(header.pid, header.uid, &header.comm, at),
                     flags,
                     repeats: 0,
                 }
@@ -498,7 +515,7 @@ impl Core {
                 let path = t.change_path(header.pid, &target, &target_requested);
                 let source = source.map(|s| t.change_path(header.pid, &s, &source_requested));
                 Body::FileChange {
-                    process: t.info(header.pid, header.uid, &header.comm),
+                    process: t.info(header.pid, header.uid, &header.comm, at),
                     op: op.name().to_string(),
                     path_requested: (!target_requested.is_empty() && target_requested != path)
                         .then_some(target_requested),
@@ -515,25 +532,52 @@ impl Core {
             KernelEvent::Connect {
                 header, addr, port, ..
             } => Body::Connect {
-                process: t.info(header.pid, header.uid, &header.comm),
+                process: t.info(header.pid, header.uid, &header.comm, at),
                 family: if addr.is_ipv4() { "inet" } else { "inet6" }.to_string(),
                 addr: addr.to_string(),
                 port,
             },
             KernelEvent::Exit { header } => {
-                let process = t.info(header.pid, header.uid, &header.comm);
-                let gone = t.on_exit(header.pid);
+                let process = t.info(header.pid, header.uid, &header.comm, at);
+                let gone = t.on_exit(header.pid, at);
+                if let Some(id) = gone.as_ref().and_then(|e| e.id(header.pid)) {
+                    self.condemned.remove(&id);
+                }
                 self.bandwidth.process_exited(
                     header.pid,
                     gone.and_then(|e| e.agent.map(|a| a.to_string())),
                 );
-                self.condemned.remove(&header.pid);
                 self.runs.exited(header.pid);
                 Body::Exit { process }
             }
             KernelEvent::Repeat { .. } => return None,
+            KernelEvent::Tamper {
+                header,
+                op,
+                signal,
+                target,
+            } => {
+                let process = t.info(header.pid, header.uid, &header.comm, at);
+                let done = match header.action {
+                    KernelAction::Denied => "refused in the kernel",
+                    KernelAction::Killed => "the process was killed",
+                    _ => "seen",
+                };
+                Body::Alert {
+                    severity: "critical".into(),
+                    category: "tamper".into(),
+                    reason: format!(
+                        "{} (pid {}, uid {}) tried {} against the sentinel (target {target}, signal {signal}); {done}",
+                        process.comm,
+                        process.pid,
+                        process.uid,
+                        sentinel_common::tamper_op::name(op),
+                    ),
+                    related: Vec::new(),
+                }
+            }
             KernelEvent::IoUring { header } => {
-                let process = t.info(header.pid, header.uid, &header.comm);
+                let process = t.info(header.pid, header.uid, &header.comm, at);
                 Body::Alert {
                     severity: "warning".into(),
                     category: "defense_evasion".into(),
@@ -569,25 +613,8 @@ impl Core {
                 v = sv;
             }
         }
-        // The scorer latches an auto-lockdown once (not while learning)
-        // until the operator lifts it.
-        if let Some(order) = self.behaviour.as_ref().and_then(Behaviour::take_lockdown) {
-            self.set_mode(Mode::Lockdown, &order.reason);
-            let alert = self
-                .behaviour
-                .as_mut()
-                .and_then(|b| b.raise(order.alert(), SystemTime::now()));
-            if let Some(alert) = alert {
-                let event = alert.to_event(self.take_seq());
-                self.emit(event);
-            }
-        }
+        self.enforce_auto_lockdown();
         self.gate_elevated_child(body, &mut v);
-        if v.action == Decision::Deny {
-            if let Some(b) = &self.behaviour {
-                b.denied(&action);
-            }
-        }
         let pid = header.pid;
         if header.action == KernelAction::Held && self.settle_gated_elevator(pid, body, &mut v) {
             return Some(v);
@@ -660,9 +687,11 @@ impl Core {
                 Decision::Ask => {
                     // Stopped after the fact: the call has happened, but the
                     // process cannot use its result until a human decides.
-                    // SAFETY: kill has no memory-safety preconditions.
-                    let stopped = unsafe { libc::kill(pid as i32, libc::SIGSTOP) } == 0;
-                    let _ = self.sensor.hold(pid);
+                    let start = self.table.get(pid).and_then(|e| e.start);
+                    let stopped = procid::signal_known(pid, start, libc::SIGSTOP).is_ok();
+                    if stopped {
+                        let _ = self.sensor.hold(pid);
+                    }
                     let id = self.hold(pid, body, v.rule.clone(), None);
                     v.enforced = false;
                     v.reason = format!(
@@ -674,23 +703,60 @@ impl Core {
                 _ => {}
             },
         }
+        if let Some(b) = &self.behaviour {
+            let outcome = match (header.action, v.action) {
+                (KernelAction::Denied | KernelAction::Killed, _) | (_, Decision::Deny) => {
+                    Some(Outcome::Denied)
+                }
+                (KernelAction::None, Decision::Allow | Decision::LogOnly) => Some(Outcome::Success),
+                _ => None,
+            };
+            if let Some(outcome) = outcome {
+                b.outcome(&action, outcome);
+            }
+        }
         Some(v)
+    }
+
+    /// The scorer latches an auto-lockdown once (not while learning) until
+    /// the operator lifts it; the mode follows at once. Checked after every
+    /// kernel verdict and every tick (an MCP call's score can trip it too).
+    fn enforce_auto_lockdown(&mut self) {
+        if let Some(order) = self.behaviour.as_ref().and_then(Behaviour::take_lockdown) {
+            self.set_mode(Mode::Lockdown, &order.reason);
+            let alert = self
+                .behaviour
+                .as_mut()
+                .and_then(|b| b.raise(order.alert(), SystemTime::now()));
+            if let Some(alert) = alert {
+                let event = alert.to_event(self.take_seq());
+                self.emit(event);
+            }
+        }
+    }
+
+    /// Whether the daemon already killed `pid` after the fact.
+    pub(crate) fn is_condemned(&self, pid: u32) -> bool {
+        self.condemned.iter().any(|id| id.pid == pid)
     }
 
     /// Kills a process and every descendant the table knows of, and
     /// remembers them so children whose fork is still in the ring buffer
-    /// follow. Returns whether the process itself was still there.
-    /// Whether the daemon already killed `pid` after the fact.
-    pub(crate) fn is_condemned(&self, pid: u32) -> bool {
-        self.condemned.contains(&pid)
-    }
-
+    /// follow. Only processes whose identity (pid and start time) the
+    /// table holds are signalled. Returns whether the process itself was
+    /// still there.
     pub(crate) fn kill_tree(&mut self, pid: u32) -> bool {
-        let killed = enforce::kill_after_the_fact(pid, None);
-        self.condemned.insert(pid);
-        for child in self.table.descendants(pid) {
-            enforce::kill_after_the_fact(child, None);
-            self.condemned.insert(child);
+        let mut killed = false;
+        for (i, p) in std::iter::once(pid)
+            .chain(self.table.descendants(pid))
+            .enumerate()
+        {
+            let Some(id) = self.table.get(p).and_then(|e| e.id(p)) else {
+                continue;
+            };
+            let sent = procid::signal(id, libc::SIGKILL).is_ok();
+            killed |= i == 0 && sent;
+            self.condemned.insert(id);
         }
         killed
     }
@@ -702,7 +768,14 @@ impl Core {
         rule: Option<String>,
         approval: Option<sentinel_common::ApprovalKey>,
     ) -> u64 {
-        self.approvals.hold(pid, describe(body), rule, approval)
+        let start = self.table.get(pid).and_then(|e| e.start);
+        self.approvals
+            .hold(pid, start, describe(body), rule, approval)
+    }
+
+    /// What the process table holds, for `status`.
+    pub fn table_stats(&self) -> crate::process::TableStats {
+        self.table.stats()
     }
 
     pub(crate) fn push(&mut self, ts: OffsetDateTime, body: Body, verdict: Option<Verdict>) {
@@ -720,6 +793,9 @@ impl Core {
         event.seq = self.take_seq();
         let alerts = match self.behaviour.as_mut() {
             Some(b) if !matches!(event.body, Body::Alert { .. }) => {
+                if let Some((action, outcome)) = crate::behaviour::outcome_of_mcp(&event) {
+                    b.outcome(&action, outcome);
+                }
                 let (alerts, link) = b.observe(&event);
                 // The analyst sees which tool call caused a kernel action
                 // in that action's own record.
@@ -768,12 +844,17 @@ impl Core {
     /// expired quarantines recompiled.
     pub fn tick(&mut self) {
         self.read_bandwidth();
+        if let Err(e) = self.sensor.refresh_self_threads() {
+            tracing::warn!("self-protection: {e}");
+        }
         if self.next_identify <= std::time::Instant::now() {
             self.reidentify();
             self.next_identify = std::time::Instant::now() + IDENTIFY_EVERY;
         }
         let lost = self.sensor.counters().map(|c| c.ringbuf_full).unwrap_or(0);
         self.stats.lost.store(lost, Ordering::Relaxed);
+        // Lost events may have been exits: check every entry then.
+        self.table.sweep(lost > self.lost_reported);
         if lost > self.lost_reported {
             let count = lost - self.lost_reported;
             self.lost_reported = lost;
@@ -783,11 +864,21 @@ impl Core {
         if let Some(b) = self.behaviour.as_mut() {
             b.reload_webhook();
         }
+        self.enforce_auto_lockdown();
         self.adopt_orphans();
         self.sweep_folded();
         for (p, resolution) in self.approvals.expire(&mut self.sensor) {
             self.answer_guard(&p, false);
             self.push_resolution(&p, resolution, "timeout");
+        }
+        let audit = self.audit.stats();
+        let errors = audit.failed + audit.dropped;
+        if errors > self.stats.audit_errors.swap(errors, Ordering::Relaxed) {
+            tracing::error!(
+                "the audit chain failed to take {errors} events so far ({} not committed, {} not queued)",
+                audit.failed,
+                audit.dropped
+            );
         }
         if self.next_recompile.is_some_and(|t| t <= SystemTime::now()) {
             if let Err(e) = self.recompile() {
@@ -817,6 +908,7 @@ impl Core {
         for pid in adopt {
             let id = self.approvals.hold(
                 pid,
+                procid::start_time(pid),
                 format!(
                     "a held action of pid {pid} (its event was lost: the ring buffer was full)"
                 ),
@@ -868,10 +960,10 @@ impl Core {
     }
 
     /// Resolves an approval (`sentinel approve|deny ID`).
-    pub fn resolve(&mut self, id: u64, approve: bool) -> Option<Resolution> {
+    pub fn resolve(&mut self, id: u64, approve: bool, by: &str) -> Option<Resolution> {
         let (p, resolution) = self.approvals.resolve(id, approve, &mut self.sensor)?;
         self.answer_guard(&p, approve);
-        self.push_resolution(&p, resolution, "operator");
+        self.push_resolution(&p, resolution, by);
         Some(resolution)
     }
 
@@ -921,7 +1013,9 @@ impl Core {
         args: &serde_json::Value,
     ) -> u64 {
         let comm = std::fs::read_to_string(format!("/proc/{proxy_pid}/comm")).unwrap_or_default();
-        let process = self.table.info(proxy_pid, uid, comm.trim());
+        let process = self
+            .table
+            .info(proxy_pid, uid, comm.trim(), procid::now_ktime());
         let args_digest = blake3::hash(sentinel_policy::canonical_json(args).as_bytes())
             .to_hex()
             .to_string();

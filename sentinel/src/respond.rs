@@ -22,7 +22,7 @@ use ipnet::IpNet;
 use sentinel_policy::{Mode, OnTimeout, Playbook, ResponseAction};
 use serde::Serialize;
 
-use crate::enforce::start_time;
+use crate::procid::start_time;
 
 /// Where a response stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -227,7 +227,7 @@ pub fn kill(mut find: impl FnMut() -> Vec<u32>) -> usize {
             // Stop first so the tree cannot fork away while it is killed.
             // SAFETY: kill has no memory-safety preconditions.
             unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
-            if crate::enforce::kill_after_the_fact(pid, None) {
+            if crate::procid::signal_known(pid, start_time(pid), libc::SIGKILL).is_ok() {
                 killed.push(pid);
             }
         }

@@ -75,6 +75,8 @@ pub fn scratch_dir() -> tempfile::TempDir {
 
 pub struct Daemon {
     child: Option<Child>,
+    /// The command line it was started with (for `restart`).
+    args: Vec<std::ffi::OsString>,
     /// The rule-less policy of `start_observing`, kept while it runs.
     policy: Option<tempfile::TempDir>,
     pub state_dir: tempfile::TempDir,
@@ -95,7 +97,7 @@ impl Daemon {
 
     /// Stops this daemon and starts another on the same state directory
     /// and database (a restart), with `extra` arguments.
-    pub fn restart(mut self, extra: &[&str]) -> Daemon {
+    pub fn restart_with(mut self, extra: &[&str]) -> Daemon {
         if self.child.is_some() {
             self.stop();
         }
@@ -108,22 +110,22 @@ impl Daemon {
     fn start_with(state_dir: tempfile::TempDir, extra: &[&str]) -> Daemon {
         let jsonl = state_dir.path().join("events.jsonl");
         let stderr_path = state_dir.path().join("daemon.stderr");
-        let child = Command::new(sentinel_bin())
-            .arg("run")
-            .args(["--agent", &format!("testagent={WATCHED_UID}")])
-            .arg("--jsonl")
-            .arg(&jsonl)
-            .arg("--state-dir")
-            .arg(state_dir.path())
-            .arg("--db")
-            .arg(state_dir.path().join("sentinel.db"))
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(File::create(&stderr_path).unwrap())
-            .spawn()
-            .expect("starting sentinel");
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "run".into(),
+            "--agent".into(),
+            format!("testagent={WATCHED_UID}").into(),
+            "--jsonl".into(),
+            jsonl.clone().into(),
+            "--state-dir".into(),
+            state_dir.path().into(),
+            "--db".into(),
+            state_dir.path().join("sentinel.db").into(),
+        ];
+        args.extend(extra.iter().map(Into::into));
+        let child = spawn_daemon(&args, &stderr_path);
         let mut daemon = Daemon {
             child: Some(child),
+            args,
             policy: None,
             state_dir,
             jsonl,
@@ -149,6 +151,16 @@ impl Daemon {
         let mut daemon = Daemon::start(&args);
         daemon.policy = Some(policy);
         daemon
+    }
+
+    /// Stops the daemon (SIGTERM) and starts it again with the same
+    /// command line, state directory and database.
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            assert!(self.stop().success(), "sentinel did not stop cleanly");
+        }
+        self.child = Some(spawn_daemon(&self.args, &self.stderr_path));
+        self.wait_ready();
     }
 
     pub fn pid(&self) -> u32 {
@@ -255,6 +267,47 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// SIGKILL, as a crash or an attacker would: nothing is cleaned up and
+    /// the pinned programs stay attached. `restart()` starts it again.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("daemon running");
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let _ = child.wait();
+    }
+
+    /// Whether the daemon process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Waits for the daemon to exit on its own (killed by someone else).
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut()?.try_wait().ok()? {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+/// Where a daemon on `state_dir` pins its programs (`sentinel::pins`).
+pub fn pin_dir(state_dir: &Path) -> PathBuf {
+    let key: String = state_dir
+        .to_string_lossy()
+        .trim_matches('/')
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    PathBuf::from("/sys/fs/bpf/sentinel").join(&key[key.len().saturating_sub(200)..])
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -262,14 +315,30 @@ impl Drop for Daemon {
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
-                    return;
+                    break;
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Whatever happened, a test daemon leaves nothing attached.
+        let _ = std::fs::remove_dir_all(pin_dir(self.state_dir()));
     }
+}
+
+fn spawn_daemon(args: &[std::ffi::OsString], stderr: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(stderr)
+        .unwrap();
+    Command::new(sentinel_bin())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("starting sentinel")
 }
 
 /// A command that will run as `uid` (its primary group is the same number).

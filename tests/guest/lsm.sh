@@ -1,7 +1,9 @@
 # BPF-LSM enforcement in a guest kernel that allows it (run by /init as root
 # under `sh -e`): a denied exec, open and connect of the watched UID fail
 # with EPERM from the LSM hooks; the unwatched UID is untouched; an allowed
-# connect is reported once and its bytes are counted.
+# connect is reported once and its bytes are counted; a watched setuid-root
+# process cannot signal, ptrace or bpf() the daemon; enforcement survives
+# kill -9 of the daemon and a restart takes it over.
 G=/sentinel-guest
 fail() {
     echo "lsm-test: FAIL: $*"
@@ -70,6 +72,47 @@ for rule in guest-deny-exec guest-deny-open guest-deny-connect; do
 done
 grep -q "refused the call with EPERM" /tmp/ev.jsonl || fail "the stream does not say EPERM"
 
+# Self-protection: a watched process turned root (a setuid-root binary)
+# can neither signal, ptrace nor bpf() the daemon.
+grep -q '"self_protection": "lsm"' /tmp/status.json \
+    || fail "self-protection is not BPF LSM: $(cat /tmp/status.json)"
+cp /usr/local/bin/sentinel-evasion /tmp/suid-ev
+chown 0:0 /tmp/suid-ev
+chmod 4755 /tmp/suid-ev
+for attack in "kill $daemon 9" "kill $daemon 15" "tkill $daemon 9" \
+    "pidfd-signal $daemon 9" "ptrace $daemon" "bpf"; do
+    # shellcheck disable=SC2086
+    if out=$(as-user sentineltest /tmp/suid-ev $attack 2>&1); then fail "$attack succeeded: $out"; fi
+    echo "$out" | grep -q "Operation not permitted" || fail "$attack was not refused with EPERM: $out"
+    kill -0 $daemon 2>/dev/null || fail "the daemon died of $attack"
+done
+sleep 1
+grep '"category":"tamper"' /tmp/ev.jsonl | grep -q "refused in the kernel" \
+    || fail "no tamper alert in the stream"
+
+# Enforcement survives kill -9 of the daemon (pinned LSM programs), and a
+# restarted daemon takes over and records the death.
+kill -KILL $daemon
+wait $daemon 2>/dev/null || true
+if out=$(as-user sentineltest $G/forbidden-tool 2>&1); then fail "a denied exec ran with the daemon killed: $out"; fi
+echo "$out" | grep -q "Operation not permitted" || fail "no EPERM with the daemon killed: $out"
+ls /sys/fs/bpf/sentinel/tmp-st/ | grep -q '^gen-' || fail "no pins after kill -9"
+sentinel run --agent guestagent=2001 --policy $G/policy --db /tmp/s.db \
+    --state-dir /tmp/st --jsonl /tmp/ev2.jsonl >> /tmp/daemon.log 2>&1 &
+daemon=$!
+i=0
+until sentinel status --state-dir /tmp/st > /dev/null 2>&1; do
+    kill -0 $daemon 2>/dev/null || fail "the daemon did not restart"
+    i=$((i + 1))
+    [ $i -lt 900 ] || fail "the daemon did not restart in time"
+    sleep 0.2
+done
+grep -q "did not stop cleanly" /tmp/daemon.log || fail "the death was not recorded"
+if out=$(as-user sentineltest $G/forbidden-tool 2>&1); then fail "a denied exec ran after the restart: $out"; fi
+[ "$(ls /sys/fs/bpf/sentinel/tmp-st/ | grep -c '^gen-')" = 1 ] || fail "old pins left: $(ls /sys/fs/bpf/sentinel/tmp-st/)"
+
 kill -TERM $daemon
 wait $daemon || fail "the daemon did not exit cleanly"
-echo "lsm-test: exec, open and connect denied with EPERM by BPF LSM; an allowed download counted"
+[ ! -e /sys/fs/bpf/sentinel/tmp-st ] || fail "a clean stop left pins: $(ls /sys/fs/bpf/sentinel/tmp-st)"
+as-user sentineltest $G/forbidden-tool || fail "a clean stop left the programs attached"
+echo "lsm-test: exec, open and connect denied with EPERM by BPF LSM; an allowed download counted; the daemon refused its attackers and survived kill -9"

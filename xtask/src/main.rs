@@ -5,6 +5,7 @@
 //! two README commands (`cargo xtask run -- run --uid N` and `cargo xtask
 //! test`) are all a newcomer or CI needs.
 
+mod fuzz;
 mod guest;
 mod guest_fanotify;
 mod guest_lsm;
@@ -58,6 +59,17 @@ enum Task {
     Bench,
     /// Build the Debian package (target/debian/sentinel_VERSION_ARCH.deb).
     Package,
+    /// Build the libFuzzer targets (JSON-RPC framing and parser, policy
+    /// loader, ring-record decoder) and run each for a while. Not part of
+    /// `test`.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only this target (jsonrpc, policy, ring_record).
+        #[arg(long)]
+        target: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -99,6 +111,7 @@ fn run(task: Task) -> Result<()> {
         Task::TestFanotifyGuest => guest_fanotify::run(&root),
         Task::Bench => bench(&root),
         Task::Package => package::build(&root).map(drop),
+        Task::Fuzz { seconds, target } => fuzz::run(&root, seconds, target.as_deref()),
     }
 }
 
@@ -244,8 +257,9 @@ fn test(root: &Path, lint: bool) -> Result<()> {
 }
 
 /// Every benchmark, one after the other: the overhead, flood, audit and
-/// memory tables (tests/overhead.rs, beside bpftrace and auditd), what the
-/// fanotify guard adds to an open, then the MCP proxy's latency
+/// memory tables (tests/overhead.rs, beside bpftrace and auditd), the
+/// process table at 100,000 processes, what the fanotify guard adds to an
+/// open, then the MCP proxy's latency
 /// (sentinel-mcp's proxy_latency bench).
 fn bench(root: &Path) -> Result<()> {
     setup::all(root)?;
@@ -258,6 +272,18 @@ fn bench(root: &Path) -> Result<()> {
     );
     setup::bench_peers_stopped(audit_daemon_before)?;
     overhead?;
+    println!("\n## The process table at 100,000 processes (criterion)\n");
+    cargo(
+        root,
+        &[
+            "bench",
+            "--locked",
+            "-p",
+            "sentinel",
+            "--bench",
+            "process_table",
+        ],
+    )?;
     println!("\n## fanotify guard: what it adds to an open (criterion)\n");
     cargo(
         root,

@@ -21,7 +21,7 @@ pub fn ensure_ebpf_toolchain(root: &Path) -> Result<PathBuf> {
     ensure_bpf_linker(root)
 }
 
-fn ensure_nightly() -> Result<()> {
+pub fn ensure_nightly() -> Result<()> {
     let has_src = Command::new("rustup")
         .args(["component", "list", "--installed", "--toolchain", NIGHTLY])
         .output()

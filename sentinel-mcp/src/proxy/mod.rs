@@ -522,6 +522,7 @@ impl Proxy {
             server: self.config.server.clone(),
             tool,
             args,
+            call_id: None,
         }
     }
 
@@ -669,13 +670,14 @@ impl Proxy {
             .and_then(|p| p.get("arguments"))
             .cloned()
             .unwrap_or_else(|| json!({}));
-        let call = ToolCall {
+        let mut call = ToolCall {
             agent: self.config.agent.clone(),
             uid: self.config.uid,
             pid: self.config.pid,
             server: self.config.server.clone(),
             tool: tool.to_string(),
             args,
+            call_id: None,
         };
         let now = self.clock.now();
         let blocked = self.state().blocked_tools.get(tool).cloned();
@@ -692,11 +694,17 @@ impl Proxy {
         }
         let verdict = match blocked {
             Some((rule, reason)) => {
+                // The decision point still hears of the call (and records
+                // its own verdict); the proxy refuses it for what it saw in
+                // the tool list, and reports that.
+                if let Ok(decided) = self.decider.decide(&call, now) {
+                    call.call_id = decided.call_id;
+                }
                 let verdict = own_verdict(Decision::Deny, &rule, reason, 90);
                 self.record(&call, &verdict, "denied");
                 verdict
             }
-            None => self.decide_or_refuse(&call, now, "call"),
+            None => self.decide_or_refuse(&mut call, now, "call"),
         };
         let pass = match verdict.action {
             Decision::Allow | Decision::LogOnly => Some(PendingKind::ToolsCall {
@@ -758,17 +766,30 @@ impl Proxy {
 
     /// The decider's verdict on `call` (a `what`); when none can be
     /// reached, a recorded deny, so nothing passes unjudged.
-    fn decide_or_refuse(&self, call: &ToolCall, now: std::time::SystemTime, what: &str) -> Verdict {
-        self.decider.decide(call, now).unwrap_or_else(|e| {
-            let verdict = own_verdict(
-                Decision::Deny,
-                "sentinel-unavailable",
-                format!("no verdict could be reached, so the {what} is refused: {e}"),
-                100,
-            );
-            self.record(call, &verdict, "denied");
-            verdict
-        })
+    /// The decision point's verdict (the call then carries the id it
+    /// records its verdict under), or a refusal when none can be reached.
+    fn decide_or_refuse(
+        &self,
+        call: &mut ToolCall,
+        now: std::time::SystemTime,
+        what: &str,
+    ) -> Verdict {
+        match self.decider.decide(call, now) {
+            Ok(decided) => {
+                call.call_id = decided.call_id;
+                decided.verdict
+            }
+            Err(e) => {
+                let verdict = own_verdict(
+                    Decision::Deny,
+                    "sentinel-unavailable",
+                    format!("no verdict could be reached, so the {what} is refused: {e}"),
+                    100,
+                );
+                self.record(call, &verdict, "denied");
+                verdict
+            }
+        }
     }
 
     /// Holds a call to a tool this session has not seen listed while the
@@ -963,9 +984,9 @@ impl Proxy {
         msg: &Message,
         modern: bool,
     ) -> Option<PendingKind> {
-        let call = self.call_of(method, msg);
+        let mut call = self.call_of(method, msg);
         let now = self.clock.now();
-        let mut verdict = self.decide_or_refuse(&call, now, "request");
+        let mut verdict = self.decide_or_refuse(&mut call, now, "request");
         if verdict.action == Decision::Ask {
             match self.operator_ask(&call, &verdict, None) {
                 Ok(()) => verdict.action = Decision::Allow,
@@ -1156,8 +1177,7 @@ impl Proxy {
         if let PendingKind::ToolsCall { call, verdict } | PendingKind::Content { call, verdict } =
             &p.kind
         {
-            self.decider
-                .server_outcome(&call.server, false, self.clock.now());
+            self.decider.server_outcome(call, false, self.clock.now());
             self.record(call, verdict, "timeout");
         }
         if !p.cancelled {

@@ -29,15 +29,22 @@ impl Proxy {
     ) {
         let now = self.clock.now();
         let Some(result) = msg.value.get_mut("result") else {
-            self.decider.server_outcome(&call.server, false, now);
+            self.decider.server_outcome(call, false, now);
             self.record(call, verdict, "error");
             step.client(raw);
             return;
         };
-        self.decider.server_outcome(&call.server, true, now);
+        self.decider.server_outcome(call, true, now);
+        // A result the tool itself marks as failed counts as an error for
+        // the anomaly baselines (the server answered, so not the breaker).
+        let tool_failed = result.get("isError").and_then(Value::as_bool) == Some(true);
         match self.inspect(&format!("tool `{}`", call.tool), result) {
             Inspection::Clean => {
-                self.record(call, verdict, "result");
+                self.record(
+                    call,
+                    verdict,
+                    if tool_failed { "tool-error" } else { "result" },
+                );
                 step.client(raw);
                 return;
             }
@@ -282,6 +289,7 @@ impl Proxy {
                 server: self.config.server.clone(),
                 tool: name.clone(),
                 args: Value::Null,
+                call_id: None,
             };
             let hidden = self
                 .decider

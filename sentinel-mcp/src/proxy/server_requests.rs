@@ -44,9 +44,9 @@ impl Proxy {
             step.client(line);
             return;
         }
-        let call = self.call_of(method, &msg);
+        let mut call = self.call_of(method, &msg);
         let now = self.clock.now();
-        let mut verdict = self.decide_or_refuse(&call, now, "request");
+        let mut verdict = self.decide_or_refuse(&mut call, now, "request");
         if verdict.action == Decision::Ask {
             if self.decider.settings().approver == sentinel_policy::Approver::Client {
                 // The client's own human-in-the-loop for sampling and

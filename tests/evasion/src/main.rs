@@ -21,6 +21,10 @@
 //!   TO`, `link FROM TO`, `symlink TARGET LINK`, `unlink PATH`, `chmod PATH
 //!   OCTAL`, `rename-over PATH TEXT` (a new file in the same directory
 //!   renamed over PATH).
+//! - Against a process (the sentinel's self-protection): `kill PID SIG`,
+//!   `tkill TID SIG`, `pidfd-signal PID SIG` (pidfd_open then
+//!   pidfd_send_signal), `ptrace PID` (PTRACE_SEIZE then detach), `bpf`
+//!   (BPF_PROG_GET_NEXT_ID, the first step to any loaded program).
 
 use std::ffi::{CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
@@ -298,6 +302,42 @@ fn route(args: &[String]) -> Result<Option<Vec<u8>>, String> {
                 unsafe { libc::unlink(a.as_ptr()) };
             }
             ret.map(|_| None)
+        }
+        "kill" | "tkill" | "pidfd-signal" => {
+            let pid: i64 = arg(1)?.parse().map_err(|_| "missing argument")?;
+            let sig: i64 = arg(2)?.parse().map_err(|_| "missing argument")?;
+            // SAFETY: plain syscalls with integer arguments.
+            let ret = unsafe {
+                match arg(0)? {
+                    "kill" => libc::syscall(libc::SYS_kill, pid, sig),
+                    "tkill" => libc::syscall(libc::SYS_tkill, pid, sig),
+                    _ => {
+                        let fd = check(libc::syscall(libc::SYS_pidfd_open, pid, 0))?;
+                        libc::syscall(libc::SYS_pidfd_send_signal, fd, sig, 0, 0)
+                    }
+                }
+            };
+            check(ret).map(|_| None)
+        }
+        "ptrace" => {
+            let pid: i64 = arg(1)?.parse().map_err(|_| "missing argument")?;
+            // SAFETY: PTRACE_SEIZE does not stop the target; detached at once.
+            check(unsafe { libc::syscall(libc::SYS_ptrace, 0x4206, pid, 0, 0) })?;
+            unsafe { libc::syscall(libc::SYS_ptrace, libc::PTRACE_DETACH, pid, 0, 0) };
+            Ok(None)
+        }
+        "bpf" => {
+            let mut attr = [0u32; 4];
+            // SAFETY: attr is ours and its size is passed.
+            let ret = unsafe {
+                libc::syscall(
+                    libc::SYS_bpf,
+                    11,
+                    attr.as_mut_ptr(),
+                    std::mem::size_of_val(&attr),
+                )
+            };
+            check(ret).map(|_| None)
         }
         other => Err(format!("unknown route {other}")),
     }
