@@ -888,3 +888,77 @@ fn a_watched_setuid_root_child_that_attacks_the_daemon_is_killed_and_alerted() {
         "{death}"
     );
 }
+
+/// The daemon's own files where this run keeps them (a temporary state
+/// directory, database and policy directory here; not only the installed
+/// paths the embedded policy names): a watched process's setuid-root
+/// child — root, so file permissions do not stop it — cannot read the
+/// sealing key or the database, overwrite or truncate the database, or
+/// drop a rule into the policy directory. Each attempt is refused before
+/// it takes effect (EPERM from the file guard or the BPF LSM) or killed,
+/// and afterwards the chain still verifies.
+#[test]
+fn a_watched_setuid_root_child_cannot_touch_the_daemons_own_files() {
+    require_environment();
+    let _lock = kernel_lock();
+    let (_dir, _tool, policy) = kernel_denied_tool();
+    let (_suid_dir, suid) = setuid_root_evasion();
+    let mut daemon = Daemon::start(&["--policy", policy.path().to_str().unwrap()]);
+    let state = daemon.state_dir().to_path_buf();
+    let db = state.join("sentinel.db");
+    let key = std::fs::read(state.join("audit.key")).expect("the daemon's sealing key");
+    let planted = policy.path().join("99-planted.toml");
+    let planted_rule =
+        "[[rule]]\nname = \"planted\"\nkind = \"exec\"\naction = \"allow\"\nbinary = \"/**\"\n";
+    let p = |p: &Path| p.to_str().unwrap().to_string();
+    let attempts: [Vec<String>; 6] = [
+        vec!["read".into(), p(&state.join("audit.key"))],
+        vec!["read".into(), p(&db)],
+        vec!["write".into(), p(&db), "gone".into()],
+        vec!["truncate".into(), p(&db)],
+        vec!["append".into(), p(&state.join("audit.anchor")), "x".into()],
+        vec!["write".into(), p(&planted), planted_rule.into()],
+    ];
+    for args in &attempts {
+        let mut cmd = as_user(WATCHED_UID, &suid);
+        cmd.args(args);
+        let out = run(cmd);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            killed_by_sigkill(&out)
+                || (out.status.code().is_some_and(|c| c != 0)
+                    && said.contains("Operation not permitted")),
+            "{args:?} was not refused: {out:?}"
+        );
+        let key_text = String::from_utf8_lossy(&key);
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains(key_text.trim()),
+            "{args:?} read the sealing key"
+        );
+        assert!(daemon.running(), "the daemon died of {args:?}");
+    }
+    daemon.wait_for("a refusal under this run's own-files rule", |e| {
+        e["verdict"]["rule"] == "sentinel-own-state"
+    });
+    let planted_now = std::fs::read_to_string(&planted).unwrap_or_default();
+    assert!(
+        !planted_now.contains("planted"),
+        "a rule was planted in the policy directory: {planted_now}"
+    );
+    assert!(
+        std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0) > 0,
+        "the audit database was emptied"
+    );
+    assert!(daemon.stop().success());
+    let out = std::process::Command::new(sentinel_bin())
+        .args(["audit", "verify", "--db"])
+        .arg(&db)
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "audit verify after the attempts: {out:?}"
+    );
+}

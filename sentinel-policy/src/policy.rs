@@ -231,6 +231,12 @@ impl Policy {
     /// Loads every `*.toml` file in `dir` (not recursive), in file-name
     /// order.
     pub fn load_dir(dir: &Path) -> Result<Policy, PolicyError> {
+        Policy::from_sources(&Policy::sources_in(dir)?)
+    }
+
+    /// The `*.toml` files in `dir` (not recursive) as `(name, text)`, in
+    /// file-name order: what [`Policy::load_dir`] parses.
+    pub fn sources_in(dir: &Path) -> Result<Vec<(String, String)>, PolicyError> {
         let io = |source| PolicyError::Io {
             path: dir.to_path_buf(),
             source,
@@ -251,18 +257,23 @@ impl Policy {
             })?;
             sources.push((path.display().to_string(), text));
         }
-        Policy::from_sources(&sources)
+        Ok(sources)
     }
 
     /// The defaults from `policies/`, compiled into the binary.
     pub fn embedded_defaults() -> Policy {
-        let sources: Vec<(String, String)> = EMBEDDED
-            .iter()
-            .map(|(name, text)| (format!("policies/{name}"), text.to_string()))
-            .collect();
         // The embedded files are fixed at build time and a unit test parses
         // them, so this cannot fail on user input.
-        Policy::from_sources(&sources).expect("embedded default policies parse (see unit test)")
+        Policy::from_sources(&Policy::embedded_sources())
+            .expect("embedded default policies parse (see unit test)")
+    }
+
+    /// The embedded defaults as `(name, text)`.
+    pub fn embedded_sources() -> Vec<(String, String)> {
+        EMBEDDED
+            .iter()
+            .map(|(name, text)| (format!("policies/{name}"), text.to_string()))
+            .collect()
     }
 
     /// Parses files given as `(name, text)`, in the order given.

@@ -55,6 +55,9 @@ pub struct RunConfig {
     /// Where it came from, for SIGHUP reloads; `None`: the embedded
     /// defaults.
     pub policy_dir: Option<PathBuf>,
+    /// This run's own files (see [`crate::own_files`]), protected in the
+    /// policy at start and at every reload.
+    pub own_files: crate::own_files::OwnFiles,
     pub mode: Mode,
     pub approval_timeout: Duration,
     /// Between posture scans; zero: none.
@@ -236,6 +239,7 @@ async fn run_async(mut config: RunConfig) -> Result<()> {
             .policy_dir
             .as_deref()
             .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.to_path_buf())),
+        own_files: config.own_files.clone(),
         quarantines: Some(quarantines),
     })?;
     let mut core = core;

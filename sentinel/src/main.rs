@@ -23,6 +23,7 @@ mod mcp_admin;
 mod memory;
 mod metrics;
 mod observe;
+mod own_files;
 mod paths;
 mod pins;
 mod pipeline;
@@ -645,11 +646,18 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(a) => a,
         Err(e) => return fail(2, e),
     };
-    let policy = match daemon::load_policy(settings.policy.as_deref()) {
+    let own_files = own_files::OwnFiles::of(
+        &settings.state_dir,
+        &settings.db,
+        settings.policy.as_deref(),
+        std::env::current_exe().ok().as_deref(),
+    );
+    let policy = match own_files.load(settings.policy.as_deref()) {
         Ok(p) => p,
-        Err(e) => return fail(1, format!("{e:#}")),
+        Err(e) => return fail(1, e.to_string()),
     };
     let config = daemon::RunConfig {
+        own_files,
         agents,
         sinks: settings.sinks,
         sink_options: settings.sink_options,

@@ -116,6 +116,8 @@ pub struct Core {
     /// The policy directory in force (absolute); `None`: the embedded
     /// defaults.
     pub policy_dir: Option<PathBuf>,
+    /// This run's own files, protected in every policy it loads.
+    pub own_files: crate::own_files::OwnFiles,
     /// The newest events, for `sentinel top`'s live feed.
     pub feed: Feed,
     /// Per agent: the risk of its latest verdict, the highest, and how
@@ -211,6 +213,7 @@ pub struct CoreParts {
     pub approvals: Approvals,
     pub metrics: Arc<Metrics>,
     pub policy_dir: Option<PathBuf>,
+    pub own_files: crate::own_files::OwnFiles,
     pub quarantines: Option<QuarantineStore>,
 }
 
@@ -237,6 +240,7 @@ impl Core {
             bandwidth: BandwidthMeter::new(OffsetDateTime::now_utc()),
             metrics: parts.metrics,
             policy_dir: parts.policy_dir,
+            own_files: parts.own_files,
             feed: Feed::default(),
             agent_risk: BTreeMap::new(),
             orphans: HashSet::new(),
@@ -1081,7 +1085,7 @@ impl Core {
     }
 
     fn try_reload(&mut self, dir: &std::path::Path) -> Result<usize, String> {
-        let policy = sentinel_policy::Policy::load_dir(dir).map_err(|e| e.to_string())?;
+        let policy = self.own_files.load(Some(dir)).map_err(|e| e.to_string())?;
         let rules = policy.rules().len();
         let old = lock(&self.engine).policy().clone();
         if let Some(m) = self.guards.identity.as_mut() {
