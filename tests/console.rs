@@ -495,7 +495,8 @@ fn top_in_a_real_terminal_approves_a_held_exec() {
         e["kind"] == "alert"
             && e["category"] == "approval"
             && str_field(e, "reason").contains(&format!("pid {pid}"))
-            && str_field(e, "reason").contains("Approved by operator")
+            // Who approved: the dashboard's own process, by its UID.
+            && str_field(e, "reason").contains("Approved by uid 0 (pid")
     });
     top.keys(&["q"]);
     wait_until("top to quit on q", 10, || (!top.alive()).then_some(()));
