@@ -836,11 +836,13 @@ fn a_watched_setuid_root_child_that_attacks_the_daemon_is_killed_and_alerted() {
         panic!("BPF LSM enforces here: this test is for the tracepoint path (the guest tests LSM)");
     }
     let pid = daemon.pid().to_string();
-    let attempts: [(&[&str], &str); 5] = [
+    let attempts: [(&[&str], &str); 7] = [
         (&["kill", &pid, "15"], "tried kill"),
         (&["tkill", &pid, "15"], "tried tkill"),
         (&["pidfd-signal", &pid, "15"], "tried pidfd_open"),
+        (&["proc-signal", &pid, "15"], "tried pidfd_send_signal"),
         (&["ptrace", &pid], "tried ptrace"),
+        (&["vm-read", &pid], "tried process_vm_writev/readv"),
         (&["bpf"], "tried bpf"),
     ];
     for (args, said) in attempts {

@@ -241,7 +241,16 @@ pub mod layout {
     pub const FILE_PRIVATE_DATA: u32 = 25;
     /// `pid.numbers` (`numbers[0].nr` is the pid in the initial namespace).
     pub const PID_NUMBERS: u32 = 26;
-    pub const LEN: u32 = 27;
+    /// `file.f_inode`, `inode.i_sb` and `super_block.s_magic`: whether a
+    /// descriptor is a `/proc/PID` directory.
+    pub const FILE_INODE: u32 = 27;
+    pub const INODE_SB: u32 = 28;
+    pub const SB_MAGIC: u32 = 29;
+    /// `proc_inode.pid` and `proc_inode.vfs_inode`: the process a
+    /// `/proc/PID` directory names.
+    pub const PROC_INODE_PID: u32 = 30;
+    pub const PROC_INODE_VFS: u32 = 31;
+    pub const LEN: u32 = 32;
 }
 
 /// Indices into the per-CPU `COUNTERS` array.
@@ -562,6 +571,8 @@ pub mod tamper_op {
     pub const PIDFD_SEND_SIGNAL: u32 = 5;
     pub const PTRACE: u32 = 6;
     pub const BPF: u32 = 7;
+    /// `process_vm_writev` / `process_vm_readv` on the sentinel.
+    pub const PROCESS_VM: u32 = 8;
 
     pub fn name(op: u32) -> &'static str {
         match op {
@@ -572,6 +583,7 @@ pub mod tamper_op {
             PIDFD_SEND_SIGNAL => "pidfd_send_signal",
             PTRACE => "ptrace",
             BPF => "bpf",
+            PROCESS_VM => "process_vm_writev/readv",
             _ => "unknown",
         }
     }

@@ -4,8 +4,10 @@
 //! - With BPF LSM: `task_kill`, `ptrace_access_check` and `bpf` refuse
 //!   with EPERM.
 //! - Without it: the syscall-entry tracepoints of `kill`, `tkill`,
-//!   `tgkill`, `pidfd_open`, `pidfd_send_signal`, `ptrace` and `bpf` kill
-//!   the caller (the call itself still runs: a tracepoint cannot refuse).
+//!   `tgkill`, `pidfd_open`, `pidfd_send_signal` (a pidfd, or a
+//!   `/proc/PID` directory descriptor), `ptrace`, `process_vm_writev`,
+//!   `process_vm_readv` and `bpf` kill the caller (the call itself still
+//!   runs: a tracepoint cannot refuse).
 //!
 //! Either way the attempt is recorded in `TAMPER` (pinned, so a daemon
 //! killed by it learns of it at its next start) and sent as a
@@ -140,8 +142,32 @@ pub fn protect_pidfd_open(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// A pidfd obtained otherwise (inherited, passed over a socket): the
-/// `struct pid` behind the descriptor names the target.
+/// `PROC_SUPER_MAGIC`: the file system of `/proc`.
+const PROC_SUPER_MAGIC: u64 = 0x9fa0;
+
+/// The `struct pid` a descriptor handed to `pidfd_send_signal` names, as
+/// the kernel finds it: a `/proc/PID` directory's inode carries it, a
+/// pidfd (however obtained: inherited, passed over a socket) holds it in
+/// `private_data`.
+#[inline(always)]
+fn pid_of_file(file: u64) -> u64 {
+    let at = |i: u32| LAYOUT.get(i).copied().unwrap_or(0);
+    let (f_inode, i_sb, s_magic) = (at(layout::FILE_INODE), at(layout::INODE_SB), at(layout::SB_MAGIC));
+    let (proc_pid, proc_vfs) = (at(layout::PROC_INODE_PID), at(layout::PROC_INODE_VFS));
+    if f_inode != 0 && i_sb != 0 && s_magic != 0 && proc_vfs != 0 {
+        let inode = ptr(file + f_inode);
+        let sb = if inode == 0 { 0 } else { ptr(inode + i_sb) };
+        if sb != 0 && read::<u64>(sb + s_magic) == PROC_SUPER_MAGIC {
+            return ptr(inode - proc_vfs + proc_pid);
+        }
+    }
+    let private_data = at(layout::FILE_PRIVATE_DATA);
+    if private_data == 0 {
+        return 0;
+    }
+    ptr(file + private_data)
+}
+
 #[tracepoint(category = "syscalls", name = "sys_enter_pidfd_send_signal")]
 pub fn protect_pidfd_send_signal(ctx: TracePointContext) -> u32 {
     let Some(cur) = watched_task() else { return 0 };
@@ -150,16 +176,15 @@ pub fn protect_pidfd_send_signal(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let Some(l) = Layout::load() else { return 0 };
-    let private_data = LAYOUT.get(layout::FILE_PRIVATE_DATA).copied().unwrap_or(0);
     let numbers = LAYOUT.get(layout::PID_NUMBERS).copied().unwrap_or(0);
-    if private_data == 0 || numbers == 0 {
+    if numbers == 0 {
         return 0;
     }
     let file = l.file_of_fd(fd);
     if file == 0 {
         return 0;
     }
-    let pid = ptr(file + private_data);
+    let pid = pid_of_file(file);
     if pid == 0 {
         return 0;
     }
@@ -177,6 +202,27 @@ pub fn protect_ptrace(ctx: TracePointContext) -> u32 {
     let (request, pid) = (arg(&ctx, 0), pid_arg(&ctx, 1));
     if request != 0 && pid > 0 && is_self(pid) {
         strike(&cur, tamper_op::PTRACE, pid, 0);
+    }
+    0
+}
+
+/// Reading or writing the sentinel's memory.
+#[tracepoint(category = "syscalls", name = "sys_enter_process_vm_writev")]
+pub fn protect_process_vm_writev(ctx: TracePointContext) -> u32 {
+    process_vm(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_process_vm_readv")]
+pub fn protect_process_vm_readv(ctx: TracePointContext) -> u32 {
+    process_vm(&ctx)
+}
+
+#[inline(always)]
+fn process_vm(ctx: &TracePointContext) -> u32 {
+    let Some(cur) = watched_task() else { return 0 };
+    let pid = pid_arg(ctx, 0);
+    if pid > 0 && is_self(pid) {
+        strike(&cur, tamper_op::PROCESS_VM, pid, 0);
     }
     0
 }

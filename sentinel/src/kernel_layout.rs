@@ -313,6 +313,11 @@ pub fn read(btf: &Btf) -> Result<[u64; layout::LEN as usize], LayoutError> {
         (layout::TASK_TGID, "task_struct", "tgid"),
         (layout::FILE_PRIVATE_DATA, "file", "private_data"),
         (layout::PID_NUMBERS, "pid", "numbers"),
+        (layout::FILE_INODE, "file", "f_inode"),
+        (layout::INODE_SB, "inode", "i_sb"),
+        (layout::SB_MAGIC, "super_block", "s_magic"),
+        (layout::PROC_INODE_PID, "proc_inode", "pid"),
+        (layout::PROC_INODE_VFS, "proc_inode", "vfs_inode"),
     ];
     for (index, structure, member) in entries {
         out[index as usize] = btf.offset(structure, member)?;

@@ -300,6 +300,8 @@ const PROTECT_TRACEPOINTS: &[(&str, &str)] = &[
     ("protect_pidfd_open", "sys_enter_pidfd_open"),
     ("protect_pidfd_send_signal", "sys_enter_pidfd_send_signal"),
     ("protect_ptrace", "sys_enter_ptrace"),
+    ("protect_process_vm_writev", "sys_enter_process_vm_writev"),
+    ("protect_process_vm_readv", "sys_enter_process_vm_readv"),
     ("protect_bpf", "sys_enter_bpf"),
 ];
 

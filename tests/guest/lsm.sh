@@ -73,14 +73,16 @@ done
 grep -q "refused the call with EPERM" /tmp/ev.jsonl || fail "the stream does not say EPERM"
 
 # Self-protection: a watched process turned root (a setuid-root binary)
-# can neither signal, ptrace nor bpf() the daemon.
+# can neither signal (kill, tkill, a pidfd, a /proc/PID descriptor),
+# ptrace, read its memory (process_vm_readv) nor bpf() the daemon.
 grep -q '"self_protection": "lsm"' /tmp/status.json \
     || fail "self-protection is not BPF LSM: $(cat /tmp/status.json)"
 cp /usr/local/bin/sentinel-evasion /tmp/suid-ev
 chown 0:0 /tmp/suid-ev
 chmod 4755 /tmp/suid-ev
 for attack in "kill $daemon 9" "kill $daemon 15" "tkill $daemon 9" \
-    "pidfd-signal $daemon 9" "ptrace $daemon" "bpf"; do
+    "pidfd-signal $daemon 9" "proc-signal $daemon 9" "ptrace $daemon" \
+    "vm-read $daemon" "bpf"; do
     # shellcheck disable=SC2086
     if out=$(as-user sentineltest /tmp/suid-ev $attack 2>&1); then fail "$attack succeeded: $out"; fi
     echo "$out" | grep -q "Operation not permitted" || fail "$attack was not refused with EPERM: $out"

@@ -303,6 +303,34 @@ fn route(args: &[String]) -> Result<Option<Vec<u8>>, String> {
             }
             ret.map(|_| None)
         }
+        "proc-signal" => {
+            // A signal through a /proc/PID directory descriptor (what
+            // pidfd_send_signal also accepts), not a pidfd.
+            let pid: i64 = arg(1)?.parse().map_err(|_| "missing argument")?;
+            let sig: i64 = arg(2)?.parse().map_err(|_| "missing argument")?;
+            let fd = open(&format!("/proc/{pid}"), libc::O_RDONLY | libc::O_DIRECTORY)?;
+            // SAFETY: plain syscall with integer arguments.
+            check(unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd, sig, 0, 0) })
+                .map(|_| None)
+        }
+        "vm-read" => {
+            // process_vm_readv of one byte at an address that is not mapped
+            // (EFAULT at worst): the attempt is the point.
+            let pid: i64 = arg(1)?.parse().map_err(|_| "missing argument")?;
+            let mut byte = 0u8;
+            let local = libc::iovec {
+                iov_base: (&mut byte as *mut u8).cast(),
+                iov_len: 1,
+            };
+            let remote = libc::iovec {
+                iov_base: 8 as *mut libc::c_void,
+                iov_len: 1,
+            };
+            // SAFETY: the local iovec points at our byte; the remote one is
+            // only read by the kernel, which checks it.
+            check(unsafe { libc::process_vm_readv(pid as i32, &local, 1, &remote, 1, 0) } as i64)
+                .map(|_| None)
+        }
         "kill" | "tkill" | "pidfd-signal" => {
             let pid: i64 = arg(1)?.parse().map_err(|_| "missing argument")?;
             let sig: i64 = arg(2)?.parse().map_err(|_| "missing argument")?;
