@@ -17,6 +17,7 @@ use sentinel_policy::{
 use time::OffsetDateTime;
 
 use crate::enforce;
+use crate::exit_before_run;
 use crate::identity::IdentityMonitor;
 use crate::pipeline::{lock, Core};
 use crate::respond::{self, Netfilter, Responses, State};
@@ -249,6 +250,9 @@ impl Core {
             .rule
             .as_deref()
             .is_some_and(|r| r.starts_with(GATE_RULE) && r != GATE_RULE);
+        if gated {
+            self.judge_what_it_resolves_to(pid, body, v);
+        }
         if !gated || v.action == Decision::Ask {
             return false;
         }
@@ -264,10 +268,9 @@ impl Core {
                 v.reason
             );
             let told = enforce::tell(pid, &message);
-            self.kill_tree(pid);
-            let _ = self.sensor.release_held(pid);
+            let ended = self.end_held_before_it_ran(pid);
             v.reason = format!(
-                "{}; held by the kernel before it ran, then killed{}",
+                "{}; held by the kernel before it ran, then {ended}{}",
                 v.reason,
                 if told { " (told on its stderr)" } else { "" }
             );
@@ -287,6 +290,78 @@ impl Core {
             v.reason = format!("{}; held by the kernel until the gate allowed it", v.reason);
         }
         true
+    }
+
+    /// The first checkpoint judged the command by the name the elevator
+    /// was given; a path (`sudo ./innocent`, a symlink to vim) is judged
+    /// by what it resolves to as well, while the elevator is still held,
+    /// so it is refused before anything runs. Only makes a passing
+    /// verdict stricter; the second checkpoint still judges what the
+    /// elevator really starts (the link may change after this).
+    fn judge_what_it_resolves_to(&mut self, pid: u32, body: &Body, v: &mut Verdict) {
+        let Body::Exec { process, argv, .. } = body else {
+            return;
+        };
+        if !matches!(v.action, Decision::Allow | Decision::LogOnly | Decision::Ask) {
+            return;
+        }
+        let elevated = sentinel_policy::sudo::parse_elevator(&process.exe, argv);
+        let Some(command) = elevated.command.filter(|c| c.contains('/')) else {
+            return;
+        };
+        // Relative to the held process's working directory (sudo's own).
+        let Ok(resolved) = std::fs::canonicalize(
+            Path::new(&format!("/proc/{pid}/cwd")).join(&command),
+        ) else {
+            return;
+        };
+        let command_argv: Vec<String> = std::iter::once(command.clone())
+            .chain(elevated.args.iter().cloned())
+            .collect();
+        let engine = lock(&self.engine);
+        let g = engine
+            .policy()
+            .sudo()
+            .decide_command(&resolved.to_string_lossy(), &command_argv);
+        drop(engine);
+        if strictness(g.action) > strictness(v.action) {
+            v.action = g.action;
+            v.rule = Some(g.rule.clone());
+            v.reason = format!(
+                "{} (`{}`, which resolves to {})",
+                g.reason,
+                g.command,
+                resolved.display()
+            );
+            v.risk = v.risk.max(g.risk);
+            v.alert = true;
+        }
+    }
+
+    /// Ends a refused process the kernel holds before it ran: made to exit
+    /// with status 77 (its parent reads a refusal), else killed. Says
+    /// which, for the record.
+    fn end_held_before_it_ran(&mut self, pid: u32) -> String {
+        let Some(start) = enforce::start_time(pid) else {
+            let _ = self.sensor.release_held(pid);
+            return "gone before it could be ended".into();
+        };
+        match exit_before_run::exit_77(&mut self.sensor, pid, start) {
+            Ok(()) => format!(
+                "exited {} before it ran",
+                exit_before_run::REFUSED_STATUS
+            ),
+            Err(e @ exit_before_run::Error::NotTheHeldProcess(_)) => {
+                let _ = self.sensor.release_held(pid);
+                format!("left alone ({e})")
+            }
+            Err(e) => {
+                self.kill_tree(pid);
+                let _ = self.sensor.release_held(pid);
+                tracing::warn!("sudo gate: pid {pid} killed instead of exiting 77: {e}");
+                format!("killed (it could not be made to exit 77: {e})")
+            }
+        }
     }
 
     /// A protected identity file the agent was refused a write to is put
