@@ -198,7 +198,7 @@ impl Bench {
                 mode: Mode::Alert,
                 state_dir: state.path().to_path_buf(),
                 on_secret: FindingAction::Block,
-                on_injection: FindingAction::Alert,
+                on_injection: FindingAction::Flag,
                 upstream_ca: None,
                 max_request: 32 << 20,
             };

@@ -52,6 +52,10 @@ pub enum Error {
     #[error("pid {0} is no longer the process the kernel held")]
     NotTheHeldProcess(u32),
     #[error("exiting before the first instruction is not implemented on this architecture")]
+    #[cfg_attr(
+        any(target_arch = "x86_64", target_arch = "aarch64"),
+        allow(dead_code)
+    )]
     UnsupportedArch,
 }
 

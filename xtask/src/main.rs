@@ -246,7 +246,8 @@ fn test(root: &Path, lint: bool) -> Result<()> {
 /// Every benchmark, one after the other: the overhead, flood, audit and
 /// memory tables (tests/overhead.rs, beside bpftrace and auditd), what the
 /// fanotify guard adds to an open, then the MCP proxy's latency
-/// (sentinel-mcp's proxy_latency bench).
+/// (sentinel-mcp's proxy_latency bench) and the LLM API proxy's
+/// (sentinel-llm's proxy bench).
 fn bench(root: &Path) -> Result<()> {
     setup::all(root)?;
     setup::bench_peers()?;
@@ -281,5 +282,10 @@ fn bench(root: &Path) -> Result<()> {
             "--bench",
             "proxy_latency",
         ],
+    )?;
+    println!("\n## LLM API proxy: latency per request, direct and through the proxy\n");
+    cargo(
+        root,
+        &["bench", "--locked", "-p", "sentinel-llm", "--bench", "proxy"],
     )
 }
