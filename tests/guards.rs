@@ -424,13 +424,18 @@ fn the_sudo_gate_refuses_escapes_with_the_real_sudo() {
     // sees only the name, lets `sudo` start it, then judges what it
     // resolves to (env) and kills it after the fact.
     std::os::unix::fs::symlink("/usr/bin/env", d.join("innocent")).unwrap();
-    let _ = sudo_as_agent(
+    let out = sudo_as_agent(
         d,
-        &format!("PATH={}:$PATH sudo -n innocent sleep 5", d.display()),
+        &format!(
+            "PATH={}:$PATH sudo -n innocent sleep 5; echo rc=$?",
+            d.display()
+        ),
     );
+    // Killed after the fact (sudo passes the SIGKILL on: 128 + 9).
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "rc=137\n", "{out:?}");
     let ev = daemon.wait_for("the elevated child refused", |e| {
         e["kind"] == "exec"
-            && e["argv"][0].as_str().unwrap_or("").ends_with("/innocent")
+            && e["argv"][0] == "innocent"
             && e["verdict"]["rule"] == "sudo-gate:shell-escape"
     });
     assert_eq!(ev["verdict"]["action"], "deny");

@@ -190,7 +190,13 @@ impl Core {
     /// it resolved to, so `sudo /tmp/innocent` (a symlink to vim) is
     /// refused too. Only makes a passing verdict stricter.
     pub(crate) fn gate_elevated_child(&mut self, body: &Body, v: &mut Verdict) {
-        let Body::Exec { process, argv, .. } = body else {
+        let Body::Exec {
+            process,
+            argv,
+            path_requested,
+            ..
+        } = body
+        else {
             return;
         };
         if !matches!(v.action, Decision::Allow | Decision::LogOnly) {
@@ -204,15 +210,20 @@ impl Core {
         if !gate.configured || !gate.is_elevator(&parent) || gate.is_elevator(&process.exe) {
             return;
         }
-        // What it resolved to, and what the name it was started by
-        // resolves to now (the exe read from /proc may already be the
-        // next program if it exec'd again at once).
+        // What it resolved to, and what the names it was started by
+        // resolve to now (the exe read from /proc may already be the next
+        // program if it exec'd again at once: `sudo innocent` found on
+        // the PATH, a link to env that runs sleep).
         let mut g = gate.decide_command(&process.exe, argv);
-        if let Some(resolved) = argv
+        let names = argv
             .first()
             .filter(|a| a.starts_with('/'))
-            .and_then(|a| std::fs::canonicalize(a).ok())
-        {
+            .into_iter()
+            .chain(path_requested.iter());
+        for name in names {
+            let Some(resolved) = resolve_for(process.pid, name) else {
+                continue;
+            };
             let other = gate.decide_command(&resolved.to_string_lossy(), argv);
             if strictness(other.action) > strictness(g.action) {
                 g = other;
@@ -310,9 +321,7 @@ impl Core {
             return;
         };
         // Relative to the held process's working directory (sudo's own).
-        let Ok(resolved) = std::fs::canonicalize(
-            Path::new(&format!("/proc/{pid}/cwd")).join(&command),
-        ) else {
+        let Some(resolved) = resolve_for(pid, &command) else {
             return;
         };
         let command_argv: Vec<String> = std::iter::once(command.clone())
@@ -680,6 +689,12 @@ impl Core {
         );
         Ok(detail)
     }
+}
+
+/// What the path `name` a process used resolves to now (a relative one
+/// from the process's working directory).
+fn resolve_for(pid: u32, name: &str) -> Option<PathBuf> {
+    std::fs::canonicalize(Path::new(&format!("/proc/{pid}/cwd")).join(name)).ok()
 }
 
 fn strictness(d: Decision) -> u8 {
