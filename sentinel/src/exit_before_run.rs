@@ -269,34 +269,31 @@ mod arch {
     const SVC0: [u8; 4] = [0x01, 0x00, 0x00, 0xd4];
     const NT_PRSTATUS: usize = 1;
 
+    /// PTRACE_GETREGSET or PTRACE_SETREGSET of the general registers.
+    fn regset(
+        step: &'static str,
+        request: libc::c_uint,
+        pid: libc::pid_t,
+        regs: &mut libc::user_regs_struct,
+    ) -> Result<(), Error> {
+        let mut iov = libc::iovec {
+            iov_base: regs as *mut _ as *mut libc::c_void,
+            iov_len: std::mem::size_of::<libc::user_regs_struct>(),
+        };
+        ptrace(step, request, pid, NT_PRSTATUS, &mut iov as *mut _ as usize).map(|_| ())
+    }
+
     pub fn set_exit(pid: u32, status: u64) -> Result<(), Error> {
         let pid = pid as libc::pid_t;
         // SAFETY: user_regs_struct is plain old data.
         let mut regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
-        let mut iov = libc::iovec {
-            iov_base: &mut regs as *mut _ as *mut libc::c_void,
-            iov_len: std::mem::size_of::<libc::user_regs_struct>(),
-        };
-        ptrace(
-            "getregset",
-            libc::PTRACE_GETREGSET,
-            pid,
-            NT_PRSTATUS,
-            &mut iov as *mut _ as usize,
-        )?;
+        regset("getregset", libc::PTRACE_GETREGSET, pid, &mut regs)?;
         poke_code(pid, regs.pc, &SVC0)?;
         // x0 = 77 is no restart code, so an interrupted call is not
         // restarted over it.
         regs.regs[8] = SYS_EXIT_GROUP;
         regs.regs[0] = status;
-        ptrace(
-            "setregset",
-            libc::PTRACE_SETREGSET,
-            pid,
-            NT_PRSTATUS,
-            &mut iov as *mut _ as usize,
-        )
-        .map(|_| ())
+        regset("setregset", libc::PTRACE_SETREGSET, pid, &mut regs)
     }
 }
 

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sentinel_audit::{Body, Event};
+use sentinel_common::ApprovalKey;
 use sentinel_policy::{
     Decision, Mode, QuarantineEntry, QuarantineTarget, ResponseAction, Verdict, GATE_RULE,
 };
@@ -253,10 +254,18 @@ impl Core {
     }
 
     /// The first checkpoint: the kernel held an elevator's exec before it
-    /// ran; the engine asked the gate. Allowed: released at once. Refused:
-    /// a message on the agent's terminal, then killed. Returns false for
-    /// an `ask` (the ordinary approval hold takes it).
-    pub(crate) fn settle_gated_elevator(&mut self, pid: u32, body: &Body, v: &mut Verdict) -> bool {
+    /// ran; the engine asked the gate. Allowed: released at once (with
+    /// `restart`, the approval an exec held at entry needs to go through
+    /// when it restarts). Refused: a message on the agent's terminal, then
+    /// made to exit 77 (killed if that fails). Returns false for an `ask`
+    /// (the ordinary approval hold takes it).
+    pub(crate) fn settle_gated_elevator(
+        &mut self,
+        pid: u32,
+        body: &Body,
+        restart: Option<ApprovalKey>,
+        v: &mut Verdict,
+    ) -> bool {
         let gated = v
             .rule
             .as_deref()
@@ -296,6 +305,12 @@ impl Core {
                 agent,
             });
         } else {
+            if let Some(mut key) = restart {
+                key.pid = pid;
+                if let Err(e) = self.sensor.approve(key) {
+                    tracing::warn!("sudo gate: pid {pid} allowed, but its exec cannot restart: {e}");
+                }
+            }
             let _ = self.sensor.release_held(pid);
             enforce::resume(pid, None);
             v.reason = format!("{}; held by the kernel until the gate allowed it", v.reason);

@@ -306,6 +306,11 @@ impl Core {
             && matches!(&event, KernelEvent::Open { ret: Some(r), file, .. }
                 if *r >= 0 && !file.path.is_empty());
         let approval = enforce::approval_key(&event);
+        // An exec held at entry (BPF LSM) restarts when resumed and needs
+        // its one-shot approval then; one held after it (a tracepoint)
+        // does not, and must not leave one behind.
+        let restart =
+            approval.filter(|_| matches!(&event, KernelEvent::Exec { at_entry: true, .. }));
         if let KernelEvent::Open { ret: Some(ret), .. } = &event {
             if *ret == -libc::EPERM && self.guard_records.take_refused(header.tid) {
                 return;
@@ -319,7 +324,7 @@ impl Core {
                 return;
             }
         }
-        let mut verdict = self.verdict_and_enforce(&body, &header, approval);
+        let mut verdict = self.verdict_and_enforce(&body, &header, approval, restart);
         if let Some(v) = verdict.as_mut() {
             self.put_back_identity(&body, v);
         }
@@ -554,6 +559,7 @@ impl Core {
         body: &Body,
         header: &Header,
         approval: Option<sentinel_common::ApprovalKey>,
+        restart: Option<sentinel_common::ApprovalKey>,
     ) -> Option<Verdict> {
         let action = action_for(body)?;
         let mut v = lock(&self.engine)
@@ -589,7 +595,9 @@ impl Core {
             }
         }
         let pid = header.pid;
-        if header.action == KernelAction::Held && self.settle_gated_elevator(pid, body, &mut v) {
+        if header.action == KernelAction::Held
+            && self.settle_gated_elevator(pid, body, restart, &mut v)
+        {
             return Some(v);
         }
         match header.action {
