@@ -382,6 +382,8 @@ fn the_sudo_gate_refuses_escapes_with_the_real_sudo() {
         assert!(!out.status.success(), "{name}: {out:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         if !stderr.contains("refused by the sudo gate") {
+            // The record of what happened may trail the exit.
+            std::thread::sleep(Duration::from_secs(1));
             let execs: Vec<Value> = daemon
                 .events()
                 .into_iter()
@@ -418,6 +420,7 @@ fn the_sudo_gate_refuses_escapes_with_the_real_sudo() {
         String::from_utf8_lossy(&out.stderr).contains("refused by the sudo gate"),
         "{out:?}"
     );
+    assert_eq!(out.status.code(), Some(77), "{out:?}");
 
     // A symlink with an innocent name that sudo finds on the agent's PATH
     // (this sudoers entry keeps it: no secure_path): the first checkpoint
