@@ -336,9 +336,8 @@ fn sudo_as_agent(dir: &Path, line: &str) -> Output {
 fn the_sudo_gate_refuses_escapes_with_the_real_sudo() {
     require_environment();
     let _lock = kernel_lock();
-    let _sudoers = Sudoers::with(
-        "Defaults:sentineltest !secure_path\nsentineltest ALL=(ALL) NOPASSWD: ALL\n",
-    );
+    let _sudoers =
+        Sudoers::with("Defaults:sentineltest !secure_path\nsentineltest ALL=(ALL) NOPASSWD: ALL\n");
     let dir = scratch_dir();
     let d = dir.path();
     let daemon = Daemon::start(&[

@@ -234,7 +234,8 @@ impl Bench {
     }
 
     fn proxied_client(&self) -> Client {
-        self.runtime.block_on(Client::connect(self.proxied, VIRTUAL))
+        self.runtime
+            .block_on(Client::connect(self.proxied, VIRTUAL))
     }
 
     fn call(&self, client: &mut Client, api: Api) -> usize {
@@ -350,7 +351,10 @@ fn bench_proxy(c: &mut Criterion) {
     }
     bench.proxy.flush();
     let wrong = bench.wrong_key.load(Ordering::Relaxed);
-    assert_eq!(wrong, 0, "the upstream got {wrong} requests without the real key");
+    assert_eq!(
+        wrong, 0,
+        "the upstream got {wrong} requests without the real key"
+    );
     if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
         println!("\nload average at the end: {}", load.trim());
     }

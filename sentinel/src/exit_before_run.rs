@@ -52,10 +52,7 @@ pub enum Error {
     #[error("pid {0} is no longer the process the kernel held")]
     NotTheHeldProcess(u32),
     #[error("exiting before the first instruction is not implemented on this architecture")]
-    #[cfg_attr(
-        any(target_arch = "x86_64", target_arch = "aarch64"),
-        allow(dead_code)
-    )]
+    #[cfg_attr(any(target_arch = "x86_64", target_arch = "aarch64"), allow(dead_code))]
     UnsupportedArch,
 }
 
@@ -66,9 +63,7 @@ pub enum Error {
 pub fn exit_77(sensor: &mut Sensor, pid: u32, start: u64) -> Result<(), Error> {
     let tracee = Seized::seize(pid)?;
     tracee.wait_stop()?;
-    let held = sensor
-        .held_pids()
-        .is_ok_and(|pids| pids.contains(&pid));
+    let held = sensor.held_pids().is_ok_and(|pids| pids.contains(&pid));
     if crate::enforce::start_time(pid) != Some(start) || !held {
         return Err(Error::NotTheHeldProcess(pid));
     }
@@ -175,7 +170,14 @@ fn ptrace(
 ) -> Result<libc::c_long, Error> {
     // SAFETY: the requests used here read or write only the tracee, or the
     // buffer `data` points to, which the caller owns for the call.
-    let r = unsafe { libc::ptrace(request, pid, addr as *mut libc::c_void, data as *mut libc::c_void) };
+    let r = unsafe {
+        libc::ptrace(
+            request,
+            pid,
+            addr as *mut libc::c_void,
+            data as *mut libc::c_void,
+        )
+    };
     if r == -1 {
         return Err(Error::Ptrace {
             step,

@@ -308,7 +308,9 @@ impl Core {
             if let Some(mut key) = restart {
                 key.pid = pid;
                 if let Err(e) = self.sensor.approve(key) {
-                    tracing::warn!("sudo gate: pid {pid} allowed, but its exec cannot restart: {e}");
+                    tracing::warn!(
+                        "sudo gate: pid {pid} allowed, but its exec cannot restart: {e}"
+                    );
                 }
             }
             let _ = self.sensor.release_held(pid);
@@ -328,7 +330,10 @@ impl Core {
         let Body::Exec { process, argv, .. } = body else {
             return;
         };
-        if !matches!(v.action, Decision::Allow | Decision::LogOnly | Decision::Ask) {
+        if !matches!(
+            v.action,
+            Decision::Allow | Decision::LogOnly | Decision::Ask
+        ) {
             return;
         }
         let elevated = sentinel_policy::sudo::parse_elevator(&process.exe, argv);
@@ -371,10 +376,7 @@ impl Core {
             return "gone before it could be ended".into();
         };
         match exit_before_run::exit_77(&mut self.sensor, pid, start) {
-            Ok(()) => format!(
-                "exited {} before it ran",
-                exit_before_run::REFUSED_STATUS
-            ),
+            Ok(()) => format!("exited {} before it ran", exit_before_run::REFUSED_STATUS),
             Err(e @ exit_before_run::Error::NotTheHeldProcess(_)) => {
                 let _ = self.sensor.release_held(pid);
                 format!("left alone ({e})")

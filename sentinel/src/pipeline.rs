@@ -453,9 +453,16 @@ impl Core {
                 // The binary the kernel resolved is the truth; the name
                 // passed is kept when it differs (a symlink, a script,
                 // /proc/self/fd/N).
-                let resolved = (!binary.path.is_empty() && !binary.truncated)
-                    .then_some(binary.path.as_str());
-                t.on_exec(header.pid, ppid, header.uid, &header.comm, resolved, &filename);
+                let resolved =
+                    (!binary.path.is_empty() && !binary.truncated).then_some(binary.path.as_str());
+                t.on_exec(
+                    header.pid,
+                    ppid,
+                    header.uid,
+                    &header.comm,
+                    resolved,
+                    &filename,
+                );
                 let process = t.info(header.pid, header.uid, &header.comm);
                 let path_requested =
                     (!filename.is_empty() && filename != process.exe).then_some(filename);

@@ -286,6 +286,13 @@ fn bench(root: &Path) -> Result<()> {
     println!("\n## LLM API proxy: latency per request, direct and through the proxy\n");
     cargo(
         root,
-        &["bench", "--locked", "-p", "sentinel-llm", "--bench", "proxy"],
+        &[
+            "bench",
+            "--locked",
+            "-p",
+            "sentinel-llm",
+            "--bench",
+            "proxy",
+        ],
     )
 }
