@@ -21,8 +21,9 @@
 //!
 //! Any step that fails (ptrace refused, e.g. Yama scope 3; the process
 //! gone or replaced; an architecture without the code here) leaves the
-//! process as it was, detached and still stopped, and says why: the caller
-//! falls back to SIGKILL.
+//! process detached and still stopped (or, if it never reached a
+//! ptrace-stop, killed here) and says why: the caller falls back to
+//! SIGKILL.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -131,17 +132,19 @@ impl Seized {
     }
 
     fn detach(mut self) -> Result<(), Error> {
+        // On failure the drop below still owns it.
+        ptrace("detach", libc::PTRACE_DETACH, self.pid, 0, 0)?;
         self.attached = false;
-        ptrace("detach", libc::PTRACE_DETACH, self.pid, 0, 0).map(|_| ())
+        Ok(())
     }
 }
 
 impl Drop for Seized {
     fn drop(&mut self) {
         if self.attached {
-            // Detaching needs a ptrace-stop; a tracee that never reached
-            // one is detached when it stops or dies (EXITKILL aside, the
-            // caller's SIGKILL follows and the exit is reaped below).
+            // Detaching needs a ptrace-stop. One that never reached it is
+            // killed here and its exit reaped: a tracee's exit goes to
+            // its tracer first, and the wait hands it to its parent.
             if ptrace("detach", libc::PTRACE_DETACH, self.pid, 0, 0).is_err() {
                 // SAFETY: kill and waitpid have no memory preconditions.
                 unsafe {
