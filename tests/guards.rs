@@ -336,7 +336,8 @@ fn sudo_as_agent(dir: &Path, line: &str) -> Output {
 fn the_sudo_gate_refuses_escapes_with_the_real_sudo() {
     require_environment();
     let _lock = kernel_lock();
-    let _sudoers = Sudoers::grant();
+    let _sudoers =
+        Sudoers::with("Defaults:sentineltest !secure_path\nsentineltest ALL=(ALL) NOPASSWD: ALL\n");
     let dir = scratch_dir();
     let d = dir.path();
     let daemon = Daemon::start(&[
@@ -380,6 +381,8 @@ fn the_sudo_gate_refuses_escapes_with_the_real_sudo() {
         assert!(!out.status.success(), "{name}: {out:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         if !stderr.contains("refused by the sudo gate") {
+            // The record of what happened may trail the exit.
+            std::thread::sleep(Duration::from_secs(1));
             let execs: Vec<Value> = daemon
                 .events()
                 .into_iter()
@@ -416,14 +419,25 @@ fn the_sudo_gate_refuses_escapes_with_the_real_sudo() {
         String::from_utf8_lossy(&out.stderr).contains("refused by the sudo gate"),
         "{out:?}"
     );
+    assert_eq!(out.status.code(), Some(77), "{out:?}");
 
-    // A symlink with an innocent name: the gate lets `sudo` start it, then
-    // judges what it resolves to (env) and kills it after the fact.
+    // A symlink with an innocent name that sudo finds on the agent's PATH
+    // (this sudoers entry keeps it: no secure_path): the first checkpoint
+    // sees only the name, lets `sudo` start it, then judges what it
+    // resolves to (env) and kills it after the fact.
     std::os::unix::fs::symlink("/usr/bin/env", d.join("innocent")).unwrap();
-    let _ = sudo_as_agent(d, &format!("sudo -n {}/innocent sleep 5", d.display()));
+    let out = sudo_as_agent(
+        d,
+        &format!(
+            "PATH={}:$PATH sudo -n innocent sleep 5; echo rc=$?",
+            d.display()
+        ),
+    );
+    // Killed after the fact (sudo passes the SIGKILL on: 128 + 9).
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "rc=137\n", "{out:?}");
     let ev = daemon.wait_for("the elevated child refused", |e| {
         e["kind"] == "exec"
-            && e["argv"][0].as_str().unwrap_or("").ends_with("/innocent")
+            && e["argv"][0] == "innocent"
             && e["verdict"]["rule"] == "sudo-gate:shell-escape"
     });
     assert_eq!(ev["verdict"]["action"], "deny");
@@ -459,6 +473,149 @@ fn the_sudo_gate_refuses_escapes_with_the_real_sudo() {
     assert!(out.status.success(), "{out:?}");
     let status = child.wait().unwrap();
     assert_eq!(status.signal(), Some(9), "{status:?}");
+}
+
+/// A command the sudo gate refuses is held by the kernel before it runs
+/// and made to exit with status 77 (ClawTower's "refused" status), so the
+/// agent's shell reads a refusal, not a crash: the shell sees 77, the
+/// agent is told why on its stderr, nothing the command would have done
+/// happens, and the audit chain says it exited 77 before it ran. Tried
+/// through every spelling the gate must see through.
+#[test]
+fn a_refused_sudo_exits_77_before_it_runs() {
+    require_environment();
+    let _lock = kernel_lock();
+    let _sudoers = Sudoers::grant();
+    let dir = scratch_dir();
+    let d = dir.path();
+    let daemon = Daemon::start(&["--policy", &guards_policy(d, "")]);
+    // An innocent name for vim, by absolute and by relative path.
+    std::os::unix::fs::symlink("/usr/bin/vim", d.join("notes")).unwrap();
+
+    // Each would create its marker if it ran (vim's `:!` runs a shell).
+    let vim_touch = |m: &str| format!("-es -c '!touch {}/{m}' -c 'qa!'", d.display());
+    let mut cases = vec![
+        ("sudo vim", format!("sudo -n vim {}", vim_touch("m-vim"))),
+        (
+            "sudo find -exec",
+            format!(
+                "sudo -n find {0} -maxdepth 0 -exec touch {0}/m-find ';'",
+                d.display()
+            ),
+        ),
+        (
+            "sudo -u root sh -c",
+            format!("sudo -n -u root sh -c 'touch {}/m-sh'", d.display()),
+        ),
+        (
+            "sudo env vim",
+            format!("sudo -n env vim {}", vim_touch("m-envvim")),
+        ),
+        (
+            "sudo /abs/symlink-to-vim",
+            format!("sudo -n {}/notes {}", d.display(), vim_touch("m-link")),
+        ),
+        (
+            "sudo ./symlink-to-vim",
+            format!("sudo -n ./notes {}", vim_touch("m-rel")),
+        ),
+        (
+            "su -c vim",
+            format!(
+                "su -c \"vim -es -c '!touch {}/m-su' -c 'qa!'\" root",
+                d.display()
+            ),
+        ),
+    ];
+    for doas in ["/usr/bin/doas", "/usr/local/bin/doas"] {
+        if Path::new(doas).exists() {
+            cases.push(("doas vim", format!("{doas} vim {}", vim_touch("m-doas"))));
+        }
+    }
+    for (name, line) in &cases {
+        let out = sudo_as_agent(d, &format!("{line}; echo rc=$?"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stdout.lines().any(|l| l == "rc=77"),
+            "{name}: the shell must see exit status 77: {out:?}"
+        );
+        assert!(
+            stderr.contains("refused by the sudo gate"),
+            "{name}: the agent is told why on its stderr: {out:?}"
+        );
+        let markers: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("m-"))
+            .collect();
+        assert!(markers.is_empty(), "{name}: it ran: {markers:?}");
+    }
+
+    // The exit status reaches the elevator's own parent too.
+    let mut direct = as_user(WATCHED_UID, "/usr/bin/sudo");
+    direct
+        .args(["-n", "vim", "-es", "-c", "qa!"])
+        .stdin(Stdio::null());
+    let out = run(direct);
+    assert_eq!(out.status.code(), Some(77), "{out:?}");
+
+    // The audit chain: a deny record per refusal saying how it ended, and
+    // the alert.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let refused = daemon
+            .events()
+            .into_iter()
+            .filter(|e| {
+                e["kind"] == "exec"
+                    && e["verdict"]["action"] == "deny"
+                    && e["verdict"]["enforced"] == true
+                    && e["verdict"]["rule"]
+                        .as_str()
+                        .is_some_and(|r| r.starts_with("sudo-gate:"))
+                    && e["verdict"]["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("exited 77 before it ran"))
+            })
+            .count();
+        if refused > cases.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{refused} deny records say `exited 77 before it ran`, want {}: {:#?}",
+            cases.len() + 1,
+            daemon
+                .events()
+                .into_iter()
+                .filter(|e| e["kind"] == "exec" || e["kind"] == "alert")
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let link = daemon.wait_for("the symlink judged by what it resolves to", |e| {
+        e["kind"] == "exec"
+            && e["verdict"]["rule"] == "sudo-gate:shell-escape"
+            && e["verdict"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("resolves to /usr/bin/vim"))
+    });
+    assert_eq!(link["verdict"]["action"], "deny", "{link}");
+    daemon.wait_for("the alert saying how it ended", |e| {
+        e["kind"] == "alert"
+            && e["category"] == "sudo"
+            && e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("exited 77 before it ran"))
+    });
+
+    // An allowed sudo still runs, as root, with its own status.
+    let out = sudo_as_agent(d, "sudo -n id -u; echo rc=$?");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "0\nrc=0\n", "{out:?}");
+    let out = sudo_as_agent(d, "sudo -n false; echo rc=$?");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "rc=1\n", "{out:?}");
 }
 
 fn proc_state(pid: u32) -> Option<char> {

@@ -152,7 +152,11 @@ const PROC_SUPER_MAGIC: u64 = 0x9fa0;
 #[inline(always)]
 fn pid_of_file(file: u64) -> u64 {
     let at = |i: u32| LAYOUT.get(i).copied().unwrap_or(0);
-    let (f_inode, i_sb, s_magic) = (at(layout::FILE_INODE), at(layout::INODE_SB), at(layout::SB_MAGIC));
+    let (f_inode, i_sb, s_magic) = (
+        at(layout::FILE_INODE),
+        at(layout::INODE_SB),
+        at(layout::SB_MAGIC),
+    );
     let (proc_pid, proc_vfs) = (at(layout::PROC_INODE_PID), at(layout::PROC_INODE_VFS));
     if f_inode != 0 && i_sb != 0 && s_magic != 0 && proc_vfs != 0 {
         let inode = ptr(file + f_inode);

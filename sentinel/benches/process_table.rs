@@ -64,6 +64,7 @@ fn main() {
             ppid,
             2001,
             "python3",
+            Some("/usr/lib/agent/bin/python3.11"),
             "/usr/lib/agent/bin/python3.11",
             at,
         );

@@ -11,12 +11,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sentinel_audit::{Body, Event};
+use sentinel_common::ApprovalKey;
 use sentinel_policy::{
     Decision, Mode, QuarantineEntry, QuarantineTarget, ResponseAction, Verdict, GATE_RULE,
 };
 use time::OffsetDateTime;
 
 use crate::enforce;
+use crate::exit_before_run;
 use crate::identity::IdentityMonitor;
 use crate::pipeline::{lock, Core};
 use crate::respond::{self, Netfilter, Responses, State};
@@ -189,7 +191,13 @@ impl Core {
     /// it resolved to, so `sudo /tmp/innocent` (a symlink to vim) is
     /// refused too. Only makes a passing verdict stricter.
     pub(crate) fn gate_elevated_child(&mut self, body: &Body, v: &mut Verdict) {
-        let Body::Exec { process, argv, .. } = body else {
+        let Body::Exec {
+            process,
+            argv,
+            path_requested,
+            ..
+        } = body
+        else {
             return;
         };
         if !matches!(v.action, Decision::Allow | Decision::LogOnly) {
@@ -203,15 +211,20 @@ impl Core {
         if !gate.configured || !gate.is_elevator(&parent) || gate.is_elevator(&process.exe) {
             return;
         }
-        // What it resolved to, and what the name it was started by
-        // resolves to now (the exe read from /proc may already be the
-        // next program if it exec'd again at once).
+        // What it resolved to, and what the names it was started by
+        // resolve to now (the exe read from /proc may already be the next
+        // program if it exec'd again at once: `sudo innocent` found on
+        // the PATH, a link to env that runs sleep).
         let mut g = gate.decide_command(&process.exe, argv);
-        if let Some(resolved) = argv
+        let names = argv
             .first()
             .filter(|a| a.starts_with('/'))
-            .and_then(|a| std::fs::canonicalize(a).ok())
-        {
+            .into_iter()
+            .chain(path_requested.iter());
+        for name in names {
+            let Some(resolved) = resolve_for(process.pid, name) else {
+                continue;
+            };
             let other = gate.decide_command(&resolved.to_string_lossy(), argv);
             if strictness(other.action) > strictness(g.action) {
                 g = other;
@@ -241,14 +254,25 @@ impl Core {
     }
 
     /// The first checkpoint: the kernel held an elevator's exec before it
-    /// ran; the engine asked the gate. Allowed: released at once. Refused:
-    /// a message on the agent's terminal, then killed. Returns false for
-    /// an `ask` (the ordinary approval hold takes it).
-    pub(crate) fn settle_gated_elevator(&mut self, pid: u32, body: &Body, v: &mut Verdict) -> bool {
+    /// ran; the engine asked the gate. Allowed: released at once (with
+    /// `restart`, the approval an exec held at entry needs to go through
+    /// when it restarts). Refused: a message on the agent's terminal, then
+    /// made to exit 77 (killed if that fails). Returns false for an `ask`
+    /// (the ordinary approval hold takes it).
+    pub(crate) fn settle_gated_elevator(
+        &mut self,
+        pid: u32,
+        body: &Body,
+        restart: Option<ApprovalKey>,
+        v: &mut Verdict,
+    ) -> bool {
         let gated = v
             .rule
             .as_deref()
             .is_some_and(|r| r.starts_with(GATE_RULE) && r != GATE_RULE);
+        if gated {
+            self.judge_what_it_resolves_to(pid, body, v);
+        }
         if !gated || v.action == Decision::Ask {
             return false;
         }
@@ -264,10 +288,9 @@ impl Core {
                 v.reason
             );
             let told = enforce::tell(pid, &message);
-            self.kill_tree(pid);
-            let _ = self.sensor.release_held(pid);
+            let ended = self.end_held_before_it_ran(pid);
             v.reason = format!(
-                "{}; held by the kernel before it ran, then killed{}",
+                "{}; held by the kernel before it ran, then {ended}{}",
                 v.reason,
                 if told { " (told on its stderr)" } else { "" }
             );
@@ -282,11 +305,89 @@ impl Core {
                 agent,
             });
         } else {
+            if let Some(mut key) = restart {
+                key.pid = pid;
+                if let Err(e) = self.sensor.approve(key) {
+                    tracing::warn!(
+                        "sudo gate: pid {pid} allowed, but its exec cannot restart: {e}"
+                    );
+                }
+            }
             let _ = self.sensor.release_held(pid);
             enforce::resume(pid, None);
             v.reason = format!("{}; held by the kernel until the gate allowed it", v.reason);
         }
         true
+    }
+
+    /// The first checkpoint judged the command by the name the elevator
+    /// was given; a path (`sudo ./innocent`, a symlink to vim) is judged
+    /// by what it resolves to as well, while the elevator is still held,
+    /// so it is refused before anything runs. Only makes a passing
+    /// verdict stricter; the second checkpoint still judges what the
+    /// elevator really starts (the link may change after this).
+    fn judge_what_it_resolves_to(&mut self, pid: u32, body: &Body, v: &mut Verdict) {
+        let Body::Exec { process, argv, .. } = body else {
+            return;
+        };
+        if !matches!(
+            v.action,
+            Decision::Allow | Decision::LogOnly | Decision::Ask
+        ) {
+            return;
+        }
+        let elevated = sentinel_policy::sudo::parse_elevator(&process.exe, argv);
+        let Some(command) = elevated.command.filter(|c| c.contains('/')) else {
+            return;
+        };
+        // Relative to the held process's working directory (sudo's own).
+        let Some(resolved) = resolve_for(pid, &command) else {
+            return;
+        };
+        let command_argv: Vec<String> = std::iter::once(command.clone())
+            .chain(elevated.args.iter().cloned())
+            .collect();
+        let engine = lock(&self.engine);
+        let g = engine
+            .policy()
+            .sudo()
+            .decide_command(&resolved.to_string_lossy(), &command_argv);
+        drop(engine);
+        if strictness(g.action) > strictness(v.action) {
+            v.action = g.action;
+            v.rule = Some(g.rule.clone());
+            v.reason = format!(
+                "{} (`{}`, which resolves to {})",
+                g.reason,
+                g.command,
+                resolved.display()
+            );
+            v.risk = v.risk.max(g.risk);
+            v.alert = true;
+        }
+    }
+
+    /// Ends a refused process the kernel holds before it ran: made to exit
+    /// with status 77 (its parent reads a refusal), else killed. Says
+    /// which, for the record.
+    fn end_held_before_it_ran(&mut self, pid: u32) -> String {
+        let Some(start) = crate::procid::start_time(pid) else {
+            let _ = self.sensor.release_held(pid);
+            return "gone before it could be ended".into();
+        };
+        match exit_before_run::exit_77(&mut self.sensor, pid, start) {
+            Ok(()) => format!("exited {} before it ran", exit_before_run::REFUSED_STATUS),
+            Err(e @ exit_before_run::Error::NotTheHeldProcess(_)) => {
+                let _ = self.sensor.release_held(pid);
+                format!("left alone ({e})")
+            }
+            Err(e) => {
+                self.kill_tree(pid);
+                let _ = self.sensor.release_held(pid);
+                tracing::warn!("sudo gate: pid {pid} killed instead of exiting 77: {e}");
+                format!("killed (it could not be made to exit 77: {e})")
+            }
+        }
     }
 
     /// A protected identity file the agent was refused a write to is put
@@ -605,6 +706,12 @@ impl Core {
         );
         Ok(detail)
     }
+}
+
+/// What the path `name` a process used resolves to now (a relative one
+/// from the process's working directory).
+fn resolve_for(pid: u32, name: &str) -> Option<PathBuf> {
+    std::fs::canonicalize(Path::new(&format!("/proc/{pid}/cwd")).join(name)).ok()
 }
 
 fn strictness(d: Decision) -> u8 {

@@ -14,6 +14,7 @@ mod daemon;
 mod decode;
 mod doctor;
 mod enforce;
+mod exit_before_run;
 mod file_guard;
 mod guards;
 mod identity;

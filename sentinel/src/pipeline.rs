@@ -321,6 +321,11 @@ impl Core {
             && matches!(&event, KernelEvent::Open { ret: Some(r), file, .. }
                 if *r >= 0 && !file.path.is_empty());
         let approval = enforce::approval_key(&event);
+        // An exec held at entry (BPF LSM) restarts when resumed and needs
+        // its one-shot approval then; one held after it (a tracepoint)
+        // does not, and must not leave one behind.
+        let restart =
+            approval.filter(|_| matches!(&event, KernelEvent::Exec { at_entry: true, .. }));
         if let KernelEvent::Open { ret: Some(ret), .. } = &event {
             if *ret == -libc::EPERM && self.guard_records.take_refused(header.tid) {
                 return;
@@ -334,7 +339,7 @@ impl Core {
                 return;
             }
         }
-        let mut verdict = self.verdict_and_enforce(&body, &header, approval);
+        let mut verdict = self.verdict_and_enforce(&body, &header, approval, restart);
         if let Some(v) = verdict.as_mut() {
             self.put_back_identity(&body, v);
         }
@@ -469,12 +474,17 @@ impl Core {
                 // The binary the kernel resolved is the truth; the name
                 // passed is kept when it differs (a symlink, a script,
                 // /proc/self/fd/N).
-                let exe = if binary.path.is_empty() {
-                    &filename
-                } else {
-                    &binary.path
-                };
-                t.on_exec(header.pid, ppid, header.uid, &header.comm, exe, at);
+                let resolved =
+                    (!binary.path.is_empty() && !binary.truncated).then_some(binary.path.as_str());
+                t.on_exec(
+                    header.pid,
+                    ppid,
+                    header.uid,
+                    &header.comm,
+                    resolved,
+                    &filename,
+                    at,
+                );
                 let process = t.info(header.pid, header.uid, &header.comm, at);
                 let path_requested =
                     (!filename.is_empty() && filename != process.exe).then_some(filename);
@@ -602,6 +612,7 @@ impl Core {
         body: &Body,
         header: &Header,
         approval: Option<sentinel_common::ApprovalKey>,
+        restart: Option<sentinel_common::ApprovalKey>,
     ) -> Option<Verdict> {
         let action = action_for(body)?;
         let mut v = lock(&self.engine)
@@ -620,7 +631,9 @@ impl Core {
         self.enforce_auto_lockdown();
         self.gate_elevated_child(body, &mut v);
         let pid = header.pid;
-        if header.action == KernelAction::Held && self.settle_gated_elevator(pid, body, &mut v) {
+        if header.action == KernelAction::Held
+            && self.settle_gated_elevator(pid, body, restart, &mut v)
+        {
             return Some(v);
         }
         match header.action {

@@ -229,11 +229,27 @@ impl ProcessTable {
     /// A watched process executed `filename`; `exe` is the resolved path
     /// when /proc still had it.
     /// `ppid` is the kernel's record of the parent (0 when it has none).
-    pub fn on_exec(&mut self, pid: u32, ppid: u32, uid: u32, comm: &str, filename: &str, at: u64) {
-        // /proc has the resolved path while the process lives; a process
-        // that already exited gets its filename resolved the same way.
-        let exe = self
-            .read_exe(pid)
+    /// A process ran a new program: `resolved` is the binary as the
+    /// kernel resolved it for this exec (when it could), `filename` the
+    /// name it was given.
+    pub fn on_exec(
+        &mut self,
+        pid: u32,
+        ppid: u32,
+        uid: u32,
+        comm: &str,
+        resolved: Option<&str>,
+        filename: &str,
+        at: u64,
+    ) {
+        // The kernel's path is this exec's; /proc has the program the
+        // process runs *now*, which is the next one if it exec'd again
+        // before this event was read (bash -c 'sudo ...' execs sudo at
+        // once: reading /proc made bash's exec look like sudo's). Without
+        // a kernel path, /proc, then the filename resolved here.
+        let exe = resolved
+            .map(str::to_string)
+            .or_else(|| self.read_exe(pid))
             .or_else(|| {
                 std::fs::canonicalize(filename)
                     .ok()
@@ -715,6 +731,23 @@ mod tests {
     const NOW: u64 = u64::MAX / 2;
 
     #[test]
+    fn an_exec_read_late_keeps_the_program_the_kernel_resolved() {
+        // bash exec'd sudo before its own exec event was read: /proc
+        // already shows sudo, the event's kernel path says bash.
+        let proc_root = tempfile::tempdir().unwrap();
+        let pid_dir = proc_root.path().join("20");
+        std::fs::create_dir_all(&pid_dir).unwrap();
+        std::os::unix::fs::symlink("/usr/bin/sudo", pid_dir.join("exe")).unwrap();
+        let agents = HashMap::from([(1000, "claude".to_string())]);
+        let mut t = ProcessTable::with_proc_root(agents, proc_root.path().to_path_buf());
+        t.on_exec(20, 1, 1000, "bash", Some("/usr/bin/bash"), "/bin/bash", NOW);
+        assert_eq!(t.info(20, 1000, "bash", NOW).exe, "/usr/bin/bash");
+        // Without a kernel path, /proc is the best there is.
+        t.on_exec(20, 1, 1000, "sudo", None, "sudo", NOW);
+        assert_eq!(t.info(20, 1000, "sudo", NOW).exe, "/usr/bin/sudo");
+    }
+
+    #[test]
     fn stat_parsing_survives_hostile_comm() {
         let stat = "123 (evil) 1 (x) S 77 123 123 0 -1";
         assert_eq!(parse_stat_ppid(stat), Some(77));
@@ -727,9 +760,9 @@ mod tests {
         let info = t.info(10, 1000, "bash", NOW);
         assert_eq!(info.agent.as_deref(), Some("claude"));
         t.on_fork(10, 1000, "bash", 11, NOW);
-        t.on_exec(11, 0, 0, "sudo", "/usr/bin/sudo", NOW);
+        t.on_exec(11, 0, 0, "sudo", None, "/usr/bin/sudo", NOW);
         t.on_fork(11, 0, "sudo", 12, NOW);
-        t.on_exec(12, 11, 0, "id", "/usr/bin/id", NOW);
+        t.on_exec(12, 11, 0, "id", None, "/usr/bin/id", NOW);
         let info = t.info(12, 0, "id", NOW);
         assert_eq!(info.ppid, 11);
         let mut d = t.descendants(10);

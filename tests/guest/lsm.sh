@@ -1,9 +1,10 @@
 # BPF-LSM enforcement in a guest kernel that allows it (run by /init as root
 # under `sh -e`): a denied exec, open and connect of the watched UID fail
 # with EPERM from the LSM hooks; the unwatched UID is untouched; an allowed
-# connect is reported once and its bytes are counted; a watched setuid-root
-# process cannot signal, ptrace or bpf() the daemon; enforcement survives
-# kill -9 of the daemon and a restart takes it over.
+# connect is reported once and its bytes are counted; a command the sudo
+# gate refuses exits 77 before it runs; a watched setuid-root process
+# cannot signal, ptrace or bpf() the daemon; enforcement survives kill -9
+# of the daemon and a restart takes it over.
 G=/sentinel-guest
 fail() {
     echo "lsm-test: FAIL: $*"
@@ -64,6 +65,22 @@ sentinel status --json --state-dir /tmp/st > /tmp/status.json
 grep -A6 '"total"' /tmp/status.json | grep -Eq '"received_bytes": [1-9][0-9]{5}' \
     || fail "the download's bytes were not counted: $(grep -A8 '"bandwidth"' /tmp/status.json)"
 
+# The sudo gate: the elevator's exec is held by bprm_check_security before
+# it happens; refused, the process exits 77 (its shell sees it) and never
+# runs the elevator; allowed, the exec goes through when resumed.
+printf '#!/bin/sh\nexec "$@"\n' > /tmp/guest-elevator
+chmod 755 /tmp/guest-elevator
+out=$(su -s /bin/sh -c '/tmp/guest-elevator touch /tmp/elevated-marker; echo rc=$?' sentineltest 2>&1) || true
+echo "$out" | grep -q "rc=77" || fail "a refused elevator did not exit 77: $out"
+echo "$out" | grep -q "refused by the sudo gate" || fail "the refused elevator was not told why: $out"
+[ ! -e /tmp/elevated-marker ] || fail "the refused elevated command ran"
+out=$(su -s /bin/sh -c '/tmp/guest-elevator echo elevated-ok; echo rc=$?' sentineltest 2>&1) || true
+echo "$out" | grep -q "elevated-ok" || fail "an allowed elevator did not run: $out"
+echo "$out" | grep -q "rc=0" || fail "an allowed elevator failed: $out"
+sleep 1
+grep '"rule":"sudo-gate:guest-touch"' /tmp/ev.jsonl | grep -q "exited 77 before it ran" \
+    || fail "no record that the refused elevator exited 77 before it ran"
+
 # The stream says the kernel refused each of them.
 sleep 1
 for rule in guest-deny-exec guest-deny-open guest-deny-connect; do
@@ -117,4 +134,4 @@ kill -TERM $daemon
 wait $daemon || fail "the daemon did not exit cleanly"
 [ ! -e /sys/fs/bpf/sentinel/tmp-st ] || fail "a clean stop left pins: $(ls /sys/fs/bpf/sentinel/tmp-st)"
 as-user sentineltest $G/forbidden-tool || fail "a clean stop left the programs attached"
-echo "lsm-test: exec, open and connect denied with EPERM by BPF LSM; an allowed download counted; the daemon refused its attackers and survived kill -9"
+echo "lsm-test: exec, open and connect denied with EPERM by BPF LSM; an allowed download counted; a refused elevator exited 77; the daemon refused its attackers and survived kill -9"

@@ -259,8 +259,8 @@ fn test(root: &Path, lint: bool) -> Result<()> {
 /// Every benchmark, one after the other: the overhead, flood, audit and
 /// memory tables (tests/overhead.rs, beside bpftrace and auditd), the
 /// process table at 100,000 processes, what the fanotify guard adds to an
-/// open, then the MCP proxy's latency
-/// (sentinel-mcp's proxy_latency bench).
+/// open, then the MCP proxy's latency (sentinel-mcp's proxy_latency bench)
+/// and the LLM API proxy's (sentinel-llm's proxy bench).
 fn bench(root: &Path) -> Result<()> {
     setup::all(root)?;
     setup::bench_peers()?;
@@ -306,6 +306,18 @@ fn bench(root: &Path) -> Result<()> {
             "sentinel-mcp",
             "--bench",
             "proxy_latency",
+        ],
+    )?;
+    println!("\n## LLM API proxy: latency per request, direct and through the proxy\n");
+    cargo(
+        root,
+        &[
+            "bench",
+            "--locked",
+            "-p",
+            "sentinel-llm",
+            "--bench",
+            "proxy",
         ],
     )
 }
