@@ -232,6 +232,7 @@ impl ProcessTable {
     /// A process ran a new program: `resolved` is the binary as the
     /// kernel resolved it for this exec (when it could), `filename` the
     /// name it was given.
+    #[allow(clippy::too_many_arguments)]
     pub fn on_exec(
         &mut self,
         pid: u32,
