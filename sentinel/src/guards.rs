@@ -313,8 +313,11 @@ impl Core {
                     );
                 }
             }
+            // Held, so still the process the kernel stopped: its start
+            // time now is its own (a signal needs one).
+            let start = crate::procid::start_time(pid);
             let _ = self.sensor.release_held(pid);
-            enforce::resume(pid, None);
+            enforce::resume(pid, start);
             v.reason = format!("{}; held by the kernel until the gate allowed it", v.reason);
         }
         true
