@@ -415,7 +415,8 @@ fn operator_tools_drive_the_running_daemon() {
         std::fs::read_to_string(policy.join("10-base.toml")).unwrap(),
         "# hand-written: the tools rewrite only a rule's own table\n"
     );
-    assert_eq!(admin.ok("sentinel_policy_status", json!({}))["rules"], 2);
+    // Two of the directory's, and this run's two own-files rules.
+    assert_eq!(admin.ok("sentinel_policy_status", json!({}))["rules"], 4);
 }
 
 #[test]
@@ -780,7 +781,8 @@ fn every_other_tool_answers_from_real_state(admin: &Admin, daemon: &Daemon, scra
     let report = admin.ok("sentinel_policy_report", json!({"hours": 1}));
     assert_eq!(report["audit"]["intact"], true, "{report}");
     assert_eq!(report["mode"], "silent-allow");
-    assert_eq!(report["policy"]["rules"], 3);
+    // The directory's three and this run's two own-files rules.
+    assert_eq!(report["policy"]["rules"], 5);
 
     // Alerts: one raised in the daemon's database, listed, acknowledged.
     let db = daemon.state_dir().join("sentinel.db");
