@@ -236,8 +236,8 @@ fn status_reports_attachments_and_counts() {
     assert_eq!(s["events"]["lost"], 0);
     assert_eq!(s["bandwidth"]["counting"], true, "{}", s["bandwidth"]);
     for hook in [
-        "cgroup_skb:egress:",
-        "cgroup_skb:ingress:",
+        "cgroup_skb:flow_egress:",
+        "cgroup_skb:flow_ingress:",
         "cgroup_sock:sock_release:",
     ] {
         assert!(
