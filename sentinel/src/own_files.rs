@@ -89,10 +89,17 @@ impl OwnFiles {
     }
 }
 
+/// The path as the kernel will resolve it: the file itself when it exists,
+/// else (a database not created yet) its deepest existing directory
+/// resolved, as [`crate::paths::canonical`] does for events.
 fn absolute(path: &Path) -> Option<PathBuf> {
-    std::fs::canonicalize(path)
-        .ok()
-        .or_else(|| std::path::absolute(path).ok())
+    std::fs::canonicalize(path).ok().or_else(|| {
+        let cwd = std::env::current_dir().ok();
+        Some(PathBuf::from(crate::paths::canonical(
+            cwd.as_deref(),
+            &path.to_string_lossy(),
+        )))
+    })
 }
 
 /// `dir`, resolved, when it is the daemon's alone: owned by root, writable
@@ -160,6 +167,20 @@ mod tests {
                 "{path} write={write}: {v:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_database_not_created_yet_is_named_as_the_kernel_resolves_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = std::fs::canonicalize(dir.path()).unwrap().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("link")).unwrap();
+        let own = OwnFiles::of(dir.path(), &dir.path().join("link/new.db"), None, None);
+        let (_, text) = own.source();
+        assert!(
+            text.contains(&format!("{}/new.db\"", real.display())),
+            "{text}"
+        );
     }
 
     #[test]
